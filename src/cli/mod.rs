@@ -1,0 +1,130 @@
+//! The command line: one file per command, all sharing [`Ui`] for colour and diagnostics.
+//!
+//! Exit codes: 0 success, 1 failure, 2 invalid spec or usage.
+
+mod plan;
+mod render;
+mod schema;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::spec::{self, LoadError, LoadedSpec};
+
+/// Exit status for an invalid spec (and usage errors).
+pub const EXIT_INVALID: u8 = 2;
+/// Exit status for other failures.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Run AI coding agents against many git repositories from committed specs.
+#[derive(Debug, Parser)]
+#[command(name = "dispatch", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  dispatch validate pipelines/*.yaml\n  dispatch plan pipelines/fix-tests.yaml\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo go-io")]
+pub struct Cli {
+    /// When to use colour: auto (only on a terminal), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to colour output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// Colour when the stream is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check specs; one line per file; exit 2 when any is invalid.
+    #[command(after_help = "Example:\n  dispatch validate pipelines/*.yaml pipelines/*.ncl")]
+    Validate(validate::Args),
+    /// Show the nodes a run would execute.
+    #[command(after_help = "Examples:\n  dispatch plan pipelines/fix-tests.yaml\n  dispatch plan pipelines/fix-tests.yaml --format json > plan.json\n  dispatch plan pipelines/fix-tests.yaml --format dot | dot -Tsvg > plan.svg")]
+    Plan(plan::Args),
+    /// Print the exact prompt one unit's agent would get.
+    #[command(after_help = "Examples:\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo go-io\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo core/go-process --attempt 2 --qa-failure qa.log")]
+    Render(render::Args),
+    /// Print the spec's JSON schema, or the Nickel contract with --nickel.
+    #[command(after_help = "Examples:\n  dispatch schema > schemas/dispatch.schema.json\n  dispatch schema --nickel > schemas/dispatch.ncl")]
+    Schema(schema::Args),
+}
+
+/// Output settings shared by the commands.
+#[derive(Clone, Copy, Debug)]
+pub struct Ui {
+    /// Colour on stderr.
+    pub color_err: bool,
+}
+
+impl Ui {
+    fn new(color: Color) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color_err = match color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => !no_color && std::io::stderr().is_terminal(),
+        };
+        Self { color_err }
+    }
+
+    /// Loads a spec, printing its diagnostics on failure.
+    pub fn load(&self, path: &Path) -> Result<LoadedSpec, u8> {
+        spec::load(path).map_err(|error| {
+            self.report_load_error(&error);
+            EXIT_INVALID
+        })
+    }
+
+    /// Prints a load error to stderr.
+    pub fn report_load_error(&self, error: &LoadError) {
+        match error {
+            LoadError::Io { .. } => eprintln!("error: {error}"),
+            LoadError::Invalid(errors) => eprint!("{}", errors.render(self.color_err)),
+        }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.color);
+    let ui = Ui::new(cli.color);
+    let status = match cli.command {
+        Command::Validate(args) => validate::run(&ui, args),
+        Command::Plan(args) => plan::run(&ui, args),
+        Command::Render(args) => render::run(&ui, args),
+        Command::Schema(args) => schema::run(args),
+    };
+    ExitCode::from(status)
+}
+
+fn init_tracing(verbose: u8, color: Color) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stderr().is_terminal(),
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,89 @@
+//! `dispatch render SPEC --job J --repo R`: the exact prompt of one unit.
+
+use std::path::PathBuf;
+
+use super::{Ui, EXIT_FAILURE, EXIT_INVALID};
+use crate::plan::{self, target::ResolvedTarget};
+use crate::spec::problem::SpecErrors;
+use crate::spec::source::Sources;
+use crate::spec::validate::{prompt_parts, template_problem};
+
+/// Arguments of `dispatch render`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The spec.
+    pub spec: PathBuf,
+    /// Job id.
+    #[arg(long)]
+    pub job: String,
+    /// Repository: `repo` or `org/repo`.
+    #[arg(long)]
+    pub repo: String,
+    /// Workspace key when the job has several units on the repository (`task-15`, `pr-3`, ...).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Render the prompt of this agent run (2 and up are fix attempts after QA failures).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: u32,
+    /// File holding the QA failure output given to a fix attempt.
+    #[arg(long)]
+    pub qa_failure: Option<PathBuf>,
+}
+
+/// Prints the prompt.
+pub fn run(ui: &Ui, args: Args) -> u8 {
+    let loaded = match ui.load(&args.spec) {
+        Ok(loaded) => loaded,
+        Err(status) => return status,
+    };
+    let spec = &loaded.spec;
+    let Some(job_index) = spec.jobs.iter().position(|j| j.id.as_str() == args.job) else {
+        let ids: Vec<&str> = spec.jobs.iter().map(|j| j.id.as_str()).collect();
+        eprintln!("error: {} has no job `{}`; its jobs: {}", args.spec.display(), args.job, ids.join(", "));
+        return EXIT_FAILURE;
+    };
+    let matches: Vec<&ResolvedTarget> = loaded
+        .targets
+        .iter()
+        .filter(|t| t.job == job_index)
+        .filter(|t| t.repo.as_str() == args.repo || t.full_name() == args.repo)
+        .filter(|t| args.key.as_ref().is_none_or(|k| &t.key == k))
+        .collect();
+    let target = match matches.as_slice() {
+        [one] => *one,
+        [] => {
+            let names: Vec<String> = loaded.targets.iter().filter(|t| t.job == job_index).map(|t| t.full_name()).collect();
+            eprintln!("error: job `{}` has no target `{}`; its targets: {}", args.job, args.repo, names.join(", "));
+            return EXIT_FAILURE;
+        }
+        many => {
+            let keys: Vec<&str> = many.iter().map(|t| t.key.as_str()).collect();
+            eprintln!("error: job `{}` has {} units on `{}`; choose one with --key ({})", args.job, many.len(), args.repo, keys.join(", "));
+            return EXIT_FAILURE;
+        }
+    };
+    let mut context = plan::unit_context(spec, target);
+    context.attempt = args.attempt;
+    if let Some(path) = &args.qa_failure {
+        match std::fs::read_to_string(path) {
+            Ok(text) => context.qa_failure = Some(text),
+            Err(error) => {
+                eprintln!("error: cannot read QA failure output {}: {error}", path.display());
+                return EXIT_FAILURE;
+            }
+        }
+    }
+    match loaded.templates.prompt(prompt_parts(spec, job_index), &context) {
+        Ok(prompt) => {
+            print!("{prompt}");
+            0
+        }
+        Err(error) => {
+            let mut sources = Sources::default();
+            let problem = template_problem(&error, &mut sources, format!("while rendering for {}", target.full_name()));
+            let errors = SpecErrors { path: args.spec.display().to_string(), sources, problems: vec![problem] };
+            eprint!("{}", errors.render(ui.color_err));
+            EXIT_INVALID
+        }
+    }
+}

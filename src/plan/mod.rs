@@ -1,0 +1,332 @@
+//! The planner: a validated spec becomes a DAG of nodes.
+//!
+//! Each job x target is a unit with the chain `prep -> agent -> qa -> publish -> review ->
+//! merge` (qa only when the job has or detects QA, publish only when the job publishes,
+//! review and merge only when asked). `fix_attempts` is a bounded loop inside the unit: when
+//! QA fails, the agent runs again with the failure output, at most `fix_attempts` more times;
+//! the plan shows it on the agent and qa nodes rather than as extra nodes, so node ids stay
+//! stable. `needs` adds edges: a unit of job B that needs job A waits for A's units on the
+//! same repository; when A has no unit there, it waits for every unit of A.
+//!
+//! Node ids are `<job>/<org>/<repo>[/<key>]:<kind>`, the key omitted when it is the job id.
+//! Everything here is deterministic: the JSON form is byte-identical across runs, machines
+//! and source formats.
+
+pub mod render;
+pub mod target;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::prompt::{IssueContext, PromptContext};
+use crate::spec::model::{MergePolicy, Spec};
+use crate::spec::LoadedSpec;
+use target::ResolvedTarget;
+
+/// Version of the plan's JSON format.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// Default image of agent and QA containers.
+pub const DEFAULT_IMAGE: &str = "core-dev";
+/// Default agent.
+pub const DEFAULT_AGENT: &str = "codex";
+/// Default time limit of an agent run, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+
+/// The kinds of node, in the order they run within a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Clone, branch, render the prompt.
+    Prep,
+    /// Run the agent in a container and commit its work.
+    Agent,
+    /// Run the QA steps in a container.
+    Qa,
+    /// Push the branch and open or update the PR.
+    Publish,
+    /// A reviewing agent comments on the PR.
+    Review,
+    /// Merge the PR when the policy allows.
+    Merge,
+}
+
+impl NodeKind {
+    /// The kind as written in node ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Prep => "prep",
+            NodeKind::Agent => "agent",
+            NodeKind::Qa => "qa",
+            NodeKind::Publish => "publish",
+            NodeKind::Review => "review",
+            NodeKind::Merge => "merge",
+        }
+    }
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// Format version of this JSON.
+    pub plan_format: u32,
+    /// The spec's name.
+    pub spec: String,
+    /// Counts for the summary line.
+    pub counts: Counts,
+    /// Units in spec order (job order, then target order).
+    pub units: Vec<Unit>,
+}
+
+/// Totals of a plan.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Counts {
+    /// Jobs.
+    pub jobs: usize,
+    /// Units.
+    pub units: usize,
+    /// Nodes.
+    pub nodes: usize,
+}
+
+/// One job x target.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unit {
+    /// `<job>/<org>/<repo>[/<key>]`.
+    pub id: String,
+    /// Job id.
+    pub job: String,
+    /// Organisation.
+    pub org: String,
+    /// Repository.
+    pub repo: String,
+    /// Workspace key.
+    pub key: String,
+    /// Workspace, relative to the state directory.
+    pub workspace: String,
+    /// Branch the agent works on.
+    pub branch: String,
+    /// Base branch; none means the repository's default branch.
+    pub base: Option<String>,
+    /// Issue number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issue: Option<u64>,
+    /// Pull request number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pr: Option<u64>,
+    /// Tag the work starts from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Agent reference.
+    pub agent: String,
+    /// Container image.
+    pub image: String,
+    /// Agent time limit.
+    pub timeout: String,
+    /// QA: `auto` (detected at run time), or the steps.
+    pub qa: Qa,
+    /// Extra agent runs after QA failures.
+    pub fix_attempts: u32,
+    /// Merge policy.
+    pub merge: MergePolicy,
+    /// Variables for the templates.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, serde_json::Value>,
+    /// The unit's nodes, in order.
+    pub nodes: Vec<Node>,
+}
+
+/// QA of a unit.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Qa {
+    /// Detected from marker files in the clone (go.mod, Cargo.toml, package.json, ...).
+    Auto,
+    /// No QA.
+    None,
+    /// The job's steps.
+    Steps(Vec<QaStepPlan>),
+}
+
+/// A planned QA step.
+#[derive(Clone, Debug, Serialize)]
+pub struct QaStepPlan {
+    /// Name.
+    pub name: String,
+    /// Command.
+    pub run: String,
+    /// Image.
+    pub image: String,
+    /// Time limit.
+    pub timeout: String,
+    /// Network.
+    pub network: String,
+}
+
+/// One node.
+#[derive(Clone, Debug, Serialize)]
+pub struct Node {
+    /// `<unit id>:<kind>`.
+    pub id: String,
+    /// What the node does.
+    pub kind: NodeKind,
+    /// Ids of the nodes it waits for.
+    pub needs: Vec<String>,
+    /// Agent nodes: most runs (1 + fix_attempts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<u32>,
+}
+
+/// Default QA step time limit.
+pub const DEFAULT_QA_TIMEOUT_SECS: u64 = 600;
+
+/// The prompt context of a unit before it runs (attempt 1, no QA failure, issue title unknown).
+pub fn unit_context(spec: &Spec, target: &ResolvedTarget) -> PromptContext {
+    let job = &spec.jobs[target.job];
+    PromptContext {
+        task: job.task.clone(),
+        job: job.id.to_string(),
+        agent: agent_of(spec, target.job),
+        org: target.org.to_string(),
+        repo: target.repo.to_string(),
+        branch: branch_of(job.id.as_str(), target),
+        base: target.base.as_ref().map(ToString::to_string),
+        issue: target.issue.map(|number| IssueContext { number, title: None, body: None }),
+        pr: target.pr,
+        variables: target.variables.clone(),
+        persona: String::new(),
+        plan: String::new(),
+        qa: job.qa.iter().flatten().map(|s| s.run.clone()).collect(),
+        attempt: 1,
+        qa_failure: None,
+    }
+}
+
+/// The agent reference a job uses.
+pub fn agent_of(spec: &Spec, job: usize) -> String {
+    let job = &spec.jobs[job];
+    job.agent.as_ref().or(spec.defaults.agent.as_ref()).map_or_else(|| DEFAULT_AGENT.to_owned(), ToString::to_string)
+}
+
+/// The branch a unit works on: the target's branch, else `agent/<job>[-<key>]`.
+pub fn branch_of(job: &str, target: &ResolvedTarget) -> String {
+    match &target.branch {
+        Some(branch) => branch.to_string(),
+        None if target.key_is_job => format!("agent/{job}"),
+        None => format!("agent/{job}-{}", target.key.replace('/', "-")),
+    }
+}
+
+/// The unit id of a target.
+pub fn unit_id(job: &str, target: &ResolvedTarget) -> String {
+    if target.key_is_job {
+        format!("{job}/{}/{}", target.org, target.repo)
+    } else {
+        format!("{job}/{}/{}/{}", target.org, target.repo, target.key)
+    }
+}
+
+/// Builds the plan of a validated spec.
+pub fn build(loaded: &LoadedSpec) -> Plan {
+    let spec = &loaded.spec;
+    let mut units: Vec<Unit> = loaded.targets.iter().map(|t| unit(spec, t)).collect();
+    add_needs(spec, &loaded.targets, &mut units);
+    let nodes = units.iter().map(|u| u.nodes.len()).sum();
+    Plan {
+        plan_format: PLAN_FORMAT,
+        spec: spec.name.to_string(),
+        counts: Counts { jobs: spec.jobs.len(), units: units.len(), nodes },
+        units,
+    }
+}
+
+fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
+    let job = &spec.jobs[target.job];
+    let id = unit_id(job.id.as_str(), target);
+    let image = job.image.clone().or_else(|| spec.defaults.image.clone()).unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+    let timeout = job.timeout.or(spec.defaults.timeout).unwrap_or(crate::spec::values::Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+    let qa = match &job.qa {
+        None => Qa::Auto,
+        Some(steps) if steps.is_empty() => Qa::None,
+        Some(steps) => Qa::Steps(
+            steps
+                .iter()
+                .map(|s| QaStepPlan {
+                    name: s.name.clone().unwrap_or_else(|| s.run.clone()),
+                    run: s.run.clone(),
+                    image: s.image.clone().unwrap_or_else(|| image.clone()),
+                    timeout: s.timeout.unwrap_or(crate::spec::values::Duration::from_secs(DEFAULT_QA_TIMEOUT_SECS)).to_string(),
+                    network: s.network.clone().unwrap_or_else(|| "none".to_owned()),
+                })
+                .collect(),
+        ),
+    };
+    let mut kinds = vec![NodeKind::Prep, NodeKind::Agent];
+    if !matches!(qa, Qa::None) {
+        kinds.push(NodeKind::Qa);
+    }
+    if job.publish {
+        kinds.push(NodeKind::Publish);
+        if job.review.is_some() {
+            kinds.push(NodeKind::Review);
+        }
+        if job.pr.merge == MergePolicy::WhenGreen {
+            kinds.push(NodeKind::Merge);
+        }
+    }
+    let mut nodes: Vec<Node> = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let needs = nodes.last().map(|n: &Node| vec![n.id.clone()]).unwrap_or_default();
+        let max_runs = (kind == NodeKind::Agent).then_some(1 + job.fix_attempts);
+        nodes.push(Node { id: format!("{id}:{}", kind.as_str()), kind, needs, max_runs });
+    }
+    Unit {
+        id,
+        job: job.id.to_string(),
+        org: target.org.to_string(),
+        repo: target.repo.to_string(),
+        key: target.key.clone(),
+        workspace: format!("workspaces/{}/{}/{}", target.org, target.repo, target.key),
+        branch: branch_of(job.id.as_str(), target),
+        base: target.base.as_ref().map(ToString::to_string),
+        issue: target.issue,
+        pr: target.pr,
+        tag: target.tag.as_ref().map(ToString::to_string),
+        agent: agent_of(spec, target.job),
+        image,
+        timeout: timeout.to_string(),
+        qa,
+        fix_attempts: job.fix_attempts,
+        merge: job.pr.merge,
+        variables: target.variables.clone(),
+        nodes,
+    }
+}
+
+/// Adds the edges `needs` asks for to the prep nodes of the waiting units.
+fn add_needs(spec: &Spec, targets: &[ResolvedTarget], units: &mut [Unit]) {
+    let job_index: HashMap<&str, usize> = spec.jobs.iter().enumerate().map(|(i, j)| (j.id.as_str(), i)).collect();
+    // Last node of every unit, by job and by (job, org, repo).
+    let mut by_job: Vec<Vec<String>> = vec![Vec::new(); spec.jobs.len()];
+    let mut by_repo: HashMap<(usize, &str, &str), Vec<String>> = HashMap::new();
+    for (unit, target) in units.iter().zip(targets) {
+        let last = unit.nodes.last().map(|n| n.id.clone()).unwrap_or_default();
+        by_job[target.job].push(last.clone());
+        by_repo.entry((target.job, target.org.as_str(), target.repo.as_str())).or_default().push(last);
+    }
+    for (unit, target) in units.iter_mut().zip(targets) {
+        let job = &spec.jobs[target.job];
+        let mut extra = Vec::new();
+        for need in &job.needs {
+            let Some(&needed) = job_index.get(need.as_str()) else { continue };
+            match by_repo.get(&(needed, target.org.as_str(), target.repo.as_str())) {
+                Some(same_repo) => extra.extend(same_repo.iter().cloned()),
+                None => extra.extend(by_job[needed].iter().cloned()),
+            }
+        }
+        extra.sort();
+        extra.dedup();
+        unit.nodes[0].needs.extend(extra);
+    }
+}

@@ -1,0 +1,425 @@
+//! The spec model, version 1: the one truth behind YAML specs, Nickel specs,
+//! `schemas/dispatch.schema.json` and `schemas/dispatch.ncl`.
+//!
+//! Every struct denies unknown fields; doc comments become the schema's descriptions.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::{
+    AgentRef, BranchName, ByteSize, Duration, EnvName, JobId, OrgName, RepoName, ShortTarget, TagName, TimeOfDay,
+};
+
+/// A dispatch pipeline spec.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "dispatch spec v1")]
+pub struct Spec {
+    /// Spec format version; must be 1.
+    #[schemars(range(min = 1, max = 1))]
+    pub version: u32,
+    /// Name of the pipeline (a safe name, like a job id).
+    pub name: JobId,
+    /// What the pipeline is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where repositories live and pull requests are opened.
+    #[serde(default)]
+    pub forge: Forge,
+    /// Defaults applied to every job.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Concurrency and rate limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Custom agents and overrides of the built-in presets, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentDef>,
+    /// Directory of the spec's own templates, relative to the spec (default: `templates/` beside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<String>,
+    /// The jobs: each applies one task to a set of targets.
+    #[schemars(length(min = 1))]
+    pub jobs: Vec<Job>,
+}
+
+/// The forge that hosts the repositories.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Forge {
+    /// `local` (embedded bare repositories, the default), `forgejo`, `gitea` or `github`.
+    #[serde(default)]
+    pub kind: ForgeKind,
+    /// Base URL of the forge (API root for GitHub Enterprise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Name of the environment variable that holds the forge token (never the token itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<EnvName>,
+    /// At most this many forge writes per minute (PRs, comments, labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub writes_per_minute: Option<u32>,
+}
+
+/// Kinds of forge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    /// Bare repositories in the state directory; PRs recorded in the state database.
+    #[default]
+    Local,
+    /// A Forgejo server.
+    Forgejo,
+    /// A Gitea server.
+    Gitea,
+    /// GitHub or GitHub Enterprise.
+    Github,
+}
+
+/// Values every job inherits unless it sets its own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Organisation (or user) of targets that do not name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<OrgName>,
+    /// Agent of jobs that do not name one (default `codex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRef>,
+    /// Task template of jobs that do not name one (default `coding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Persona of jobs that do not name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+    /// Container image of agent and QA nodes (default `core-dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Time limit of one agent run (default `60m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Base branch (default: the repository's default branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BranchName>,
+    /// Retries of transient infrastructure failures per node (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// Concurrency and rate limits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// At most this many agent and QA containers at once (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub total: Option<u32>,
+    /// Per agent pool: a number, or `{ total: N, MODEL: N, ... }` for per-model limits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, PoolLimit>,
+    /// Start rates per agent pool (`codex`) or per model (`claude:opus`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rates: BTreeMap<String, Rate>,
+}
+
+/// The limit of one agent pool.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PoolLimit {
+    /// At most this many agents of the pool at once.
+    Total(#[schemars(range(min = 1))] u32),
+    /// `total` for the pool, every other key a model's own limit.
+    PerModel(BTreeMap<String, LimitValue>),
+}
+
+/// One concurrency limit (at least 1).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct LimitValue(#[schemars(range(min = 1))] pub u32);
+
+/// How fast agents of a pool (or a model) may start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Least time between two starts, measured from the pool's last start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_delay: Option<Duration>,
+    /// At most this many starts per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub daily_limit: Option<u32>,
+    /// When the daily count resets, `HH:MM` UTC (default `00:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_utc: Option<TimeOfDay>,
+    /// Burst control: after `max` starts within `window`, wait `delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<Burst>,
+}
+
+/// Burst control for a rate.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Burst {
+    /// Starts allowed within one window.
+    #[schemars(range(min = 1))]
+    pub max: u32,
+    /// Length of the window.
+    pub window: Duration,
+    /// Pause once `max` starts happened within the window.
+    pub delay: Duration,
+}
+
+/// A custom agent, or an override of a preset's image, env, mounts or model.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDef {
+    /// Argv of the agent CLI. Placeholders: `{{ prompt_file }}`, `{{ model }}`, `{{ workdir }}`,
+    /// `{{ meta_dir }}`, `{{ base }}`. Each element stays one argument: no shell is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub command: Option<Vec<String>>,
+    /// Image the agent runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Names of environment variables passed through to the agent (names only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvName>,
+    /// Host paths mounted into the agent container (read-only unless `read_only: false`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// How the prompt reaches the agent: `stdin` or `file` (default `file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptHandoff>,
+    /// Model used when the agent reference names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Container network of the agent (default `bridge`, agents usually need their API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// How the prompt is handed to an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptHandoff {
+    /// Written to the agent's standard input.
+    Stdin,
+    /// Only the file `/workspace/.meta/prompt.md`, named in the argv by `{{ prompt_file }}`.
+    File,
+}
+
+/// A host path mounted into a container.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Host path (`~` is the invoking user's home).
+    pub source: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    /// Mount read-only (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub read_only: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+/// Container resources.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPUs, e.g. 2 or 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub cpus: Option<f64>,
+    /// Memory limit, e.g. `4g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Most processes in the container (default 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub pids: Option<u32>,
+}
+
+/// One job: a task applied to a set of targets.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Unique id of the job in this spec; part of every node id.
+    pub id: JobId,
+    /// What the agent should do; available to templates as `task`.
+    pub task: String,
+    /// Agent (default from `defaults.agent`, else `codex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRef>,
+    /// Task template (default from `defaults.template`, else `coding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Persona template, e.g. `testing/tester`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+    /// A plan template whose text is given to the task template as `plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Free variables for the templates (`variables.NAME`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, serde_json::Value>,
+    /// Organisation of targets that do not name one (default `defaults.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<OrgName>,
+    /// The targets: `repo`, `org/repo`, or `{ repo, org, issue, pr, branch, tag, base }`.
+    #[schemars(length(min = 1))]
+    pub repos: Vec<TargetSpec>,
+    /// QA steps run after the agent. Absent: detected from marker files at run time.
+    /// An empty list: no QA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<Vec<QaStep>>,
+    /// How often a QA failure goes back to the agent before the unit ends `qa_failed`.
+    #[serde(default)]
+    pub fix_attempts: u32,
+    /// Publish the branch and open a pull request (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub publish: bool,
+    /// Pull request settings.
+    #[serde(default)]
+    pub pr: PrSettings,
+    /// Review of the pull request by another agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+    /// Jobs that must finish first (see "needs" in the README).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<JobId>,
+    /// Time limit of one agent run (default from `defaults.timeout`, else `60m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Retries of transient infrastructure failures per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Container image (default from `defaults.image`, else `core-dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Base branch (default from `defaults.base`, else the repository's default branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BranchName>,
+    /// Container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// A target: `repo`, `org/repo`, or a mapping with an issue, PR, branch or tag.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TargetSpec {
+    /// `repo` or `org/repo`.
+    Short(ShortTarget),
+    /// A mapping.
+    Full(Target),
+}
+
+/// A target written out in full.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Repository name.
+    pub repo: RepoName,
+    /// Organisation (default: the job's or `defaults.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<OrgName>,
+    /// Issue the unit works on (workspace `task-N`, `Closes #N` in the PR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub issue: Option<u64>,
+    /// Existing pull request to work on (workspace `pr-N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub pr: Option<u64>,
+    /// Existing branch to work on (workspace named after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<BranchName>,
+    /// Tag to start from (workspace named after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<TagName>,
+    /// Base branch of this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BranchName>,
+    /// Variables for this target only; they override the job's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, serde_json::Value>,
+}
+
+/// One QA step.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QaStep {
+    /// Name shown in the plan and results (default: the command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The command, run by `sh -c` inside the QA container (never on the host).
+    pub run: String,
+    /// Image of the step (default: the job's image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Time limit of the step (default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Container network of the step (default `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// Pull request settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrSettings {
+    /// Title template (default `{{ task }}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Body template name (default `pr-body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Labels to set (created when missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Open the pull request as a draft.
+    #[serde(default)]
+    pub draft: bool,
+    /// Reviewers to request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviewers: Vec<String>,
+    /// Merge policy: `never` (default) or `when_green`.
+    #[serde(default)]
+    pub merge: MergePolicy,
+}
+
+/// When dispatch merges a pull request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MergePolicy {
+    /// Never merge; people do.
+    #[default]
+    Never,
+    /// Merge when dispatch's QA passed and the forge reports the head green.
+    WhenGreen,
+}
+
+/// Review of the pull request by an agent.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    /// The reviewing agent, e.g. `codex:review`.
+    pub agent: AgentRef,
+    /// Review template (default `review`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
