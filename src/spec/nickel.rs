@@ -20,12 +20,14 @@ use super::node::{Key, Node, Value};
 use super::problem::Problem;
 use super::source::{FileId, Sources, Span};
 
-/// Evaluates the Nickel spec at `path` (already registered in `sources` as `main`) and converts
-/// the result into a [`Node`]. Files the spec imports are added to `sources` as needed.
+/// Evaluates the Nickel spec whose text is registered in `sources` as `main` (named `path`,
+/// which imports are relative to) and converts the result into a [`Node`]. Files the spec
+/// imports are added to `sources` as needed.
 pub fn load(path: &FsPath, main: FileId, sources: &mut Sources) -> Result<Node, Vec<Problem>> {
     let whole_file = Span::new(main, 0, 0);
+    let text = sources.get(main).text.as_str().to_owned();
     let mut program: Program<CacheImpl> = ProgramBuilder::new()
-        .add_path(path.as_os_str())
+        .add_source(std::io::Cursor::new(text), path.as_os_str())
         .build()
         .map_err(|error| vec![Problem::new(whole_file, format!("cannot load the Nickel spec: {error}"), "here")])?;
     let result = program.eval_full_for_export();
