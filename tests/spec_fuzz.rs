@@ -22,9 +22,45 @@ impl Rng {
 }
 
 const TOKENS: &[&str] = &[
-    ":", "-", "- ", "[", "]", "{", "}", ",", "\n", "  ", "\t", "&a ", "*a", "<<: *a", "'", "\"", "#", "!!str ", "~", "null",
-    "0", "-1", "1.5", "99999999999999999999", "..", "/", "=", "let x = 1 in ", "import \"nope.ncl\"", "|", "fun x => x", "%{",
-    "jobs", "needs", "repos", "issue", "é", "\u{0}", "\u{202e}",
+    ":",
+    "-",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "\n",
+    "  ",
+    "\t",
+    "&a ",
+    "*a",
+    "<<: *a",
+    "'",
+    "\"",
+    "#",
+    "!!str ",
+    "~",
+    "null",
+    "0",
+    "-1",
+    "1.5",
+    "99999999999999999999",
+    "..",
+    "/",
+    "=",
+    "let x = 1 in ",
+    "import \"nope.ncl\"",
+    "|",
+    "fun x => x",
+    "%{",
+    "jobs",
+    "needs",
+    "repos",
+    "issue",
+    "é",
+    "\u{0}",
+    "\u{202e}",
 ];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
@@ -63,20 +99,33 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
 /// Loads `text` as `path` and checks the property.
 fn check(path: &Path, text: String, case: &str) {
     let result = std::panic::catch_unwind(|| load_text(path, text.clone()));
-    let Ok(result) = result else { panic!("loader panicked on {case}:\n{text}") };
+    let Ok(result) = result else {
+        panic!("loader panicked on {case}:\n{text}")
+    };
     match result {
         Ok(_) => {}
         Err(LoadError::Invalid(errors)) => {
-            assert!(!errors.problems.is_empty(), "{case}: invalid without a problem");
+            assert!(
+                !errors.problems.is_empty(),
+                "{case}: invalid without a problem"
+            );
             for problem in &errors.problems {
                 let file = errors.sources.get(problem.span.file);
-                assert!(problem.span.start <= problem.span.end && problem.span.end <= file.text.len(), "{case}: span out of its file");
+                assert!(
+                    problem.span.start <= problem.span.end && problem.span.end <= file.text.len(),
+                    "{case}: span out of its file"
+                );
                 let location = errors.sources.location(problem.span);
-                assert!(location.starts_with(&file.name) && location.matches(':').count() >= 2, "{case}: no location in {location}");
+                assert!(
+                    location.starts_with(&file.name) && location.matches(':').count() >= 2,
+                    "{case}: no location in {location}"
+                );
             }
             assert!(!errors.render(false).is_empty());
         }
-        Err(LoadError::Io { .. }) => panic!("{case}: the loader read no file, so no I/O error is possible"),
+        Err(LoadError::Io { .. }) => {
+            panic!("{case}: the loader read no file, so no I/O error is possible")
+        }
     }
 }
 
@@ -98,7 +147,11 @@ fn random_mutations_of_yaml_specs_never_panic_and_always_locate_errors() {
     }
     for i in 0..100 {
         let random: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
-        check(&path, String::from_utf8_lossy(&random).into_owned(), &format!("yaml random bytes {i}"));
+        check(
+            &path,
+            String::from_utf8_lossy(&random).into_owned(),
+            &format!("yaml random bytes {i}"),
+        );
     }
 }
 
@@ -109,10 +162,18 @@ fn random_mutations_of_nickel_specs_never_panic_and_always_locate_errors() {
     // Beside the real spec so that its imports resolve.
     let path = root().join("pipelines/fuzz.ncl");
     for i in 0..60 {
-        check(&path, mutate(&mut rng, &seed), &format!("nickel mutation {i}"));
+        check(
+            &path,
+            mutate(&mut rng, &seed),
+            &format!("nickel mutation {i}"),
+        );
     }
     for i in 0..20 {
         let random: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
-        check(&path, String::from_utf8_lossy(&random).into_owned(), &format!("nickel random bytes {i}"));
+        check(
+            &path,
+            String::from_utf8_lossy(&random).into_owned(),
+            &format!("nickel random bytes {i}"),
+        );
     }
 }

@@ -23,7 +23,9 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Run AI coding agents against many git repositories from committed specs.
 #[derive(Debug, Parser)]
 #[command(name = "dispatch", version, about, long_about = None)]
-#[command(after_help = "Examples:\n  dispatch validate pipelines/*.yaml\n  dispatch plan pipelines/fix-tests.yaml\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo go-io")]
+#[command(
+    after_help = "Examples:\n  dispatch validate pipelines/*.yaml\n  dispatch plan pipelines/fix-tests.yaml\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo go-io"
+)]
 pub struct Cli {
     /// When to use colour: auto (only on a terminal), always or never.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
@@ -54,13 +56,19 @@ pub enum Command {
     #[command(after_help = "Example:\n  dispatch validate pipelines/*.yaml pipelines/*.ncl")]
     Validate(validate::Args),
     /// Show the nodes a run would execute.
-    #[command(after_help = "Examples:\n  dispatch plan pipelines/fix-tests.yaml\n  dispatch plan pipelines/fix-tests.yaml --format json > plan.json\n  dispatch plan pipelines/fix-tests.yaml --format dot | dot -Tsvg > plan.svg")]
+    #[command(
+        after_help = "Examples:\n  dispatch plan pipelines/fix-tests.yaml\n  dispatch plan pipelines/fix-tests.yaml --format json > plan.json\n  dispatch plan pipelines/fix-tests.yaml --format dot | dot -Tsvg > plan.svg"
+    )]
     Plan(plan::Args),
     /// Print the exact prompt one unit's agent would get.
-    #[command(after_help = "Examples:\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo go-io\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo core/go-process --attempt 2 --qa-failure qa.log")]
+    #[command(
+        after_help = "Examples:\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo go-io\n  dispatch render pipelines/fix-tests.yaml --job fix-tests --repo core/go-process --attempt 2 --qa-failure qa.log"
+    )]
     Render(render::Args),
     /// Print the spec's JSON schema, or the Nickel contract with --nickel.
-    #[command(after_help = "Examples:\n  dispatch schema > schemas/dispatch.schema.json\n  dispatch schema --nickel > schemas/dispatch.ncl")]
+    #[command(
+        after_help = "Examples:\n  dispatch schema > schemas/dispatch.schema.json\n  dispatch schema --nickel > schemas/dispatch.ncl"
+    )]
     Schema(schema::Args),
 }
 
@@ -120,11 +128,16 @@ fn init_tracing(verbose: u8, color: Color) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = match color {
         Color::Always => true,
         Color::Never => false,
         Color::Auto => std::io::stderr().is_terminal(),
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -39,7 +39,12 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     let spec = &loaded.spec;
     let Some(job_index) = spec.jobs.iter().position(|j| j.id.as_str() == args.job) else {
         let ids: Vec<&str> = spec.jobs.iter().map(|j| j.id.as_str()).collect();
-        eprintln!("error: {} has no job `{}`; its jobs: {}", args.spec.display(), args.job, ids.join(", "));
+        eprintln!(
+            "error: {} has no job `{}`; its jobs: {}",
+            args.spec.display(),
+            args.job,
+            ids.join(", ")
+        );
         return EXIT_FAILURE;
     };
     let matches: Vec<&ResolvedTarget> = loaded
@@ -52,13 +57,29 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     let target = match matches.as_slice() {
         [one] => *one,
         [] => {
-            let names: Vec<String> = loaded.targets.iter().filter(|t| t.job == job_index).map(|t| t.full_name()).collect();
-            eprintln!("error: job `{}` has no target `{}`; its targets: {}", args.job, args.repo, names.join(", "));
+            let names: Vec<String> = loaded
+                .targets
+                .iter()
+                .filter(|t| t.job == job_index)
+                .map(|t| t.full_name())
+                .collect();
+            eprintln!(
+                "error: job `{}` has no target `{}`; its targets: {}",
+                args.job,
+                args.repo,
+                names.join(", ")
+            );
             return EXIT_FAILURE;
         }
         many => {
             let keys: Vec<&str> = many.iter().map(|t| t.key.as_str()).collect();
-            eprintln!("error: job `{}` has {} units on `{}`; choose one with --key ({})", args.job, many.len(), args.repo, keys.join(", "));
+            eprintln!(
+                "error: job `{}` has {} units on `{}`; choose one with --key ({})",
+                args.job,
+                many.len(),
+                args.repo,
+                keys.join(", ")
+            );
             return EXIT_FAILURE;
         }
     };
@@ -68,20 +89,34 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         match std::fs::read_to_string(path) {
             Ok(text) => context.qa_failure = Some(text),
             Err(error) => {
-                eprintln!("error: cannot read QA failure output {}: {error}", path.display());
+                eprintln!(
+                    "error: cannot read QA failure output {}: {error}",
+                    path.display()
+                );
                 return EXIT_FAILURE;
             }
         }
     }
-    match loaded.templates.prompt(prompt_parts(spec, job_index), &context) {
+    match loaded
+        .templates
+        .prompt(prompt_parts(spec, job_index), &context)
+    {
         Ok(prompt) => {
             print!("{prompt}");
             0
         }
         Err(error) => {
             let mut sources = Sources::default();
-            let problem = template_problem(&error, &mut sources, format!("while rendering for {}", target.full_name()));
-            let errors = SpecErrors { path: args.spec.display().to_string(), sources, problems: vec![problem] };
+            let problem = template_problem(
+                &error,
+                &mut sources,
+                format!("while rendering for {}", target.full_name()),
+            );
+            let errors = SpecErrors {
+                path: args.spec.display().to_string(),
+                sources,
+                problems: vec![problem],
+            };
             eprint!("{}", errors.render(ui.color_err));
             EXIT_INVALID
         }

@@ -22,13 +22,21 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         match spec::load(path) {
             Ok(loaded) => {
                 let plan = plan::build(&loaded);
-                println!("ok       {} ({})", path.display(), plan::render::count_line(&plan));
+                println!(
+                    "ok       {} ({})",
+                    path.display(),
+                    plan::render::count_line(&plan)
+                );
             }
             Err(error) => {
                 status = EXIT_INVALID;
                 let summary = match &error {
                     LoadError::Io { error, .. } => error.to_string(),
-                    LoadError::Invalid(errors) => format!("{} {}", errors.problems.len(), plural(errors.problems.len(), "error")),
+                    LoadError::Invalid(errors) => format!(
+                        "{} {}",
+                        errors.problems.len(),
+                        plural(errors.problems.len(), "error")
+                    ),
                 };
                 ui.report_load_error(&error);
                 println!("invalid  {} ({summary})", path.display());

@@ -192,7 +192,11 @@ pub fn unit_context(spec: &Spec, target: &ResolvedTarget) -> PromptContext {
         repo: target.repo.to_string(),
         branch: branch_of(job.id.as_str(), target),
         base: target.base.as_ref().map(ToString::to_string),
-        issue: target.issue.map(|number| IssueContext { number, title: None, body: None }),
+        issue: target.issue.map(|number| IssueContext {
+            number,
+            title: None,
+            body: None,
+        }),
         pr: target.pr,
         variables: target.variables.clone(),
         persona: String::new(),
@@ -206,7 +210,10 @@ pub fn unit_context(spec: &Spec, target: &ResolvedTarget) -> PromptContext {
 /// The agent reference a job uses.
 pub fn agent_of(spec: &Spec, job: usize) -> String {
     let job = &spec.jobs[job];
-    job.agent.as_ref().or(spec.defaults.agent.as_ref()).map_or_else(|| DEFAULT_AGENT.to_owned(), ToString::to_string)
+    job.agent
+        .as_ref()
+        .or(spec.defaults.agent.as_ref())
+        .map_or_else(|| DEFAULT_AGENT.to_owned(), ToString::to_string)
 }
 
 /// The branch a unit works on: the target's branch, else `agent/<job>[-<key>]`.
@@ -236,7 +243,11 @@ pub fn build(loaded: &LoadedSpec) -> Plan {
     Plan {
         plan_format: PLAN_FORMAT,
         spec: spec.name.to_string(),
-        counts: Counts { jobs: spec.jobs.len(), units: units.len(), nodes },
+        counts: Counts {
+            jobs: spec.jobs.len(),
+            units: units.len(),
+            nodes,
+        },
         units,
     }
 }
@@ -244,8 +255,17 @@ pub fn build(loaded: &LoadedSpec) -> Plan {
 fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
     let job = &spec.jobs[target.job];
     let id = unit_id(job.id.as_str(), target);
-    let image = job.image.clone().or_else(|| spec.defaults.image.clone()).unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-    let timeout = job.timeout.or(spec.defaults.timeout).unwrap_or(crate::spec::values::Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+    let image = job
+        .image
+        .clone()
+        .or_else(|| spec.defaults.image.clone())
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+    let timeout =
+        job.timeout
+            .or(spec.defaults.timeout)
+            .unwrap_or(crate::spec::values::Duration::from_secs(
+                DEFAULT_TIMEOUT_SECS,
+            ));
     let qa = match &job.qa {
         None => Qa::Auto,
         Some(steps) if steps.is_empty() => Qa::None,
@@ -256,7 +276,12 @@ fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
                     name: s.name.clone().unwrap_or_else(|| s.run.clone()),
                     run: s.run.clone(),
                     image: s.image.clone().unwrap_or_else(|| image.clone()),
-                    timeout: s.timeout.unwrap_or(crate::spec::values::Duration::from_secs(DEFAULT_QA_TIMEOUT_SECS)).to_string(),
+                    timeout: s
+                        .timeout
+                        .unwrap_or(crate::spec::values::Duration::from_secs(
+                            DEFAULT_QA_TIMEOUT_SECS,
+                        ))
+                        .to_string(),
                     network: s.network.clone().unwrap_or_else(|| "none".to_owned()),
                 })
                 .collect(),
@@ -277,9 +302,17 @@ fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
     }
     let mut nodes: Vec<Node> = Vec::with_capacity(kinds.len());
     for kind in kinds {
-        let needs = nodes.last().map(|n: &Node| vec![n.id.clone()]).unwrap_or_default();
+        let needs = nodes
+            .last()
+            .map(|n: &Node| vec![n.id.clone()])
+            .unwrap_or_default();
         let max_runs = (kind == NodeKind::Agent).then_some(1 + job.fix_attempts);
-        nodes.push(Node { id: format!("{id}:{}", kind.as_str()), kind, needs, max_runs });
+        nodes.push(Node {
+            id: format!("{id}:{}", kind.as_str()),
+            kind,
+            needs,
+            max_runs,
+        });
     }
     Unit {
         id,
@@ -306,20 +339,30 @@ fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
 
 /// Adds the edges `needs` asks for to the prep nodes of the waiting units.
 fn add_needs(spec: &Spec, targets: &[ResolvedTarget], units: &mut [Unit]) {
-    let job_index: HashMap<&str, usize> = spec.jobs.iter().enumerate().map(|(i, j)| (j.id.as_str(), i)).collect();
+    let job_index: HashMap<&str, usize> = spec
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id.as_str(), i))
+        .collect();
     // Last node of every unit, by job and by (job, org, repo).
     let mut by_job: Vec<Vec<String>> = vec![Vec::new(); spec.jobs.len()];
     let mut by_repo: HashMap<(usize, &str, &str), Vec<String>> = HashMap::new();
     for (unit, target) in units.iter().zip(targets) {
         let last = unit.nodes.last().map(|n| n.id.clone()).unwrap_or_default();
         by_job[target.job].push(last.clone());
-        by_repo.entry((target.job, target.org.as_str(), target.repo.as_str())).or_default().push(last);
+        by_repo
+            .entry((target.job, target.org.as_str(), target.repo.as_str()))
+            .or_default()
+            .push(last);
     }
     for (unit, target) in units.iter_mut().zip(targets) {
         let job = &spec.jobs[target.job];
         let mut extra = Vec::new();
         for need in &job.needs {
-            let Some(&needed) = job_index.get(need.as_str()) else { continue };
+            let Some(&needed) = job_index.get(need.as_str()) else {
+                continue;
+            };
             match by_repo.get(&(needed, target.org.as_str(), target.repo.as_str())) {
                 Some(same_repo) => extra.extend(same_repo.iter().cloned()),
                 None => extra.extend(by_job[needed].iter().cloned()),

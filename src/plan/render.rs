@@ -8,7 +8,8 @@ use crate::spec::problem::plural;
 
 /// The plan as pretty JSON with a trailing newline; byte-stable for the same spec.
 pub fn json(plan: &Plan) -> String {
-    let mut text = serde_json::to_string_pretty(plan).expect("the plan serializes: it holds only strings, numbers and lists");
+    let mut text = serde_json::to_string_pretty(plan)
+        .expect("the plan serializes: it holds only strings, numbers and lists");
     text.push('\n');
     text
 }
@@ -36,7 +37,14 @@ pub fn text(plan: &Plan) -> String {
         if unit.job != current_job {
             current_job = &unit.job;
             let units = plan.units.iter().filter(|u| u.job == unit.job).count();
-            let _ = writeln!(out, "\njob {} ({} {}, agent {})", unit.job, units, plural(units, "unit"), unit.agent);
+            let _ = writeln!(
+                out,
+                "\njob {} ({} {}, agent {})",
+                unit.job,
+                units,
+                plural(units, "unit"),
+                unit.agent
+            );
         }
         let mut title = format!("{}/{}", unit.org, unit.repo);
         if let Some(issue) = unit.issue {
@@ -51,9 +59,22 @@ pub fn text(plan: &Plan) -> String {
         let base = unit.base.as_deref().unwrap_or("the default branch");
         let _ = writeln!(out, "  {title}  [{} -> {base}]", unit.branch);
         for (i, node) in unit.nodes.iter().enumerate() {
-            let branch = if i + 1 == unit.nodes.len() { "└─" } else { "├─" };
-            let _ = writeln!(out, "    {branch} {:<8} {}", node.kind.as_str(), describe(unit, node.kind));
-            for need in node.needs.iter().filter(|n| !n.starts_with(&format!("{}:", unit.id))) {
+            let branch = if i + 1 == unit.nodes.len() {
+                "└─"
+            } else {
+                "├─"
+            };
+            let _ = writeln!(
+                out,
+                "    {branch} {:<8} {}",
+                node.kind.as_str(),
+                describe(unit, node.kind)
+            );
+            for need in node
+                .needs
+                .iter()
+                .filter(|n| !n.starts_with(&format!("{}:", unit.id)))
+            {
                 let _ = writeln!(out, "    │           waits for {need}");
             }
         }
@@ -95,11 +116,24 @@ fn describe(unit: &Unit, kind: NodeKind) -> String {
 /// Graphviz DOT: one cluster per unit.
 pub fn dot(plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "digraph {} {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];", quote(&plan.spec));
+    let _ = writeln!(
+        out,
+        "digraph {} {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];",
+        quote(&plan.spec)
+    );
     for (i, unit) in plan.units.iter().enumerate() {
-        let _ = writeln!(out, "  subgraph cluster_{i} {{\n    label={};", quote(&unit.id));
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{i} {{\n    label={};",
+            quote(&unit.id)
+        );
         for node in &unit.nodes {
-            let _ = writeln!(out, "    {} [label={}];", quote(&node.id), quote(node.kind.as_str()));
+            let _ = writeln!(
+                out,
+                "    {} [label={}];",
+                quote(&node.id),
+                quote(node.kind.as_str())
+            );
         }
         let _ = writeln!(out, "  }}");
     }

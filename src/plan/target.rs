@@ -70,8 +70,19 @@ pub fn resolve(spec: &Spec) -> (Vec<ResolvedTarget>, Vec<TargetError>) {
     (targets, errors)
 }
 
-fn resolve_one(spec: &Spec, job: &Job, j: usize, t: usize, entry: &TargetSpec, path: &Path) -> Result<ResolvedTarget, TargetError> {
-    let fail = |path: Path, message: String| TargetError { path, message, help: None };
+fn resolve_one(
+    spec: &Spec,
+    job: &Job,
+    j: usize,
+    t: usize,
+    entry: &TargetSpec,
+    path: &Path,
+) -> Result<ResolvedTarget, TargetError> {
+    let fail = |path: Path, message: String| TargetError {
+        path,
+        message,
+        help: None,
+    };
     let default_org = job.org.clone().or_else(|| spec.defaults.org.clone());
     let (org, repo, full) = match entry {
         TargetSpec::Short(text) => {
@@ -101,7 +112,10 @@ fn resolve_one(spec: &Spec, job: &Job, j: usize, t: usize, entry: &TargetSpec, p
             return Err(TargetError {
                 path: path.key("pr"),
                 message: format!("target `{org}/{repo}` sets both `issue` and `pr`"),
-                help: Some("a unit works on one issue or one pull request: split it into two targets".to_owned()),
+                help: Some(
+                    "a unit works on one issue or one pull request: split it into two targets"
+                        .to_owned(),
+                ),
             });
         }
         if target.branch.is_some() && target.tag.is_some() {
@@ -115,9 +129,17 @@ fn resolve_one(spec: &Spec, job: &Job, j: usize, t: usize, entry: &TargetSpec, p
             return Err(fail(path.key("pr"), format!("target `{org}/{repo}` sets `pr` together with `branch` or `tag`; a PR brings its own branch")));
         }
         variables.extend(target.variables.clone());
-        (issue, pr, branch, tag, base) = (target.issue, target.pr, target.branch.clone(), target.tag.clone(), target.base.clone());
+        (issue, pr, branch, tag, base) = (
+            target.issue,
+            target.pr,
+            target.branch.clone(),
+            target.tag.clone(),
+            target.base.clone(),
+        );
     }
-    let base = base.or_else(|| job.base.clone()).or_else(|| spec.defaults.base.clone());
+    let base = base
+        .or_else(|| job.base.clone())
+        .or_else(|| spec.defaults.base.clone());
     let key = match (issue, pr, &branch, &tag) {
         (Some(n), _, _, _) => format!("task-{n}"),
         (_, Some(n), _, _) => format!("pr-{n}"),
@@ -126,5 +148,18 @@ fn resolve_one(spec: &Spec, job: &Job, j: usize, t: usize, entry: &TargetSpec, p
         _ => job.id.to_string(),
     };
     let key_is_job = key == job.id.as_str();
-    Ok(ResolvedTarget { job: j, index: t, org, repo, key, key_is_job, issue, pr, branch, tag, base, variables })
+    Ok(ResolvedTarget {
+        job: j,
+        index: t,
+        org,
+        repo,
+        key,
+        key_is_job,
+        issue,
+        pr,
+        branch,
+        tag,
+        base,
+        variables,
+    })
 }

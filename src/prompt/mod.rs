@@ -15,16 +15,31 @@ use serde::Serialize;
 /// Templates compiled into the binary: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
     ("coding", include_str!("../../templates/coding.md")),
-    ("conventions", include_str!("../../templates/conventions.md")),
+    (
+        "conventions",
+        include_str!("../../templates/conventions.md"),
+    ),
     ("security", include_str!("../../templates/security.md")),
     ("review", include_str!("../../templates/review.md")),
     ("verify", include_str!("../../templates/verify.md")),
     ("plan", include_str!("../../templates/plan.md")),
     ("pr-body", include_str!("../../templates/pr-body.md")),
-    ("personas/engineering/senior-developer", include_str!("../../templates/personas/engineering/senior-developer.md")),
-    ("personas/testing/tester", include_str!("../../templates/personas/testing/tester.md")),
-    ("personas/security/security-auditor", include_str!("../../templates/personas/security/security-auditor.md")),
-    ("personas/docs/technical-writer", include_str!("../../templates/personas/docs/technical-writer.md")),
+    (
+        "personas/engineering/senior-developer",
+        include_str!("../../templates/personas/engineering/senior-developer.md"),
+    ),
+    (
+        "personas/testing/tester",
+        include_str!("../../templates/personas/testing/tester.md"),
+    ),
+    (
+        "personas/security/security-auditor",
+        include_str!("../../templates/personas/security/security-auditor.md"),
+    ),
+    (
+        "personas/docs/technical-writer",
+        include_str!("../../templates/personas/docs/technical-writer.md"),
+    ),
 ];
 
 const PERSONA_PREFIX: &str = "personas/";
@@ -129,7 +144,9 @@ pub struct Templates {
 
 impl fmt::Debug for Templates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Templates").field("names", &self.origins.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Templates")
+            .field("names", &self.origins.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -141,18 +158,31 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_auto_escape_callback(|_| AutoEscape::None);
-        let mut templates = Self { env, origins: BTreeMap::new() };
+        let mut templates = Self {
+            env,
+            origins: BTreeMap::new(),
+        };
         let mut errors = Vec::new();
         for (name, text) in BUILTIN {
-            templates.add(name, format!("built-in templates/{name}.md"), (*text).to_owned(), &mut errors);
+            templates.add(
+                name,
+                format!("built-in templates/{name}.md"),
+                (*text).to_owned(),
+                &mut errors,
+            );
         }
         if let Some(dir) = dir.filter(|d| d.is_dir()) {
             let mut files = Vec::new();
             collect_md(dir, &mut files);
             files.sort();
             for file in files {
-                let Ok(relative) = file.strip_prefix(dir) else { continue };
-                let name = relative.with_extension("").to_string_lossy().replace('\\', "/");
+                let Ok(relative) = file.strip_prefix(dir) else {
+                    continue;
+                };
+                let name = relative
+                    .with_extension("")
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 match std::fs::read_to_string(&file) {
                     Ok(text) => templates.add(&name, file.display().to_string(), text, &mut errors),
                     Err(error) => errors.push(RenderError {
@@ -174,7 +204,8 @@ impl Templates {
     }
 
     fn add(&mut self, name: &str, origin: String, text: String, errors: &mut Vec<RenderError>) {
-        self.origins.insert(name.to_owned(), (origin.clone(), text.clone()));
+        self.origins
+            .insert(name.to_owned(), (origin.clone(), text.clone()));
         if let Err(error) = self.env.add_template_owned(name.to_owned(), text.clone()) {
             errors.push(RenderError {
                 template: name.to_owned(),
@@ -194,40 +225,62 @@ impl Templates {
 
     /// Whether a persona of this name (`testing/tester`) exists.
     pub fn has_persona(&self, name: &str) -> bool {
-        self.origins.contains_key(&format!("{PERSONA_PREFIX}{name}"))
+        self.origins
+            .contains_key(&format!("{PERSONA_PREFIX}{name}"))
     }
 
     /// Names of the task templates.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.origins.keys().map(String::as_str).filter(|n| !n.starts_with(PERSONA_PREFIX))
+        self.origins
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with(PERSONA_PREFIX))
     }
 
     /// Names of the personas, as specs write them.
     pub fn persona_names(&self) -> impl Iterator<Item = &str> {
-        self.origins.keys().filter_map(|n| n.strip_prefix(PERSONA_PREFIX))
+        self.origins
+            .keys()
+            .filter_map(|n| n.strip_prefix(PERSONA_PREFIX))
     }
 
     /// Renders a named template.
-    pub fn render(&self, name: &str, context: &PromptContext) -> Result<String, RenderError> {
-        let template = self.env.get_template(name).map_err(|e| self.error(name, e, context))?;
-        template.render(context).map_err(|e| self.error(name, e, context))
+    pub fn render(&self, name: &str, context: &PromptContext) -> Result<String, Box<RenderError>> {
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| self.error(name, e, context))?;
+        template
+            .render(context)
+            .map_err(|e| self.error(name, e, context))
     }
 
     /// Renders an inline template (a PR title written in the spec), named `label` in errors.
-    pub fn render_inline(&self, label: &str, text: &str, context: &PromptContext) -> Result<String, RenderError> {
-        let fail = |error: minijinja::Error| RenderError {
-            template: label.to_owned(),
-            origin: "inline in the spec".to_owned(),
-            text: text.to_owned(),
-            line: error.line(),
-            variable: undefined_variable(&self.env, None, text, &error, context),
-            message: error.detail().unwrap_or("render error").to_owned(),
+    pub fn render_inline(
+        &self,
+        label: &str,
+        text: &str,
+        context: &PromptContext,
+    ) -> Result<String, Box<RenderError>> {
+        let fail = |error: minijinja::Error| {
+            Box::new(RenderError {
+                template: label.to_owned(),
+                origin: "inline in the spec".to_owned(),
+                text: text.to_owned(),
+                line: error.line(),
+                variable: undefined_variable(&self.env, None, text, &error, context),
+                message: error.detail().unwrap_or("render error").to_owned(),
+            })
         };
         self.env.render_str(text, context).map_err(fail)
     }
 
     /// The full prompt: persona and plan rendered first, then the task template with both.
-    pub fn prompt(&self, parts: PromptParts<'_>, context: &PromptContext) -> Result<String, RenderError> {
+    pub fn prompt(
+        &self,
+        parts: PromptParts<'_>,
+        context: &PromptContext,
+    ) -> Result<String, Box<RenderError>> {
         let mut context = context.clone();
         if let Some(persona) = parts.persona {
             context.persona = self.render(&format!("{PERSONA_PREFIX}{persona}"), &context)?;
@@ -238,21 +291,33 @@ impl Templates {
         self.render(parts.template, &context)
     }
 
-    fn error(&self, name: &str, error: minijinja::Error, context: &PromptContext) -> RenderError {
-        let (origin, text) = self.origins.get(name).cloned().unwrap_or_else(|| ("unknown".to_owned(), String::new()));
-        RenderError {
+    fn error(
+        &self,
+        name: &str,
+        error: minijinja::Error,
+        context: &PromptContext,
+    ) -> Box<RenderError> {
+        let (origin, text) = self
+            .origins
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| ("unknown".to_owned(), String::new()));
+        Box::new(RenderError {
             template: display_name(name),
             origin,
             line: error.line(),
             variable: undefined_variable(&self.env, Some(name), &text, &error, context),
             text,
-            message: error.detail().map_or_else(|| error.kind().to_string(), str::to_owned),
-        }
+            message: error
+                .detail()
+                .map_or_else(|| error.kind().to_string(), str::to_owned),
+        })
     }
 }
 
 fn display_name(name: &str) -> String {
-    name.strip_prefix(PERSONA_PREFIX).map_or_else(|| name.to_owned(), |p| format!("persona {p}"))
+    name.strip_prefix(PERSONA_PREFIX)
+        .map_or_else(|| name.to_owned(), |p| format!("persona {p}"))
 }
 
 /// For an undefined-value error: the first variable the template uses that the context lacks.
@@ -286,12 +351,21 @@ fn undefined_variable(
         .collect();
     missing.sort();
     // Prefer the variable on the failing line.
-    let line_text = error.line().and_then(|l| text.lines().nth(l.saturating_sub(1))).unwrap_or("");
-    missing.iter().find(|v| line_text.contains(v.as_str())).or(missing.first()).cloned()
+    let line_text = error
+        .line()
+        .and_then(|l| text.lines().nth(l.saturating_sub(1)))
+        .unwrap_or("");
+    missing
+        .iter()
+        .find(|v| line_text.contains(v.as_str()))
+        .or(missing.first())
+        .cloned()
 }
 
 fn collect_md(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

@@ -21,7 +21,7 @@ pub fn nickel_contract() -> String {
         }
     }
     out.push_str("}\nin\n");
-    out.push_str(&contract(&schema, 0));
+    out.push_str(&contract(schema, 0));
     out.push('\n');
     out
 }
@@ -49,7 +49,11 @@ fn contract(schema: &Json, level: usize) -> String {
     if let Some(reference) = schema.get("$ref").and_then(Json::as_str) {
         return format!("Defs.{}", reference.rsplit('/').next().unwrap_or("Dyn"));
     }
-    if let Some(alternatives) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Json::as_array) {
+    if let Some(alternatives) = schema
+        .get("anyOf")
+        .or_else(|| schema.get("oneOf"))
+        .and_then(Json::as_array)
+    {
         let parts: Vec<String> = alternatives.iter().map(|a| contract(a, level)).collect();
         return format!("std.contract.any_of [{}]", parts.join(", "));
     }
@@ -62,7 +66,11 @@ fn contract(schema: &Json, level: usize) -> String {
     }
     let kind = match schema.get("type") {
         Some(Json::String(t)) => t.as_str(),
-        Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).find(|t| *t != "null").unwrap_or("null"),
+        Some(Json::Array(ts)) => ts
+            .iter()
+            .filter_map(Json::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
         _ => return "Dyn".to_owned(),
     };
     match kind {
@@ -83,15 +91,26 @@ fn contract(schema: &Json, level: usize) -> String {
 fn record(schema: &Json, level: usize) -> String {
     let Some(properties) = schema.get("properties").and_then(Json::as_object) else {
         return match schema.get("additionalProperties") {
-            Some(additional) if additional.is_object() => format!("{{ _ | {} }}", contract(additional, level)),
+            Some(additional) if additional.is_object() => {
+                format!("{{ _ | {} }}", contract(additional, level))
+            }
             _ => "{ .. }".to_owned(),
         };
     };
-    let required: Vec<&str> =
-        schema.get("required").and_then(Json::as_array).map(|r| r.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Json::as_array)
+        .map(|r| r.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
     let mut out = String::from("{\n");
     for (name, property) in properties {
-        let _ = write!(out, "{}{name}\n{}| {}", indent(level + 1), indent(level + 2), contract(property, level + 2));
+        let _ = write!(
+            out,
+            "{}{name}\n{}| {}",
+            indent(level + 1),
+            indent(level + 2),
+            contract(property, level + 2)
+        );
         if !required.contains(&name.as_str()) {
             let _ = write!(out, "\n{}| optional", indent(level + 2));
         }

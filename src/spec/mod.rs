@@ -68,7 +68,8 @@ pub fn json_schema() -> &'static serde_json::Value {
 
 /// The JSON schema as shipped in `schemas/dispatch.schema.json`: pretty, with a newline.
 pub fn schema_json() -> String {
-    let mut text = serde_json::to_string_pretty(json_schema()).expect("a JSON value always serializes");
+    let mut text =
+        serde_json::to_string_pretty(json_schema()).expect("a JSON value always serializes");
     text.push('\n');
     text
 }
@@ -95,7 +96,10 @@ impl Format {
 
 /// Loads and validates the spec at `path`.
 pub fn load(path: &Path) -> Result<LoadedSpec, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io { path: path.display().to_string(), error })?;
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
     load_text(path, text)
 }
 
@@ -106,7 +110,11 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
     let main = sources.add(path.display().to_string(), text);
     let invalid = |sources: Sources, mut problems: Vec<Problem>| {
         problems.sort_by_key(|p| (p.span.file, p.span.start));
-        LoadError::Invalid(SpecErrors { path: path.display().to_string(), sources, problems })
+        LoadError::Invalid(SpecErrors {
+            path: path.display().to_string(),
+            sources,
+            problems,
+        })
     };
     let doc = match Format::of(path) {
         Some(Format::Yaml) => {
@@ -114,11 +122,16 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
             yaml::parse(main, &text)
         }
         Some(Format::Nickel) => nickel::load(path, main, &mut sources),
-        None => Err(vec![Problem::new(Span::new(main, 0, 0), format!("unknown spec format `{}`", path.display()), "here")
-            .with_help("name the spec `*.yaml`, `*.yml` or `*.ncl`")]),
+        None => Err(vec![Problem::new(
+            Span::new(main, 0, 0),
+            format!("unknown spec format `{}`", path.display()),
+            "here",
+        )
+        .with_help("name the spec `*.yaml`, `*.yml` or `*.ncl`")]),
     };
     let doc = doc.map_err(|problems| invalid(sources.clone(), problems))?;
-    let spec = check_and_deserialize(&doc).map_err(|problems| invalid(sources.clone(), problems))?;
+    let spec =
+        check_and_deserialize(&doc).map_err(|problems| invalid(sources.clone(), problems))?;
 
     let dir = path.parent().unwrap_or(Path::new("."));
     let template_dir = dir.join(spec.templates.as_deref().unwrap_or("templates"));
@@ -127,7 +140,13 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
         Err(errors) => {
             let problems = errors
                 .iter()
-                .map(|e| validate::template_problem(e, &mut sources, "templates are loaded from the spec's template directory".to_owned()))
+                .map(|e| {
+                    validate::template_problem(
+                        e,
+                        &mut sources,
+                        "templates are loaded from the spec's template directory".to_owned(),
+                    )
+                })
                 .collect();
             return Err(invalid(sources, problems));
         }
@@ -143,12 +162,22 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
             }
         })
         .collect();
-    let input = validate::Input { spec: &spec, doc: &doc, templates: &templates, targets: &targets };
+    let input = validate::Input {
+        spec: &spec,
+        doc: &doc,
+        templates: &templates,
+        targets: &targets,
+    };
     problems.extend(validate::validate(&input, &mut sources));
     if !problems.is_empty() {
         return Err(invalid(sources, problems));
     }
-    Ok(LoadedSpec { path: path.to_owned(), spec, templates, targets })
+    Ok(LoadedSpec {
+        path: path.to_owned(),
+        spec,
+        templates,
+        targets,
+    })
 }
 
 /// Schema check, then serde. Problems of the schema check come all at once.
@@ -159,6 +188,10 @@ fn check_and_deserialize(doc: &Node) -> Result<Spec, Vec<Problem>> {
         return Err(problems);
     }
     serde_json::from_value(doc.to_json()).map_err(|error| {
-        vec![Problem::new(doc.span, format!("the spec does not fit the model: {error}"), "in this document")]
+        vec![Problem::new(
+            doc.span,
+            format!("the spec does not fit the model: {error}"),
+            "in this document",
+        )]
     })
 }

@@ -9,7 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::values::{
-    AgentRef, BranchName, ByteSize, Duration, EnvName, JobId, OrgName, RepoName, ShortTarget, TagName, TimeOfDay,
+    AgentRef, BranchName, ByteSize, Duration, EnvName, JobId, OrgName, RepoName, ShortTarget,
+    TagName, TimeOfDay,
 };
 
 /// A dispatch pipeline spec.

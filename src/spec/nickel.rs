@@ -29,10 +29,24 @@ pub fn load(path: &FsPath, main: FileId, sources: &mut Sources) -> Result<Node, 
     let mut program: Program<CacheImpl> = ProgramBuilder::new()
         .add_source(std::io::Cursor::new(text), path.as_os_str())
         .build()
-        .map_err(|error| vec![Problem::new(whole_file, format!("cannot load the Nickel spec: {error}"), "here")])?;
+        .map_err(|error| {
+            vec![Problem::new(
+                whole_file,
+                format!("cannot load the Nickel spec: {error}"),
+                "here",
+            )]
+        })?;
     let result = program.eval_full_for_export();
     let files = program.files();
-    let mut converter = Converter { files: &files, pos_table: program.pos_table(), sources, ids: HashMap::new(), main, problems: Vec::new() };
+    let mut converter = Converter {
+        files: &files,
+        pos_table: program.pos_table(),
+        sources,
+        ids: HashMap::new(),
+        main,
+        main_path: path,
+        problems: Vec::new(),
+    };
     match result {
         Ok(value) => {
             let node = converter.node(&value, whole_file);
@@ -46,7 +60,10 @@ pub fn load(path: &FsPath, main: FileId, sources: &mut Sources) -> Result<Node, 
             let mut files = files.clone();
             let diagnostics = error.into_diagnostics(&mut files);
             converter.files = &files;
-            Err(diagnostics.into_iter().map(|d| converter.problem(d, whole_file)).collect())
+            Err(diagnostics
+                .into_iter()
+                .map(|d| converter.problem(d, whole_file))
+                .collect())
         }
     }
 }
@@ -57,6 +74,7 @@ struct Converter<'a> {
     sources: &'a mut Sources,
     ids: HashMap<NickelFileId, FileId>,
     main: FileId,
+    main_path: &'a FsPath,
     problems: Vec<Problem>,
 }
 
@@ -68,7 +86,7 @@ impl Converter<'_> {
         }
         let name = self.files.name(id).to_string_lossy().into_owned();
         // The main file is already registered under the name the user typed.
-        let ours = if self.ids.is_empty() && self.sources.get(self.main).text.as_str() == self.files.source(id) {
+        let ours = if FsPath::new(self.files.name(id)) == self.main_path {
             self.main
         } else {
             self.sources.add(name, self.files.source(id).to_owned())
@@ -94,38 +112,65 @@ impl Converter<'_> {
             ValueContentRef::Bool(b) => Value::Bool(b),
             ValueContentRef::Number(number) => match i64::try_from(number) {
                 Ok(i) => Value::Int(i),
-                Err(_) => match serialize::to_string(ExportFormat::Json, value).ok().and_then(|t| t.parse().ok()) {
+                Err(_) => match serialize::to_string(ExportFormat::Json, value)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                {
                     Some(x) => Value::Float(x),
                     None => {
-                        self.problems.push(Problem::new(span, "this number cannot be represented", "number"));
+                        self.problems.push(Problem::new(
+                            span,
+                            "this number cannot be represented",
+                            "number",
+                        ));
                         Value::Null
                     }
                 },
             },
             ValueContentRef::String(text) => Value::Str(text.to_string()),
-            ValueContentRef::Array(array) => Value::Seq(array.iter().map(|item| self.node(item, span)).collect()),
+            ValueContentRef::Array(array) => {
+                Value::Seq(array.iter().map(|item| self.node(item, span)).collect())
+            }
             ValueContentRef::Record(record) => {
                 let mut entries = Vec::new();
                 if let Some(data) = record.into_opt() {
                     for (ident, field) in &data.fields {
                         let hidden = field.metadata.0.as_ref().is_some_and(|m| m.not_exported);
-                        let Some(value) = field.value.as_ref().filter(|_| !hidden) else { continue };
+                        let Some(value) = field.value.as_ref().filter(|_| !hidden) else {
+                            continue;
+                        };
                         let key_span = self.span(ident.pos, span);
                         let child = self.node(value, key_span);
-                        entries.push((Key { name: ident.label().to_owned(), span: key_span }, child));
+                        entries.push((
+                            Key {
+                                name: ident.label().to_owned(),
+                                span: key_span,
+                            },
+                            child,
+                        ));
                     }
                 }
                 Value::Map(entries)
             }
-            ValueContentRef::EnumVariant(variant) if variant.arg.is_none() => Value::Str(variant.tag.label().to_owned()),
+            ValueContentRef::EnumVariant(variant) if variant.arg.is_none() => {
+                Value::Str(variant.tag.label().to_owned())
+            }
             other => {
                 let what = match other {
                     ValueContentRef::EnumVariant(_) => "an enum variant with an argument",
-                    ValueContentRef::Label(_) | ValueContentRef::CustomContract(_) | ValueContentRef::Type(_) => "a contract or type",
-                    ValueContentRef::Term(_) | ValueContentRef::Thunk(_) => "a function or an unevaluated term",
+                    ValueContentRef::Label(_)
+                    | ValueContentRef::CustomContract(_)
+                    | ValueContentRef::Type(_) => "a contract or type",
+                    ValueContentRef::Term(_) | ValueContentRef::Thunk(_) => {
+                        "a function or an unevaluated term"
+                    }
                     _ => "a value that has no YAML or JSON form",
                 };
-                self.problems.push(Problem::new(span, format!("a spec cannot hold {what}"), "here"));
+                self.problems.push(Problem::new(
+                    span,
+                    format!("a spec cannot hold {what}"),
+                    "here",
+                ));
                 Value::Null
             }
         };
@@ -134,13 +179,20 @@ impl Converter<'_> {
 
     /// A Nickel diagnostic as a [`Problem`] at its primary label.
     fn problem(&mut self, diagnostic: Diagnostic<NickelFileId>, fallback: Span) -> Problem {
-        let primary = diagnostic.labels.iter().find(|l| l.style == LabelStyle::Primary).or(diagnostic.labels.first());
+        let primary = diagnostic
+            .labels
+            .iter()
+            .find(|l| l.style == LabelStyle::Primary)
+            .or(diagnostic.labels.first());
         let (span, label) = match primary {
             Some(label) => {
                 let file = self.file(label.file_id);
                 let text_len = self.sources.get(file).text.len();
                 let start = label.range.start.min(text_len);
-                (Span::new(file, start, label.range.end.min(text_len)), label.message.clone())
+                (
+                    Span::new(file, start, label.range.end.min(text_len)),
+                    label.message.clone(),
+                )
             }
             None => (fallback, String::new()),
         };
@@ -151,7 +203,11 @@ impl Converter<'_> {
             .map(|l| l.message.clone())
             .collect();
         help.extend(diagnostic.notes.iter().cloned());
-        let label = if label.is_empty() { "here".to_owned() } else { label };
+        let label = if label.is_empty() {
+            "here".to_owned()
+        } else {
+            label
+        };
         let problem = Problem::new(span, format!("Nickel: {}", diagnostic.message), label);
         if help.is_empty() {
             problem

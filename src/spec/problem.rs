@@ -6,7 +6,9 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan,
+};
 
 use super::source::{Sources, Span};
 
@@ -26,7 +28,12 @@ pub struct Problem {
 impl Problem {
     /// A problem with a message and a label.
     pub fn new(span: Span, message: impl Into<String>, label: impl Into<String>) -> Self {
-        Self { span, message: message.into(), label: label.into(), help: None }
+        Self {
+            span,
+            message: message.into(),
+            label: label.into(),
+            help: None,
+        }
     }
 
     /// The same problem with a hint.
@@ -50,23 +57,41 @@ pub struct SpecErrors {
 impl SpecErrors {
     /// Renders every problem as a miette report, each with `file:line:col` and a labelled span.
     pub fn render(&self, color: bool) -> String {
-        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
         let mut out = String::new();
         for problem in &self.problems {
             let diagnostic = ProblemDiagnostic::new(&self.sources, problem);
             if handler.render_report(&mut out, &diagnostic).is_err() {
                 // Rendering into a String only fails on a formatter bug; fall back to one line.
-                let _ = writeln!(out, "{}: {}", self.sources.location(problem.span), problem.message);
+                let _ = writeln!(
+                    out,
+                    "{}: {}",
+                    self.sources.location(problem.span),
+                    problem.message
+                );
             }
         }
-        let _ = writeln!(out, "{}: {} {}", self.path, self.problems.len(), plural(self.problems.len(), "error"));
+        let _ = writeln!(
+            out,
+            "{}: {} {}",
+            self.path,
+            self.problems.len(),
+            plural(self.problems.len(), "error")
+        );
         out
     }
 
     /// One `file:line:col: message` line per problem (for logs and tests).
     pub fn lines(&self) -> Vec<String> {
-        self.problems.iter().map(|p| format!("{}: {}", self.sources.location(p.span), p.message)).collect()
+        self.problems
+            .iter()
+            .map(|p| format!("{}: {}", self.sources.location(p.span), p.message))
+            .collect()
     }
 }
 
@@ -102,7 +127,10 @@ struct ProblemDiagnostic {
 impl ProblemDiagnostic {
     fn new(sources: &Sources, problem: &Problem) -> Self {
         let file = sources.get(problem.span.file);
-        let span = SourceSpan::new(problem.span.start.into(), problem.span.end - problem.span.start);
+        let span = SourceSpan::new(
+            problem.span.start.into(),
+            problem.span.end - problem.span.start,
+        );
         Self {
             message: problem.message.clone(),
             help: problem.help.clone(),
@@ -122,7 +150,9 @@ impl std::error::Error for ProblemDiagnostic {}
 
 impl Diagnostic for ProblemDiagnostic {
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {

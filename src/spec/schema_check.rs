@@ -17,7 +17,10 @@ pub fn check(root: &Json, node: &Node, out: &mut Vec<Problem>) {
 }
 
 /// The closest candidate to `word`, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -45,7 +48,11 @@ impl<'a> Checker<'a> {
 
     fn check(&self, schema: &'a Json, node: &Node, path: &Path, out: &mut Vec<Problem>) {
         let schema = self.resolve(schema);
-        if let Some(alternatives) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Json::as_array) {
+        if let Some(alternatives) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Json::as_array)
+        {
             self.check_alternatives(alternatives, node, path, out);
             return;
         }
@@ -58,7 +65,12 @@ impl<'a> Checker<'a> {
             if !type_matches(types, &node.value) {
                 out.push(Problem::new(
                     node.span,
-                    format!("{} must be {}, found {}", describe(path), type_words(types), node.value.kind()),
+                    format!(
+                        "{} must be {}, found {}",
+                        describe(path),
+                        type_words(types),
+                        node.value.kind()
+                    ),
                     format!("expected {}", type_words(types)),
                 ));
                 return;
@@ -70,10 +82,18 @@ impl<'a> Checker<'a> {
                 let names: Vec<&str> = allowed.iter().filter_map(Json::as_str).collect();
                 let mut problem = Problem::new(
                     node.span,
-                    format!("{} must be one of {}, found {}", describe(path), quoted_list(&names), json),
+                    format!(
+                        "{} must be one of {}, found {}",
+                        describe(path),
+                        quoted_list(&names),
+                        json
+                    ),
                     "not an allowed value",
                 );
-                if let Some(suggestion) = json.as_str().and_then(|s| did_you_mean(s, names.iter().copied())) {
+                if let Some(suggestion) = json
+                    .as_str()
+                    .and_then(|s| did_you_mean(s, names.iter().copied()))
+                {
                     problem = problem.with_help(format!("did you mean `{suggestion}`?"));
                 }
                 out.push(problem);
@@ -82,7 +102,11 @@ impl<'a> Checker<'a> {
         }
         if let Some(constant) = schema.get("const") {
             if &node.to_json() != constant {
-                out.push(Problem::new(node.span, format!("{} must be {constant}", describe(path)), "unexpected value"));
+                out.push(Problem::new(
+                    node.span,
+                    format!("{} must be {constant}", describe(path)),
+                    "unexpected value",
+                ));
                 return;
             }
         }
@@ -92,7 +116,15 @@ impl<'a> Checker<'a> {
             Value::Seq(items) => {
                 if let Some(min) = schema.get("minItems").and_then(Json::as_u64) {
                     if (items.len() as u64) < min {
-                        out.push(Problem::new(node.span, format!("{} needs at least {min} {}", describe(path), if min == 1 { "entry" } else { "entries" }), "empty list"));
+                        out.push(Problem::new(
+                            node.span,
+                            format!(
+                                "{} needs at least {min} {}",
+                                describe(path),
+                                if min == 1 { "entry" } else { "entries" }
+                            ),
+                            "empty list",
+                        ));
                     }
                 }
                 if let Some(item_schema) = schema.get("items") {
@@ -106,7 +138,13 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_alternatives(&self, alternatives: &'a [Json], node: &Node, path: &Path, out: &mut Vec<Problem>) {
+    fn check_alternatives(
+        &self,
+        alternatives: &'a [Json],
+        node: &Node,
+        path: &Path,
+        out: &mut Vec<Problem>,
+    ) {
         let mut fitting = Vec::new();
         for alternative in alternatives {
             let mut problems = Vec::new();
@@ -115,7 +153,10 @@ impl<'a> Checker<'a> {
                 return;
             }
             let resolved = self.resolve(alternative);
-            if resolved.get("type").is_none_or(|t| type_matches(t, &node.value)) {
+            if resolved
+                .get("type")
+                .is_none_or(|t| type_matches(t, &node.value))
+            {
                 fitting.push(problems);
             }
         }
@@ -129,7 +170,12 @@ impl<'a> Checker<'a> {
             .collect();
         out.push(Problem::new(
             node.span,
-            format!("{} must be {}, found {}", describe(path), words.join(" or "), node.value.kind()),
+            format!(
+                "{} must be {}, found {}",
+                describe(path),
+                words.join(" or "),
+                node.value.kind()
+            ),
             "unexpected value",
         ));
     }
@@ -142,7 +188,11 @@ impl<'a> Checker<'a> {
         };
         if let Some(min) = schema.get("minimum").and_then(Json::as_f64) {
             if value < min {
-                let mut problem = Problem::new(node.span, format!("{} must be at least {min}, found {value}", describe(path)), "too small");
+                let mut problem = Problem::new(
+                    node.span,
+                    format!("{} must be at least {min}, found {value}", describe(path)),
+                    "too small",
+                );
                 if value == 0.0 && min >= 1.0 {
                     problem = problem.with_help("a limit of 0 would never let anything start; remove the entry for the default");
                 }
@@ -151,26 +201,52 @@ impl<'a> Checker<'a> {
         }
         if let Some(max) = schema.get("maximum").and_then(Json::as_f64) {
             if value > max {
-                out.push(Problem::new(node.span, format!("{} must be at most {max}, found {value}", describe(path)), "too large"));
+                out.push(Problem::new(
+                    node.span,
+                    format!("{} must be at most {max}, found {value}", describe(path)),
+                    "too large",
+                ));
             }
         }
     }
 
-    fn check_string(&self, schema: &Json, text: &str, node: &Node, path: &Path, out: &mut Vec<Problem>) {
+    fn check_string(
+        &self,
+        schema: &Json,
+        text: &str,
+        node: &Node,
+        path: &Path,
+        out: &mut Vec<Problem>,
+    ) {
         if let Some(min) = schema.get("minLength").and_then(Json::as_u64) {
             if (text.chars().count() as u64) < min {
-                out.push(Problem::new(node.span, format!("{} must not be empty", describe(path)), "empty"));
+                out.push(Problem::new(
+                    node.span,
+                    format!("{} must not be empty", describe(path)),
+                    "empty",
+                ));
                 return;
             }
         }
         if let Some(format) = schema.get("format").and_then(Json::as_str) {
             if let Some(Err(message)) = check_format(format, text) {
-                out.push(Problem::new(node.span, format!("{}: {message}", describe(path)), format!("not a valid {}", format.replace('-', " "))));
+                out.push(Problem::new(
+                    node.span,
+                    format!("{}: {message}", describe(path)),
+                    format!("not a valid {}", format.replace('-', " ")),
+                ));
             }
         }
     }
 
-    fn check_object(&self, schema: &'a Json, entries: &[(super::node::Key, Node)], node: &Node, path: &Path, out: &mut Vec<Problem>) {
+    fn check_object(
+        &self,
+        schema: &'a Json,
+        entries: &[(super::node::Key, Node)],
+        node: &Node,
+        path: &Path,
+        out: &mut Vec<Problem>,
+    ) {
         let properties = schema.get("properties").and_then(Json::as_object);
         let additional = schema.get("additionalProperties");
         for (key, value) in entries {
@@ -180,19 +256,25 @@ impl<'a> Checker<'a> {
             }
             match additional {
                 Some(Json::Bool(false)) => {
-                    let known: Vec<&str> = properties.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                    let known: Vec<&str> = properties
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
                     let mut problem = Problem::new(
                         key.span,
                         format!("unknown field `{}` {}", key.name, location_words(path)),
                         "unknown field",
                     );
                     problem = match did_you_mean(&key.name, known.iter().copied()) {
-                        Some(suggestion) => problem.with_help(format!("did you mean `{suggestion}`?")),
+                        Some(suggestion) => {
+                            problem.with_help(format!("did you mean `{suggestion}`?"))
+                        }
                         None => problem.with_help(format!("known fields: {}", quoted_list(&known))),
                     };
                     out.push(problem);
                 }
-                Some(additional) if additional.is_object() => self.check(additional, value, &path.key(&key.name), out),
+                Some(additional) if additional.is_object() => {
+                    self.check(additional, value, &path.key(&key.name), out)
+                }
                 _ => {}
             }
         }
@@ -201,8 +283,12 @@ impl<'a> Checker<'a> {
                 if !entries.iter().any(|(k, _)| k.name == name) {
                     let span = entries.first().map_or(node.span, |(k, _)| k.span);
                     out.push(
-                        Problem::new(span, format!("missing field `{name}` {}", location_words(path)), format!("`{name}` is missing in this mapping"))
-                            .with_help(missing_help(path, name)),
+                        Problem::new(
+                            span,
+                            format!("missing field `{name}` {}", location_words(path)),
+                            format!("`{name}` is missing in this mapping"),
+                        )
+                        .with_help(missing_help(path, name)),
                     );
                 }
             }
@@ -234,13 +320,20 @@ fn location_words(path: &Path) -> String {
 }
 
 fn quoted_list(names: &[&str]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn type_matches(types: &Json, value: &Value) -> bool {
     match types {
         Json::String(t) => one_type_matches(t, value),
-        Json::Array(ts) => ts.iter().filter_map(Json::as_str).any(|t| one_type_matches(t, value)),
+        Json::Array(ts) => ts
+            .iter()
+            .filter_map(Json::as_str)
+            .any(|t| one_type_matches(t, value)),
         _ => true,
     }
 }
@@ -268,7 +361,13 @@ fn type_words(types: &Json) -> String {
     };
     match types {
         Json::String(t) => word(t).to_owned(),
-        Json::Array(ts) => ts.iter().filter_map(Json::as_str).filter(|t| *t != "null").map(word).collect::<Vec<_>>().join(" or "),
+        Json::Array(ts) => ts
+            .iter()
+            .filter_map(Json::as_str)
+            .filter(|t| *t != "null")
+            .map(word)
+            .collect::<Vec<_>>()
+            .join(" or "),
         _ => "a value".to_owned(),
     }
 }

@@ -21,7 +21,11 @@ pub struct Span {
 impl Span {
     /// A span from `start` to `end` in `file`.
     pub fn new(file: FileId, start: usize, end: usize) -> Self {
-        Self { file, start, end: end.max(start) }
+        Self {
+            file,
+            start,
+            end: end.max(start),
+        }
     }
 }
 
@@ -43,7 +47,10 @@ pub struct Sources {
 impl Sources {
     /// Adds a file and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        self.files.push(SourceFile { name: name.into(), text: Arc::new(text.into()) });
+        self.files.push(SourceFile {
+            name: name.into(),
+            text: Arc::new(text.into()),
+        });
         FileId(self.files.len() as u32 - 1)
     }
 

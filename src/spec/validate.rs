@@ -32,7 +32,11 @@ pub struct Input<'a> {
 
 /// Runs every semantic check; template problems add the template files to `sources`.
 pub fn validate(input: &Input<'_>, sources: &mut Sources) -> Vec<Problem> {
-    let mut v = Validator { doc: input.doc, sources, problems: Vec::new() };
+    let mut v = Validator {
+        doc: input.doc,
+        sources,
+        problems: Vec::new(),
+    };
     let spec = input.spec;
     v.jobs(spec);
     v.agents(spec);
@@ -83,7 +87,10 @@ impl Validator<'_> {
                     &p().key("jobs").index(i).key("id"),
                     format!("duplicate job id `{}`", job.id),
                     "used again here",
-                    Some(format!("the first job `{}` is at line {line}; job ids must be unique", job.id)),
+                    Some(format!(
+                        "the first job `{}` is at line {line}; job ids must be unique",
+                        job.id
+                    )),
                 );
             } else {
                 first.insert(job.id.as_str(), i);
@@ -98,21 +105,49 @@ impl Validator<'_> {
                     );
                 }
                 if step.timeout.is_some_and(|t| t.as_secs() == 0) {
-                    self.push(&p().key("jobs").index(i).key("qa").index(k).key("timeout"), "a QA timeout of 0s would stop the step at once".to_owned(), "zero timeout", None);
+                    self.push(
+                        &p().key("jobs").index(i).key("qa").index(k).key("timeout"),
+                        "a QA timeout of 0s would stop the step at once".to_owned(),
+                        "zero timeout",
+                        None,
+                    );
                 }
             }
             if job.timeout.is_some_and(|t| t.as_secs() == 0) {
-                self.push(&p().key("jobs").index(i).key("timeout"), format!("job `{}` has a timeout of 0s", job.id), "zero timeout", Some("give a positive duration such as `30m`".to_owned()));
+                self.push(
+                    &p().key("jobs").index(i).key("timeout"),
+                    format!("job `{}` has a timeout of 0s", job.id),
+                    "zero timeout",
+                    Some("give a positive duration such as `30m`".to_owned()),
+                );
             }
             if !job.publish && job.pr.merge != MergePolicy::Never {
-                self.push(&p().key("jobs").index(i).key("pr").key("merge"), format!("job `{}` asks to merge but does not publish", job.id), "merge without publish", Some("remove `publish: false` or set `merge: never`".to_owned()));
+                self.push(
+                    &p().key("jobs").index(i).key("pr").key("merge"),
+                    format!("job `{}` asks to merge but does not publish", job.id),
+                    "merge without publish",
+                    Some("remove `publish: false` or set `merge: never`".to_owned()),
+                );
             }
             if !job.publish && job.review.is_some() {
-                self.push(&p().key("jobs").index(i).key("review"), format!("job `{}` asks for a review but does not publish a PR", job.id), "review without publish", None);
+                self.push(
+                    &p().key("jobs").index(i).key("review"),
+                    format!(
+                        "job `{}` asks for a review but does not publish a PR",
+                        job.id
+                    ),
+                    "review without publish",
+                    None,
+                );
             }
         }
         if spec.defaults.timeout.is_some_and(|t| t.as_secs() == 0) {
-            self.push(&p().key("defaults").key("timeout"), "the default timeout is 0s".to_owned(), "zero timeout", None);
+            self.push(
+                &p().key("defaults").key("timeout"),
+                "the default timeout is 0s".to_owned(),
+                "zero timeout",
+                None,
+            );
         }
         self.needs(spec, &first);
     }
@@ -123,11 +158,25 @@ impl Validator<'_> {
             for (k, need) in job.needs.iter().enumerate() {
                 let path = p().key("jobs").index(i).key("needs").index(k);
                 match ids.get(need.as_str()) {
-                    Some(&j) if j == i => self.push(&path, format!("job `{}` needs itself", job.id), "self-dependency", None),
+                    Some(&j) if j == i => self.push(
+                        &path,
+                        format!("job `{}` needs itself", job.id),
+                        "self-dependency",
+                        None,
+                    ),
                     Some(&j) => graph[i].push((j, k)),
                     None => {
-                        let help = did_you_mean(need.as_str(), ids.keys().copied()).map(|s| format!("did you mean `{s}`?"));
-                        self.push(&path, format!("job `{}` needs `{need}`, which is not a job of this spec", job.id), "unknown job", help);
+                        let help = did_you_mean(need.as_str(), ids.keys().copied())
+                            .map(|s| format!("did you mean `{s}`?"));
+                        self.push(
+                            &path,
+                            format!(
+                                "job `{}` needs `{need}`, which is not a job of this spec",
+                                job.id
+                            ),
+                            "unknown job",
+                            help,
+                        );
                     }
                 }
             }
@@ -159,12 +208,23 @@ impl Validator<'_> {
             let mut canonical = cycle.clone();
             canonical.sort_unstable();
             if reported.insert(canonical) {
-                let min = cycle.iter().enumerate().min_by_key(|(_, &j)| j).map_or(0, |(i, _)| i);
+                let min = cycle
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, &j)| j)
+                    .map_or(0, |(i, _)| i);
                 cycle.rotate_left(min);
-                let names: Vec<&str> = cycle.iter().chain([&cycle[0]]).map(|&j| spec.jobs[j].id.as_str()).collect();
+                let names: Vec<&str> = cycle
+                    .iter()
+                    .chain([&cycle[0]])
+                    .map(|&j| spec.jobs[j].id.as_str())
+                    .collect();
                 let first = cycle[0];
                 let next = cycle.get(1).copied().unwrap_or(first);
-                let k = graph[first].iter().find(|(to, _)| *to == next).map_or(0, |(_, k)| *k);
+                let k = graph[first]
+                    .iter()
+                    .find(|(to, _)| *to == next)
+                    .map_or(0, |(_, k)| *k);
                 self.push(
                     &p().key("jobs").index(first).key("needs").index(k),
                     format!("`needs` forms a cycle: {}", names.join(" -> ")),
@@ -185,25 +245,52 @@ impl Validator<'_> {
 
     fn agent_ref(&mut self, spec: &Spec, agent: &AgentRef, path: &Path) {
         let pool = agent.pool();
-        let known: Vec<&str> = PRESET_POOLS.iter().copied().chain(spec.agents.keys().map(String::as_str)).collect();
+        let known: Vec<&str> = PRESET_POOLS
+            .iter()
+            .copied()
+            .chain(spec.agents.keys().map(String::as_str))
+            .collect();
         if !known.contains(&pool) {
             let help = did_you_mean(pool, known.iter().copied())
                 .map(|s| format!("did you mean `{s}`?"))
-                .or_else(|| Some(format!("use a preset ({}) or define `agents.{pool}` with a `command`", PRESET_POOLS.join(", "))));
-            self.push(path, format!("unknown agent `{pool}`"), "unknown agent", help);
+                .or_else(|| {
+                    Some(format!(
+                        "use a preset ({}) or define `agents.{pool}` with a `command`",
+                        PRESET_POOLS.join(", ")
+                    ))
+                });
+            self.push(
+                path,
+                format!("unknown agent `{pool}`"),
+                "unknown agent",
+                help,
+            );
             return;
         }
         if pool == "coderabbit" && !spec.agents.contains_key(pool) {
             if let Some(kind) = agent.model() {
                 if !CODERABBIT_TYPES.contains(&kind) {
-                    let help = format!("coderabbit reviews `{}` changes", CODERABBIT_TYPES.join("`, `"));
-                    self.push(path, format!("unknown coderabbit review type `{kind}`"), "unknown type", Some(help));
+                    let help = format!(
+                        "coderabbit reviews `{}` changes",
+                        CODERABBIT_TYPES.join("`, `")
+                    );
+                    self.push(
+                        path,
+                        format!("unknown coderabbit review type `{kind}`"),
+                        "unknown type",
+                        Some(help),
+                    );
                 }
             }
         }
         if let (Some("review"), false) = (agent.model(), matches!(pool, "codex")) {
             if !spec.agents.contains_key(pool) {
-                self.push(path, format!("`{agent}`: only codex has a review mode"), "no review mode", Some("use `codex:review` or `coderabbit`".to_owned()));
+                self.push(
+                    path,
+                    format!("`{agent}`: only codex has a review mode"),
+                    "no review mode",
+                    Some("use `codex:review` or `coderabbit`".to_owned()),
+                );
             }
         }
     }
@@ -211,7 +298,13 @@ impl Validator<'_> {
     fn agents(&mut self, spec: &Spec) {
         for (name, def) in &spec.agents {
             let path = p().key("agents").key(name);
-            if let Err(message) = AgentRef::parse(name).and_then(|r| if r.model().is_some() { Err(format!("agent name `{name}` must not contain `:`")) } else { Ok(r) }) {
+            if let Err(message) = AgentRef::parse(name).and_then(|r| {
+                if r.model().is_some() {
+                    Err(format!("agent name `{name}` must not contain `:`"))
+                } else {
+                    Ok(r)
+                }
+            }) {
                 self.push(&path, message, "bad agent name", None);
                 continue;
             }
@@ -226,10 +319,26 @@ impl Validator<'_> {
             }
             for (m, mount) in def.mounts.iter().enumerate() {
                 if !mount.target.starts_with('/') || mount.target.split('/').any(|c| c == "..") {
-                    self.push(&path.key("mounts").index(m).key("target"), format!("mount target `{}` must be an absolute path without `..`", mount.target), "bad mount target", None);
+                    self.push(
+                        &path.key("mounts").index(m).key("target"),
+                        format!(
+                            "mount target `{}` must be an absolute path without `..`",
+                            mount.target
+                        ),
+                        "bad mount target",
+                        None,
+                    );
                 }
                 if mount.source.is_empty() || mount.source.split('/').any(|c| c == "..") {
-                    self.push(&path.key("mounts").index(m).key("source"), format!("mount source `{}` must be a path without `..`", mount.source), "bad mount source", None);
+                    self.push(
+                        &path.key("mounts").index(m).key("source"),
+                        format!(
+                            "mount source `{}` must be a path without `..`",
+                            mount.source
+                        ),
+                        "bad mount source",
+                        None,
+                    );
                 }
             }
         }
@@ -241,17 +350,31 @@ impl Validator<'_> {
                 self.agent_ref(spec, agent, &p().key("jobs").index(i).key("agent"));
             }
             if let Some(review) = &job.review {
-                self.agent_ref(spec, &review.agent, &p().key("jobs").index(i).key("review").key("agent"));
+                self.agent_ref(
+                    spec,
+                    &review.agent,
+                    &p().key("jobs").index(i).key("review").key("agent"),
+                );
             }
         }
     }
 
     fn limits(&mut self, spec: &Spec) {
-        let known: Vec<&str> = PRESET_POOLS.iter().copied().chain(spec.agents.keys().map(String::as_str)).collect();
+        let known: Vec<&str> = PRESET_POOLS
+            .iter()
+            .copied()
+            .chain(spec.agents.keys().map(String::as_str))
+            .collect();
         let check_pool = |v: &mut Self, pool: &str, path: &Path| {
             if !known.contains(&pool) {
-                let help = did_you_mean(pool, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
-                v.push_at(v.doc.key_span(path), format!("limit for unknown agent pool `{pool}`"), "unknown pool", help);
+                let help = did_you_mean(pool, known.iter().copied())
+                    .map(|s| format!("did you mean `{s}`?"));
+                v.push_at(
+                    v.doc.key_span(path),
+                    format!("limit for unknown agent pool `{pool}`"),
+                    "unknown pool",
+                    help,
+                );
             }
         };
         for (pool, limit) in &spec.limits.agents {
@@ -259,7 +382,15 @@ impl Validator<'_> {
             check_pool(self, pool, &path);
             if let (PoolLimit::PerModel(models), Some(total)) = (limit, spec.limits.total) {
                 if let Some(value) = models.get("total").filter(|v| v.0 > total) {
-                    self.push(&path.key("total"), format!("pool `{pool}` allows {} at once but `limits.total` is {total}", value.0), "above the total", None);
+                    self.push(
+                        &path.key("total"),
+                        format!(
+                            "pool `{pool}` allows {} at once but `limits.total` is {total}",
+                            value.0
+                        ),
+                        "above the total",
+                        None,
+                    );
                 }
             }
         }
@@ -276,24 +407,48 @@ impl Validator<'_> {
         let forge = &spec.forge;
         if forge.kind != ForgeKind::Local {
             if forge.url.is_none() && forge.kind != ForgeKind::Github {
-                self.push(&p().key("forge"), format!("forge `{:?}` needs a `url`", forge.kind).to_lowercase(), "no url", None);
+                self.push(
+                    &p().key("forge"),
+                    format!("forge `{:?}` needs a `url`", forge.kind).to_lowercase(),
+                    "no url",
+                    None,
+                );
             }
             if forge.token_env.is_none() {
-                self.push(&p().key("forge"), "a remote forge needs `token_env`, the name of the variable holding its token".to_owned(), "no token_env", None);
+                self.push(
+                    &p().key("forge"),
+                    "a remote forge needs `token_env`, the name of the variable holding its token"
+                        .to_owned(),
+                    "no token_env",
+                    None,
+                );
             }
         }
     }
 
     fn templates(&mut self, spec: &Spec, templates: &Templates) {
         let check = |v: &mut Self, name: &str, path: Path, persona: bool| {
-            let exists = if persona { templates.has_persona(name) } else { templates.has(name) };
+            let exists = if persona {
+                templates.has_persona(name)
+            } else {
+                templates.has(name)
+            };
             if !exists {
-                let names: Vec<&str> = if persona { templates.persona_names().collect() } else { templates.names().collect() };
+                let names: Vec<&str> = if persona {
+                    templates.persona_names().collect()
+                } else {
+                    templates.names().collect()
+                };
                 let what = if persona { "persona" } else { "template" };
                 let help = did_you_mean(name, names.iter().copied())
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| format!("known {what}s: {}", names.join(", ")));
-                v.push(&path, format!("unknown {what} `{name}`"), &format!("unknown {what}"), Some(help));
+                v.push(
+                    &path,
+                    format!("unknown {what} `{name}`"),
+                    &format!("unknown {what}"),
+                    Some(help),
+                );
             }
         };
         if let Some(name) = &spec.defaults.template {
@@ -325,8 +480,17 @@ impl Validator<'_> {
     fn units(&mut self, spec: &Spec, targets: &[ResolvedTarget]) {
         let mut seen: BTreeMap<(usize, String, String, String), usize> = BTreeMap::new();
         for target in targets {
-            let key = (target.job, target.org.to_string(), target.repo.to_string(), target.key.clone());
-            let path = p().key("jobs").index(target.job).key("repos").index(target.index);
+            let key = (
+                target.job,
+                target.org.to_string(),
+                target.repo.to_string(),
+                target.key.clone(),
+            );
+            let path = p()
+                .key("jobs")
+                .index(target.job)
+                .key("repos")
+                .index(target.index);
             if let Some(&first) = seen.get(&key) {
                 let job = &spec.jobs[target.job];
                 self.push(
@@ -349,7 +513,9 @@ impl Validator<'_> {
         let mut reported = BTreeSet::new();
         for target in targets {
             let job = &spec.jobs[target.job];
-            let has_own = target.issue.is_some() || target.pr.is_some() || target.variables.len() != job.variables.len();
+            let has_own = target.issue.is_some()
+                || target.pr.is_some()
+                || target.variables.len() != job.variables.len();
             if !has_own && !seen_plain.insert(target.job) {
                 continue;
             }
@@ -364,9 +530,22 @@ impl Validator<'_> {
             }
             if job.publish {
                 let title_path = p().key("jobs").index(target.job).key("pr").key("title");
-                if let Err(error) = templates.render_inline("pr.title", job.pr.title.as_deref().unwrap_or("{{ task }}"), &context) {
-                    if reported.insert(("pr.title".to_owned(), Some(target.job), error.variable.clone())) {
-                        self.push(&title_path, format!("PR title of job `{}`: {error}", job.id), "in this template", None);
+                if let Err(error) = templates.render_inline(
+                    "pr.title",
+                    job.pr.title.as_deref().unwrap_or("{{ task }}"),
+                    &context,
+                ) {
+                    if reported.insert((
+                        "pr.title".to_owned(),
+                        Some(target.job),
+                        error.variable.clone(),
+                    )) {
+                        self.push(
+                            &title_path,
+                            format!("PR title of job `{}`: {error}", job.id),
+                            "in this template",
+                            None,
+                        );
                     }
                 }
                 let body = job.pr.body.as_deref().unwrap_or("pr-body");
@@ -376,8 +555,16 @@ impl Validator<'_> {
             }
             for error in errors {
                 if reported.insert((error.template.clone(), error.line, error.variable.clone())) {
-                    let path = p().key("jobs").index(target.job).key("repos").index(target.index);
-                    let problem = template_problem(&error, self.sources, format!("while rendering for {} ({path})", target.full_name()));
+                    let path = p()
+                        .key("jobs")
+                        .index(target.job)
+                        .key("repos")
+                        .index(target.index);
+                    let problem = template_problem(
+                        &error,
+                        self.sources,
+                        format!("while rendering for {} ({path})", target.full_name()),
+                    );
                     self.problems.push(problem);
                 }
             }
@@ -389,7 +576,11 @@ impl Validator<'_> {
 pub fn prompt_parts(spec: &Spec, job: usize) -> PromptParts<'_> {
     let job = &spec.jobs[job];
     PromptParts {
-        template: job.template.as_deref().or(spec.defaults.template.as_deref()).unwrap_or("coding"),
+        template: job
+            .template
+            .as_deref()
+            .or(spec.defaults.template.as_deref())
+            .unwrap_or("coding"),
         persona: job.persona.as_deref().or(spec.defaults.persona.as_deref()),
         plan: job.plan.as_deref(),
     }
@@ -400,12 +591,23 @@ pub fn template_problem(error: &RenderError, sources: &mut Sources, context: Str
     let file = sources.add(error.origin.clone(), error.text.clone());
     let text = &error.text;
     let line = error.line.unwrap_or(1).max(1);
-    let start: usize = text.split_inclusive('\n').take(line - 1).map(str::len).sum();
-    let end = start + text[start.min(text.len())..].find('\n').unwrap_or(text.len().saturating_sub(start));
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(str::len)
+        .sum();
+    let end = start
+        + text[start.min(text.len())..]
+            .find('\n')
+            .unwrap_or(text.len().saturating_sub(start));
     let label = match &error.variable {
         Some(variable) => format!("`{variable}` is not defined"),
         None => error.message.clone(),
     };
-    Problem::new(Span::new(file, start.min(text.len()), end.min(text.len())), error.to_string(), label).with_help(context)
+    Problem::new(
+        Span::new(file, start.min(text.len()), end.min(text.len())),
+        error.to_string(),
+        label,
+    )
+    .with_help(context)
 }
-

@@ -136,18 +136,29 @@ fn check_component(value: &str, what: &str) -> Result<(), String> {
         return Err(format!("{what} `{value}` is longer than 100 characters"));
     }
     if value == "." || value == ".." || value.contains("..") {
-        return Err(format!("{what} `{value}` contains `..`, which could leave its directory"));
+        return Err(format!(
+            "{what} `{value}` contains `..`, which could leave its directory"
+        ));
     }
     if value.starts_with('/') {
-        return Err(format!("{what} `{value}` is an absolute path; give a plain name"));
+        return Err(format!(
+            "{what} `{value}` is an absolute path; give a plain name"
+        ));
     }
     if value.starts_with('-') {
-        return Err(format!("{what} `{value}` starts with `-`, which a command could take for an option"));
+        return Err(format!(
+            "{what} `{value}` starts with `-`, which a command could take for an option"
+        ));
     }
     if value.starts_with('.') {
-        return Err(format!("{what} `{value}` starts with `.`; hidden names are not allowed"));
+        return Err(format!(
+            "{what} `{value}` starts with `.`; hidden names are not allowed"
+        ));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!(
             "{what} `{}` contains {}; use letters, digits, '.', '_' and '-'",
             value.escape_debug(),
@@ -175,35 +186,52 @@ fn check_ref(value: &str, what: &str, allow_slash: bool) -> Result<(), String> {
         return Err(format!("{what} `{value}` is longer than 200 characters"));
     }
     if value.starts_with('/') {
-        return Err(format!("{what} `{value}` is an absolute path; give a relative name"));
+        return Err(format!(
+            "{what} `{value}` is an absolute path; give a relative name"
+        ));
     }
     if !allow_slash && value.contains('/') {
-        return Err(format!("{what} `{value}` contains `/`, which is not allowed in a {what}"));
+        return Err(format!(
+            "{what} `{value}` contains `/`, which is not allowed in a {what}"
+        ));
     }
     if value.contains("..") {
         return Err(format!("{what} `{value}` contains `..`"));
     }
     if value.contains("@{") || value == "@" {
-        return Err(format!("{what} `{value}` contains `@{{`, which git does not allow"));
+        return Err(format!(
+            "{what} `{value}` contains `@{{`, which git does not allow"
+        ));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
-    {
-        return Err(format!("{what} `{}` contains {}, which git does not allow", value.escape_debug(), describe_char(bad)));
+    if let Some(bad) = value.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    }) {
+        return Err(format!(
+            "{what} `{}` contains {}, which git does not allow",
+            value.escape_debug(),
+            describe_char(bad)
+        ));
     }
     for component in value.split('/') {
         if component.is_empty() {
-            return Err(format!("{what} `{value}` has an empty path component (`//` or a trailing `/`)"));
+            return Err(format!(
+                "{what} `{value}` has an empty path component (`//` or a trailing `/`)"
+            ));
         }
         if component.starts_with('-') {
-            return Err(format!("{what} `{value}` has a component starting with `-`"));
+            return Err(format!(
+                "{what} `{value}` has a component starting with `-`"
+            ));
         }
         if component.starts_with('.') {
-            return Err(format!("{what} `{value}` has a component starting with `.`"));
+            return Err(format!(
+                "{what} `{value}` has a component starting with `.`"
+            ));
         }
         if component.ends_with(".lock") {
-            return Err(format!("{what} `{value}` has a component ending in `.lock`"));
+            return Err(format!(
+                "{what} `{value}` has a component ending in `.lock`"
+            ));
         }
     }
     if value.ends_with('.') {
@@ -215,8 +243,12 @@ fn check_ref(value: &str, what: &str, allow_slash: bool) -> Result<(), String> {
 /// `repo` or `org/repo`.
 fn check_short_target(value: &str) -> Result<(), String> {
     match value.split_once('/') {
-        Some((org, repo)) if !org.is_empty() => check_component(org, "org").and_then(|()| check_component(repo, "repository name")),
-        Some(_) => Err(format!("target `{value}` is an absolute path; write `repo` or `org/repo`")),
+        Some((org, repo)) if !org.is_empty() => {
+            check_component(org, "org").and_then(|()| check_component(repo, "repository name"))
+        }
+        Some(_) => Err(format!(
+            "target `{value}` is an absolute path; write `repo` or `org/repo`"
+        )),
         None => check_component(value, "repository name"),
     }
 }
@@ -241,7 +273,12 @@ pub struct Duration(std::time::Duration);
 impl Duration {
     /// Parses `1h30m`, `10m`, `90s`, `1h2m3s`: each unit at most once, in the order h, m, s.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let fail = || format!("invalid duration `{}`: write it like `90s`, `10m` or `1h30m`", text.escape_debug());
+        let fail = || {
+            format!(
+                "invalid duration `{}`: write it like `90s`, `10m` or `1h30m`",
+                text.escape_debug()
+            )
+        };
         if text.is_empty() {
             return Err(fail());
         }
@@ -335,7 +372,11 @@ macro_rules! text_serde {
     };
 }
 
-text_serde!(Duration, "duration", "A duration such as `90s`, `10m` or `1h30m`.");
+text_serde!(
+    Duration,
+    "duration",
+    "A duration such as `90s`, `10m` or `1h30m`."
+);
 
 /// The agent presets built into dispatch (the pool names they use).
 pub const PRESET_POOLS: &[&str] = &["codex", "claude", "gemini", "local", "coderabbit"];
@@ -357,7 +398,9 @@ impl AgentRef {
         };
         let pool_ok = !pool.is_empty()
             && !pool.starts_with('-')
-            && pool.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            && pool
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !pool_ok {
             return Err(format!(
                 "invalid agent `{}`: write `agent` or `agent:model`, e.g. `codex`, `claude:opus`, `local:devstral-24b`",
@@ -368,7 +411,9 @@ impl AgentRef {
             let model_ok = !model.is_empty()
                 && !model.starts_with('-')
                 && !model.contains("..")
-                && model.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+                && model
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
             if !model_ok {
                 return Err(format!(
                     "invalid model `{}` in agent `{}`: a model is letters, digits and `._-:/`, not empty, not starting with `-`",
@@ -377,7 +422,10 @@ impl AgentRef {
                 ));
             }
         }
-        Ok(Self { pool: pool.to_owned(), model: model.map(str::to_owned) })
+        Ok(Self {
+            pool: pool.to_owned(),
+            model: model.map(str::to_owned),
+        })
     }
 
     /// The agent pool: the text before `:`.
@@ -414,12 +462,20 @@ pub struct TimeOfDay {
 impl TimeOfDay {
     /// Parses `HH:MM` (24-hour clock).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let fail = || format!("invalid time `{}`: write it as `HH:MM` in UTC, e.g. `06:00`", text.escape_debug());
+        let fail = || {
+            format!(
+                "invalid time `{}`: write it as `HH:MM` in UTC, e.g. `06:00`",
+                text.escape_debug()
+            )
+        };
         let (h, m) = text.split_once(':').ok_or_else(fail)?;
         if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
             return Err(fail());
         }
-        let (hour, minute): (u8, u8) = (h.parse().map_err(|_| fail())?, m.parse().map_err(|_| fail())?);
+        let (hour, minute): (u8, u8) = (
+            h.parse().map_err(|_| fail())?,
+            m.parse().map_err(|_| fail())?,
+        );
         if hour > 23 || minute > 59 {
             return Err(fail());
         }
@@ -442,7 +498,12 @@ pub struct ByteSize(u64);
 impl ByteSize {
     /// Parses a number of bytes with an optional `k`, `m` or `g` suffix (powers of 1024).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let fail = || format!("invalid size `{}`: write it like `512m` or `4g`", text.escape_debug());
+        let fail = || {
+            format!(
+                "invalid size `{}`: write it like `512m` or `4g`",
+                text.escape_debug()
+            )
+        };
         let lower = text.to_ascii_lowercase();
         let trimmed = lower.strip_suffix('b').unwrap_or(&lower);
         let (digits, factor) = match trimmed.as_bytes().last() {
@@ -483,7 +544,11 @@ impl fmt::Display for ByteSize {
     }
 }
 
-text_serde!(ByteSize, "byte-size", "A memory size: bytes, or a number with `k`, `m` or `g`.");
+text_serde!(
+    ByteSize,
+    "byte-size",
+    "A memory size: bytes, or a number with `k`, `m` or `g`."
+);
 
 #[cfg(test)]
 mod tests {
@@ -502,7 +567,18 @@ mod tests {
 
     #[test]
     fn components_reject_unsafe_names() {
-        for bad in ["", "..", "a..b", "/etc", "-rf", ".hidden", "a b", "a/b", "tab\there", "nul\0"] {
+        for bad in [
+            "",
+            "..",
+            "a..b",
+            "/etc",
+            "-rf",
+            ".hidden",
+            "a b",
+            "a/b",
+            "tab\there",
+            "nul\0",
+        ] {
             assert!(RepoName::parse(bad).is_err(), "{bad:?} must be rejected");
         }
         for good in ["go-io", "core.lib", "A_1"] {
@@ -514,7 +590,9 @@ mod tests {
     fn branches_allow_slashes_and_tags_do_not() {
         assert!(BranchName::parse("feature/x-1").is_ok());
         assert!(TagName::parse("v1/x").is_err());
-        for bad in ["/abs", "a//b", "a/", "x..y", "-x", "a/.b", "a.lock", "a b", "a:b", "a@{1}"] {
+        for bad in [
+            "/abs", "a//b", "a/", "x..y", "-x", "a/.b", "a.lock", "a b", "a:b", "a@{1}",
+        ] {
             assert!(BranchName::parse(bad).is_err(), "{bad:?} must be rejected");
         }
     }

@@ -17,7 +17,13 @@ use super::source::{FileId, Span};
 /// duplicate keys are all collected.
 pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Problem>> {
     let offsets = CharOffsets::new(text);
-    let mut builder = Builder { file, offsets: &offsets, anchors: HashMap::new(), problems: Vec::new() };
+    let mut builder = Builder {
+        file,
+        text,
+        offsets: &offsets,
+        anchors: HashMap::new(),
+        problems: Vec::new(),
+    };
     let mut parser = Parser::new_from_str(text);
     let mut events = Vec::new();
     while let Some(next) = parser.next_event() {
@@ -26,7 +32,11 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Problem>> {
             Err(error) => {
                 let at = offsets.byte(error.marker().index());
                 let end = (at + 1).min(text.len()).max(at);
-                return Err(vec![Problem::new(Span::new(file, at, end), format!("YAML syntax error: {}", error.info()), "here")]);
+                return Err(vec![Problem::new(
+                    Span::new(file, at, end),
+                    format!("YAML syntax error: {}", error.info()),
+                    "here",
+                )]);
             }
         }
     }
@@ -47,7 +57,13 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Problem>> {
                 }
                 document = Some(node);
             }
-            _ => return Err(vec![Problem::new(builder.span(span), "unexpected YAML event", "here")]),
+            _ => {
+                return Err(vec![Problem::new(
+                    builder.span(span),
+                    "unexpected YAML event",
+                    "here",
+                )])
+            }
         }
     }
     if !builder.problems.is_empty() {
@@ -55,8 +71,12 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Problem>> {
     }
     match document {
         Some(node) if !matches!(node.value, Value::Null) => Ok(node),
-        _ => Err(vec![Problem::new(Span::new(file, 0, text.len().min(1)), "the spec is empty", "empty file")
-            .with_help("start with `version: 1`")]),
+        _ => Err(vec![Problem::new(
+            Span::new(file, 0, text.len().min(1)),
+            "the spec is empty",
+            "empty file",
+        )
+        .with_help("start with `version: 1`")]),
     }
 }
 
@@ -64,6 +84,7 @@ type Events<'a> = std::iter::Peekable<std::vec::IntoIter<(Event<'a>, YamlSpan)>>
 
 struct Builder<'o> {
     file: FileId,
+    text: &'o str,
     offsets: &'o CharOffsets,
     anchors: HashMap<usize, Node>,
     problems: Vec<Problem>,
@@ -71,23 +92,43 @@ struct Builder<'o> {
 
 impl Builder<'_> {
     fn span(&self, span: YamlSpan) -> Span {
-        Span::new(self.file, self.offsets.byte(span.start.index()), self.offsets.byte(span.end.index()))
+        Span::new(
+            self.file,
+            self.offsets.byte(span.start.index()),
+            self.offsets.byte(span.end.index()),
+        )
     }
 
     fn node(&mut self, events: &mut Events<'_>) -> Result<Node, Vec<Problem>> {
         let Some((event, span)) = events.next() else {
-            return Err(vec![Problem::new(Span::new(self.file, 0, 0), "unexpected end of YAML", "here")]);
+            return Err(vec![Problem::new(
+                Span::new(self.file, 0, 0),
+                "unexpected end of YAML",
+                "here",
+            )]);
         };
         let here = self.span(span);
         let (node, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let forced_string = tag.as_ref().is_some_and(|t| t.handle == "!!" && t.suffix == "str");
-                let value = if style == ScalarStyle::Plain && !forced_string { resolve(&text) } else { Value::Str(text.into_owned()) };
+                let forced_string = tag
+                    .as_ref()
+                    .is_some_and(|t| t.handle == "!!" && t.suffix == "str");
+                let value = if style == ScalarStyle::Plain && !forced_string {
+                    resolve(&text)
+                } else {
+                    Value::Str(text.into_owned())
+                };
                 (Node { span: here, value }, anchor)
             }
             Event::Alias(id) => match self.anchors.get(&id) {
                 Some(node) => (node.clone(), 0),
-                None => return Err(vec![Problem::new(here, "alias to an unknown anchor", "unknown alias")]),
+                None => {
+                    return Err(vec![Problem::new(
+                        here,
+                        "alias to an unknown anchor",
+                        "unknown alias",
+                    )])
+                }
             },
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
@@ -101,7 +142,13 @@ impl Builder<'_> {
                     end = end.max(item.span.end);
                     items.push(item);
                 }
-                (Node { span: Span::new(self.file, here.start, end), value: Value::Seq(items) }, anchor)
+                (
+                    Node {
+                        span: Span::new(self.file, here.start, end),
+                        value: Value::Seq(items),
+                    },
+                    anchor,
+                )
             }
             Event::MappingStart(anchor, _) => {
                 let mut entries: Vec<(Key, Node)> = Vec::new();
@@ -122,7 +169,11 @@ impl Builder<'_> {
                         Value::Float(x) => x.to_string(),
                         Value::Null => "null".to_owned(),
                         Value::Seq(_) | Value::Map(_) => {
-                            self.problems.push(Problem::new(key_node.span, "a mapping key must be a plain value", "complex key"));
+                            self.problems.push(Problem::new(
+                                key_node.span,
+                                "a mapping key must be a plain value",
+                                "complex key",
+                            ));
                             continue;
                         }
                     };
@@ -131,23 +182,50 @@ impl Builder<'_> {
                         continue;
                     }
                     if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
-                        let line = first.span.start;
+                        let line = self.text[..first.span.start.min(self.text.len())]
+                            .matches('\n')
+                            .count()
+                            + 1;
                         self.problems.push(
-                            Problem::new(key_node.span, format!("duplicate key `{name}`"), "defined again here")
-                                .with_help(format!("the first `{name}` is at byte {line}; remove one of them")),
+                            Problem::new(
+                                key_node.span,
+                                format!("duplicate key `{name}`"),
+                                "defined again here",
+                            )
+                            .with_help(format!(
+                                "the first `{name}` is at line {line}; remove one of them"
+                            )),
                         );
                         continue;
                     }
-                    entries.push((Key { name, span: key_node.span }, value));
+                    entries.push((
+                        Key {
+                            name,
+                            span: key_node.span,
+                        },
+                        value,
+                    ));
                 }
                 for (key, value) in merged {
                     if !entries.iter().any(|(k, _)| k.name == key.name) {
                         entries.push((key, value));
                     }
                 }
-                (Node { span: Span::new(self.file, here.start, end), value: Value::Map(entries) }, anchor)
+                (
+                    Node {
+                        span: Span::new(self.file, here.start, end),
+                        value: Value::Map(entries),
+                    },
+                    anchor,
+                )
             }
-            _ => return Err(vec![Problem::new(here, "unexpected YAML structure", "here")]),
+            _ => {
+                return Err(vec![Problem::new(
+                    here,
+                    "unexpected YAML structure",
+                    "here",
+                )])
+            }
         };
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
@@ -161,7 +239,11 @@ impl Builder<'_> {
             Value::Map(_) => vec![value],
             Value::Seq(items) => items,
             _ => {
-                self.problems.push(Problem::new(value.span, "`<<` merges a mapping or a list of mappings", "not a mapping"));
+                self.problems.push(Problem::new(
+                    value.span,
+                    "`<<` merges a mapping or a list of mappings",
+                    "not a mapping",
+                ));
                 return;
             }
         };
@@ -174,7 +256,11 @@ impl Builder<'_> {
                         }
                     }
                 }
-                _ => self.problems.push(Problem::new(source.span, "`<<` merges mappings only", "not a mapping")),
+                _ => self.problems.push(Problem::new(
+                    source.span,
+                    "`<<` merges mappings only",
+                    "not a mapping",
+                )),
             }
         }
     }
@@ -186,14 +272,19 @@ fn resolve(text: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
     }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().map(Value::Int).unwrap_or_else(|_| text.parse().map_or(Value::Str(text.to_owned()), Value::Float));
+        return text.parse().map(Value::Int).unwrap_or_else(|_| {
+            text.parse()
+                .map_or(Value::Str(text.to_owned()), Value::Float)
+        });
     }
     if let Some(hex) = text.strip_prefix("0x") {
         if let Ok(i) = i64::from_str_radix(hex, 16) {
@@ -220,7 +311,9 @@ fn is_float(text: &str) -> bool {
         None => (text, None),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits_ok = int.bytes().all(|b| b.is_ascii_digit()) && frac.bytes().all(|b| b.is_ascii_digit()) && !(int.is_empty() && frac.is_empty());
+    let digits_ok = int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(int.is_empty() && frac.is_empty());
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
@@ -237,8 +330,18 @@ struct CharOffsets {
 
 impl CharOffsets {
     fn new(text: &str) -> Self {
-        let table = if text.is_ascii() { Vec::new() } else { text.char_indices().map(|(i, _)| i).chain([text.len()]).collect() };
-        Self { table, len: text.len() }
+        let table = if text.is_ascii() {
+            Vec::new()
+        } else {
+            text.char_indices()
+                .map(|(i, _)| i)
+                .chain([text.len()])
+                .collect()
+        };
+        Self {
+            table,
+            len: text.len(),
+        }
     }
 
     fn byte(&self, char_index: usize) -> usize {

@@ -32,7 +32,11 @@ pub fn dispatch_in(dir: &Path, args: &[&str]) -> Output {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
-    assert!(!out.stderr.contains("panicked"), "dispatch panicked on {args:?}:\n{}", out.stderr);
+    assert!(
+        !out.stderr.contains("panicked"),
+        "dispatch panicked on {args:?}:\n{}",
+        out.stderr
+    );
     out
 }
 
