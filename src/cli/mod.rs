@@ -2,8 +2,11 @@
 //!
 //! Exit codes: 0 success, 1 failure, 2 invalid spec or usage.
 
+mod agents;
 mod plan;
+mod prs;
 mod render;
+pub mod run;
 mod schema;
 mod validate;
 
@@ -70,6 +73,21 @@ pub enum Command {
         after_help = "Examples:\n  dispatch schema > schemas/dispatch.schema.json\n  dispatch schema --nickel > schemas/dispatch.ncl"
     )]
     Schema(schema::Args),
+    /// Show each agent preset's exact argv, env names, prompt hand-off and mounts.
+    #[command(
+        after_help = "Example:\n  dispatch agents\n  dispatch agents pipelines/fix-tests.yaml   # with the spec's custom agents and overrides"
+    )]
+    Agents(agents::Args),
+    /// Run the plan: prep -> agent -> QA -> PR for every unit, in containers.
+    #[command(
+        after_help = "Examples:\n  dispatch run pipelines/demo.yaml\n  dispatch run pipelines/fix-tests.yaml --only fix-tests/go-io --output json\n  dispatch run pipelines/fix-tests.yaml --dry-run\n\nExit status: 0 when every unit ended changed, no_changes or merged; 1 otherwise;\n2 for an invalid spec; 3 when the Docker engine cannot be reached."
+    )]
+    Run(run::Args),
+    /// List the pull requests of the local forge.
+    #[command(
+        after_help = "Examples:\n  dispatch prs pipelines/demo.yaml\n  dispatch prs --state-dir pipelines/.dispatch --json"
+    )]
+    Prs(prs::Args),
 }
 
 /// Output settings shared by the commands.
@@ -117,6 +135,9 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&ui, args),
         Command::Render(args) => render::run(&ui, args),
         Command::Schema(args) => schema::run(args),
+        Command::Agents(args) => agents::run(&ui, args),
+        Command::Run(args) => run::run(&ui, args),
+        Command::Prs(args) => prs::run(args),
     };
     ExitCode::from(status)
 }

@@ -118,6 +118,9 @@ pub struct Unit {
     /// Tag the work starts from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// Clone source when it is not the forge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Agent reference.
     pub agent: String,
     /// Container image.
@@ -326,6 +329,7 @@ fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
         issue: target.issue,
         pr: target.pr,
         tag: target.tag.as_ref().map(ToString::to_string),
+        url: target.url.clone(),
         agent: agent_of(spec, target.job),
         image,
         timeout: timeout.to_string(),

@@ -30,6 +30,8 @@ pub struct ResolvedTarget {
     pub branch: Option<BranchName>,
     /// Tag to start from.
     pub tag: Option<TagName>,
+    /// Clone from this URL or path instead of the forge.
+    pub url: Option<String>,
     /// Base branch of the target (target, job, then defaults).
     pub base: Option<BranchName>,
     /// Job variables overridden by the target's.
@@ -106,7 +108,8 @@ fn resolve_one(
         });
     };
     let mut variables = job.variables.clone();
-    let (mut issue, mut pr, mut branch, mut tag, mut base) = (None, None, None, None, None);
+    let (mut issue, mut pr, mut branch, mut tag, mut base, mut url) =
+        (None, None, None, None, None, None);
     if let Some(target) = full {
         if target.issue.is_some() && target.pr.is_some() {
             return Err(TargetError {
@@ -129,12 +132,13 @@ fn resolve_one(
             return Err(fail(path.key("pr"), format!("target `{org}/{repo}` sets `pr` together with `branch` or `tag`; a PR brings its own branch")));
         }
         variables.extend(target.variables.clone());
-        (issue, pr, branch, tag, base) = (
+        (issue, pr, branch, tag, base, url) = (
             target.issue,
             target.pr,
             target.branch.clone(),
             target.tag.clone(),
             target.base.clone(),
+            target.url.clone(),
         );
     }
     let base = base
@@ -159,6 +163,7 @@ fn resolve_one(
         pr,
         branch,
         tag,
+        url,
         base,
         variables,
     })

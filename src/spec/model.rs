@@ -59,6 +59,10 @@ pub struct Forge {
     /// Name of the environment variable that holds the forge token (never the token itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<EnvName>,
+    /// Local forge only: a directory (relative to the spec) whose subdirectories `ORG/REPO`
+    /// become repositories of the local forge when they do not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
     /// At most this many forge writes per minute (PRs, comments, labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -337,6 +341,9 @@ pub struct Target {
     /// Organisation (default: the job's or `defaults.org`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<OrgName>,
+    /// Clone from this git URL or local path (relative to the spec) instead of the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Issue the unit works on (workspace `task-N`, `Closes #N` in the PR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]

@@ -1,0 +1,301 @@
+//! The built-in presets: for each agent CLI, its argv, the names of its provider's keys, its
+//! fixed environment, its read-only config directory and how it takes the prompt.
+//!
+//! Every flag here was checked against the CLI's own `--help` as captured in
+//! `reference/agent-clis/` (codex-cli 0.169.0, Claude Code 2.1.197, gemini 0.61.0), except
+//! coderabbit's, which has no captured help (see [`coderabbit_argv`]). When a CLI is upgraded,
+//! capture its help again and compare before changing anything here.
+//!
+//! Invariants every preset keeps (and the tests check):
+//! - the prompt never appears in the argv and no argv element is a shell string: the prompt
+//!   reaches the CLI on stdin, or the CLI ignores it (review presets);
+//! - the env names are exactly the agent's own provider's keys;
+//! - config directories are mounted read-only.
+
+use std::path::PathBuf;
+
+use super::{ArgvContext, ConfigMount, AGENT_HOME};
+use crate::spec::model::PromptHandoff;
+use crate::spec::validate::CODERABBIT_TYPES;
+
+/// Model of `local` when neither the reference nor `agents.local.model` names one.
+pub const LOCAL_DEFAULT_MODEL: &str = "devstral-24b";
+
+/// Where the host's Ollama listens, as seen from inside an agent container.
+pub const OLLAMA_URL: &str = "http://host.docker.internal:11434";
+
+/// The extra host entry that makes `host.docker.internal` resolve to the host (Docker 20.10+).
+pub const HOST_GATEWAY: &str = "host.docker.internal:host-gateway";
+
+/// The instruction `claude` gets as an appended system prompt.
+pub const CLAUDE_SYSTEM_NOTE: &str = "You are running unattended inside a container. Work only inside /workspace/repo. \
+Do not push, do not open pull requests and do not change git remotes or branches: dispatch commits and publishes your changes.";
+
+/// The fixed `-p` text of `gemini`. Gemini appends the `-p` text to what it reads on stdin,
+/// so the real prompt comes first, on stdin, and this line closes it.
+pub const GEMINI_STDIN_NOTE: &str = "Follow the instructions given on standard input.";
+
+/// Everything of a preset except its argv.
+#[derive(Clone, Debug)]
+pub struct Preset {
+    /// Names of the provider's keys passed through to the container.
+    pub env_names: &'static [&'static str],
+    /// Environment values that are not secrets.
+    pub fixed_env: Vec<(String, String)>,
+    /// Read-only config directories.
+    pub config_mounts: Vec<ConfigMount>,
+    /// How the preset takes the prompt when `agents.POOL.command` replaces its argv and
+    /// names no `prompt` (the argv of a review mode may differ, see [`Built::prompt`]).
+    pub prompt: PromptHandoff,
+    /// Extra `/etc/hosts` entries.
+    pub extra_hosts: Vec<String>,
+    /// Model used when the reference and the spec name none.
+    pub default_model: Option<&'static str>,
+}
+
+/// The preset of `pool`, or `None` when `pool` is not a preset.
+pub fn preset(pool: &str) -> Option<Preset> {
+    let home = || vec![("HOME".to_owned(), AGENT_HOME.to_owned())];
+    let config = |dir: &str| {
+        vec![ConfigMount {
+            host: PathBuf::from(format!("~/{dir}")),
+            target: format!("{AGENT_HOME}/{dir}"),
+            read_only: true,
+        }]
+    };
+    let preset = match pool {
+        "codex" => Preset {
+            env_names: &["OPENAI_API_KEY"],
+            fixed_env: home(),
+            config_mounts: config(".codex"),
+            prompt: PromptHandoff::Stdin,
+            extra_hosts: Vec::new(),
+            default_model: None,
+        },
+        "claude" => Preset {
+            env_names: &["ANTHROPIC_API_KEY"],
+            fixed_env: home(),
+            config_mounts: config(".claude"),
+            prompt: PromptHandoff::Stdin,
+            extra_hosts: Vec::new(),
+            default_model: None,
+        },
+        "gemini" => Preset {
+            env_names: &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+            fixed_env: home(),
+            config_mounts: config(".gemini"),
+            prompt: PromptHandoff::Stdin,
+            extra_hosts: Vec::new(),
+            default_model: None,
+        },
+        "local" => Preset {
+            env_names: &["OPENAI_API_KEY"],
+            fixed_env: {
+                let mut env = home();
+                env.push(("OLLAMA_HOST".to_owned(), OLLAMA_URL.to_owned()));
+                // Read by codex's OSS provider (codex-rs `create_oss_provider`).
+                env.push(("CODEX_OSS_BASE_URL".to_owned(), format!("{OLLAMA_URL}/v1")));
+                env
+            },
+            config_mounts: config(".codex"),
+            prompt: PromptHandoff::Stdin,
+            extra_hosts: vec![HOST_GATEWAY.to_owned()],
+            default_model: Some(LOCAL_DEFAULT_MODEL),
+        },
+        "coderabbit" => Preset {
+            env_names: &["CODERABBIT_API_KEY"],
+            fixed_env: home(),
+            config_mounts: Vec::new(),
+            // coderabbit reviews the diff and takes no instructions: the prompt stays a file.
+            prompt: PromptHandoff::File,
+            extra_hosts: Vec::new(),
+            default_model: None,
+        },
+        _ => return None,
+    };
+    Some(preset)
+}
+
+/// A preset's argv for one reference.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The exact argv.
+    pub argv: Vec<String>,
+    /// The model the CLI is asked to use.
+    pub model: Option<String>,
+    /// How this argv takes the prompt (review modes take none on stdin).
+    pub prompt: PromptHandoff,
+}
+
+/// The argv of preset `pool` for the reference's `model`.
+///
+/// `model` is the text after `:` in the reference; `default_model` is `agents.POOL.model` or
+/// the preset's own default. For `codex`, the model `review` selects review mode; for
+/// `coderabbit`, the "model" is the review type.
+pub fn argv(
+    pool: &str,
+    model: Option<&str>,
+    default_model: Option<&str>,
+    ctx: &ArgvContext,
+) -> Result<Built, String> {
+    let chosen = model.or(default_model);
+    let stdin = |argv, model: Option<&str>| Built {
+        argv,
+        model: model.map(str::to_owned),
+        prompt: PromptHandoff::Stdin,
+    };
+    let built = match pool {
+        "codex" if model == Some("review") => Built {
+            argv: codex_review_argv(default_model, ctx),
+            model: default_model.map(str::to_owned),
+            prompt: PromptHandoff::File,
+        },
+        "codex" => stdin(codex_argv(&[], chosen, ctx), chosen),
+        "local" => {
+            // codex-exec-help.txt: `--oss` "Use open-source provider", `--local-provider
+            // <OSS_PROVIDER>` "(lmstudio or ollama)".
+            let model = chosen.unwrap_or(LOCAL_DEFAULT_MODEL);
+            let provider = ["--oss", "--local-provider", "ollama"];
+            stdin(codex_argv(&provider, Some(model), ctx), Some(model))
+        }
+        "claude" => stdin(claude_argv(chosen), chosen),
+        "gemini" => stdin(gemini_argv(chosen), chosen),
+        "coderabbit" => {
+            let kind = chosen.unwrap_or("all");
+            if !CODERABBIT_TYPES.contains(&kind) {
+                return Err(format!(
+                    "unknown coderabbit review type `{kind}`: use `coderabbit:{}`",
+                    CODERABBIT_TYPES.join("`, `coderabbit:")
+                ));
+            }
+            Built {
+                argv: coderabbit_argv(kind, &ctx.base),
+                model: None,
+                prompt: PromptHandoff::File,
+            }
+        }
+        _ => return Err(format!("`{pool}` is not a preset")),
+    };
+    Ok(built)
+}
+
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `codex exec` (codex-exec-help.txt): non-interactive; approvals and codex's own sandbox
+/// bypassed because the container is the sandbox; `--skip-git-repo-check` so a fresh clone
+/// needs no trust entry; `--ephemeral` because `~/.codex` is read-only; `--cd` the clone;
+/// the last message to the meta directory; the prompt read from stdin via the `-` argument
+/// ("If not provided as an argument (or if `-` is used), instructions are read from stdin").
+fn codex_argv(provider: &[&str], model: Option<&str>, ctx: &ArgvContext) -> Vec<String> {
+    let mut argv = strings(&["codex", "exec"]);
+    argv.extend(strings(provider));
+    argv.extend(strings(&[
+        "--dangerously-bypass-approvals-and-sandbox",
+        "--skip-git-repo-check",
+        "--ephemeral",
+        "--color",
+        "never",
+        "--cd",
+    ]));
+    argv.push(ctx.workdir.clone());
+    argv.push("--output-last-message".to_owned());
+    argv.push(last_message(ctx));
+    if let Some(model) = model {
+        argv.push("--model".to_owned());
+        argv.push(model.to_owned());
+    }
+    argv.push("-".to_owned());
+    argv
+}
+
+/// `codex exec review --base BASE` (codex-exec-review-help.txt). That help has no `--cd` and no
+/// `--color`, so the container's working directory is the clone. No prompt argument is given:
+/// codex builds its own review instructions from `--base` (the target flags and a custom
+/// prompt are alternatives), so the rendered prompt only stays on record as the prompt file.
+fn codex_review_argv(model: Option<&str>, ctx: &ArgvContext) -> Vec<String> {
+    let mut argv = strings(&[
+        "codex",
+        "exec",
+        "review",
+        "--dangerously-bypass-approvals-and-sandbox",
+        "--skip-git-repo-check",
+        "--ephemeral",
+        "--base",
+    ]);
+    argv.push(ctx.base.clone());
+    argv.push("--output-last-message".to_owned());
+    argv.push(last_message(ctx));
+    if let Some(model) = model {
+        argv.push("--model".to_owned());
+        argv.push(model.to_owned());
+    }
+    argv
+}
+
+fn last_message(ctx: &ArgvContext) -> String {
+    format!("{}/last-message.md", ctx.meta_dir)
+}
+
+/// `claude --print` (claude-help.txt): text output, `--dangerously-skip-permissions` (the
+/// container is the sandbox), `--no-session-persistence` ("only works with --print"; the
+/// config is read-only anyway) and a system note; no prompt argument, so print mode reads
+/// the prompt from stdin.
+fn claude_argv(model: Option<&str>) -> Vec<String> {
+    let mut argv = strings(&[
+        "claude",
+        "--print",
+        "--output-format",
+        "text",
+        "--dangerously-skip-permissions",
+        "--no-session-persistence",
+        "--append-system-prompt",
+        CLAUDE_SYSTEM_NOTE,
+    ]);
+    if let Some(model) = model {
+        argv.push("--model".to_owned());
+        argv.push(model.to_owned());
+    }
+    argv
+}
+
+/// `gemini --prompt NOTE` (gemini-help.txt): `-p/--prompt` is the headless mode and its text
+/// is "Appended to input on stdin (if any)", so the prompt goes on stdin and `-p` carries only
+/// [`GEMINI_STDIN_NOTE`]; `--approval-mode yolo` auto-approves every tool; `--skip-trust`
+/// trusts the fresh clone for this session; text output.
+fn gemini_argv(model: Option<&str>) -> Vec<String> {
+    let mut argv = strings(&[
+        "gemini",
+        "--prompt",
+        GEMINI_STDIN_NOTE,
+        "--approval-mode",
+        "yolo",
+        "--skip-trust",
+        "--output-format",
+        "text",
+    ]);
+    if let Some(model) = model {
+        argv.push("--model".to_owned());
+        argv.push(model.to_owned());
+    }
+    argv
+}
+
+/// `coderabbit review --plain --type TYPE --base BASE`.
+///
+/// NOT checked against a captured `--help`: there is no coderabbit help in
+/// `reference/agent-clis/`. This is the CLI form coderabbit documents (`--plain` for
+/// non-interactive text output, `--type all|committed|uncommitted`, `--base BRANCH`). It runs
+/// in the container's working directory, the clone.
+pub fn coderabbit_argv(kind: &str, base: &str) -> Vec<String> {
+    strings(&[
+        "coderabbit",
+        "review",
+        "--plain",
+        "--type",
+        kind,
+        "--base",
+        base,
+    ])
+}

@@ -1,0 +1,737 @@
+//! The executor: runs a plan's DAG.
+//!
+//! The dispatcher (this module) is the only place that decides state: it owns every node's
+//! [`NodeStatus`], the [`Limits`] and the ready queues. Node handlers ([`node`]) run as tasks
+//! and report back through a channel; a node starts the moment its dependencies are done and
+//! a slot is free, and the only timer is the one a rate limit asks for. No polling.
+//!
+//! Invariants:
+//! - a node's `Started` and `Finished` transitions are committed to the journal (by its task)
+//!   before the dispatcher hears of them, so nothing depends on an unrecorded transition;
+//! - a failed node never stops other units: its unit's remaining nodes, and units that need
+//!   it, end `skipped` with the reason;
+//! - QA failure with fix attempts left moves the agent node back to `Ready` and the QA node
+//!   back to `Pending` (same ids, attempt + 1);
+//! - every unit ends with exactly one [`Outcome`].
+//!
+//! Control: the first interrupt stops scheduling and lets running nodes finish; the second
+//! stops running containers (their units end `cancelled`).
+
+pub mod limits;
+pub mod node;
+pub mod outcome;
+pub mod qa;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rusqlite::params;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::forge::{Forge, PrRef};
+use crate::plan::{self, NodeKind, Plan};
+use crate::runtime::Runtime;
+use crate::spec::values::AgentRef;
+use crate::spec::LoadedSpec;
+use crate::state::{now, Journal, NodeChange};
+use limits::{Admission, Class, Limits};
+use node::{NodeCtx, NodeResult, UnitRun};
+pub use outcome::{NodeStatus, Outcome};
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Keep containers after they finish (for debugging).
+    pub keep_containers: bool,
+}
+
+/// How one unit ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitResult {
+    /// Unit id.
+    pub id: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why, when there is something to say.
+    pub reason: Option<String>,
+    /// The PR, e.g. `local:core/go-io#3`.
+    pub pr: Option<String>,
+    /// Logs and prompt of the unit.
+    pub meta: PathBuf,
+}
+
+/// Receives what happens, for progress output.
+pub trait Reporter: Send + Sync {
+    /// A node started.
+    fn node_started(&self, node: &str);
+    /// A node reached a terminal status (or failed QA before a fix attempt).
+    fn node_finished(&self, node: &str, status: NodeStatus, reason: Option<&str>);
+    /// A unit ended.
+    fn unit_finished(&self, result: &UnitResult);
+    /// A message for the user.
+    fn note(&self, message: &str);
+}
+
+/// What the executor works with.
+pub struct Executor<R: Runtime, F: Forge> {
+    /// The validated spec.
+    pub loaded: Arc<LoadedSpec>,
+    /// Container engine.
+    pub runtime: Arc<R>,
+    /// Forge.
+    pub forge: Arc<F>,
+    /// Journal writer.
+    pub journal: Journal,
+    /// Run id.
+    pub run_id: String,
+    /// State directory (workspaces live under it).
+    pub state_dir: PathBuf,
+    /// Options.
+    pub options: RunOptions,
+    /// Progress output.
+    pub reporter: Arc<dyn Reporter>,
+}
+
+struct Node {
+    id: String,
+    unit: usize,
+    kind: NodeKind,
+    class: Class,
+    status: NodeStatus,
+    waiting: usize,
+    dependents: Vec<usize>,
+    attempt: u32,
+}
+
+struct UnitState {
+    run: Arc<UnitRun>,
+    nodes: Vec<usize>,
+    outcome: Option<Outcome>,
+    reason: Option<String>,
+    hint: Option<Outcome>,
+    pr: Option<PrRef>,
+    base: Option<String>,
+    qa_passed: bool,
+    qa_failure: Option<String>,
+    fixes_left: u32,
+    finished: bool,
+}
+
+struct Dispatcher<R: Runtime, F: Forge> {
+    ex: Executor<R, F>,
+    nodes: Vec<Node>,
+    units: Vec<UnitState>,
+    ready: BTreeMap<Class, VecDeque<usize>>,
+    limits: Limits,
+    running: usize,
+    stopping: bool,
+    cancel_tx: watch::Sender<bool>,
+    done_tx: mpsc::UnboundedSender<(usize, NodeResult)>,
+    results: Vec<UnitResult>,
+}
+
+fn agent_class(agent: &AgentRef) -> Class {
+    Class::Agent {
+        pool: agent.pool().to_owned(),
+        model: agent.model().map(str::to_owned),
+    }
+}
+
+/// Records the run, its units and nodes in the journal (one transaction).
+pub async fn record_run(
+    journal: &Journal,
+    run_id: &str,
+    spec_path: &str,
+    plan: &Plan,
+) -> Result<(), crate::state::StateError> {
+    let plan_json = plan::render::json(plan);
+    let (run_id, spec_path, spec_name) =
+        (run_id.to_owned(), spec_path.to_owned(), plan.spec.clone());
+    let units: Vec<(
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Vec<(String, &'static str)>,
+    )> = plan
+        .units
+        .iter()
+        .map(|u| {
+            let nodes = u
+                .nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.kind.as_str()))
+                .collect();
+            (
+                u.id.clone(),
+                u.job.clone(),
+                u.org.clone(),
+                u.repo.clone(),
+                u.key.clone(),
+                u.workspace.clone(),
+                nodes,
+            )
+        })
+        .collect();
+    journal
+        .write(move |t| {
+            t.execute(
+                "INSERT INTO runs (id, spec_path, spec_name, plan_json, status, pid, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                params![run_id, spec_path, spec_name, plan_json, std::process::id(), now()],
+            )?;
+            let mut unit_row = t.prepare("INSERT INTO units (run_id, id, job, org, repo, key, workspace) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            let mut node_row = t.prepare("INSERT INTO nodes (run_id, id, unit_id, kind, status) VALUES (?1, ?2, ?3, ?4, 'pending')")?;
+            for (id, job, org, repo, key, workspace, nodes) in &units {
+                unit_row.execute(params![run_id, id, job, org, repo, key, workspace])?;
+                for (node, kind) in nodes {
+                    node_row.execute(params![run_id, node, id, kind])?;
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Runs the plan to the end and returns one result per unit, in plan order. `interrupts`
+/// delivers Ctrl-C presses (or test stand-ins).
+pub async fn execute<R: Runtime, F: Forge>(
+    ex: Executor<R, F>,
+    plan: &Plan,
+    limits: Limits,
+    mut interrupts: mpsc::UnboundedReceiver<()>,
+) -> Vec<UnitResult> {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (cancel_tx, _) = watch::channel(false);
+    let mut d = Dispatcher {
+        nodes: Vec::new(),
+        units: Vec::new(),
+        ready: BTreeMap::new(),
+        limits,
+        running: 0,
+        stopping: false,
+        cancel_tx,
+        done_tx,
+        results: Vec::new(),
+        ex,
+    };
+    d.build(plan);
+    let mut interrupts_open = true;
+    loop {
+        let wake = d.dispatch();
+        if d.running == 0 && (d.stopping || wake.is_none()) {
+            break;
+        }
+        tokio::select! {
+            Some((idx, result)) = done_rx.recv() => d.complete(idx, result),
+            () = sleep_until(wake), if wake.is_some() => {}
+            pressed = interrupts.recv(), if interrupts_open => match pressed {
+                Some(()) => d.interrupt(),
+                None => interrupts_open = false,
+            },
+        }
+    }
+    d.finish_all();
+    let (run_id, status) = (
+        d.ex.run_id.clone(),
+        if d.stopping { "cancelled" } else { "finished" },
+    );
+    if let Err(error) =
+        d.ex.journal
+            .write(move |t| {
+                t.execute(
+                    "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
+                    params![run_id, status, now()],
+                )?;
+                Ok(())
+            })
+            .await
+    {
+        d.ex.reporter.note(&format!(
+            "warning: the journal could not record the end of the run: {error}"
+        ));
+    }
+    let mut results = d.results;
+    let order: HashMap<&str, usize> = plan
+        .units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.id.as_str(), i))
+        .collect();
+    results.sort_by_key(|r| order.get(r.id.as_str()).copied().unwrap_or(usize::MAX));
+    results
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<R: Runtime, F: Forge> Dispatcher<R, F> {
+    fn build(&mut self, plan: &Plan) {
+        let spec = &self.ex.loaded.spec;
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (u, (unit, target)) in plan.units.iter().zip(&self.ex.loaded.targets).enumerate() {
+            let job = &spec.jobs[target.job];
+            let agent = AgentRef::parse(&unit.agent).unwrap_or_else(|_| {
+                AgentRef::parse(plan::DEFAULT_AGENT).expect("the default agent parses")
+            });
+            let review = job.review.as_ref().map(|r| r.agent.clone());
+            let run = UnitRun {
+                unit: unit.clone(),
+                job: target.job,
+                workspace: self.ex.state_dir.join(&unit.workspace),
+                agent: agent.clone(),
+                review: review.clone(),
+                context: plan::unit_context(spec, target),
+            };
+            let mut ids = Vec::new();
+            for node in &unit.nodes {
+                let class = match node.kind {
+                    NodeKind::Prep | NodeKind::Publish | NodeKind::Merge => Class::Host,
+                    NodeKind::Qa => Class::Container,
+                    NodeKind::Agent => agent_class(&agent),
+                    NodeKind::Review => review.as_ref().map_or(Class::Container, agent_class),
+                };
+                index.insert(node.id.as_str(), self.nodes.len());
+                ids.push(self.nodes.len());
+                self.nodes.push(Node {
+                    id: node.id.clone(),
+                    unit: u,
+                    kind: node.kind,
+                    class,
+                    status: NodeStatus::Pending,
+                    waiting: node.needs.len(),
+                    dependents: Vec::new(),
+                    attempt: 0,
+                });
+            }
+            self.units.push(UnitState {
+                run: Arc::new(run),
+                nodes: ids,
+                outcome: None,
+                reason: None,
+                hint: None,
+                pr: None,
+                base: None,
+                qa_passed: false,
+                qa_failure: None,
+                fixes_left: job.fix_attempts,
+                finished: false,
+            });
+        }
+        for unit in &plan.units {
+            for node in &unit.nodes {
+                let me = index[node.id.as_str()];
+                for need in &node.needs {
+                    if let Some(&from) = index.get(need.as_str()) {
+                        self.nodes[from].dependents.push(me);
+                    }
+                }
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].waiting == 0 {
+                self.make_ready(i);
+            }
+        }
+    }
+
+    fn make_ready(&mut self, idx: usize) {
+        let node = &mut self.nodes[idx];
+        node.status = NodeStatus::Ready;
+        self.ready
+            .entry(node.class.clone())
+            .or_default()
+            .push_back(idx);
+    }
+
+    /// Starts every ready node that limits allow; returns when a rate limit next allows one.
+    fn dispatch(&mut self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        let now = Instant::now();
+        let mut wake: Option<Instant> = None;
+        let mut starting = Vec::new();
+        for (class, queue) in &mut self.ready {
+            while let Some(&idx) = queue.front() {
+                match self.limits.check(class, now) {
+                    Admission::Now => {
+                        queue.pop_front();
+                        self.limits.start(class, now);
+                        starting.push(idx);
+                    }
+                    Admission::At(at) => {
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                        break;
+                    }
+                    Admission::Full => break,
+                }
+            }
+        }
+        self.ready.retain(|_, q| !q.is_empty());
+        for idx in starting {
+            self.spawn(idx);
+        }
+        wake
+    }
+
+    fn spawn(&mut self, idx: usize) {
+        self.running += 1;
+        let node = &mut self.nodes[idx];
+        node.status = NodeStatus::Running;
+        node.attempt += 1;
+        let unit = &self.units[node.unit];
+        let ctx = NodeCtx {
+            loaded: self.ex.loaded.clone(),
+            unit: unit.run.clone(),
+            node: node.id.clone(),
+            kind: node.kind,
+            attempt: node.attempt,
+            qa_failure: unit.qa_failure.clone(),
+            base: unit.base.clone(),
+            qa_passed: unit.qa_passed,
+            pr: unit.pr.clone(),
+            runtime: self.ex.runtime.clone(),
+            forge: self.ex.forge.clone(),
+            journal: self.ex.journal.clone(),
+            run_id: self.ex.run_id.clone(),
+            keep_containers: self.ex.options.keep_containers,
+            cancel: self.cancel_tx.subscribe(),
+        };
+        let start = match &node.class {
+            Class::Agent { pool, model } => Some((pool.clone(), model.clone())),
+            _ => None,
+        };
+        self.ex.reporter.node_started(&node.id);
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let journal = ctx.journal.clone();
+            let (run, id, attempt) = (ctx.run_id.clone(), ctx.node.clone(), ctx.attempt);
+            if let Some((pool, model)) = start {
+                let _ = journal.enqueue(move |t| {
+                    t.execute(
+                        "INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)",
+                        params![pool, model, now()],
+                    )?;
+                    Ok(())
+                });
+            }
+            let result = match journal
+                .node(&run, &id, NodeChange::Started { attempt })
+                .await
+            {
+                Ok(()) => node::run_node(ctx).await,
+                Err(error) => NodeResult::Stop {
+                    outcome: Outcome::InfraError,
+                    reason: format!("journal: {error}"),
+                    exit_code: None,
+                },
+            };
+            let (status, exit_code, reason) = match &result {
+                NodeResult::Done { .. } => ("done", None, None),
+                NodeResult::Stop {
+                    outcome: Outcome::NoChanges,
+                    reason,
+                    ..
+                } => ("done", None, Some(reason.clone())),
+                NodeResult::Stop {
+                    outcome: Outcome::Cancelled,
+                    reason,
+                    exit_code,
+                } => ("cancelled", *exit_code, Some(reason.clone())),
+                NodeResult::Stop {
+                    outcome,
+                    reason,
+                    exit_code,
+                } => ("failed", *exit_code, Some(format!("{outcome}: {reason}"))),
+                NodeResult::QaFailed { step, .. } => {
+                    ("failed", None, Some(format!("qa_failed: {step}")))
+                }
+            };
+            let result = match journal
+                .node(
+                    &run,
+                    &id,
+                    NodeChange::Finished {
+                        status,
+                        exit_code,
+                        reason,
+                    },
+                )
+                .await
+            {
+                Ok(()) => result,
+                Err(error) => NodeResult::Stop {
+                    outcome: Outcome::InfraError,
+                    reason: format!("journal: {error}"),
+                    exit_code: None,
+                },
+            };
+            let _ = done.send((idx, result));
+        });
+    }
+
+    fn interrupt(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            self.ex.reporter.note("Stopping: no new nodes start; running nodes finish. Press Ctrl-C again to stop them now.");
+        } else {
+            let _ = self.cancel_tx.send(true);
+            self.ex
+                .reporter
+                .note("Stopping the running containers; their units end cancelled.");
+        }
+    }
+
+    fn complete(&mut self, idx: usize, result: NodeResult) {
+        self.running -= 1;
+        let class = self.nodes[idx].class.clone();
+        self.limits.finish(&class);
+        let u = self.nodes[idx].unit;
+        match result {
+            NodeResult::Done { base, pr, outcome } => {
+                let unit = &mut self.units[u];
+                if base.is_some() {
+                    unit.base = base;
+                }
+                if pr.is_some() {
+                    unit.pr = pr;
+                }
+                if outcome.is_some() {
+                    unit.hint = outcome;
+                }
+                if self.nodes[idx].kind == NodeKind::Qa {
+                    unit.qa_passed = true;
+                }
+                self.nodes[idx].status = NodeStatus::Done;
+                self.ex
+                    .reporter
+                    .node_finished(&self.nodes[idx].id, NodeStatus::Done, None);
+                self.settle(idx);
+            }
+            NodeResult::Stop {
+                outcome, reason, ..
+            } => self.stop_unit(idx, outcome, reason),
+            NodeResult::QaFailed { step, tail } => {
+                let reason = format!("{step}\n{tail}");
+                if self.units[u].fixes_left > 0 && !self.stopping {
+                    self.fix_attempt(idx, reason);
+                } else {
+                    self.stop_unit(idx, Outcome::QaFailed, reason);
+                }
+            }
+        }
+        self.finish_unit_if_done(u);
+    }
+
+    /// QA failed with a fix attempt left: the agent runs again with the failure, then QA.
+    fn fix_attempt(&mut self, qa_idx: usize, failure: String) {
+        let u = self.nodes[qa_idx].unit;
+        self.ex.reporter.node_finished(
+            &self.nodes[qa_idx].id,
+            NodeStatus::Failed,
+            Some("QA failed; the agent gets another attempt"),
+        );
+        let unit = &mut self.units[u];
+        unit.fixes_left -= 1;
+        unit.qa_failure = Some(failure);
+        let agent_idx = unit
+            .nodes
+            .iter()
+            .copied()
+            .find(|&n| self.nodes[n].kind == NodeKind::Agent)
+            .expect("a unit with QA has an agent node");
+        for idx in [agent_idx, qa_idx] {
+            let (run, id) = (self.ex.run_id.clone(), self.nodes[idx].id.clone());
+            let _ = self
+                .ex
+                .journal
+                .enqueue(move |t| NodeChange::Reset.apply_to(t, &run, &id));
+        }
+        self.nodes[qa_idx].status = NodeStatus::Pending;
+        self.nodes[qa_idx].waiting = 1;
+        self.make_ready(agent_idx);
+    }
+
+    fn stop_unit(&mut self, idx: usize, outcome: Outcome, reason: String) {
+        let u = self.nodes[idx].unit;
+        let unit = &mut self.units[u];
+        if unit.outcome.is_none() {
+            unit.outcome = Some(outcome);
+            unit.reason = Some(reason.clone());
+        }
+        let status = match outcome {
+            Outcome::NoChanges => NodeStatus::Done,
+            Outcome::Cancelled => NodeStatus::Cancelled,
+            _ => NodeStatus::Failed,
+        };
+        self.nodes[idx].status = status;
+        self.ex
+            .reporter
+            .node_finished(&self.nodes[idx].id, status, Some(&reason));
+        let kind = self.nodes[idx].kind.as_str();
+        let rest: Vec<usize> = self.units[u]
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&n| !self.nodes[n].status.is_terminal())
+            .collect();
+        let skip_reason = format!("{kind} ended {outcome}");
+        for &n in &rest {
+            self.end_node(n, NodeStatus::Skipped, &skip_reason);
+        }
+        self.settle(idx);
+        for n in rest {
+            self.settle(n);
+        }
+    }
+
+    /// Marks a node that never ran (skipped or cancelled) and records it.
+    fn end_node(&mut self, idx: usize, status: NodeStatus, reason: &str) {
+        if let Some(queue) = self.ready.get_mut(&self.nodes[idx].class) {
+            queue.retain(|&n| n != idx);
+        }
+        self.nodes[idx].status = status;
+        let (run, id, reason) = (
+            self.ex.run_id.clone(),
+            self.nodes[idx].id.clone(),
+            reason.to_owned(),
+        );
+        let change = NodeChange::Finished {
+            status: status.as_str(),
+            exit_code: None,
+            reason: Some(reason),
+        };
+        let _ = self
+            .ex
+            .journal
+            .enqueue(move |t| change.apply_to(t, &run, &id));
+    }
+
+    /// A node became terminal: release or skip what depends on it.
+    fn settle(&mut self, idx: usize) {
+        let u = self.nodes[idx].unit;
+        let unit_ok = self.units[u].outcome.is_none_or(Outcome::is_success);
+        let ok = match self.nodes[idx].status {
+            NodeStatus::Done => true,
+            NodeStatus::Skipped => unit_ok,
+            _ => false,
+        };
+        let dependents = self.nodes[idx].dependents.clone();
+        for d in dependents {
+            if self.nodes[d].status.is_terminal() || self.nodes[d].status == NodeStatus::Running {
+                continue;
+            }
+            if ok {
+                self.nodes[d].waiting = self.nodes[d].waiting.saturating_sub(1);
+                if self.nodes[d].waiting == 0 && self.nodes[d].status == NodeStatus::Pending {
+                    self.make_ready(d);
+                }
+            } else {
+                let du = self.nodes[d].unit;
+                let reason = format!(
+                    "needs {} which ended {}",
+                    self.nodes[idx].id,
+                    self.units[u].outcome.unwrap_or(Outcome::Skipped)
+                );
+                if du == u {
+                    self.end_node(d, NodeStatus::Skipped, &reason);
+                    self.settle(d);
+                } else {
+                    self.skip_unit(du, &reason);
+                }
+                self.finish_unit_if_done(du);
+            }
+        }
+    }
+
+    fn skip_unit(&mut self, u: usize, reason: &str) {
+        if self.units[u].outcome.is_none() {
+            self.units[u].outcome = Some(Outcome::Skipped);
+            self.units[u].reason = Some(reason.to_owned());
+        }
+        let rest: Vec<usize> = self.units[u]
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&n| {
+                !self.nodes[n].status.is_terminal() && self.nodes[n].status != NodeStatus::Running
+            })
+            .collect();
+        for &n in &rest {
+            self.end_node(n, NodeStatus::Skipped, reason);
+        }
+        for n in rest {
+            self.settle(n);
+        }
+    }
+
+    fn finish_unit_if_done(&mut self, u: usize) {
+        let unit = &self.units[u];
+        if unit.finished
+            || !unit
+                .nodes
+                .iter()
+                .all(|&n| self.nodes[n].status.is_terminal())
+        {
+            return;
+        }
+        let outcome = unit.outcome.or(unit.hint).unwrap_or(Outcome::Changed);
+        let result = UnitResult {
+            id: unit.run.unit.id.clone(),
+            outcome,
+            reason: unit.reason.clone(),
+            pr: unit.pr.as_ref().map(|p| p.reference.clone()),
+            meta: unit.run.meta_dir(),
+        };
+        self.units[u].finished = true;
+        let (run, id, o, reason, pr) = (
+            self.ex.run_id.clone(),
+            result.id.clone(),
+            outcome.as_str(),
+            result.reason.clone(),
+            result.pr.clone(),
+        );
+        let _ = self.ex.journal.enqueue(move |t| {
+            t.execute(
+                "UPDATE units SET outcome = ?3, reason = ?4, pr = ?5 WHERE run_id = ?1 AND id = ?2",
+                params![run, id, o, reason, pr],
+            )?;
+            Ok(())
+        });
+        self.ex.reporter.unit_finished(&result);
+        self.results.push(result);
+    }
+
+    /// After the loop: whatever never ran was cancelled (stop) or is unreachable.
+    fn finish_all(&mut self) {
+        for u in 0..self.units.len() {
+            if self.units[u].finished {
+                continue;
+            }
+            let pending: Vec<usize> = self.units[u]
+                .nodes
+                .iter()
+                .copied()
+                .filter(|&n| !self.nodes[n].status.is_terminal())
+                .collect();
+            if self.units[u].outcome.is_none() {
+                self.units[u].outcome = Some(Outcome::Cancelled);
+                self.units[u].reason =
+                    Some("the run was stopped before this unit finished".to_owned());
+            }
+            for n in pending {
+                self.end_node(n, NodeStatus::Cancelled, "the run was stopped");
+            }
+            self.finish_unit_if_done(u);
+        }
+    }
+}

@@ -1,0 +1,726 @@
+//! Node handlers: what prep, agent, qa, publish, review and merge nodes do.
+//!
+//! A handler owns nothing shared: it gets a [`NodeCtx`], does its work (git on the host,
+//! containers through the runtime, PRs through the forge), records its transitions in the
+//! journal, and returns a [`NodeResult`] that the dispatcher turns into state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::outcome::Outcome;
+use super::qa;
+use crate::agents::{self, ArgvContext, Invocation};
+use crate::forge::{Forge, PrRef, PrRequest};
+use crate::git;
+use crate::plan::{NodeKind, Qa, Unit};
+use crate::prompt::PromptContext;
+use crate::runtime::{
+    Cancel, ContainerSpec, Exit, Mount, Resources, Runtime, LABEL_NODE, LABEL_RUN,
+};
+use crate::spec::model::{PromptHandoff, Resources as SpecResources};
+use crate::spec::values::AgentRef;
+use crate::spec::LoadedSpec;
+use crate::state::{Journal, NodeChange};
+
+/// Files an agent may leave that dispatch never commits.
+pub const NEVER_COMMITTED: &[&str] = &["BLOCKED.md", "ANSWER.md"];
+
+/// Lines of a log shown as the reason of a failure.
+const TAIL_LINES: usize = 30;
+
+/// Everything a unit's nodes share.
+#[derive(Debug)]
+pub struct UnitRun {
+    /// The planned unit.
+    pub unit: Unit,
+    /// Index of the job in the spec.
+    pub job: usize,
+    /// The workspace directory.
+    pub workspace: PathBuf,
+    /// The agent reference.
+    pub agent: AgentRef,
+    /// The review agent reference.
+    pub review: Option<AgentRef>,
+    /// Prompt context before the first agent run.
+    pub context: PromptContext,
+}
+
+impl UnitRun {
+    /// The clone.
+    pub fn repo_dir(&self) -> PathBuf {
+        self.workspace.join("repo")
+    }
+
+    /// Prompts, logs and results.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.workspace.join("meta")
+    }
+}
+
+/// What a handler needs.
+pub struct NodeCtx<R: Runtime, F: Forge> {
+    /// The spec.
+    pub loaded: Arc<LoadedSpec>,
+    /// The unit.
+    pub unit: Arc<UnitRun>,
+    /// Node id.
+    pub node: String,
+    /// Node kind.
+    pub kind: NodeKind,
+    /// Attempt of this node (agent: 1 + fix attempts so far).
+    pub attempt: u32,
+    /// The previous QA failure output (fix attempts).
+    pub qa_failure: Option<String>,
+    /// The base branch as prep resolved it.
+    pub base: Option<String>,
+    /// Whether QA passed (for merge).
+    pub qa_passed: bool,
+    /// The PR publish opened (for review and merge).
+    pub pr: Option<PrRef>,
+    /// Container engine.
+    pub runtime: Arc<R>,
+    /// Forge.
+    pub forge: Arc<F>,
+    /// Journal.
+    pub journal: Journal,
+    /// Run id.
+    pub run_id: String,
+    /// Keep containers after they finish.
+    pub keep_containers: bool,
+    /// Turns true on the second Ctrl-C.
+    pub cancel: Cancel,
+}
+
+/// What a node reports back to the dispatcher.
+#[derive(Debug)]
+pub enum NodeResult {
+    /// Finished; the unit goes on.
+    Done {
+        /// Base branch resolved by prep.
+        base: Option<String>,
+        /// PR opened or updated by publish.
+        pr: Option<PrRef>,
+        /// The unit's outcome so far (publish: changed, merge: merged).
+        outcome: Option<Outcome>,
+    },
+    /// The unit ends here with this outcome; its remaining nodes are skipped.
+    Stop {
+        /// The outcome.
+        outcome: Outcome,
+        /// Why, for people.
+        reason: String,
+        /// Exit code of the container, if one ran.
+        exit_code: Option<i64>,
+    },
+    /// A QA step failed: the dispatcher decides whether a fix attempt follows.
+    QaFailed {
+        /// The failing step.
+        step: String,
+        /// The tail of its output.
+        tail: String,
+    },
+}
+
+fn stop(outcome: Outcome, reason: impl Into<String>) -> NodeResult {
+    NodeResult::Stop {
+        outcome,
+        reason: reason.into(),
+        exit_code: None,
+    }
+}
+
+fn done() -> NodeResult {
+    NodeResult::Done {
+        base: None,
+        pr: None,
+        outcome: None,
+    }
+}
+
+/// Runs one node.
+pub async fn run_node<R: Runtime, F: Forge>(ctx: NodeCtx<R, F>) -> NodeResult {
+    if let Err(error) = tokio::fs::create_dir_all(ctx.unit.meta_dir()).await {
+        return stop(
+            Outcome::InfraError,
+            format!("cannot create {}: {error}", ctx.unit.meta_dir().display()),
+        );
+    }
+    match ctx.kind {
+        NodeKind::Prep => prep(&ctx).await,
+        NodeKind::Agent => agent(&ctx).await,
+        NodeKind::Qa => qa_node(&ctx).await,
+        NodeKind::Publish => publish(&ctx).await,
+        NodeKind::Review => review(&ctx).await,
+        NodeKind::Merge => merge(&ctx).await,
+    }
+}
+
+async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    let unit = &ctx.unit.unit;
+    let repo = ctx.unit.repo_dir();
+    let result: Result<String, String> = async {
+        if repo.join(".git").exists() {
+            // An unfinished unit: continue it, keep its branch.
+            git::git(&repo, &["fetch", "--quiet", "--prune", "origin"])
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            let source = match &unit.url {
+                Some(url) if is_local_path(url) => {
+                    let dir = ctx.loaded.path.parent().unwrap_or(Path::new("."));
+                    git::path_arg(&dir.join(url))
+                }
+                Some(url) => url.clone(),
+                None => ctx
+                    .forge
+                    .clone_source(&unit.org, &unit.repo)
+                    .map_err(|e| e.to_string())?,
+            };
+            let _ = tokio::fs::remove_dir_all(&repo).await;
+            git::clone(&source, &repo)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let base = match &unit.base {
+            Some(base) => base.clone(),
+            None => git::default_branch(&repo)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let start = match &unit.tag {
+            Some(tag) => format!("refs/tags/{tag}"),
+            None => format!("origin/{base}"),
+        };
+        let base_sha = git::rev_parse(&repo, &start).await.map_err(|_| {
+            format!(
+                "base `{start}` does not exist in {}/{}",
+                unit.org, unit.repo
+            )
+        })?;
+        let has_branch = git::rev_parse(&repo, &format!("refs/heads/{}", unit.branch))
+            .await
+            .is_ok();
+        if has_branch {
+            git::git(&repo, &["checkout", "--quiet", &unit.branch])
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            git::git(
+                &repo,
+                &["checkout", "--quiet", "-B", &unit.branch, &base_sha],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        write_file(
+            &ctx.unit.meta_dir().join("base.sha"),
+            &format!("{base_sha}\n"),
+        )
+        .await?;
+        write_prompt(ctx, Some(&base), 1, None).await?;
+        Ok(base)
+    }
+    .await;
+    match result {
+        Ok(base) => NodeResult::Done {
+            base: Some(base),
+            pr: None,
+            outcome: None,
+        },
+        Err(reason) => stop(Outcome::InfraError, format!("prep: {reason}")),
+    }
+}
+
+fn is_local_path(url: &str) -> bool {
+    !url.contains("://") && !url.contains('@')
+}
+
+async fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, text)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Renders the prompt of an agent run into `meta/prompt.md` and returns it.
+async fn write_prompt<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    base: Option<&str>,
+    attempt: u32,
+    qa_failure: Option<String>,
+) -> Result<String, String> {
+    let mut context = ctx.unit.context.clone();
+    context.base = base.map(str::to_owned).or(context.base);
+    context.attempt = attempt;
+    context.qa_failure = qa_failure;
+    let parts = crate::spec::validate::prompt_parts(&ctx.loaded.spec, ctx.unit.job);
+    let prompt = ctx
+        .loaded
+        .templates
+        .prompt(parts, &context)
+        .map_err(|e| e.to_string())?;
+    write_file(&ctx.unit.meta_dir().join("prompt.md"), &prompt).await?;
+    Ok(prompt)
+}
+
+/// The invoking user, `uid:gid`.
+fn user() -> String {
+    // SAFETY: getuid and getgid cannot fail and have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    format!("{uid}:{gid}")
+}
+
+/// Image of a unit: the agent's own, the job's, else `DISPATCH_IMAGE` or `core-dev`.
+fn unit_image(ctx_unit: &Unit, spec_sets_image: bool) -> String {
+    if !spec_sets_image {
+        if let Ok(image) = std::env::var("DISPATCH_IMAGE") {
+            if !image.is_empty() {
+                return image;
+            }
+        }
+    }
+    ctx_unit.image.clone()
+}
+
+fn resources(spec: Option<&SpecResources>) -> Resources {
+    let mut r = Resources::default();
+    if let Some(spec) = spec {
+        r.memory_bytes = spec.memory.map(|m| m.bytes());
+        r.cpus = spec.cpus;
+        if let Some(pids) = spec.pids {
+            r.pids = i64::from(pids);
+        }
+    }
+    r
+}
+
+fn container_name(run: &str, node: &str, attempt: u32, step: usize) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("dispatch-{run}-{hash:016x}-{attempt}-{step}")
+}
+
+fn base_mounts(unit: &UnitRun) -> Vec<Mount> {
+    vec![
+        Mount {
+            source: unit.repo_dir(),
+            target: agents::WORKDIR.to_owned(),
+            read_only: false,
+        },
+        Mount {
+            source: unit.meta_dir(),
+            target: agents::META_DIR.to_owned(),
+            read_only: false,
+        },
+    ]
+}
+
+/// Runs one container to its end: create (recorded in the journal first), run, remove.
+async fn run_container<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    spec: ContainerSpec,
+    stdin: Option<Vec<u8>>,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Exit, String> {
+    let id = ctx.runtime.create(&spec).await.map_err(|e| e.to_string())?;
+    if let Err(error) = ctx
+        .journal
+        .node(
+            &ctx.run_id,
+            &ctx.node,
+            NodeChange::Container { id: id.clone() },
+        )
+        .await
+    {
+        let _ = ctx.runtime.remove(&id).await;
+        return Err(error.to_string());
+    }
+    let exit = ctx
+        .runtime
+        .run(&id, stdin, log, timeout, ctx.cancel.clone())
+        .await;
+    if !ctx.keep_containers {
+        let _ = ctx.runtime.remove(&id).await;
+    }
+    exit.map_err(|e| e.to_string())
+}
+
+fn labels(ctx_run: &str, node: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        (LABEL_RUN.to_owned(), ctx_run.to_owned()),
+        (LABEL_NODE.to_owned(), node.to_owned()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn agent_container<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    invocation: &Invocation,
+    step: usize,
+) -> ContainerSpec {
+    let spec = &ctx.loaded.spec;
+    let job = &spec.jobs[ctx.unit.job];
+    let spec_dir = ctx
+        .loaded
+        .path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut mounts = base_mounts(&ctx.unit);
+    mounts.push(Mount {
+        source: ctx.unit.meta_dir().join("prompt.md"),
+        target: agents::PROMPT_FILE.to_owned(),
+        read_only: true,
+    });
+    for config in &invocation.config_mounts {
+        let mut host = config.host_path(&home);
+        if host.is_relative() {
+            host = spec_dir.join(host);
+            host = std::path::absolute(&host).unwrap_or(host);
+        }
+        if host.exists() {
+            mounts.push(Mount {
+                source: host,
+                target: config.target.clone(),
+                read_only: config.read_only,
+            });
+        }
+    }
+    let mut env: Vec<(String, String)> = invocation.fixed_env.clone();
+    for name in &invocation.env_names {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.clone(), value));
+        }
+    }
+    let spec_sets_image = job.image.is_some() || spec.defaults.image.is_some();
+    ContainerSpec {
+        name: container_name(&ctx.run_id, &ctx.node, ctx.attempt, step),
+        image: invocation
+            .image
+            .clone()
+            .unwrap_or_else(|| unit_image(&ctx.unit.unit, spec_sets_image)),
+        argv: invocation.argv.clone(),
+        env,
+        workdir: invocation.workdir.clone(),
+        mounts,
+        user: Some(user()),
+        network: invocation.network.clone(),
+        labels: labels(&ctx.run_id, &ctx.node),
+        stdin: invocation.prompt == PromptHandoff::Stdin,
+        resources: resources(job.resources.as_ref().or(spec.defaults.resources.as_ref())),
+        extra_hosts: invocation.extra_hosts.clone(),
+    }
+}
+
+async fn tail(path: &Path, from: u64) -> String {
+    let text = tokio::fs::read(path).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Runs an agent container with the unit's prompt; returns the exit or a stop.
+async fn run_agent<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    agent: &AgentRef,
+    prompt: String,
+    log: &Path,
+) -> Result<Exit, NodeResult> {
+    let base = ctx.base.clone().unwrap_or_else(|| "main".to_owned());
+    let invocation = agents::invocation(agent, &ctx.loaded.spec.agents, &ArgvContext::new(&base))
+        .map_err(|e| stop(Outcome::InfraError, format!("agent `{agent}`: {e}")))?;
+    let container = agent_container(ctx, &invocation, 0);
+    let stdin = container.stdin.then(|| prompt.into_bytes());
+    let timeout = crate::spec::values::Duration::parse(&ctx.unit.unit.timeout)
+        .map(|d| d.get())
+        .unwrap_or(Duration::from_secs(3600));
+    run_container(ctx, container, stdin, log, timeout)
+        .await
+        .map_err(|e| stop(Outcome::InfraError, e))
+}
+
+async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    let repo = ctx.unit.repo_dir();
+    let meta = ctx.unit.meta_dir();
+    let prompt = match write_prompt(
+        ctx,
+        ctx.base.as_deref(),
+        ctx.attempt,
+        ctx.qa_failure.clone(),
+    )
+    .await
+    {
+        Ok(prompt) => prompt,
+        Err(e) => return stop(Outcome::InfraError, format!("prompt: {e}")),
+    };
+    let log = meta.join("agent.log");
+    let from = log_len(&log);
+    let exit = match run_agent(ctx, &ctx.unit.agent, prompt, &log).await {
+        Ok(exit) => exit,
+        Err(result) => return result,
+    };
+    match exit {
+        Exit::TimedOut => {
+            return stop(
+                Outcome::TimedOut,
+                format!("agent ran past its timeout of {}", ctx.unit.unit.timeout),
+            )
+        }
+        Exit::Cancelled => return stop(Outcome::Cancelled, "agent stopped by Ctrl-C"),
+        Exit::Code(code) if code != 0 => {
+            return NodeResult::Stop {
+                outcome: Outcome::AgentFailed,
+                reason: format!(
+                    "agent exited with code {code}; last lines of {}:\n{}",
+                    log.display(),
+                    tail(&log, from).await
+                ),
+                exit_code: Some(code),
+            }
+        }
+        Exit::Code(_) => {}
+    }
+    let blocked = repo.join("BLOCKED.md");
+    if let Ok(question) = tokio::fs::read_to_string(&blocked).await {
+        if !question.trim().is_empty() {
+            let _ = tokio::fs::rename(&blocked, meta.join("BLOCKED.md")).await;
+            return stop(Outcome::Blocked, question.trim().to_owned());
+        }
+        let _ = tokio::fs::remove_file(&blocked).await;
+    }
+    let title = commit_message(ctx);
+    let committed: Result<u64, String> = async {
+        git::commit_all(&repo, &title, NEVER_COMMITTED)
+            .await
+            .map_err(|e| e.to_string())?;
+        let base_sha = tokio::fs::read_to_string(meta.join("base.sha"))
+            .await
+            .map_err(|e| e.to_string())?;
+        git::commits_ahead(&repo, base_sha.trim())
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match committed {
+        Ok(0) => stop(Outcome::NoChanges, "the agent changed nothing"),
+        Ok(_) => NodeResult::Done {
+            base: None,
+            pr: None,
+            outcome: Some(Outcome::Changed),
+        },
+        Err(e) => stop(Outcome::InfraError, format!("commit: {e}")),
+    }
+}
+
+/// A conventional commit message: the PR title when it already is one, else `chore: TASK`.
+fn commit_message<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> String {
+    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
+    let title = pr_title(ctx).unwrap_or_else(|_| job.task.clone());
+    let conventional = title.split_once(':').is_some_and(|(kind, _)| {
+        !kind.is_empty()
+            && kind
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || matches!(c, '(' | ')' | '-' | '!'))
+    });
+    let first_line = title.lines().next().unwrap_or("").to_owned();
+    if conventional {
+        first_line
+    } else {
+        format!("chore: {first_line}")
+    }
+}
+
+fn pr_context<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> PromptContext {
+    let mut context = ctx.unit.context.clone();
+    context.base = ctx.base.clone().or(context.base);
+    context
+}
+
+fn pr_title<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<String, String> {
+    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
+    let title = job.pr.title.as_deref().unwrap_or("{{ task }}");
+    ctx.loaded
+        .templates
+        .render_inline("pr.title", title, &pr_context(ctx))
+        .map(|t| t.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    let repo = ctx.unit.repo_dir();
+    let steps = match &ctx.unit.unit.qa {
+        Qa::Steps(steps) => steps.clone(),
+        Qa::Auto => qa::detect(&repo, &ctx.unit.unit.image),
+        Qa::None => Vec::new(),
+    };
+    let log = ctx.unit.meta_dir().join("qa.log");
+    for (i, step) in steps.iter().enumerate() {
+        let timeout = crate::spec::values::Duration::parse(&step.timeout)
+            .map(|d| d.get())
+            .unwrap_or(Duration::from_secs(600));
+        let container = ContainerSpec {
+            name: container_name(&ctx.run_id, &ctx.node, ctx.attempt, i + 1),
+            image: qa_image(ctx, &step.image),
+            argv: vec!["sh".to_owned(), "-c".to_owned(), step.run.clone()],
+            env: Vec::new(),
+            workdir: agents::WORKDIR.to_owned(),
+            mounts: base_mounts(&ctx.unit),
+            user: Some(user()),
+            network: step.network.clone(),
+            labels: labels(&ctx.run_id, &ctx.node),
+            stdin: false,
+            resources: resources(ctx.loaded.spec.jobs[ctx.unit.job].resources.as_ref()),
+            extra_hosts: Vec::new(),
+        };
+        let from = log_len(&log);
+        match run_container(ctx, container, None, &log, timeout).await {
+            Ok(Exit::Code(0)) => {}
+            Ok(Exit::Code(code)) => {
+                return NodeResult::QaFailed {
+                    step: format!("`{}` exited with code {code}", step.run),
+                    tail: tail(&log, from).await,
+                };
+            }
+            Ok(Exit::TimedOut) => {
+                return stop(
+                    Outcome::TimedOut,
+                    format!("QA step `{}` ran past {}", step.run, step.timeout),
+                )
+            }
+            Ok(Exit::Cancelled) => return stop(Outcome::Cancelled, "QA stopped by Ctrl-C"),
+            Err(e) => return stop(Outcome::InfraError, format!("QA step `{}`: {e}", step.run)),
+        }
+    }
+    done()
+}
+
+/// The QA image: the step's own when the spec set one, else the unit's (which follows
+/// `DISPATCH_IMAGE` when the spec names no image).
+fn qa_image<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, step_image: &str) -> String {
+    let spec = &ctx.loaded.spec;
+    let spec_sets_image = spec.jobs[ctx.unit.job].image.is_some() || spec.defaults.image.is_some();
+    if step_image != ctx.unit.unit.image {
+        step_image.to_owned()
+    } else {
+        unit_image(&ctx.unit.unit, spec_sets_image)
+    }
+}
+
+fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, String> {
+    let unit = &ctx.unit.unit;
+    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
+    let body_template = job.pr.body.as_deref().unwrap_or("pr-body");
+    let body = ctx
+        .loaded
+        .templates
+        .render(body_template, &pr_context(ctx))
+        .map_err(|e| e.to_string())?;
+    Ok(PrRequest {
+        org: unit.org.clone(),
+        repo: unit.repo.clone(),
+        branch: unit.branch.clone(),
+        base: ctx.base.clone().unwrap_or_else(|| "main".to_owned()),
+        title: pr_title(ctx)?,
+        body,
+        run_id: ctx.run_id.clone(),
+        unit_id: unit.id.clone(),
+    })
+}
+
+async fn publish<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    let request = match pr_request(ctx) {
+        Ok(request) => request,
+        Err(e) => return stop(Outcome::InfraError, format!("PR text: {e}")),
+    };
+    match ctx.forge.publish(&ctx.unit.repo_dir(), &request).await {
+        Ok(pr) => NodeResult::Done {
+            base: None,
+            pr: Some(pr),
+            outcome: Some(Outcome::Changed),
+        },
+        Err(e) => stop(Outcome::InfraError, format!("publish: {e}")),
+    }
+}
+
+async fn review<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    let Some(agent) = ctx.unit.review.clone() else {
+        return done();
+    };
+    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
+    let template = job
+        .review
+        .as_ref()
+        .and_then(|r| r.template.as_deref())
+        .unwrap_or("review");
+    let prompt = match ctx.loaded.templates.render(template, &pr_context(ctx)) {
+        Ok(prompt) => prompt,
+        Err(e) => return stop(Outcome::InfraError, format!("review prompt: {e}")),
+    };
+    if let Err(e) = write_file(&ctx.unit.meta_dir().join("prompt.md"), &prompt).await {
+        return stop(Outcome::InfraError, e);
+    }
+    let log = ctx.unit.meta_dir().join("review.log");
+    match run_agent(ctx, &agent, prompt, &log).await {
+        Ok(Exit::Code(0)) => done(),
+        Ok(Exit::Code(code)) => stop(
+            Outcome::NeedsReview,
+            format!(
+                "the review agent exited with code {code}; see {}",
+                log.display()
+            ),
+        ),
+        Ok(Exit::TimedOut) => stop(
+            Outcome::NeedsReview,
+            "the review agent ran past its timeout",
+        ),
+        Ok(Exit::Cancelled) => stop(Outcome::Cancelled, "review stopped by Ctrl-C"),
+        Err(result) => result,
+    }
+}
+
+async fn merge<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    if !ctx.qa_passed {
+        return stop(
+            Outcome::NeedsReview,
+            "merge policy when_green: QA did not run green, so the PR waits for a person",
+        );
+    }
+    let Some(pr) = ctx.pr.clone() else {
+        return stop(Outcome::InfraError, "merge without a PR");
+    };
+    let request = match pr_request(ctx) {
+        Ok(request) => request,
+        Err(e) => return stop(Outcome::InfraError, format!("PR text: {e}")),
+    };
+    match ctx
+        .forge
+        .merge(&pr, &request, &ctx.unit.workspace.join("merge"))
+        .await
+    {
+        Ok(()) => NodeResult::Done {
+            base: None,
+            pr: Some(pr),
+            outcome: Some(Outcome::Merged),
+        },
+        Err(crate::forge::ForgeError::Conflict(what)) => stop(
+            Outcome::NeedsReview,
+            format!("{what} does not merge cleanly"),
+        ),
+        Err(e) => stop(Outcome::InfraError, format!("merge: {e}")),
+    }
+}

@@ -1,0 +1,154 @@
+//! The embedded local forge: bare repositories under `<state>/forge/<org>/<repo>.git`, pull
+//! requests as rows of the state database (`dispatch prs` lists them). Merging merges the
+//! branch into the base of the bare repository.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::params;
+
+use super::{Forge, ForgeError, PrRef, PrRequest};
+use crate::git;
+use crate::state::{now, Journal};
+
+/// The local forge of one state directory.
+#[derive(Clone)]
+pub struct LocalForge {
+    root: PathBuf,
+    journal: Journal,
+}
+
+impl LocalForge {
+    /// The forge whose repositories live under `root`, recording PRs through `journal`.
+    pub fn new(root: PathBuf, journal: Journal) -> Self {
+        Self { root, journal }
+    }
+
+    /// Path of the bare repository of `org/repo`.
+    pub fn bare(&self, org: &str, repo: &str) -> PathBuf {
+        self.root.join(org).join(format!("{repo}.git"))
+    }
+
+    /// Creates `org/repo` from the files of `dir` when it does not exist yet.
+    pub async fn seed(&self, org: &str, repo: &str, dir: &Path) -> Result<bool, ForgeError> {
+        let bare = self.bare(org, repo);
+        if bare.exists() {
+            return Ok(false);
+        }
+        let scratch = self.root.join(".seed").join(org).join(repo);
+        git::seed_bare(dir, &bare, &scratch).await?;
+        Ok(true)
+    }
+}
+
+impl Forge for LocalForge {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn clone_source(&self, org: &str, repo: &str) -> Result<String, ForgeError> {
+        let bare = self.bare(org, repo);
+        if bare.join("HEAD").exists() {
+            Ok(git::path_arg(&bare))
+        } else {
+            Err(ForgeError::NoRepository {
+                forge: "local".to_owned(),
+                org: org.to_owned(),
+                repo: repo.to_owned(),
+                hint: format!(
+                    "expected a bare repository at {}; seed it with `forge.seed`",
+                    bare.display()
+                ),
+            })
+        }
+    }
+
+    async fn publish(&self, repo_dir: &Path, request: &PrRequest) -> Result<PrRef, ForgeError> {
+        git::push(repo_dir, "origin", &request.branch).await?;
+        let r = request.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.journal
+            .write(move |t| {
+                let at = now();
+                let existing: Option<i64> = t
+                    .query_row(
+                        "SELECT number FROM prs WHERE org = ?1 AND repo = ?2 AND branch = ?3",
+                        params![r.org, r.repo, r.branch],
+                        |row| row.get(0),
+                    )
+                    .ok();
+                let (number, created) = match existing {
+                    Some(number) => {
+                        t.execute(
+                            "UPDATE prs SET base = ?2, title = ?3, body = ?4, status = 'open', run_id = ?5, unit_id = ?6, updated_at = ?7 WHERE number = ?1",
+                            params![number, r.base, r.title, r.body, r.run_id, r.unit_id, at],
+                        )?;
+                        (number, false)
+                    }
+                    None => {
+                        t.execute(
+                            "INSERT INTO prs (org, repo, branch, base, title, body, status, run_id, unit_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?9)",
+                            params![r.org, r.repo, r.branch, r.base, r.title, r.body, r.run_id, r.unit_id, at],
+                        )?;
+                        (t.last_insert_rowid(), true)
+                    }
+                };
+                let _ = tx.send((number, created));
+                Ok(())
+            })
+            .await?;
+        let (number, created) = rx
+            .await
+            .map_err(|_| crate::state::StateError::Closed("no PR number".to_owned()))?;
+        Ok(PrRef {
+            number,
+            reference: format!("local:{}/{}#{number}", request.org, request.repo),
+            created,
+        })
+    }
+
+    async fn merge(
+        &self,
+        pr: &PrRef,
+        request: &PrRequest,
+        scratch: &Path,
+    ) -> Result<(), ForgeError> {
+        let bare = git::path_arg(&self.bare(&request.org, &request.repo));
+        let _ = tokio::fs::remove_dir_all(scratch).await;
+        git::clone(&bare, scratch).await?;
+        git::git(scratch, &["checkout", "--quiet", &request.base]).await?;
+        let message = format!(
+            "Merge {} (#{}): {}",
+            request.branch, pr.number, request.title
+        );
+        if git::git(
+            scratch,
+            &[
+                "merge",
+                "--no-ff",
+                "--quiet",
+                "-m",
+                &message,
+                &format!("origin/{}", request.branch),
+            ],
+        )
+        .await
+        .is_err()
+        {
+            let _ = git::git(scratch, &["merge", "--abort"]).await;
+            return Err(ForgeError::Conflict(format!("branch {}", request.branch)));
+        }
+        git::git(scratch, &["push", "--quiet", "origin", &request.base]).await?;
+        let _ = tokio::fs::remove_dir_all(scratch).await;
+        let number = pr.number;
+        self.journal
+            .write(move |t| {
+                t.execute(
+                    "UPDATE prs SET status = 'merged', updated_at = ?2 WHERE number = ?1",
+                    params![number, now()],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}

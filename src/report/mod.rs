@@ -1,0 +1,236 @@
+//! What a run shows: live progress (indicatif bars on a terminal, plain lines otherwise), the
+//! summary table of units by outcome, and the JSON result.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::exec::{NodeStatus, Outcome, Reporter, UnitResult};
+use crate::spec::problem::plural;
+
+/// Plain lines, one per event, for logs and pipes.
+pub struct Lines {
+    start: Instant,
+    started: Mutex<HashMap<String, Instant>>,
+}
+
+impl Lines {
+    /// A reporter printing to stdout.
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            started: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn stamp(&self) -> String {
+        let secs = self.start.elapsed().as_secs();
+        format!(
+            "[{:02}:{:02}:{:02}]",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+impl Reporter for Lines {
+    fn node_started(&self, node: &str) {
+        if let Ok(mut started) = self.started.lock() {
+            started.insert(node.to_owned(), Instant::now());
+        }
+        println!("{} start  {node}", self.stamp());
+    }
+
+    fn node_finished(&self, node: &str, status: NodeStatus, reason: Option<&str>) {
+        let took = self
+            .started
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(node))
+            .map(|t| format!(" in {:.1}s", t.elapsed().as_secs_f64()));
+        match reason {
+            Some(reason) => println!(
+                "{} {:<6} {node}{}: {}",
+                self.stamp(),
+                status.as_str(),
+                took.unwrap_or_default(),
+                first_line(reason)
+            ),
+            None => println!(
+                "{} {:<6} {node}{}",
+                self.stamp(),
+                status.as_str(),
+                took.unwrap_or_default()
+            ),
+        }
+    }
+
+    fn unit_finished(&self, result: &UnitResult) {
+        println!(
+            "{} unit   {} -> {}{}",
+            self.stamp(),
+            result.id,
+            result.outcome,
+            result
+                .pr
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        );
+    }
+
+    fn note(&self, message: &str) {
+        println!("{} {message}", self.stamp());
+    }
+}
+
+/// An overall bar and one line per running node with its elapsed time.
+pub struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    running: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    /// Bars on stderr for `units` units.
+    pub fn new(units: usize) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(units as u64));
+        overall.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} units {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Self {
+            multi,
+            overall,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Reporter for Bars {
+    fn node_started(&self, node: &str) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(node.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(node.to_owned(), bar);
+        }
+    }
+
+    fn node_finished(&self, node: &str, status: NodeStatus, reason: Option<&str>) {
+        if let Some(bar) = self.running.lock().ok().and_then(|mut r| r.remove(node)) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        if status == NodeStatus::Failed {
+            let _ = self.multi.println(format!(
+                "  failed {node}: {}",
+                reason.map(first_line).unwrap_or("")
+            ));
+        }
+    }
+
+    fn unit_finished(&self, result: &UnitResult) {
+        self.overall.inc(1);
+        let _ = self
+            .multi
+            .println(format!("{} -> {}", result.id, result.outcome));
+    }
+
+    fn note(&self, message: &str) {
+        let _ = self.multi.println(message);
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        self.overall.finish_and_clear();
+    }
+}
+
+/// The summary table: units grouped by outcome, with PRs and log directories.
+pub fn summary(results: &[UnitResult]) -> String {
+    let mut out = String::new();
+    let mut outcomes: Vec<Outcome> = results.iter().map(|r| r.outcome).collect();
+    outcomes.sort();
+    outcomes.dedup();
+    let width = results.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(
+        out,
+        "\n{:<13} {:<width$}  {:<28} LOGS",
+        "OUTCOME", "UNIT", "PR"
+    );
+    for outcome in &outcomes {
+        for r in results.iter().filter(|r| r.outcome == *outcome) {
+            let _ = writeln!(
+                out,
+                "{:<13} {:<width$}  {:<28} {}",
+                outcome.as_str(),
+                r.id,
+                r.pr.as_deref().unwrap_or("-"),
+                r.meta.display()
+            );
+            if let Some(reason) = &r.reason {
+                if !r.outcome.is_success() {
+                    let _ = writeln!(out, "{:<13} {}", "", first_line(reason));
+                }
+            }
+        }
+    }
+    let counts: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}",
+                results.iter().filter(|r| r.outcome == *o).count(),
+                o
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n{} {}: {}",
+        results.len(),
+        plural(results.len(), "unit"),
+        counts.join(", ")
+    );
+    out
+}
+
+/// The machine-readable result of a run.
+#[derive(Debug, Serialize)]
+pub struct RunJson<'a> {
+    /// Run id.
+    pub run: &'a str,
+    /// Spec name.
+    pub spec: &'a str,
+    /// State directory.
+    pub state_dir: String,
+    /// Whether every unit succeeded.
+    pub success: bool,
+    /// Counts per outcome.
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
+    /// Every unit.
+    pub units: &'a [UnitResult],
+}

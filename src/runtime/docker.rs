@@ -1,0 +1,479 @@
+//! The Docker runtime: [`Runtime`] on a local Docker engine, through bollard.
+//!
+//! What it is for: turning a [`ContainerSpec`] into a locked-down container (the defaults of
+//! DESIGN.md "Container defaults" live in [`container_config`], the one place that builds a
+//! container config), running it with its output streamed into a log file, and finding it
+//! again by its labels. What it is not for: images (see [`super::image`]), specs or nodes.
+//!
+//! Lifecycle of one container in [`Docker::run`]:
+//!
+//! 1. the log file is opened (append) and the container's streams are attached *before* it
+//!    starts, so no output is lost;
+//! 2. the container starts; a feeder task writes the stdin bytes and closes the write half
+//!    (the container sees end of file); a writer task copies every output chunk into the log
+//!    and flushes it, so memory stays bounded whatever the container prints;
+//! 3. the engine's wait API is raced against the deadline and the cancel signal; on either of
+//!    the latter the container is stopped (SIGTERM, [`STOP_GRACE`], SIGKILL);
+//! 4. the writer task is awaited (the attach stream ends when the container does), so the log
+//!    is complete when `run` returns.
+//!
+//! Invariants: no shell ever wraps the argv; nothing polls (every wait is on the engine or a
+//! future); an engine failure is an error of the node, never a panic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as EngineError;
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+use super::{
+    Cancel, ContainerSpec, Exit, Listed, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN, STOP_GRACE,
+};
+
+/// The socket used when `DOCKER_HOST` is not set.
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Seconds a single engine request may take before its response headers arrive. Long waits
+/// (the wait and attach streams) are not bounded by it: the engine answers their headers at
+/// once and the body streams for as long as the container runs.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// A connection to a local Docker engine, with the API version negotiated.
+#[derive(Clone, Debug)]
+pub struct Docker {
+    engine: bollard::Docker,
+}
+
+impl Docker {
+    /// Connects to the engine on the local socket (`DOCKER_HOST` when it is a `unix://` path,
+    /// else `/var/run/docker.sock`), negotiates the API version down to the engine's and pings
+    /// it. Every failure is [`RuntimeError::Unreachable`] with the engine's message.
+    pub async fn connect() -> Result<Docker, RuntimeError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+        let Some(path) = host.strip_prefix("unix://") else {
+            return Err(RuntimeError::Unreachable(format!(
+                "DOCKER_HOST={host} is not a unix socket; dispatch talks to a local engine, \
+                 set DOCKER_HOST=unix:///path/to/docker.sock or unset it"
+            )));
+        };
+        let unreachable = |e: EngineError| RuntimeError::Unreachable(format!("{path}: {e}"));
+        let engine = bollard::Docker::connect_with_unix(
+            &host,
+            REQUEST_TIMEOUT_SECS,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(unreachable)?;
+        let engine = engine.negotiate_version().await.map_err(unreachable)?;
+        engine.ping().await.map_err(unreachable)?;
+        tracing::debug!(socket = path, version = %engine.client_version(), "connected to Docker");
+        Ok(Docker { engine })
+    }
+
+    /// The bollard client, for the image builder of this module's parent.
+    pub(crate) fn engine(&self) -> &bollard::Docker {
+        &self.engine
+    }
+}
+
+/// Builds the engine's container config from a spec: the only place that decides what a
+/// container may do.
+///
+/// The argv becomes Entrypoint (its first element) and Cmd (the rest), so an image's own
+/// ENTRYPOINT never wraps it and no shell is involved. An empty network means `none`.
+fn container_config(spec: &ContainerSpec) -> Result<ContainerCreateBody, RuntimeError> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(RuntimeError::Engine(format!(
+            "container `{}` has an empty argv; there is nothing to run",
+            spec.name
+        )));
+    };
+    let binds = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.read_only { "ro" } else { "rw" };
+            format!("{}:{}:{mode}", m.source.display(), m.target)
+        })
+        .collect::<Vec<_>>();
+    let network = if spec.network.is_empty() {
+        "none"
+    } else {
+        spec.network.as_str()
+    };
+    let host_config = HostConfig {
+        binds: Some(binds),
+        network_mode: Some(network.to_string()),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
+        pids_limit: (spec.resources.pids > 0).then_some(spec.resources.pids),
+        memory: spec
+            .resources
+            .memory_bytes
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        nano_cpus: spec.resources.cpus.map(|c| (c * 1e9).round() as i64),
+        extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+        auto_remove: Some(false),
+        ..Default::default()
+    };
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: Some(vec![program.clone()]),
+        cmd: Some(args.to_vec()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
+        user: spec.user.clone(),
+        labels: Some(
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        attach_stdin: Some(spec.stdin),
+        open_stdin: Some(spec.stdin),
+        stdin_once: Some(spec.stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+/// The HTTP status of an engine error, when the engine answered with one.
+fn status(e: &EngineError) -> Option<u16> {
+    match e {
+        EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// An engine error about one container, in words that name it.
+fn engine_error(what: &str, id: &str, e: EngineError) -> RuntimeError {
+    RuntimeError::Engine(format!("{what} container {id}: {e}"))
+}
+
+/// Aborts a spawned task when dropped, so a dropped `run` leaves no task behind.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Copies every output chunk of the container into the log file, flushing each one.
+async fn write_log<S>(
+    mut output: S,
+    mut file: tokio::fs::File,
+    path: PathBuf,
+) -> Result<(), RuntimeError>
+where
+    S: Stream<Item = Result<LogOutput, EngineError>> + Unpin,
+{
+    let log_error = |error| RuntimeError::Log {
+        path: path.clone(),
+        error,
+    };
+    while let Some(chunk) = output.next().await {
+        let chunk =
+            chunk.map_err(|e| RuntimeError::Engine(format!("reading container output: {e}")))?;
+        let bytes = match &chunk {
+            LogOutput::StdOut { message }
+            | LogOutput::StdErr { message }
+            | LogOutput::Console { message } => message,
+            LogOutput::StdIn { .. } => continue,
+        };
+        file.write_all(bytes).await.map_err(log_error)?;
+        file.flush().await.map_err(log_error)?;
+    }
+    file.flush().await.map_err(log_error)?;
+    Ok(())
+}
+
+/// Writes the stdin bytes (if any) and closes the write half so the container reads end of
+/// file. A container that exits without reading its input is not an error.
+async fn feed_stdin<W: AsyncWrite + Unpin>(mut input: W, bytes: Option<Vec<u8>>) {
+    if let Some(bytes) = bytes {
+        if let Err(e) = input.write_all(&bytes).await {
+            tracing::debug!(error = %e, "container stopped reading its stdin");
+        }
+    }
+    if let Err(e) = input.shutdown().await {
+        tracing::debug!(error = %e, "closing container stdin");
+    }
+}
+
+/// Resolves when the cancel signal is (or already was) true; never when its sender is gone.
+async fn cancelled(mut cancel: Cancel) {
+    loop {
+        if *cancel.borrow_and_update() {
+            return;
+        }
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Docker {
+    /// Waits for the container to stop by itself, past `timeout` or on cancel; stops it in
+    /// the latter two cases.
+    async fn wait_or_stop(
+        &self,
+        id: &str,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> Result<Exit, RuntimeError> {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut wait = self.engine.wait_container(id, Some(options));
+        let stopped_because = tokio::select! {
+            waited = wait.next() => {
+                return match waited {
+                    Some(Ok(response)) => Ok(Exit::Code(response.status_code)),
+                    Some(Err(EngineError::DockerContainerWaitError { code, .. })) => Ok(Exit::Code(code)),
+                    Some(Err(e)) => Err(engine_error("waiting for", id, e)),
+                    None => Err(RuntimeError::Engine(format!(
+                        "waiting for container {id}: the engine ended the wait without a status"
+                    ))),
+                };
+            }
+            () = tokio::time::sleep(timeout) => Exit::TimedOut,
+            () = cancelled(cancel) => Exit::Cancelled,
+        };
+        drop(wait);
+        tracing::debug!(container = id, reason = ?stopped_because, "stopping container");
+        let grace = i32::try_from(STOP_GRACE.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(grace).build();
+        match self.engine.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(stopped_because),
+            // Gone or already stopped between the deadline and the stop: stopped all the same.
+            Err(e) if matches!(status(&e), Some(404 | 304)) => Ok(stopped_because),
+            Err(e) => Err(engine_error("stopping", id, e)),
+        }
+    }
+}
+
+impl Runtime for Docker {
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        if self.image_id(&spec.image).await?.is_none() {
+            return Err(RuntimeError::ImageMissing(spec.image.clone()));
+        }
+        let config = container_config(spec)?;
+        let options = (!spec.name.is_empty()).then(|| {
+            CreateContainerOptionsBuilder::default()
+                .name(&spec.name)
+                .build()
+        });
+        let created = self
+            .engine
+            .create_container(options, config)
+            .await
+            .map_err(|e| match status(&e) {
+                // The image vanished between the check and the create.
+                Some(404) => RuntimeError::ImageMissing(spec.image.clone()),
+                _ => RuntimeError::Engine(format!("creating container `{}`: {e}", spec.name)),
+            })?;
+        for warning in &created.warnings {
+            tracing::warn!(container = %created.id, "engine: {warning}");
+        }
+        Ok(created.id)
+    }
+
+    async fn run(
+        &self,
+        id: &str,
+        stdin: Option<Vec<u8>>,
+        log: &Path,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> Result<Exit, RuntimeError> {
+        if *cancel.borrow() {
+            return Ok(Exit::Cancelled);
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .await
+            .map_err(|error| RuntimeError::Log {
+                path: log.to_path_buf(),
+                error,
+            })?;
+
+        // Attach before start: the stream sees everything from the first byte. Stdin is always
+        // attached; the engine ignores it for a container created without `stdin`.
+        let options = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let attached = self
+            .engine
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| engine_error("attaching to", id, e))?;
+        let writer = AbortOnDrop(tokio::spawn(write_log(
+            attached.output,
+            file,
+            log.to_path_buf(),
+        )));
+        let feeder = AbortOnDrop(tokio::spawn(feed_stdin(attached.input, stdin)));
+
+        self.engine
+            .start_container(id, None)
+            .await
+            .map_err(|e| engine_error("starting", id, e))?;
+
+        let exit = self.wait_or_stop(id, timeout, cancel).await?;
+
+        // The attach stream ends with the container: the log is complete once the writer is.
+        let mut writer = writer;
+        let written = (&mut writer.0).await;
+        drop(feeder);
+        match written {
+            Ok(result) => result?,
+            Err(e) => {
+                return Err(RuntimeError::Engine(format!(
+                    "log writer of container {id} failed: {e}"
+                )))
+            }
+        }
+        Ok(exit)
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.engine.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(engine_error("removing", id, e)),
+        }
+    }
+
+    async fn list(&self, run: &str) -> Result<Vec<Listed>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_RUN}={run}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .engine
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("listing containers of run {run}: {e}")))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let node = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_NODE))
+                    .cloned()
+                    .unwrap_or_default();
+                let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                Some(Listed { id, node, running })
+            })
+            .collect())
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError> {
+        match self.engine.inspect_image(image).await {
+            Ok(inspect) => Ok(Some(inspect.id.unwrap_or_default())),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(RuntimeError::Engine(format!(
+                "inspecting image `{image}`: {e}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Mount, Resources};
+
+    #[test]
+    fn config_never_wraps_the_argv_in_a_shell_or_the_image_entrypoint() {
+        let spec = ContainerSpec {
+            argv: vec!["agent".into(), "--flag".into(), "a b".into()],
+            ..Default::default()
+        };
+        let config = container_config(&spec).expect("non-empty argv");
+        assert_eq!(config.entrypoint, Some(vec!["agent".to_string()]));
+        assert_eq!(
+            config.cmd,
+            Some(vec!["--flag".to_string(), "a b".to_string()])
+        );
+    }
+
+    #[test]
+    fn config_applies_the_container_defaults() {
+        let spec = ContainerSpec {
+            argv: vec!["true".into()],
+            mounts: vec![
+                Mount {
+                    source: "/w".into(),
+                    target: "/workspace".into(),
+                    read_only: false,
+                },
+                Mount {
+                    source: "/c".into(),
+                    target: "/cfg".into(),
+                    read_only: true,
+                },
+            ],
+            resources: Resources {
+                memory_bytes: Some(1 << 30),
+                cpus: Some(1.5),
+                pids: 64,
+            },
+            stdin: true,
+            ..Default::default()
+        };
+        let config = container_config(&spec).expect("non-empty argv");
+        let host = config.host_config.expect("host config");
+        assert_eq!(
+            host.binds,
+            Some(vec![
+                "/w:/workspace:rw".to_string(),
+                "/c:/cfg:ro".to_string()
+            ])
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.pids_limit, Some(64));
+        assert_eq!(host.memory, Some(1 << 30));
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(config.open_stdin, Some(true));
+        assert_eq!(config.stdin_once, Some(true));
+        assert_eq!(config.tty, Some(false));
+    }
+
+    #[test]
+    fn empty_argv_is_an_error() {
+        assert!(container_config(&ContainerSpec::default()).is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! The container runtime: what the executor needs from an engine, and nothing about specs.
+//!
+//! A node that runs a container goes through [`Runtime::create`] (the journal records the
+//! returned id before anything else happens), [`Runtime::run`] (start, feed stdin, stream the
+//! output to a log file, wait with a deadline and a cancel signal) and [`Runtime::remove`].
+//! Containers carry the labels `dispatch.run` and `dispatch.node` so a restarted runner can find
+//! them with [`Runtime::list`].
+//!
+//! The trait does not assume bind mounts: a [`Mount`] names what a container needs at a path,
+//! and the Docker runtime satisfies it with a bind mount while a Kubernetes runtime would
+//! satisfy the workspace mount by cloning the unit's branch into a volume.
+
+pub mod docker;
+pub mod image;
+pub mod noop;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Label holding the run id.
+pub const LABEL_RUN: &str = "dispatch.run";
+/// Label holding the node id.
+pub const LABEL_NODE: &str = "dispatch.node";
+/// Time a container gets between SIGTERM and SIGKILL when stopped.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything needed to create one container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerSpec {
+    /// Container name (unique per run and node attempt).
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Argv; the first element is the program. Never passed through a shell by the runtime.
+    pub argv: Vec<String>,
+    /// Environment, resolved values (only the names the agent is allowed).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the container.
+    pub workdir: String,
+    /// What the container sees at which path.
+    pub mounts: Vec<Mount>,
+    /// `uid:gid` to run as.
+    pub user: Option<String>,
+    /// Network mode: `none`, `bridge`, `host` or a network name.
+    pub network: String,
+    /// Labels (always including [`LABEL_RUN`] and [`LABEL_NODE`]).
+    pub labels: BTreeMap<String, String>,
+    /// Whether the container reads standard input (fed by [`Runtime::run`]).
+    pub stdin: bool,
+    /// Resource limits.
+    pub resources: Resources,
+    /// Extra `/etc/hosts` entries, e.g. `host.docker.internal:host-gateway`.
+    pub extra_hosts: Vec<String>,
+}
+
+/// A path the container sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside the container.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Resource limits of a container.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPUs (fractional).
+    pub cpus: Option<f64>,
+    /// Most processes.
+    pub pids: i64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            memory_bytes: None,
+            cpus: None,
+            pids: 512,
+        }
+    }
+}
+
+/// How a container ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited by itself with this code.
+    Code(i64),
+    /// It ran past its deadline and was stopped.
+    TimedOut,
+    /// The cancel signal stopped it.
+    Cancelled,
+}
+
+/// Errors of the engine, each a transient or infrastructure problem of one node.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine cannot be reached at all.
+    #[error("cannot reach the Docker engine: {0}")]
+    Unreachable(String),
+    /// The image is not present (and cannot be pulled here).
+    #[error("image `{0}` is not present in the engine; build or load it first")]
+    ImageMissing(String),
+    /// Any other engine error.
+    #[error("container engine error: {0}")]
+    Engine(String),
+    /// Writing the log failed.
+    #[error("cannot write container log {path}: {error}")]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+}
+
+/// A cancel signal: becomes `true` once, when the node must stop.
+pub type Cancel = tokio::sync::watch::Receiver<bool>;
+
+/// A container with its labels, as [`Runtime::list`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Container id.
+    pub id: String,
+    /// The `dispatch.node` label.
+    pub node: String,
+    /// Whether it is running.
+    pub running: bool,
+}
+
+/// A container engine.
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates (does not start) a container; returns its id.
+    fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Starts the container, writes `stdin` (then closes it) when given, streams stdout and
+    /// stderr into `log` as they come (memory stays bounded whatever the volume), and waits:
+    /// past `timeout` it stops the container (SIGTERM, [`STOP_GRACE`], SIGKILL) and returns
+    /// [`Exit::TimedOut`]; when `cancel` turns true it does the same and returns
+    /// [`Exit::Cancelled`].
+    fn run(
+        &self,
+        id: &str,
+        stdin: Option<Vec<u8>>,
+        log: &Path,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> impl Future<Output = Result<Exit, RuntimeError>> + Send;
+
+    /// Removes the container (forcefully); a container that is already gone is not an error.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Containers labelled with this run id, running or not.
+    fn list(&self, run: &str) -> impl Future<Output = Result<Vec<Listed>, RuntimeError>> + Send;
+
+    /// Whether the image exists locally; its id when it does.
+    fn image_id(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+}

@@ -1,0 +1,207 @@
+//! A test double of [`Runtime`]: no engine, no containers, only bookkeeping.
+//!
+//! It is for unit tests and the scheduler benchmark, never for real runs. [`Noop::create`]
+//! records each [`ContainerSpec`] (see [`Noop::created`]) and returns ids `noop-1`, `noop-2`,
+//! ...; [`Noop::run`] returns at once (or after the delay of [`Noop::with_delay`]) with exit
+//! code 0 or the code set for the node with [`Noop::set_exit`], honouring the deadline and the
+//! cancel signal like a real runtime would; it writes nothing to the log unless
+//! [`Noop::with_output`] says what to write.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{Cancel, ContainerSpec, Exit, Listed, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN};
+
+/// A runtime that runs nothing (test double).
+#[derive(Debug, Default)]
+pub struct Noop {
+    next_id: AtomicU64,
+    delay: Duration,
+    output: Option<Vec<u8>>,
+    created: Mutex<Vec<(String, ContainerSpec)>>,
+    exits: Mutex<HashMap<String, i64>>,
+}
+
+/// Locks a mutex of the double; a poisoned lock only means another test thread panicked, and
+/// the bookkeeping inside is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Noop {
+    /// A runtime whose containers exit with 0 at once.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A runtime whose containers take `delay` before they exit.
+    pub fn with_delay(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
+    /// Makes every run write these bytes to its log.
+    pub fn with_output(mut self, output: impl Into<Vec<u8>>) -> Self {
+        self.output = Some(output.into());
+        self
+    }
+
+    /// Makes containers whose `dispatch.node` label is `node` exit with `code`.
+    pub fn set_exit(&self, node: &str, code: i64) {
+        lock(&self.exits).insert(node.to_string(), code);
+    }
+
+    /// Every spec passed to [`Runtime::create`], in order.
+    pub fn created(&self) -> Vec<ContainerSpec> {
+        lock(&self.created)
+            .iter()
+            .map(|(_, spec)| spec.clone())
+            .collect()
+    }
+
+    /// The exit code configured for the container with this id.
+    fn exit_code(&self, id: &str) -> i64 {
+        let node = lock(&self.created)
+            .iter()
+            .find(|(created, _)| created == id)
+            .and_then(|(_, spec)| spec.labels.get(LABEL_NODE).cloned());
+        node.and_then(|n| lock(&self.exits).get(&n).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// Resolves when the cancel signal is (or already was) true; never when its sender is gone.
+async fn cancelled(mut cancel: Cancel) {
+    loop {
+        if *cancel.borrow_and_update() {
+            return;
+        }
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Runtime for Noop {
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let id = format!("noop-{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        lock(&self.created).push((id.clone(), spec.clone()));
+        Ok(id)
+    }
+
+    async fn run(
+        &self,
+        id: &str,
+        _stdin: Option<Vec<u8>>,
+        log: &Path,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> Result<Exit, RuntimeError> {
+        if *cancel.borrow() {
+            return Ok(Exit::Cancelled);
+        }
+        if let Some(output) = &self.output {
+            let log_error = |error| RuntimeError::Log {
+                path: log.to_path_buf(),
+                error,
+            };
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .await
+                .map_err(log_error)?;
+            file.write_all(output).await.map_err(log_error)?;
+            file.flush().await.map_err(log_error)?;
+        }
+        let code = self.exit_code(id);
+        if self.delay.is_zero() {
+            return Ok(Exit::Code(code));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(self.delay.min(timeout)) => {
+                Ok(if self.delay > timeout { Exit::TimedOut } else { Exit::Code(code) })
+            }
+            () = cancelled(cancel) => Ok(Exit::Cancelled),
+        }
+    }
+
+    async fn remove(&self, _id: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn list(&self, run: &str) -> Result<Vec<Listed>, RuntimeError> {
+        Ok(lock(&self.created)
+            .iter()
+            .filter(|(_, spec)| spec.labels.get(LABEL_RUN).map(String::as_str) == Some(run))
+            .map(|(id, spec)| Listed {
+                id: id.clone(),
+                node: spec.labels.get(LABEL_NODE).cloned().unwrap_or_default(),
+                running: false,
+            })
+            .collect())
+    }
+
+    async fn image_id(&self, _image: &str) -> Result<Option<String>, RuntimeError> {
+        Ok(Some("sha256:noop".to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(node: &str) -> ContainerSpec {
+        let mut spec = ContainerSpec {
+            argv: vec!["true".into()],
+            ..Default::default()
+        };
+        spec.labels.insert(LABEL_RUN.into(), "r1".into());
+        spec.labels.insert(LABEL_NODE.into(), node.into());
+        spec
+    }
+
+    #[tokio::test]
+    async fn records_specs_and_returns_configured_exits() {
+        let noop = Noop::new();
+        noop.set_exit("b", 7);
+        let a = noop.create(&spec("a")).await.expect("noop create");
+        let b = noop.create(&spec("b")).await.expect("noop create");
+        assert_eq!((a.as_str(), b.as_str()), ("noop-1", "noop-2"));
+        assert_eq!(noop.created().len(), 2);
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let log = std::env::temp_dir().join(format!("dispatch-noop-{}.log", std::process::id()));
+        let exit_a = noop
+            .run(&a, None, &log, Duration::from_secs(1), rx.clone())
+            .await;
+        let exit_b = noop.run(&b, None, &log, Duration::from_secs(1), rx).await;
+        assert_eq!(exit_a.expect("noop run"), Exit::Code(0));
+        assert_eq!(exit_b.expect("noop run"), Exit::Code(7));
+        assert!(!log.exists(), "no output configured, no log written");
+        assert_eq!(noop.list("r1").await.expect("noop list").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn delay_honours_deadline_and_cancel() {
+        let noop = Noop::with_delay(Duration::from_secs(3600));
+        let id = noop.create(&spec("a")).await.expect("noop create");
+        let log = Path::new("/nonexistent/never-written.log");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let timed_out = noop
+            .run(&id, None, log, Duration::from_millis(10), rx.clone())
+            .await;
+        assert_eq!(timed_out.expect("noop run"), Exit::TimedOut);
+        tx.send(true).expect("receiver alive");
+        let cancelled = noop
+            .run(&id, None, log, Duration::from_secs(3600), rx)
+            .await;
+        assert_eq!(cancelled.expect("noop run"), Exit::Cancelled);
+    }
+}

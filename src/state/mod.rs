@@ -1,0 +1,412 @@
+//! The run journal: one SQLite database (WAL) per state directory.
+//!
+//! Tables: `runs`, `units`, `nodes` (status, attempts, timestamps, container id, exit code,
+//! outcome, reason), `events`, `starts` (agent starts, for daily limits across runs) and `prs`
+//! (the local forge's pull requests). Schema versions are recorded in `meta` and migrations
+//! are applied in order; a database from a newer dispatch is refused with a clear message.
+//!
+//! Writes go through [`Journal`]: one thread owns the write connection and commits every
+//! batch of queued writes in one transaction before acknowledging them (group commit), so a
+//! transition is durable before anything depends on it while thousands of transitions per
+//! second stay cheap. Readers (`status`, `prs`) open their own connection; WAL lets them read
+//! while a run writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+
+/// Schema version this dispatch writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "dispatch.db";
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    spec_path TEXT NOT NULL,
+    spec_name TEXT NOT NULL,
+    plan_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE TABLE units (
+    run_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    org TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    key TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    outcome TEXT,
+    reason TEXT,
+    pr TEXT,
+    PRIMARY KEY (run_id, id)
+);
+CREATE TABLE nodes (
+    run_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    unit_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at INTEGER,
+    finished_at INTEGER,
+    container_id TEXT,
+    exit_code INTEGER,
+    reason TEXT,
+    PRIMARY KEY (run_id, id)
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    node_id TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX events_by_run ON events (run_id, seq);
+CREATE TABLE starts (
+    pool TEXT NOT NULL,
+    model TEXT,
+    at INTEGER NOT NULL
+);
+CREATE INDEX starts_by_pool ON starts (pool, at);
+CREATE TABLE prs (
+    number INTEGER PRIMARY KEY AUTOINCREMENT,
+    org TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    base TEXT NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    unit_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (org, repo, branch)
+);
+"#];
+
+/// Errors of the state directory, each naming the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite failed.
+    #[error("state database {path}: {error}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        error: rusqlite::Error,
+    },
+    /// The database was written by a newer dispatch.
+    #[error("state database {path} has schema version {found}, newer than this dispatch understands ({SCHEMA_VERSION}); upgrade dispatch or use another --state-dir")]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+    },
+    /// The directory could not be created.
+    #[error("cannot create state directory {path}: {error}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// The journal thread is gone (it failed earlier).
+    #[error("the journal writer stopped: {0}")]
+    Closed(String),
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Opens (creating and migrating when needed) the database of a state directory.
+pub fn open(dir: &Path) -> Result<Connection, StateError> {
+    std::fs::create_dir_all(dir).map_err(|error| StateError::Io {
+        path: dir.to_owned(),
+        error,
+    })?;
+    let path = dir.join(DB_FILE);
+    let fail = |error| StateError::Sqlite {
+        path: path.clone(),
+        error,
+    };
+    let conn = Connection::open(&path).map_err(fail)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(fail)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(fail)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(fail)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(fail)?;
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        [],
+    )
+    .map_err(fail)?;
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(fail)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        return Err(StateError::Newer {
+            path,
+            found: version,
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let next = i as i64 + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {migration} INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '{next}'); COMMIT;"
+        ))
+        .map_err(fail)?;
+    }
+    Ok(conn)
+}
+
+type Write = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
+
+/// The writer of the journal. Cloning shares the one writer thread.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<(Write, oneshot::Sender<Result<(), String>>)>,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Starts the writer thread on the state directory's database.
+    pub fn start(dir: &Path) -> Result<Self, StateError> {
+        let mut conn = open(dir)?;
+        let path = dir.join(DB_FILE);
+        let (tx, rx) = mpsc::channel::<(Write, oneshot::Sender<Result<(), String>>)>();
+        std::thread::Builder::new()
+            .name("dispatch-journal".to_owned())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let result = commit(&mut conn, &mut batch);
+                    for (_, ack) in batch {
+                        let _ = ack.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|error| StateError::Io {
+                path: path.clone(),
+                error,
+            })?;
+        Ok(Self { tx, path })
+    }
+
+    /// Queues a write now (writes commit in the order they are queued); the receiver tells
+    /// when it is committed.
+    pub fn enqueue(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        let (ack, done) = oneshot::channel();
+        // A send error drops `ack`, which the receiver reports as a closed journal.
+        let _ = self.tx.send((Box::new(write), ack));
+        done
+    }
+
+    /// Queues a write and waits until it is committed.
+    pub async fn write(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), StateError> {
+        match self.enqueue(write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StateError::Closed(format!(
+                "{}: {message}",
+                self.path.display()
+            ))),
+            Err(_) => Err(StateError::Closed("writer thread ended".to_owned())),
+        }
+    }
+
+    /// Writes one node transition (and its event) and waits for the commit.
+    pub async fn node(&self, run: &str, node: &str, change: NodeChange) -> Result<(), StateError> {
+        let (run, node) = (run.to_owned(), node.to_owned());
+        self.write(move |tx| change.apply_to(tx, &run, &node)).await
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn commit(
+    conn: &mut Connection,
+    batch: &mut [(Write, oneshot::Sender<Result<(), String>>)],
+) -> Result<(), String> {
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    for (write, _) in batch.iter_mut() {
+        let write = std::mem::replace(write, Box::new(|_| Ok(())));
+        write(&tx).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+/// A change of one node's row, recorded with an event.
+#[derive(Clone, Debug)]
+pub enum NodeChange {
+    /// The node started (attempt number).
+    Started {
+        /// Attempt, 1-based.
+        attempt: u32,
+    },
+    /// A container was created for the node (recorded before it starts).
+    Container {
+        /// Container id.
+        id: String,
+    },
+    /// The node finished in a terminal status.
+    Finished {
+        /// `done`, `failed`, `skipped` or `cancelled`.
+        status: &'static str,
+        /// Exit code of its container, if any.
+        exit_code: Option<i64>,
+        /// Why, for anything but `done`.
+        reason: Option<String>,
+    },
+    /// Back to pending (a fix attempt re-runs it).
+    Reset,
+}
+
+impl NodeChange {
+    /// Applies the change inside a transaction.
+    pub fn apply_to(self, tx: &Transaction<'_>, run: &str, node: &str) -> rusqlite::Result<()> {
+        let at = now();
+        let (kind, detail) = match &self {
+            NodeChange::Started { attempt } => {
+                tx.execute(
+                    "UPDATE nodes SET status = 'running', attempts = ?3, started_at = ?4, finished_at = NULL, exit_code = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
+                    params![run, node, attempt, at],
+                )?;
+                ("started", format!("attempt {attempt}"))
+            }
+            NodeChange::Container { id } => {
+                tx.execute(
+                    "UPDATE nodes SET container_id = ?3 WHERE run_id = ?1 AND id = ?2",
+                    params![run, node, id],
+                )?;
+                ("container", id.clone())
+            }
+            NodeChange::Finished {
+                status,
+                exit_code,
+                reason,
+            } => {
+                tx.execute(
+                    "UPDATE nodes SET status = ?3, exit_code = ?4, reason = ?5, finished_at = ?6 WHERE run_id = ?1 AND id = ?2",
+                    params![run, node, status, exit_code, reason, at],
+                )?;
+                (*status, reason.clone().unwrap_or_default())
+            }
+            NodeChange::Reset => {
+                tx.execute(
+                    "UPDATE nodes SET status = 'pending' WHERE run_id = ?1 AND id = ?2",
+                    params![run, node],
+                )?;
+                ("reset", String::new())
+            }
+        };
+        tx.execute(
+            "INSERT INTO events (run_id, at, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run, at, node, kind, detail],
+        )?;
+        Ok(())
+    }
+}
+
+/// Starts of an agent pool (or `pool:model`) since `since` (seconds since the epoch).
+pub fn starts_since(
+    conn: &Connection,
+    pool: &str,
+    model: Option<&str>,
+    since: i64,
+) -> rusqlite::Result<u32> {
+    match model {
+        Some(model) => conn.query_row(
+            "SELECT COUNT(*) FROM starts WHERE pool = ?1 AND model = ?2 AND at >= ?3",
+            params![pool, model, since],
+            |r| r.get(0),
+        ),
+        None => conn.query_row(
+            "SELECT COUNT(*) FROM starts WHERE pool = ?1 AND at >= ?2",
+            params![pool, since],
+            |r| r.get(0),
+        ),
+    }
+}
+
+/// A pull request of the local forge.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PrRow {
+    /// PR number (unique in the state directory).
+    pub number: i64,
+    /// Organisation.
+    pub org: String,
+    /// Repository.
+    pub repo: String,
+    /// Head branch.
+    pub branch: String,
+    /// Base branch.
+    pub base: String,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// `open`, `merged` or `closed`.
+    pub status: String,
+    /// Run that last wrote it.
+    pub run_id: String,
+    /// Unit that owns it.
+    pub unit_id: String,
+}
+
+/// Every PR of the local forge, newest first.
+pub fn prs(conn: &Connection) -> rusqlite::Result<Vec<PrRow>> {
+    let mut statement = conn.prepare(
+        "SELECT number, org, repo, branch, base, title, body, status, run_id, unit_id FROM prs ORDER BY number DESC",
+    )?;
+    let rows = statement.query_map([], |r| {
+        Ok(PrRow {
+            number: r.get(0)?,
+            org: r.get(1)?,
+            repo: r.get(2)?,
+            branch: r.get(3)?,
+            base: r.get(4)?,
+            title: r.get(5)?,
+            body: r.get(6)?,
+            status: r.get(7)?,
+            run_id: r.get(8)?,
+            unit_id: r.get(9)?,
+        })
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,302 @@
+//! The Docker runtime against the real engine, with the busybox image built on the spot.
+//!
+//! Every test skips (with a note) when no engine answers, and fails instead when
+//! `DISPATCH_REQUIRE_DOCKER=1`. Each test labels its containers with its own run id, removes
+//! them at the end and checks that none is left.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dispatch::runtime::docker::Docker;
+use dispatch::runtime::image::{busybox_image_tag, ensure_busybox_image};
+use dispatch::runtime::{ContainerSpec, Exit, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN};
+
+/// The engine, or `None` (after a note) when it is unreachable and not required.
+async fn engine() -> Option<Docker> {
+    match Docker::connect().await {
+        Ok(docker) => Some(docker),
+        Err(e) if std::env::var("DISPATCH_REQUIRE_DOCKER").as_deref() == Ok("1") => {
+            panic!("DISPATCH_REQUIRE_DOCKER=1 but the engine is unreachable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's run: its own label, its own log directory, the busybox image ready.
+struct Run {
+    docker: Docker,
+    id: String,
+    dir: PathBuf,
+}
+
+impl Run {
+    async fn start() -> Option<Run> {
+        let docker = engine().await?;
+        ensure_busybox_image(&docker, busybox_image_tag())
+            .await
+            .expect("the busybox image builds");
+        let id = format!(
+            "rt-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("dispatch-{id}"));
+        std::fs::create_dir_all(&dir).expect("log directory");
+        Some(Run { docker, id, dir })
+    }
+
+    /// A spec for node `node` running `argv` in the busybox image, with no network.
+    fn spec(&self, node: &str, argv: &[&str]) -> ContainerSpec {
+        let mut spec = ContainerSpec {
+            name: format!("dispatch-{}-{node}", self.id),
+            image: busybox_image_tag().to_string(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            workdir: "/workspace".to_string(),
+            network: "none".to_string(),
+            ..Default::default()
+        };
+        spec.labels.insert(LABEL_RUN.to_string(), self.id.clone());
+        spec.labels.insert(LABEL_NODE.to_string(), node.to_string());
+        spec
+    }
+
+    fn log(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.log"))
+    }
+
+    /// Creates and runs the container; returns how it ended.
+    async fn exec(&self, spec: &ContainerSpec, stdin: Option<Vec<u8>>, timeout: Duration) -> Exit {
+        let (_cancel, rx) = tokio::sync::watch::channel(false);
+        let id = self.docker.create(spec).await.expect("container created");
+        let node = &spec.labels[LABEL_NODE];
+        self.docker
+            .run(&id, stdin, &self.log(node), timeout, rx)
+            .await
+            .expect("container ran")
+    }
+
+    fn read_log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.log(node)).expect("log written")
+    }
+
+    /// Removes every container of the run and checks that none is left.
+    async fn finish(self) {
+        for listed in self.docker.list(&self.id).await.expect("list") {
+            self.docker.remove(&listed.id).await.expect("remove");
+        }
+        assert_eq!(
+            self.docker.list(&self.id).await.expect("list"),
+            vec![],
+            "containers left behind"
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_hello_lands_in_the_log() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let exit = run
+        .exec(&run.spec("echo", &["echo", "hello"]), None, LONG)
+        .await;
+    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(run.read_log("echo"), "hello\n");
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_code_propagates() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let exit = run
+        .exec(
+            &run.spec("three", &["sh", "-c", "echo failing >&2; exit 3"]),
+            None,
+            LONG,
+        )
+        .await;
+    assert_eq!(exit, Exit::Code(3));
+    assert_eq!(
+        run.read_log("three"),
+        "failing\n",
+        "stderr goes to the log too"
+    );
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_reaches_the_container_and_is_closed() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let mut spec = run.spec("stdin", &["wc", "-c"]);
+    spec.stdin = true;
+    let input = vec![b'x'; 300 * 1024];
+    let exit = run.exec(&spec, Some(input), LONG).await;
+    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(run.read_log("stdin").trim(), "307200");
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_past_its_deadline_is_stopped() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let exit = run
+        .exec(
+            &run.spec("sleepy", &["sleep", "30"]),
+            None,
+            Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(exit, Exit::TimedOut);
+    let listed = run.docker.list(&run.id).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].running, "the container was stopped");
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_the_container() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let spec = run.spec("cancelled", &["sleep", "30"]);
+    let id = run.docker.create(&spec).await.expect("container created");
+    let (cancel, rx) = tokio::sync::watch::channel(false);
+    let log = run.log("cancelled");
+    let docker = run.docker.clone();
+    let running = tokio::spawn(async move { docker.run(&id, None, &log, LONG, rx).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.send(true).expect("run still listening");
+    let exit = running.await.expect("run task").expect("container ran");
+    assert_eq!(exit, Exit::Cancelled);
+    let listed = run.docker.list(&run.id).await.expect("list");
+    assert!(
+        listed.iter().all(|c| !c.running),
+        "the container was stopped"
+    );
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_megabytes_of_output_arrive_whole() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let size = 50 * 1024 * 1024;
+    let script = format!("yes | head -c {size}");
+    let exit = run
+        .exec(&run.spec("loud", &["sh", "-c", &script]), None, LONG)
+        .await;
+    assert_eq!(exit, Exit::Code(0));
+    let log = std::fs::metadata(run.log("loud")).expect("log written");
+    assert_eq!(log.len(), size);
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_image_is_named() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let mut spec = run.spec("missing", &["true"]);
+    spec.image = "dispatch-no-such-image:never".to_string();
+    match run.docker.create(&spec).await {
+        Err(RuntimeError::ImageMissing(image)) => assert_eq!(image, "dispatch-no-such-image:never"),
+        other => panic!("expected ImageMissing, got {other:?}"),
+    }
+    assert_eq!(
+        run.docker
+            .image_id("dispatch-no-such-image:never")
+            .await
+            .expect("inspect"),
+        None
+    );
+    assert!(run
+        .docker
+        .image_id(busybox_image_tag())
+        .await
+        .expect("inspect")
+        .is_some());
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_are_locked_down() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    // SAFETY: getuid and getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let script = "id -u; id -g; ls /sys/class/net; grep CapEff /proc/self/status";
+    for (node, user) in [
+        ("invoker", format!("{uid}:{gid}")),
+        ("nobody", "65534:65534".to_string()),
+    ] {
+        let mut spec = run.spec(node, &["sh", "-c", script]);
+        spec.user = Some(user.clone());
+        assert_eq!(run.exec(&spec, None, LONG).await, Exit::Code(0));
+        let log = run.read_log(node);
+        let lines: Vec<&str> = log.lines().collect();
+        let (want_uid, want_gid) = user.split_once(':').expect("uid:gid");
+        assert_eq!(
+            lines,
+            vec![want_uid, want_gid, "lo", "CapEff:\t0000000000000000"],
+            "{node}"
+        );
+    }
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_find_the_containers_of_a_run() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let first = run
+        .docker
+        .create(&run.spec("first", &["true"]))
+        .await
+        .expect("created");
+    let second = run
+        .docker
+        .create(&run.spec("second", &["true"]))
+        .await
+        .expect("created");
+    let mut listed = run.docker.list(&run.id).await.expect("list");
+    listed.sort_by(|a, b| a.node.cmp(&b.node));
+    let found: Vec<(&str, &str, bool)> = listed
+        .iter()
+        .map(|c| (c.id.as_str(), c.node.as_str(), c.running))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (first.as_str(), "first", false),
+            (second.as_str(), "second", false)
+        ]
+    );
+    assert_eq!(
+        run.docker.list("rt-no-such-run").await.expect("list"),
+        vec![]
+    );
+    run.docker.remove(&first).await.expect("remove");
+    run.docker
+        .remove(&first)
+        .await
+        .expect("removing a removed container is fine");
+    run.finish().await;
+}
