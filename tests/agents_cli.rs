@@ -45,7 +45,10 @@ fn agents_lists_every_preset_with_its_exact_argv() {
 
     let claude = block(&out.stdout, "claude:opus");
     let argv = line(claude, "argv");
-    assert!(argv.starts_with("argv     claude --print"), "{argv}");
+    assert!(
+        argv.trim_start().starts_with("argv     claude --print"),
+        "{argv}"
+    );
     assert!(argv.contains("--model opus"), "{argv}");
     assert!(
         argv.contains("--append-system-prompt 'You are running"),

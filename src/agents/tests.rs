@@ -380,20 +380,6 @@ fn custom_agent_errors_name_the_agent() {
 }
 
 #[test]
-fn a_prompt_of_any_size_stays_out_of_argv() {
-    // The prompt is not an input of argv building at all; this checks that a custom agent
-    // handed a huge file-based prompt still gets the same, small argv.
-    let mut custom = BTreeMap::new();
-    custom.insert(
-        "mine".to_owned(),
-        custom_def(&["mine", "--prompt-file", "{{ prompt_file }}"]),
-    );
-    let inv = resolve_with("mine", &custom);
-    assert!(inv.argv.iter().map(String::len).sum::<usize>() < 1024);
-    assert_eq!(inv.argv.len(), 3);
-}
-
-#[test]
 fn overrides_of_a_preset_add_and_replace() {
     let mut custom = BTreeMap::new();
     custom.insert(

@@ -140,6 +140,17 @@ fn agent_class(agent: &AgentRef) -> Class {
     }
 }
 
+/// A unit's journal row: id, job, org, repo, key, workspace, and its nodes (id, kind).
+type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<(String, &'static str)>,
+);
+
 /// Records the run, its units and nodes in the journal (one transaction).
 pub async fn record_run(
     journal: &Journal,
@@ -150,15 +161,7 @@ pub async fn record_run(
     let plan_json = plan::render::json(plan);
     let (run_id, spec_path, spec_name) =
         (run_id.to_owned(), spec_path.to_owned(), plan.spec.clone());
-    let units: Vec<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        Vec<(String, &'static str)>,
-    )> = plan
+    let units: Vec<UnitRow> = plan
         .units
         .iter()
         .map(|u| {
@@ -416,7 +419,7 @@ impl<R: Runtime, F: Forge> Dispatcher<R, F> {
             let journal = ctx.journal.clone();
             let (run, id, attempt) = (ctx.run_id.clone(), ctx.node.clone(), ctx.attempt);
             if let Some((pool, model)) = start {
-                let _ = journal.enqueue(move |t| {
+                journal.submit(move |t| {
                     t.execute(
                         "INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)",
                         params![pool, model, now()],
@@ -551,10 +554,9 @@ impl<R: Runtime, F: Forge> Dispatcher<R, F> {
             .expect("a unit with QA has an agent node");
         for idx in [agent_idx, qa_idx] {
             let (run, id) = (self.ex.run_id.clone(), self.nodes[idx].id.clone());
-            let _ = self
-                .ex
+            self.ex
                 .journal
-                .enqueue(move |t| NodeChange::Reset.apply_to(t, &run, &id));
+                .submit(move |t| NodeChange::Reset.apply_to(t, &run, &id));
         }
         self.nodes[qa_idx].status = NodeStatus::Pending;
         self.nodes[qa_idx].waiting = 1;
@@ -610,10 +612,9 @@ impl<R: Runtime, F: Forge> Dispatcher<R, F> {
             exit_code: None,
             reason: Some(reason),
         };
-        let _ = self
-            .ex
+        self.ex
             .journal
-            .enqueue(move |t| change.apply_to(t, &run, &id));
+            .submit(move |t| change.apply_to(t, &run, &id));
     }
 
     /// A node became terminal: release or skip what depends on it.
@@ -700,7 +701,7 @@ impl<R: Runtime, F: Forge> Dispatcher<R, F> {
             result.reason.clone(),
             result.pr.clone(),
         );
-        let _ = self.ex.journal.enqueue(move |t| {
+        self.ex.journal.submit(move |t| {
             t.execute(
                 "UPDATE units SET outcome = ?3, reason = ?4, pr = ?5 WHERE run_id = ?1 AND id = ?2",
                 params![run, id, o, reason, pr],

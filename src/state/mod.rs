@@ -65,7 +65,7 @@ CREATE TABLE nodes (
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
-    at INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
     node_id TEXT,
     kind TEXT NOT NULL,
     detail TEXT
@@ -131,6 +131,13 @@ pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Milliseconds since the Unix epoch (event times).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Opens (creating and migrating when needed) the database of a state directory.
@@ -208,6 +215,9 @@ impl Journal {
                         batch.push(more);
                     }
                     let result = commit(&mut conn, &mut batch);
+                    if let Err(error) = &result {
+                        tracing::error!(%error, "the journal could not commit {} writes", batch.len());
+                    }
                     for (_, ack) in batch {
                         let _ = ack.send(result.clone());
                     }
@@ -230,6 +240,15 @@ impl Journal {
         // A send error drops `ack`, which the receiver reports as a closed journal.
         let _ = self.tx.send((Box::new(write), ack));
         done
+    }
+
+    /// Queues a write now without waiting for it (the writer logs a failure). Later writes
+    /// commit after it.
+    pub fn submit(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) {
+        drop(self.enqueue(write));
     }
 
     /// Queues a write and waits until it is committed.
@@ -336,8 +355,8 @@ impl NodeChange {
             }
         };
         tx.execute(
-            "INSERT INTO events (run_id, at, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run, at, node, kind, detail],
+            "INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run, now_ms(), node, kind, detail],
         )?;
         Ok(())
     }

@@ -1,0 +1,456 @@
+//! `dispatch run` against the real Docker engine: a busybox image dispatch builds itself,
+//! scripted agents, real bare repositories, the real journal.
+//!
+//! When the engine is unreachable these tests skip, unless DISPATCH_REQUIRE_DOCKER=1 (CI),
+//! where they fail.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::TempDir;
+use dispatch::runtime::Runtime;
+
+fn docker() -> Option<dispatch::runtime::docker::Docker> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(dispatch::runtime::docker::Docker::connect()) {
+        Ok(docker) => Some(docker),
+        Err(error) if std::env::var("DISPATCH_REQUIRE_DOCKER").as_deref() == Ok("1") => {
+            panic!("DISPATCH_REQUIRE_DOCKER=1 but the engine is unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped: no Docker engine ({error})");
+            None
+        }
+    }
+}
+
+/// Containers of a run that still exist.
+fn leftovers(run: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let docker = dispatch::runtime::docker::Docker::connect().await.unwrap();
+        docker.list(run).await.unwrap().len()
+    })
+}
+
+/// The scripted agent: what it does depends on the file `behaviour` in the repository.
+const AGENT: &str = r#"#!/bin/sh
+set -u
+prompt="$1"
+echo "agent run: $(cat behaviour) with $(wc -c < "$prompt") bytes of prompt"
+case "$(cat behaviour)" in
+  change) echo "changed" >> file.txt ;;
+  none) ;;
+  block) echo "Which database should the migration target?" > BLOCKED.md ;;
+  fail) echo "boom: cannot continue"; exit 7 ;;
+  sleep) sleep 60 ;;
+  nap) sleep 1; echo "napped" >> file.txt ;;
+  long) sleep 30; echo "late" >> file.txt ;;
+  loud) yes | head -c 52428800; echo; echo "loud" >> file.txt ;;
+  fix-on-retry)
+    if grep -q "qa-says-not-ok" "$prompt"; then echo ok > status.txt; else echo wrong > status.txt; fi ;;
+  qa-fails) echo "tried" >> file.txt ;;
+esac
+"#;
+
+const TEST_SH: &str = r#"#!/bin/sh
+case "$(cat behaviour)" in
+  fix-on-retry) [ "$(cat status.txt)" = ok ] || { echo "qa-says-not-ok: status.txt is $(cat status.txt)"; exit 1; } ;;
+  qa-fails) echo "qa-says-not-ok: always"; exit 1 ;;
+esac
+echo "tests pass"
+"#;
+
+struct Fixture {
+    dir: TempDir,
+}
+
+impl Fixture {
+    fn new(name: &str, repos: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new(name);
+        dir.write("agent.sh", AGENT);
+        for (repo, behaviour) in repos {
+            dir.write(
+                &format!("repos/t/{repo}/behaviour"),
+                &format!("{behaviour}\n"),
+            );
+            dir.write(&format!("repos/t/{repo}/test.sh"), TEST_SH);
+        }
+        Self { dir }
+    }
+
+    fn spec(&self, body: &str) -> PathBuf {
+        let head = "version: 1\nname: t\nforge: { kind: local, seed: repos }\ndefaults: { org: t, agent: scripted, image: dispatch-busybox, timeout: 20s }\nagents:\n  scripted:\n    command: [sh, /opt/agent.sh, \"{{ prompt_file }}\"]\n    mounts: [{ source: agent.sh, target: /opt/agent.sh }]\n    network: none\n";
+        self.dir.write("spec.yaml", &format!("{head}{body}"))
+    }
+
+    fn run(&self, spec: &Path) -> (i32, serde_json::Value) {
+        let out = common::dispatch(&["run", spec.to_str().unwrap(), "--output", "json"]);
+        let json = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}\n{}", out.stdout, out.stderr));
+        (out.status, json)
+    }
+
+    fn meta(&self, repo: &str, key: &str) -> PathBuf {
+        self.dir
+            .0
+            .join(format!(".dispatch/workspaces/t/{repo}/{key}/meta"))
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.0.join(".dispatch/dispatch.db")).unwrap()
+    }
+}
+
+fn outcomes(json: &serde_json::Value) -> BTreeMap<String, String> {
+    json["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ten_units_end_with_honest_mixed_outcomes() {
+    if docker().is_none() {
+        return;
+    }
+    let fx = Fixture::new(
+        "mixed",
+        &[
+            ("c1", "change"),
+            ("c2", "change"),
+            ("n1", "none"),
+            ("b1", "block"),
+            ("f1", "fail"),
+            ("s1", "sleep"),
+            ("l1", "loud"),
+            ("r1", "fix-on-retry"),
+            ("q1", "qa-fails"),
+            ("m1", "change"),
+        ],
+    );
+    let spec = fx.spec(
+        "limits: { total: 4 }\njobs:\n  - id: mixed\n    task: Do the thing\n    timeout: 6s\n    repos: [c1, c2, n1, b1, f1, s1, r1, q1]\n    qa: [{ run: sh test.sh }]\n    fix_attempts: 1\n  - id: loud\n    task: Print a lot\n    timeout: 2m\n    repos: [l1]\n    qa: [{ run: sh test.sh }]\n  - id: missing\n    task: Do the thing\n    image: dispatch-no-such-image:1\n    repos: [m1]\n",
+    );
+    let (status, json) = fx.run(&spec);
+    assert_eq!(status, 1, "a failed unit makes the run fail: {json}");
+    let got = outcomes(&json);
+    let want: BTreeMap<String, String> = [
+        ("mixed/t/c1", "changed"),
+        ("mixed/t/c2", "changed"),
+        ("mixed/t/n1", "no_changes"),
+        ("mixed/t/b1", "blocked"),
+        ("mixed/t/f1", "agent_failed"),
+        ("mixed/t/s1", "timed_out"),
+        ("loud/t/l1", "changed"),
+        ("mixed/t/r1", "changed"),
+        ("mixed/t/q1", "qa_failed"),
+        ("missing/t/m1", "infra_error"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(got, want);
+
+    let unit = |id: &str| {
+        json["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        unit("mixed/t/b1")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Which database"),
+        "the question is the reason"
+    );
+    assert!(
+        fx.meta("b1", "mixed").join("BLOCKED.md").exists(),
+        "BLOCKED.md moves to meta/"
+    );
+    assert!(unit("mixed/t/f1")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exited with code 7"));
+    assert!(
+        unit("mixed/t/f1")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("boom: cannot continue"),
+        "the log tail is in the reason"
+    );
+    assert!(
+        unit("missing/t/m1")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("dispatch-no-such-image:1"),
+        "the missing image is named"
+    );
+    assert!(
+        unit("mixed/t/q1")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("qa-says-not-ok"),
+        "the failing step's output is in the reason"
+    );
+    let loud = std::fs::metadata(fx.meta("l1", "loud").join("agent.log"))
+        .unwrap()
+        .len();
+    assert!(
+        loud >= 52_428_800,
+        "the whole 50 MB burst reached the log ({loud} bytes)"
+    );
+    let retry_log = std::fs::read_to_string(fx.meta("r1", "mixed").join("agent.log")).unwrap();
+    assert_eq!(
+        retry_log.matches("agent run:").count(),
+        2,
+        "one fix attempt ran the agent twice:\n{retry_log}"
+    );
+    let q1_log = std::fs::read_to_string(fx.meta("q1", "mixed").join("agent.log")).unwrap();
+    assert_eq!(
+        q1_log.matches("agent run:").count(),
+        2,
+        "fix_attempts bounds the loop"
+    );
+
+    let prs = common::dispatch(&["prs", spec.to_str().unwrap(), "--json"]);
+    let prs: serde_json::Value = serde_json::from_str(&prs.stdout).unwrap();
+    let mut repos: Vec<&str> = prs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["repo"].as_str().unwrap())
+        .collect();
+    repos.sort();
+    assert_eq!(
+        repos,
+        ["c1", "c2", "l1", "r1"],
+        "changed units and only those have PRs"
+    );
+    let branch = Command::new("git")
+        .args(["ls-tree", "--name-only", "agent/mixed"])
+        .current_dir(fx.dir.0.join(".dispatch/forge/t/c1.git"))
+        .output()
+        .unwrap();
+    let files = String::from_utf8_lossy(&branch.stdout).to_string();
+    assert!(
+        files.contains("file.txt") && !files.contains("BLOCKED.md"),
+        "{files}"
+    );
+    assert_eq!(
+        leftovers(json["run"].as_str().unwrap()),
+        0,
+        "no container is left behind"
+    );
+
+    // A second run of the same spec updates the PRs; it never opens a second one.
+    let (_, again) = fx.run(&spec);
+    assert_eq!(outcomes(&again)["mixed/t/c1"], "changed");
+    let prs = common::dispatch(&["prs", spec.to_str().unwrap(), "--json"]);
+    let prs: serde_json::Value = serde_json::from_str(&prs.stdout).unwrap();
+    assert_eq!(prs.as_array().unwrap().len(), 4);
+}
+
+/// Max number of nodes of `pool` running at once, from the journal's ordered events.
+fn max_concurrent(db: &rusqlite::Connection, run: &str, prefix: &str) -> usize {
+    let mut statement = db
+        .prepare("SELECT node_id, kind FROM events WHERE run_id = ?1 ORDER BY seq")
+        .unwrap();
+    let rows: Vec<(String, String)> = statement
+        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let (mut now, mut max) = (0usize, 0usize);
+    for (node, kind) in rows {
+        if !node.starts_with(prefix) || !node.ends_with(":agent") {
+            continue;
+        }
+        match kind.as_str() {
+            "started" => {
+                now += 1;
+                max = max.max(now);
+            }
+            "done" | "failed" | "cancelled" => now -= 1,
+            _ => {}
+        }
+    }
+    max
+}
+
+fn starts(db: &rusqlite::Connection, run: &str, prefix: &str) -> Vec<i64> {
+    let mut statement =
+        db.prepare("SELECT at_ms FROM events WHERE run_id = ?1 AND kind = 'started' AND node_id LIKE ?2 || '%' AND node_id LIKE '%:agent' ORDER BY seq").unwrap();
+    statement
+        .query_map([run, prefix], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn pool_limits_and_min_delay_hold_while_other_pools_run() {
+    if docker().is_none() {
+        return;
+    }
+    let fx = Fixture::new(
+        "limits",
+        &[
+            ("a1", "nap"),
+            ("a2", "nap"),
+            ("a3", "nap"),
+            ("b1", "nap"),
+            ("b2", "nap"),
+            ("b3", "nap"),
+            ("b4", "nap"),
+        ],
+    );
+    let spec = fx.spec(
+        "  other:\n    command: [sh, /opt/agent.sh, \"{{ prompt_file }}\"]\n    mounts: [{ source: agent.sh, target: /opt/agent.sh }]\n    network: none\nlimits:\n  total: 3\n  agents: { scripted: 1, other: 2 }\n  rates: { scripted: { min_delay: 3s } }\njobs:\n  - { id: ja, task: t, repos: [a1, a2, a3], qa: [], publish: false }\n  - { id: jb, task: t, agent: other, repos: [b1, b2, b3, b4], qa: [], publish: false }\n",
+    );
+    let (status, json) = fx.run(&spec);
+    assert_eq!(status, 0, "{json}");
+    let run = json["run"].as_str().unwrap();
+    let db = fx.db();
+    assert_eq!(
+        max_concurrent(&db, run, "ja/"),
+        1,
+        "pool `scripted` allows 1"
+    );
+    assert!(
+        max_concurrent(&db, run, "jb/") <= 2,
+        "pool `other` allows 2"
+    );
+    assert!(max_concurrent(&db, run, "") <= 3, "total allows 3");
+    let a = starts(&db, run, "ja/");
+    assert_eq!(a.len(), 3);
+    for pair in a.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 3000,
+            "min_delay 3s between starts of one pool: {a:?}"
+        );
+    }
+    let b = starts(&db, run, "jb/");
+    assert!(
+        b.iter().any(|&t| t > a[0] && t < a[1]),
+        "the other pool starts while `scripted` waits: a={a:?} b={b:?}"
+    );
+    assert_eq!(leftovers(run), 0);
+}
+
+fn interrupt(child: &std::process::Child) {
+    // SAFETY: kill with a valid pid and signal has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+}
+
+/// Waits (bounded) until the journal shows a container for an agent node.
+fn wait_for_container(fx: &Fixture) {
+    for _ in 0..300 {
+        if let Ok(db) = rusqlite::Connection::open(fx.dir.0.join(".dispatch/dispatch.db")) {
+            let count: i64 = db
+                .query_row(
+                    "SELECT COUNT(*) FROM events WHERE kind = 'container'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0);
+            if count > 0 {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no container started within 30 s");
+}
+
+#[test]
+fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
+    if docker().is_none() {
+        return;
+    }
+    // First Ctrl-C: the running agent finishes, nothing new starts.
+    let fx = Fixture::new("sigint1", &[("x1", "nap"), ("x2", "nap"), ("x3", "nap")]);
+    let spec = fx.spec("limits: { total: 1 }\njobs:\n  - { id: j, task: t, repos: [x1, x2, x3], qa: [], publish: false }\n");
+    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args([
+            "--color",
+            "never",
+            "run",
+            spec.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_container(&fx);
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = outcomes(&json);
+    assert_eq!(
+        got.values().filter(|o| *o == "changed").count(),
+        1,
+        "the running unit finished: {got:?}"
+    );
+    assert_eq!(
+        got.values().filter(|o| *o == "cancelled").count(),
+        2,
+        "the others never started: {got:?}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Stopping: no new nodes start"));
+
+    // Second Ctrl-C: the running container is stopped and its unit cancelled.
+    let fx = Fixture::new("sigint2", &[("y1", "long"), ("y2", "long")]);
+    let spec = fx.spec("limits: { total: 1 }\njobs:\n  - { id: j, task: t, timeout: 2m, repos: [y1, y2], qa: [], publish: false }\n");
+    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args([
+            "--color",
+            "never",
+            "run",
+            spec.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_container(&fx);
+    interrupt(&child);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = outcomes(&json);
+    assert!(got.values().all(|o| o == "cancelled"), "{got:?}");
+    assert_eq!(
+        leftovers(json["run"].as_str().unwrap()),
+        0,
+        "the stopped container was removed"
+    );
+}
