@@ -38,11 +38,49 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     };
     let plan = plan::build(&loaded);
     let text = match args.format {
-        Format::Text => render::text(&plan),
+        Format::Text => render::text_with_detected(&plan, &detect_qa(&loaded, &plan)),
         Format::Json => render::json(&plan),
         Format::Dot => render::dot(&plan),
         Format::Mermaid => render::mermaid(&plan),
     };
     print!("{text}");
     0
+}
+
+/// QA steps implied by the marker files at the tip of each unit's repository, where the
+/// repository can be read without the network (the local forge, or a local `url`).
+fn detect_qa(
+    loaded: &crate::spec::LoadedSpec,
+    plan: &plan::Plan,
+) -> std::collections::HashMap<String, Vec<String>> {
+    let spec_dir = loaded.path.parent().unwrap_or(std::path::Path::new("."));
+    let forge = super::run::state_dir(&loaded.path, None).join("forge");
+    let mut detected = std::collections::HashMap::new();
+    for unit in plan.units.iter().filter(|u| matches!(u.qa, plan::Qa::Auto)) {
+        let repo = match &unit.url {
+            Some(url) if !url.contains("://") => spec_dir.join(url),
+            Some(_) => continue,
+            None => forge.join(&unit.org).join(format!("{}.git", unit.repo)),
+        };
+        if !repo.exists() {
+            continue;
+        }
+        let rev = unit.base.as_deref().unwrap_or("HEAD");
+        let Ok(output) = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["ls-tree", "--name-only", rev])
+            .output()
+        else {
+            continue;
+        };
+        if output.status.success() {
+            let files: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            detected.insert(unit.id.clone(), crate::exec::qa::commands_for(&files));
+        }
+    }
+    detected
 }

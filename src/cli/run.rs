@@ -269,6 +269,7 @@ async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: P
             keep_containers: args.keep_containers,
         },
         reporter: reporter.clone(),
+        runner: Arc::new(exec::Handlers),
     };
     let results = exec::execute(executor, &plan, limits, interrupts).await;
     drop(reporter);

@@ -38,7 +38,8 @@ use crate::spec::values::AgentRef;
 use crate::spec::LoadedSpec;
 use crate::state::{now, Journal, NodeChange};
 use limits::{Admission, Class, Limits};
-use node::{NodeCtx, NodeResult, UnitRun};
+pub use node::Handlers;
+use node::{NodeCtx, NodeResult, NodeRunner, UnitRun};
 pub use outcome::{NodeStatus, Outcome};
 
 /// Options of one run.
@@ -76,7 +77,7 @@ pub trait Reporter: Send + Sync {
 }
 
 /// What the executor works with.
-pub struct Executor<R: Runtime, F: Forge> {
+pub struct Executor<R: Runtime, F: Forge, N: NodeRunner<R, F> = Handlers> {
     /// The validated spec.
     pub loaded: Arc<LoadedSpec>,
     /// Container engine.
@@ -93,6 +94,8 @@ pub struct Executor<R: Runtime, F: Forge> {
     pub options: RunOptions,
     /// Progress output.
     pub reporter: Arc<dyn Reporter>,
+    /// What runs the nodes ([`Handlers`]).
+    pub runner: Arc<N>,
 }
 
 struct Node {
@@ -120,8 +123,8 @@ struct UnitState {
     finished: bool,
 }
 
-struct Dispatcher<R: Runtime, F: Forge> {
-    ex: Executor<R, F>,
+struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
+    ex: Executor<R, F, N>,
     nodes: Vec<Node>,
     units: Vec<UnitState>,
     ready: BTreeMap<Class, VecDeque<usize>>,
@@ -202,8 +205,8 @@ pub async fn record_run(
 
 /// Runs the plan to the end and returns one result per unit, in plan order. `interrupts`
 /// delivers Ctrl-C presses (or test stand-ins).
-pub async fn execute<R: Runtime, F: Forge>(
-    ex: Executor<R, F>,
+pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
+    ex: Executor<R, F, N>,
     plan: &Plan,
     limits: Limits,
     mut interrupts: mpsc::UnboundedReceiver<()>,
@@ -276,7 +279,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-impl<R: Runtime, F: Forge> Dispatcher<R, F> {
+impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     fn build(&mut self, plan: &Plan) {
         let spec = &self.ex.loaded.spec;
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -415,6 +418,7 @@ impl<R: Runtime, F: Forge> Dispatcher<R, F> {
         };
         self.ex.reporter.node_started(&node.id);
         let done = self.done_tx.clone();
+        let runner = self.ex.runner.clone();
         tokio::spawn(async move {
             let journal = ctx.journal.clone();
             let (run, id, attempt) = (ctx.run_id.clone(), ctx.node.clone(), ctx.attempt);
@@ -431,7 +435,7 @@ impl<R: Runtime, F: Forge> Dispatcher<R, F> {
                 .node(&run, &id, NodeChange::Started { attempt })
                 .await
             {
-                Ok(()) => node::run_node(ctx).await,
+                Ok(()) => runner.run(ctx).await,
                 Err(error) => NodeResult::Stop {
                     outcome: Outcome::InfraError,
                     reason: format!("journal: {error}"),

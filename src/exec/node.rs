@@ -138,6 +138,23 @@ fn done() -> NodeResult {
     }
 }
 
+/// What runs a node. [`Handlers`] is the real one; benchmarks put a stand-in here to measure
+/// the dispatcher alone.
+pub trait NodeRunner<R: Runtime, F: Forge>: Send + Sync + 'static {
+    /// Runs the node to its end.
+    fn run(&self, ctx: NodeCtx<R, F>) -> impl std::future::Future<Output = NodeResult> + Send;
+}
+
+/// The real node handlers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Handlers;
+
+impl<R: Runtime, F: Forge> NodeRunner<R, F> for Handlers {
+    fn run(&self, ctx: NodeCtx<R, F>) -> impl std::future::Future<Output = NodeResult> + Send {
+        run_node(ctx)
+    }
+}
+
 /// Runs one node.
 pub async fn run_node<R: Runtime, F: Forge>(ctx: NodeCtx<R, F>) -> NodeResult {
     if let Err(error) = tokio::fs::create_dir_all(ctx.unit.meta_dir()).await {

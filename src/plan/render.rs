@@ -30,6 +30,15 @@ pub fn count_line(plan: &Plan) -> String {
 
 /// A tree grouped by job and repository, ending with the count line.
 pub fn text(plan: &Plan) -> String {
+    text_with_detected(plan, &std::collections::HashMap::new())
+}
+
+/// The tree, showing for units with detected QA the steps their repository implies now
+/// (`detected`: unit id -> commands).
+pub fn text_with_detected(
+    plan: &Plan,
+    detected: &std::collections::HashMap<String, Vec<String>>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "plan for {}", plan.spec);
     let mut current_job = "";
@@ -64,12 +73,18 @@ pub fn text(plan: &Plan) -> String {
             } else {
                 "├─"
             };
-            let _ = writeln!(
-                out,
-                "    {branch} {:<8} {}",
-                node.kind.as_str(),
-                describe(unit, node.kind)
-            );
+            let description = match (node.kind, &unit.qa, detected.get(&unit.id)) {
+                (NodeKind::Qa, Qa::Auto, Some(commands)) if commands.is_empty() => {
+                    "detected at run time; the repository has no marker file now, so no QA"
+                        .to_owned()
+                }
+                (NodeKind::Qa, Qa::Auto, Some(commands)) => {
+                    let quoted: Vec<String> = commands.iter().map(|c| format!("`{c}`")).collect();
+                    format!("detected: {}", quoted.join(", "))
+                }
+                _ => describe(unit, node.kind),
+            };
+            let _ = writeln!(out, "    {branch} {:<8} {description}", node.kind.as_str());
             for need in node
                 .needs
                 .iter()

@@ -1,0 +1,84 @@
+//! `dispatch run` against `xargs -P8 docker run` (issue 3): 200 trivial units (agent command
+//! `true`, no QA, no publish) at total limit 8, against 200 `docker run --rm IMAGE true` with
+//! 8 in parallel, on the same image, measured in the same process. The forge is seeded and
+//! the image built before timing; each dispatch round starts from empty workspaces and an
+//! empty journal. Run with `cargo bench --bench run_docker`; prints the times and the ratio.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const UNITS: usize = 200;
+
+fn dispatch(dir: &Path) -> Duration {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["--color", "never", "run", "spec.yaml", "--output", "json"])
+        .current_dir(dir)
+        .output()
+        .expect("dispatch runs");
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "dispatch run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+fn xargs() -> Duration {
+    let start = Instant::now();
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "seq 200 | xargs -P8 -I{} docker run --rm --network none dispatch-busybox true",
+        ])
+        .status()
+        .expect("sh runs");
+    assert!(status.success());
+    start.elapsed()
+}
+
+fn reset(dir: &Path) {
+    let state = dir.join(".dispatch");
+    let _ = std::fs::remove_dir_all(state.join("workspaces"));
+    for file in ["dispatch.db", "dispatch.db-wal", "dispatch.db-shm"] {
+        let _ = std::fs::remove_file(state.join(file));
+    }
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("dispatch-bench-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for i in 0..UNITS {
+        let repo = dir.join(format!("repos/b/r{i:03}"));
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("README.md"), format!("repository {i}\n")).unwrap();
+    }
+    let repos: Vec<String> = (0..UNITS).map(|i| format!("r{i:03}")).collect();
+    let spec = format!(
+        "version: 1\nname: bench\nforge: {{ kind: local, seed: repos }}\ndefaults: {{ org: b, agent: trivial, image: dispatch-busybox }}\nlimits: {{ total: 8 }}\nagents:\n  trivial: {{ command: [\"true\"], network: none }}\njobs:\n  - {{ id: bench, task: nothing, qa: [], publish: false, repos: [{}] }}\n",
+        repos.join(", ")
+    );
+    std::fs::write(dir.join("spec.yaml"), spec).unwrap();
+    // Warm-up: seeds the forge, builds the image, warms the engine.
+    dispatch(&dir);
+    let mut rounds = Vec::new();
+    for _ in 0..2 {
+        reset(&dir);
+        let d = dispatch(&dir);
+        let x = xargs();
+        rounds.push((d, x));
+        println!(
+            "round: dispatch run {:.2} s, xargs -P8 docker run {:.2} s, ratio {:.2}",
+            d.as_secs_f64(),
+            x.as_secs_f64(),
+            d.as_secs_f64() / x.as_secs_f64()
+        );
+    }
+    let d: f64 = rounds.iter().map(|r| r.0.as_secs_f64()).sum::<f64>() / rounds.len() as f64;
+    let x: f64 = rounds.iter().map(|r| r.1.as_secs_f64()).sum::<f64>() / rounds.len() as f64;
+    println!("{UNITS} trivial units at total 8: dispatch run {d:.2} s, xargs -P8 docker run --rm {x:.2} s, ratio {:.2} (mean of {} rounds)", d / x, rounds.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
