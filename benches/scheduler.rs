@@ -99,6 +99,7 @@ fn main() {
         exec::record_run(&journal, "bench", "bench.yaml", &plan)
             .await
             .unwrap();
+        let recorded = start.elapsed();
         let limits = Limits::new(&loaded.spec, |_, _| 0);
         let executor = exec::Executor {
             loaded: Arc::new(loaded),
@@ -113,6 +114,10 @@ fn main() {
         };
         let (_tx, interrupts) = tokio::sync::mpsc::unbounded_channel();
         let results = exec::execute(executor, &plan, limits, interrupts).await;
+        println!(
+            "recording the plan in the journal took {:.2} s of it",
+            recorded.as_secs_f64()
+        );
         (start.elapsed(), results)
     });
     assert!(

@@ -55,7 +55,7 @@ case "$(cat behaviour)" in
   sleep) sleep 60 ;;
   nap) sleep 1; echo "napped" >> file.txt ;;
   long) sleep 30; echo "late" >> file.txt ;;
-  loud) yes | head -c 52428800; echo; echo "loud" >> file.txt ;;
+  loud) head -c 52428800 /dev/zero; echo; echo "loud" >> file.txt ;;
   fix-on-retry)
     if grep -q "qa-says-not-ok" "$prompt"; then echo ok > status.txt; else echo wrong > status.txt; fi ;;
   qa-fails) echo "tried" >> file.txt ;;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dispatch::runtime::docker::Docker;
-use dispatch::runtime::image::{busybox_image_tag, ensure_busybox_image};
+use dispatch::runtime::image::{busybox_image_tag, ensure_busybox_image, ensure_image_with_files};
 use dispatch::runtime::{ContainerSpec, Exit, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN};
 
 /// The engine, or `None` (after a note) when it is unreachable and not required.
@@ -299,5 +299,43 @@ async fn labels_find_the_containers_of_a_run() {
         .remove(&first)
         .await
         .expect("removing a removed container is fine");
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_with_files_run_their_scripts_and_are_rebuilt_when_they_change() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let tag = "dispatch-rt-test-files:latest";
+    let agent = b"#!/bin/sh\necho agent says $1\n".as_slice();
+    let first =
+        ensure_image_with_files(&run.docker, tag, &[("/usr/local/bin/agent", agent, 0o755)])
+            .await
+            .expect("image with files builds");
+    let again =
+        ensure_image_with_files(&run.docker, tag, &[("/usr/local/bin/agent", agent, 0o755)])
+            .await
+            .expect("image with files is found");
+    assert_eq!(first, again, "same files, same image");
+
+    let mut spec = run.spec("agent", &["/usr/local/bin/agent", "hi"]);
+    spec.image = tag.to_string();
+    assert_eq!(run.exec(&spec, None, LONG).await, Exit::Code(0));
+    assert_eq!(run.read_log("agent"), "agent says hi\n");
+
+    let changed = b"#!/bin/sh\necho changed\n".as_slice();
+    let rebuilt = ensure_image_with_files(
+        &run.docker,
+        tag,
+        &[("/usr/local/bin/agent", changed, 0o755)],
+    )
+    .await
+    .expect("image with other files builds");
+    assert_ne!(first, rebuilt, "changed files, new image");
+    assert_eq!(
+        run.docker.image_id(tag).await.expect("inspect"),
+        Some(rebuilt)
+    );
     run.finish().await;
 }

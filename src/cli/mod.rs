@@ -7,6 +7,7 @@ mod plan;
 mod prs;
 mod render;
 pub mod run;
+mod runs;
 mod schema;
 mod validate;
 
@@ -88,6 +89,26 @@ pub enum Command {
         after_help = "Examples:\n  dispatch prs pipelines/demo.yaml\n  dispatch prs --state-dir pipelines/.dispatch --json"
     )]
     Prs(prs::Args),
+    /// List recent runs with counts per outcome.
+    #[command(
+        after_help = "Examples:\n  dispatch runs --spec pipelines/demo.yaml\n  dispatch runs --state-dir .dispatch --json"
+    )]
+    Runs(runs::RunsArgs),
+    /// Show the units of a run and their nodes (works while the run is active).
+    #[command(
+        after_help = "Examples:\n  dispatch status --spec pipelines/demo.yaml\n  dispatch status 20261127-011742-24681 --state-dir pipelines/.dispatch --json"
+    )]
+    Status(runs::StatusArgs),
+    /// Print a node's log; --follow keeps printing while it runs.
+    #[command(
+        after_help = "Example:\n  dispatch logs 20261127-011742-24681 fix-tests/demo/calc:agent --spec pipelines/demo.yaml --follow"
+    )]
+    Logs(runs::LogsArgs),
+    /// Stop a run from another terminal.
+    #[command(
+        after_help = "Example:\n  dispatch cancel 20261127-011742-24681 --spec pipelines/demo.yaml"
+    )]
+    Cancel(runs::CancelArgs),
 }
 
 /// Output settings shared by the commands.
@@ -138,6 +159,10 @@ pub fn main() -> ExitCode {
         Command::Agents(args) => agents::run(&ui, args),
         Command::Run(args) => run::run(&ui, args),
         Command::Prs(args) => prs::run(args),
+        Command::Runs(args) => runs::runs(args),
+        Command::Status(args) => runs::status(args),
+        Command::Logs(args) => runs::logs(args),
+        Command::Cancel(args) => runs::cancel(args),
     };
     ExitCode::from(status)
 }

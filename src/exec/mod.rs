@@ -123,6 +123,9 @@ struct UnitState {
     finished: bool,
 }
 
+/// Finished nodes with the result of committing their transitions.
+type Committed = (Vec<(usize, NodeResult)>, Result<(), String>);
+
 struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     ex: Executor<R, F, N>,
     nodes: Vec<Node>,
@@ -134,6 +137,8 @@ struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     cancel_tx: watch::Sender<bool>,
     done_tx: mpsc::UnboundedSender<(usize, NodeResult)>,
     results: Vec<UnitResult>,
+    /// `status.json` writes still under way (awaited before the run ends).
+    writes: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn agent_class(agent: &AgentRef) -> Class {
@@ -190,12 +195,14 @@ pub async fn record_run(
                 "INSERT INTO runs (id, spec_path, spec_name, plan_json, status, pid, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
                 params![run_id, spec_path, spec_name, plan_json, std::process::id(), now()],
             )?;
-            let mut unit_row = t.prepare("INSERT INTO units (run_id, id, job, org, repo, key, workspace) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
-            let mut node_row = t.prepare("INSERT INTO nodes (run_id, id, unit_id, kind, status) VALUES (?1, ?2, ?3, ?4, 'pending')")?;
-            for (id, job, org, repo, key, workspace, nodes) in &units {
-                unit_row.execute(params![run_id, id, job, org, repo, key, workspace])?;
+            let mut unit_row = t.prepare("INSERT INTO units (run_id, id, job, org, repo, key, workspace, ord) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+            let mut node_row = t.prepare("INSERT INTO nodes (run_id, id, unit_id, kind, status, ord) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)")?;
+            let mut ord = 0;
+            for (u, (id, job, org, repo, key, workspace, nodes)) in units.iter().enumerate() {
+                unit_row.execute(params![run_id, id, job, org, repo, key, workspace, u])?;
                 for (node, kind) in nodes {
-                    node_row.execute(params![run_id, node, id, kind])?;
+                    node_row.execute(params![run_id, node, id, kind, ord])?;
+                    ord += 1;
                 }
             }
             Ok(())
@@ -212,6 +219,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
     mut interrupts: mpsc::UnboundedReceiver<()>,
 ) -> Vec<UnitResult> {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
     let (cancel_tx, _) = watch::channel(false);
     let mut d = Dispatcher {
         nodes: Vec::new(),
@@ -223,6 +231,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         cancel_tx,
         done_tx,
         results: Vec::new(),
+        writes: Vec::new(),
         ex,
     };
     d.build(plan);
@@ -233,7 +242,26 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
             break;
         }
         tokio::select! {
-            Some((idx, result)) = done_rx.recv() => d.complete(idx, result),
+            Some(first) = done_rx.recv() => {
+                // Everything that finished meanwhile is recorded in one commit; the results
+                // take effect (dependents start) once it is committed.
+                let mut batch = vec![first];
+                while let Ok(more) = done_rx.try_recv() {
+                    batch.push(more);
+                }
+                d.record_finished(batch, committed_tx.clone());
+            }
+            Some((batch, written)) = committed_rx.recv() => {
+                if let Err(error) = written {
+                    if !d.stopping {
+                        d.stopping = true;
+                        d.ex.reporter.note(&format!("error: the journal failed ({error}); no new nodes start"));
+                    }
+                }
+                for (idx, result) in batch {
+                    d.complete(idx, result);
+                }
+            }
             () = sleep_until(wake), if wake.is_some() => {}
             pressed = interrupts.recv(), if interrupts_open => match pressed {
                 Some(()) => d.interrupt(),
@@ -242,6 +270,9 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         }
     }
     d.finish_all();
+    for write in std::mem::take(&mut d.writes) {
+        let _ = write.await;
+    }
     let (run_id, status) = (
         d.ex.run_id.clone(),
         if d.stopping { "cancelled" } else { "finished" },
@@ -270,6 +301,34 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         .collect();
     results.sort_by_key(|r| order.get(r.id.as_str()).copied().unwrap_or(usize::MAX));
     results
+}
+
+/// The journal row a handler's result leaves.
+fn finished_change(result: &NodeResult) -> NodeChange {
+    let (status, exit_code, reason) = match result {
+        NodeResult::Done { .. } => ("done", None, None),
+        NodeResult::Stop {
+            outcome: Outcome::NoChanges,
+            reason,
+            ..
+        } => ("done", None, Some(reason.clone())),
+        NodeResult::Stop {
+            outcome: Outcome::Cancelled,
+            reason,
+            exit_code,
+        } => ("cancelled", *exit_code, Some(reason.clone())),
+        NodeResult::Stop {
+            outcome,
+            reason,
+            exit_code,
+        } => ("failed", *exit_code, Some(format!("{outcome}: {reason}"))),
+        NodeResult::QaFailed { step, .. } => ("failed", None, Some(format!("qa_failed: {step}"))),
+    };
+    NodeChange::Finished {
+        status,
+        exit_code,
+        reason,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -390,6 +449,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     }
 
     fn spawn(&mut self, idx: usize) {
+        tracing::debug!(node = %self.nodes[idx].id, "start");
         self.running += 1;
         let node = &mut self.nodes[idx];
         node.status = NodeStatus::Running;
@@ -417,72 +477,51 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             _ => None,
         };
         self.ex.reporter.node_started(&node.id);
+        // Queued now, so it commits before anything the node's task writes (the container id
+        // above all); nothing waits for it alone.
+        // The start of an agent counts against `daily_limit` in later runs too.
+        let (run, id, attempt) = (self.ex.run_id.clone(), node.id.clone(), node.attempt);
+        self.ex.journal.submit(move |t| {
+            if let Some((pool, model)) = start {
+                t.prepare_cached("INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)")?
+                    .execute(params![pool, model, now()])?;
+            }
+            NodeChange::Started { attempt }.apply_to(t, &run, &id)
+        });
         let done = self.done_tx.clone();
         let runner = self.ex.runner.clone();
         tokio::spawn(async move {
-            let journal = ctx.journal.clone();
-            let (run, id, attempt) = (ctx.run_id.clone(), ctx.node.clone(), ctx.attempt);
-            if let Some((pool, model)) = start {
-                journal.submit(move |t| {
-                    t.execute(
-                        "INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)",
-                        params![pool, model, now()],
-                    )?;
-                    Ok(())
-                });
-            }
-            let result = match journal
-                .node(&run, &id, NodeChange::Started { attempt })
-                .await
-            {
-                Ok(()) => runner.run(ctx).await,
-                Err(error) => NodeResult::Stop {
-                    outcome: Outcome::InfraError,
-                    reason: format!("journal: {error}"),
-                    exit_code: None,
-                },
-            };
-            let (status, exit_code, reason) = match &result {
-                NodeResult::Done { .. } => ("done", None, None),
-                NodeResult::Stop {
-                    outcome: Outcome::NoChanges,
-                    reason,
-                    ..
-                } => ("done", None, Some(reason.clone())),
-                NodeResult::Stop {
-                    outcome: Outcome::Cancelled,
-                    reason,
-                    exit_code,
-                } => ("cancelled", *exit_code, Some(reason.clone())),
-                NodeResult::Stop {
-                    outcome,
-                    reason,
-                    exit_code,
-                } => ("failed", *exit_code, Some(format!("{outcome}: {reason}"))),
-                NodeResult::QaFailed { step, .. } => {
-                    ("failed", None, Some(format!("qa_failed: {step}")))
-                }
-            };
-            let result = match journal
-                .node(
-                    &run,
-                    &id,
-                    NodeChange::Finished {
-                        status,
-                        exit_code,
-                        reason,
-                    },
-                )
-                .await
-            {
-                Ok(()) => result,
-                Err(error) => NodeResult::Stop {
-                    outcome: Outcome::InfraError,
-                    reason: format!("journal: {error}"),
-                    exit_code: None,
-                },
-            };
+            let result = runner.run(ctx).await;
             let _ = done.send((idx, result));
+        });
+    }
+
+    /// Queues the `Finished` transitions of nodes whose handlers returned and hands the batch
+    /// back through `committed` once they are committed, so nothing depends on an unrecorded
+    /// transition while the dispatcher keeps starting other nodes. A journal that fails stops
+    /// scheduling.
+    fn record_finished(
+        &mut self,
+        batch: Vec<(usize, NodeResult)>,
+        committed: mpsc::UnboundedSender<Committed>,
+    ) {
+        let run = self.ex.run_id.clone();
+        let changes: Vec<(String, NodeChange)> = batch
+            .iter()
+            .map(|(idx, result)| (self.nodes[*idx].id.clone(), finished_change(result)))
+            .collect();
+        let ack = self.ex.journal.enqueue(move |t| {
+            for (node, change) in changes {
+                change.apply_to(t, &run, &node)?;
+            }
+            Ok(())
+        });
+        tokio::spawn(async move {
+            let written = match ack.await {
+                Ok(result) => result,
+                Err(_) => Err("the journal writer stopped".to_owned()),
+            };
+            let _ = committed.send((batch, written));
         });
     }
 
@@ -712,8 +751,45 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             )?;
             Ok(())
         });
+        tracing::info!(unit = %result.id, outcome = %outcome, "unit finished");
+        self.write_status(u, &result);
         self.ex.reporter.unit_finished(&result);
         self.results.push(result);
+    }
+
+    /// Writes `meta/status.json`, the derived view of a finished unit for people and scripts
+    /// (atomically: a temporary file renamed into place). Units that never reached prep have
+    /// no workspace and get none.
+    fn write_status(&mut self, u: usize, result: &UnitResult) {
+        if !result.meta.is_dir() {
+            return;
+        }
+        let nodes: Vec<serde_json::Value> = self.units[u]
+            .nodes
+            .iter()
+            .map(|&n| serde_json::json!({ "id": self.nodes[n].id, "status": self.nodes[n].status.as_str(), "attempts": self.nodes[n].attempt }))
+            .collect();
+        let status = serde_json::json!({
+            "run": self.ex.run_id,
+            "unit": result.id,
+            "outcome": result.outcome,
+            "reason": result.reason,
+            "pr": result.pr,
+            "nodes": nodes,
+        });
+        let path = result.meta.join("status.json");
+        self.writes.push(tokio::spawn(async move {
+            let tmp = path.with_extension("json.tmp");
+            let text = format!("{status:#}\n");
+            if let Err(error) = async {
+                tokio::fs::write(&tmp, text).await?;
+                tokio::fs::rename(&tmp, &path).await
+            }
+            .await
+            {
+                tracing::warn!(%error, path = %path.display(), "cannot write the unit's status.json");
+            }
+        }));
     }
 
     /// After the loop: whatever never ran was cancelled (stop) or is unreachable.

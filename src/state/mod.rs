@@ -11,6 +11,8 @@
 //! second stay cheap. Readers (`status`, `prs`) open their own connection; WAL lets them read
 //! while a run writes.
 
+pub mod views;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,8 +48,9 @@ CREATE TABLE units (
     outcome TEXT,
     reason TEXT,
     pr TEXT,
+    ord INTEGER NOT NULL,
     PRIMARY KEY (run_id, id)
-);
+) WITHOUT ROWID;
 CREATE TABLE nodes (
     run_id TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -60,8 +63,9 @@ CREATE TABLE nodes (
     container_id TEXT,
     exit_code INTEGER,
     reason TEXT,
+    ord INTEGER NOT NULL,
     PRIMARY KEY (run_id, id)
-);
+) WITHOUT ROWID;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -70,7 +74,6 @@ CREATE TABLE events (
     kind TEXT NOT NULL,
     detail TEXT
 );
-CREATE INDEX events_by_run ON events (run_id, seq);
 CREATE TABLE starts (
     pool TEXT NOT NULL,
     model TEXT,
@@ -160,6 +163,7 @@ pub fn open(dir: &Path) -> Result<Connection, StateError> {
         .map_err(fail)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(fail)?;
+
     conn.execute(
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         [],
@@ -322,17 +326,17 @@ impl NodeChange {
         let at = now();
         let (kind, detail) = match &self {
             NodeChange::Started { attempt } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE nodes SET status = 'running', attempts = ?3, started_at = ?4, finished_at = NULL, exit_code = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
-                    params![run, node, attempt, at],
-                )?;
+                )?
+                .execute(params![run, node, attempt, at])?;
                 ("started", format!("attempt {attempt}"))
             }
             NodeChange::Container { id } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE nodes SET container_id = ?3 WHERE run_id = ?1 AND id = ?2",
-                    params![run, node, id],
-                )?;
+                )?
+                .execute(params![run, node, id])?;
                 ("container", id.clone())
             }
             NodeChange::Finished {
@@ -340,24 +344,24 @@ impl NodeChange {
                 exit_code,
                 reason,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE nodes SET status = ?3, exit_code = ?4, reason = ?5, finished_at = ?6 WHERE run_id = ?1 AND id = ?2",
-                    params![run, node, status, exit_code, reason, at],
-                )?;
+                )?
+                .execute(params![run, node, status, exit_code, reason, at])?;
                 (*status, reason.clone().unwrap_or_default())
             }
             NodeChange::Reset => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE nodes SET status = 'pending' WHERE run_id = ?1 AND id = ?2",
-                    params![run, node],
-                )?;
+                )?
+                .execute(params![run, node])?;
                 ("reset", String::new())
             }
         };
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run, now_ms(), node, kind, detail],
-        )?;
+        )?
+        .execute(params![run, now_ms(), node, kind, detail])?;
         Ok(())
     }
 }
