@@ -113,7 +113,7 @@ fn main() {
             runner: Arc::new(ContainersOnly),
         };
         let (_tx, interrupts) = tokio::sync::mpsc::unbounded_channel();
-        let results = exec::execute(executor, &plan, limits, interrupts).await;
+        let results = exec::execute(executor, &plan, limits, interrupts, None).await;
         println!(
             "recording the plan in the journal took {:.2} s of it",
             recorded.as_secs_f64()

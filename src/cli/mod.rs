@@ -84,6 +84,11 @@ pub enum Command {
         after_help = "Examples:\n  dispatch run pipelines/demo.yaml\n  dispatch run pipelines/fix-tests.yaml --only fix-tests/go-io --output json\n  dispatch run pipelines/fix-tests.yaml --dry-run\n\nExit status: 0 when every unit ended changed, no_changes or merged; 1 otherwise;\n2 for an invalid spec; 3 when the Docker engine cannot be reached."
     )]
     Run(run::Args),
+    /// Finish a run whose runner died (killed, crashed, the machine slept).
+    #[command(
+        after_help = "Example:\n  dispatch resume 20261127-011742-24681 --spec pipelines/demo.yaml"
+    )]
+    Resume(run::ResumeArgs),
     /// List the pull requests of the local forge.
     #[command(
         after_help = "Examples:\n  dispatch prs pipelines/demo.yaml\n  dispatch prs --state-dir pipelines/.dispatch --json"
@@ -159,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Agents(args) => agents::run(&ui, args),
         Command::Run(args) => run::run(&ui, args),
         Command::Prs(args) => prs::run(args),
+        Command::Resume(args) => run::resume(&ui, args),
         Command::Runs(args) => runs::runs(args),
         Command::Status(args) => runs::status(args),
         Command::Logs(args) => runs::logs(args),

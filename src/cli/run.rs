@@ -38,6 +38,9 @@ pub struct Args {
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Start a new run even when the last run of this spec did not finish.
+    #[arg(long)]
+    pub new: bool,
 }
 
 /// Result formats.
@@ -170,59 +173,132 @@ fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> u8 {
     0
 }
 
-async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: Plan) -> u8 {
-    let _ = ui;
+/// What a run needs from the machine: the engine, the journal and the forge, ready.
+struct Session {
+    docker: Docker,
+    journal: Journal,
+    forge: LocalForge,
+    state_dir: PathBuf,
+}
+
+/// Connects to the engine (exit 3 when it is unreachable), opens the journal, seeds the local
+/// forge and builds the `dispatch-busybox` image when the plan uses it.
+async fn session(
+    loaded: &crate::spec::LoadedSpec,
+    plan: &Plan,
+    state_dir: PathBuf,
+) -> Result<Session, u8> {
     let docker = match Docker::connect().await {
         Ok(docker) => docker,
         Err(error) => {
             eprintln!("error: {error}");
             eprintln!("Start the Docker engine (for example `sudo systemctl start docker`, or `dockerd &`) and make sure this user may use /var/run/docker.sock; set DOCKER_HOST for another socket.");
-            return EXIT_NO_ENGINE;
+            return Err(EXIT_NO_ENGINE);
         }
     };
-    let state_dir = state_dir(&args.spec, args.state_dir.as_deref());
-    let journal = match Journal::start(&state_dir) {
-        Ok(journal) => journal,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_FAILURE;
-        }
-    };
+    let journal = Journal::start(&state_dir).map_err(|error| {
+        eprintln!("error: {error}");
+        EXIT_FAILURE
+    })?;
     let forge = LocalForge::new(state_dir.join("forge"), journal.clone());
     if let Some(seed) = &loaded.spec.forge.seed {
         let seed_dir = loaded.path.parent().unwrap_or(Path::new(".")).join(seed);
         if let Err(message) = seed_forge(&forge, &seed_dir).await {
             eprintln!("error: forge.seed {}: {message}", seed_dir.display());
-            return EXIT_FAILURE;
+            return Err(EXIT_FAILURE);
         }
     }
     let images: std::collections::BTreeSet<String> =
         plan.units.iter().map(|u| u.image.clone()).collect();
-    for image_ref in images
+    let busybox = image::busybox_image_tag().trim_end_matches(":latest");
+    if images
         .iter()
         .chain(std::env::var("DISPATCH_IMAGE").ok().as_ref())
+        .any(|i| i.trim_end_matches(":latest") == busybox)
     {
-        if image_ref.trim_end_matches(":latest")
-            == image::busybox_image_tag().trim_end_matches(":latest")
-        {
-            if let Err(error) =
-                image::ensure_busybox_image(&docker, image::busybox_image_tag()).await
-            {
-                eprintln!(
-                    "error: cannot build the image {}: {error}",
-                    image::busybox_image_tag()
-                );
-                return EXIT_FAILURE;
-            }
+        if let Err(error) = image::ensure_busybox_image(&docker, image::busybox_image_tag()).await {
+            eprintln!(
+                "error: cannot build the image {}: {error}",
+                image::busybox_image_tag()
+            );
+            return Err(EXIT_FAILURE);
         }
     }
+    Ok(Session {
+        docker,
+        journal,
+        forge,
+        state_dir,
+    })
+}
+
+/// The last run of this spec, when its runner died before it finished.
+fn unfinished_run(state_dir: &Path, spec_path: &str) -> Option<(String, i64)> {
+    let conn = state::open(state_dir).ok()?;
+    let (id, pid, status): (String, i64, String) = conn
+        .query_row(
+            "SELECT id, pid, status FROM runs WHERE spec_path = ?1 ORDER BY started_at DESC, id DESC LIMIT 1",
+            [spec_path],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok()?;
+    (status == "running").then_some((id, pid))
+}
+
+async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: Plan) -> u8 {
+    let _ = ui;
+    let state_dir = state_dir(&args.spec, args.state_dir.as_deref());
+    let spec_path = std::path::absolute(&args.spec)
+        .unwrap_or_else(|_| args.spec.clone())
+        .display()
+        .to_string();
+    if !args.new {
+        if let Some((run, pid)) = unfinished_run(&state_dir, &spec_path) {
+            if super::runs::runner_alive(pid) {
+                eprintln!("error: run {run} of this spec is still active (runner pid {pid}); follow it with `dispatch status {run} --state-dir {}`", state_dir.display());
+            } else {
+                eprintln!("error: run {run} of this spec did not finish (its runner died); continue it with `dispatch resume {run} --state-dir {}`, or start over with `dispatch run --new`", state_dir.display());
+            }
+            return EXIT_FAILURE;
+        }
+    }
+    let session = match session(&loaded, &plan, state_dir).await {
+        Ok(session) => session,
+        Err(status) => return status,
+    };
     let run_id = new_run_id();
-    if let Err(error) =
-        exec::record_run(&journal, &run_id, &args.spec.display().to_string(), &plan).await
-    {
+    if let Err(error) = exec::record_run(&session.journal, &run_id, &spec_path, &plan).await {
         eprintln!("error: {error}");
         return EXIT_FAILURE;
     }
+    execute_and_report(
+        loaded,
+        plan,
+        run_id,
+        session,
+        args.keep_containers,
+        args.output,
+        None,
+    )
+    .await
+}
+
+/// Runs the plan (fresh, or resumed from the journal's rows) and prints the result.
+async fn execute_and_report(
+    loaded: crate::spec::LoadedSpec,
+    plan: Plan,
+    run_id: String,
+    session: Session,
+    keep_containers: bool,
+    output: Output,
+    resumed: Option<Vec<state::views::UnitRow>>,
+) -> u8 {
+    let Session {
+        docker,
+        journal,
+        forge,
+        state_dir,
+    } = session;
     let limits = {
         let conn = state::open(&state_dir);
         Limits::new(&loaded.spec, |key, since| {
@@ -235,7 +311,7 @@ async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: P
                 .unwrap_or(0)
         })
     };
-    let json = args.output == Output::Json;
+    let json = output == Output::Json;
     let reporter: Arc<dyn Reporter> = if json {
         Arc::new(Silent)
     } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
@@ -265,13 +341,11 @@ async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: P
         journal,
         run_id: run_id.clone(),
         state_dir: state_dir.clone(),
-        options: RunOptions {
-            keep_containers: args.keep_containers,
-        },
+        options: RunOptions { keep_containers },
         reporter: reporter.clone(),
         runner: Arc::new(exec::Handlers),
     };
-    let results = exec::execute(executor, &plan, limits, interrupts).await;
+    let results = exec::execute(executor, &plan, limits, interrupts, resumed).await;
     drop(reporter);
     let success = results.iter().all(|r| r.outcome.is_success());
     if json {
@@ -300,6 +374,156 @@ async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: P
     } else {
         EXIT_FAILURE
     }
+}
+
+/// Arguments of `dispatch resume`.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// The run to finish.
+    pub run: String,
+    /// Where the run is.
+    #[command(flatten)]
+    pub state: super::runs::StateDir,
+    /// Keep containers after they finish.
+    #[arg(long)]
+    pub keep_containers: bool,
+    /// Result format on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Finishes a run whose runner died: finished nodes are not run again, containers that still
+/// run (or exited meanwhile) are collected, every other container of the run is removed.
+pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
+    let (dir, conn) = match args.state.open() {
+        Ok(open) => open,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_FAILURE;
+        }
+    };
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let run = match state::views::run(&conn, Some(&args.run)) {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            eprintln!("error: no run {} in {}", args.run, dir.display());
+            return EXIT_FAILURE;
+        }
+        Err(error) => {
+            eprintln!(
+                "error: state database {}: {error}",
+                dir.join(state::DB_FILE).display()
+            );
+            return EXIT_FAILURE;
+        }
+    };
+    if run.status != "running" {
+        println!(
+            "run {} already ended ({}); nothing to resume",
+            run.id, run.status
+        );
+        return 0;
+    }
+    if super::runs::runner_alive(run.pid) && run.pid != i64::from(std::process::id()) {
+        eprintln!(
+            "error: run {} is still active (runner pid {}); it cannot be resumed twice",
+            run.id, run.pid
+        );
+        return EXIT_FAILURE;
+    }
+    let loaded = match ui.load(Path::new(&run.spec_path)) {
+        Ok(loaded) => loaded,
+        Err(status) => return status,
+    };
+    let plan = plan::build(&loaded);
+    let stored: Option<String> = conn
+        .query_row("SELECT plan_json FROM runs WHERE id = ?1", [&run.id], |r| {
+            r.get(0)
+        })
+        .ok();
+    let mut current = plan.clone();
+    let units = match state::views::units(&conn, &run.id) {
+        Ok(units) => units,
+        Err(error) => {
+            eprintln!(
+                "error: state database {}: {error}",
+                dir.join(state::DB_FILE).display()
+            );
+            return EXIT_FAILURE;
+        }
+    };
+    // A run started with --only holds a subset of the plan.
+    let ids: std::collections::HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
+    current.units.retain(|u| ids.contains(u.id.as_str()));
+    current.counts.units = current.units.len();
+    current.counts.nodes = current.units.iter().map(|u| u.nodes.len()).sum();
+    for unit in &mut current.units {
+        for node in &mut unit.nodes {
+            node.needs
+                .retain(|n| units.iter().any(|u| u.nodes.iter().any(|x| &x.id == n)));
+        }
+    }
+    if stored.as_deref() != Some(plan::render::json(&current).as_str()) {
+        eprintln!("error: {} changed since run {} started, so it cannot be resumed safely; start over with `dispatch run --new {}`", run.spec_path, run.id, run.spec_path);
+        return EXIT_FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return EXIT_FAILURE;
+        }
+    };
+    let pid = std::process::id();
+    if let Err(error) = conn.execute(
+        "UPDATE runs SET pid = ?2 WHERE id = ?1",
+        rusqlite::params![run.id, pid],
+    ) {
+        eprintln!(
+            "error: state database {}: {error}",
+            dir.join(state::DB_FILE).display()
+        );
+        return EXIT_FAILURE;
+    }
+    drop(conn);
+    runtime.block_on(async move {
+        let session = match session(&loaded, &current, dir).await {
+            Ok(session) => session,
+            Err(status) => return status,
+        };
+        // Containers of the run that no node will collect (a QA step, a node that ended) go.
+        let keep: std::collections::HashSet<String> = units
+            .iter()
+            .flat_map(|u| &u.nodes)
+            .filter(|n| n.status == "running" && matches!(n.kind.as_str(), "agent" | "review"))
+            .filter_map(|n| n.container_id.clone())
+            .collect();
+        use crate::runtime::Runtime;
+        match session.docker.list(&run.id).await {
+            Ok(containers) => {
+                for container in containers.iter().filter(|c| !keep.contains(&c.id)) {
+                    let _ = session.docker.remove(&container.id).await;
+                }
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return EXIT_FAILURE;
+            }
+        }
+        execute_and_report(
+            loaded,
+            current,
+            run.id.clone(),
+            session,
+            args.keep_containers,
+            args.output,
+            Some(units),
+        )
+        .await
+    })
 }
 
 /// Creates the local forge's repositories from `ORG/REPO` directories under `dir`.

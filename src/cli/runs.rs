@@ -346,7 +346,8 @@ pub fn cancel(args: CancelArgs) -> u8 {
     0
 }
 
-fn runner_alive(pid: i64) -> bool {
+/// Whether the runner process of a run is alive.
+pub fn runner_alive(pid: i64) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
 }

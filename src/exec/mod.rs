@@ -107,6 +107,8 @@ struct Node {
     waiting: usize,
     dependents: Vec<usize>,
     attempt: u32,
+    /// A container of an earlier runner to collect (resume).
+    reattach: Option<String>,
 }
 
 struct UnitState {
@@ -212,11 +214,15 @@ pub async fn record_run(
 
 /// Runs the plan to the end and returns one result per unit, in plan order. `interrupts`
 /// delivers Ctrl-C presses (or test stand-ins).
+///
+/// `resumed` holds the journal's units and nodes of a run whose runner died: finished nodes
+/// keep their state, nodes with a container are re-attached, the rest run.
 pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
     ex: Executor<R, F, N>,
     plan: &Plan,
     limits: Limits,
     mut interrupts: mpsc::UnboundedReceiver<()>,
+    resumed: Option<Vec<crate::state::views::UnitRow>>,
 ) -> Vec<UnitResult> {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
@@ -235,6 +241,10 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         ex,
     };
     d.build(plan);
+    if let Some(rows) = resumed {
+        d.resume(&rows);
+    }
+    d.queue_ready();
     let mut interrupts_open = true;
     loop {
         let wake = d.dispatch();
@@ -301,6 +311,21 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         .collect();
     results.sort_by_key(|r| order.get(r.id.as_str()).copied().unwrap_or(usize::MAX));
     results
+}
+
+/// An outcome from its journal text.
+fn parse_outcome(text: &str) -> Option<Outcome> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
+/// A PR from its reference (`local:org/repo#3`, or a URL ending in the number).
+fn parse_pr(reference: &str) -> Option<PrRef> {
+    let number = reference.rsplit(['#', '/']).next()?.parse().ok()?;
+    Some(PrRef {
+        number,
+        reference: reference.to_owned(),
+        created: false,
+    })
 }
 
 /// The journal row a handler's result leaves.
@@ -375,6 +400,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                     waiting: node.needs.len(),
                     dependents: Vec::new(),
                     attempt: 0,
+                    reattach: None,
                 });
             }
             self.units.push(UnitState {
@@ -401,10 +427,130 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 }
             }
         }
+    }
+
+    /// Queues every pending node whose dependencies are satisfied (and nodes a resume made
+    /// ready).
+    fn queue_ready(&mut self) {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].waiting == 0 {
+            let status = self.nodes[i].status;
+            if (status == NodeStatus::Pending && self.nodes[i].waiting == 0)
+                || status == NodeStatus::Ready
+            {
                 self.make_ready(i);
             }
+        }
+    }
+
+    /// Takes over the state the journal recorded for a run whose runner died.
+    fn resume(&mut self, rows: &[crate::state::views::UnitRow]) {
+        let by_id: HashMap<String, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i))
+            .collect();
+        for row in rows {
+            for node in &row.nodes {
+                let Some(&i) = by_id.get(&node.id) else {
+                    continue;
+                };
+                let n = &mut self.nodes[i];
+                n.attempt = u32::try_from(node.attempts).unwrap_or(0);
+                n.status = match node.status.as_str() {
+                    "done" => NodeStatus::Done,
+                    "failed" => NodeStatus::Failed,
+                    "skipped" => NodeStatus::Skipped,
+                    "cancelled" => NodeStatus::Cancelled,
+                    "running" => {
+                        // It runs again as the same attempt, or its container is collected.
+                        n.attempt = n.attempt.saturating_sub(1);
+                        n.reattach = node
+                            .container_id
+                            .clone()
+                            .filter(|_| matches!(n.kind, NodeKind::Agent | NodeKind::Review));
+                        NodeStatus::Ready
+                    }
+                    _ => NodeStatus::Pending,
+                };
+            }
+        }
+        let unit_rows: HashMap<&str, &crate::state::views::UnitRow> =
+            rows.iter().map(|r| (r.id.as_str(), r)).collect();
+        for u in 0..self.units.len() {
+            let nodes = self.units[u].nodes.clone();
+            let meta = self.units[u].run.meta_dir();
+            let unit = &mut self.units[u];
+            unit.base = std::fs::read_to_string(meta.join("base"))
+                .ok()
+                .map(|b| b.trim().to_owned())
+                .filter(|b| !b.is_empty());
+            unit.qa_failure = std::fs::read_to_string(meta.join("qa-failure.txt")).ok();
+            if let Some(row) = unit_rows.get(unit.run.unit.id.as_str()) {
+                unit.pr = row.pr.as_deref().and_then(parse_pr);
+                if let Some(outcome) = row.outcome.as_deref().and_then(parse_outcome) {
+                    unit.outcome = Some(outcome);
+                    unit.reason = row.reason.clone();
+                }
+            }
+            for &n in &nodes {
+                let node = &self.nodes[n];
+                match (node.kind, node.status) {
+                    (NodeKind::Agent, NodeStatus::Done) => unit.hint = Some(Outcome::Changed),
+                    (NodeKind::Qa, NodeStatus::Done) => unit.qa_passed = true,
+                    (NodeKind::Merge, NodeStatus::Done) => unit.hint = Some(Outcome::Merged),
+                    _ => {}
+                }
+                if node.kind == NodeKind::Agent {
+                    unit.fixes_left = unit
+                        .fixes_left
+                        .saturating_sub(node.attempt.saturating_sub(1));
+                }
+            }
+            // A node that failed before its unit's outcome was recorded: the outcome is the
+            // prefix of the node's reason (`agent_failed: ...`).
+            if unit.outcome.is_none() {
+                let failed = unit_rows
+                    .get(unit.run.unit.id.as_str())
+                    .and_then(|row| row.nodes.iter().find(|n| n.status == "failed"))
+                    .and_then(|n| n.reason.clone());
+                if let Some(reason) = failed {
+                    let (outcome, rest) = reason
+                        .split_once(": ")
+                        .unwrap_or(("infra_error", reason.as_str()));
+                    unit.outcome = Some(parse_outcome(outcome).unwrap_or(Outcome::InfraError));
+                    unit.reason = Some(rest.to_owned());
+                }
+            }
+            if unit.outcome.is_some() {
+                for &n in &nodes {
+                    if !self.nodes[n].status.is_terminal() {
+                        self.nodes[n].status = NodeStatus::Skipped;
+                        self.nodes[n].reattach = None;
+                    }
+                }
+            }
+        }
+        // Dependencies left to wait for.
+        let mut waiting = vec![0usize; self.nodes.len()];
+        for i in 0..self.nodes.len() {
+            let u = self.nodes[i].unit;
+            let ok = match self.nodes[i].status {
+                NodeStatus::Done => true,
+                NodeStatus::Skipped => self.units[u].outcome.is_none_or(Outcome::is_success),
+                _ => false,
+            };
+            if !ok {
+                for &d in &self.nodes[i].dependents {
+                    waiting[d] += 1;
+                }
+            }
+        }
+        for (i, w) in waiting.into_iter().enumerate() {
+            self.nodes[i].waiting = w;
+        }
+        for u in 0..self.units.len() {
+            self.finish_unit_if_done(u);
         }
     }
 
@@ -471,6 +617,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             run_id: self.ex.run_id.clone(),
             keep_containers: self.ex.options.keep_containers,
             cancel: self.cancel_tx.subscribe(),
+            reattach: node.reattach.take(),
         };
         let start = match &node.class {
             Class::Agent { pool, model } => Some((pool.clone(), model.clone())),
@@ -548,8 +695,19 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 if base.is_some() {
                     unit.base = base;
                 }
-                if pr.is_some() {
-                    unit.pr = pr;
+                if let Some(pr) = pr {
+                    // Recorded at once: a resumed run needs it for merge.
+                    let (run, id, reference) = (
+                        self.ex.run_id.clone(),
+                        unit.run.unit.id.clone(),
+                        pr.reference.clone(),
+                    );
+                    self.ex.journal.submit(move |t| {
+                        t.prepare_cached("UPDATE units SET pr = ?3 WHERE run_id = ?1 AND id = ?2")?
+                            .execute(params![run, id, reference])?;
+                        Ok(())
+                    });
+                    unit.pr = Some(pr);
                 }
                 if outcome.is_some() {
                     unit.hint = outcome;

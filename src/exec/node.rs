@@ -90,6 +90,9 @@ pub struct NodeCtx<R: Runtime, F: Forge> {
     pub keep_containers: bool,
     /// Turns true on the second Ctrl-C.
     pub cancel: Cancel,
+    /// A container an earlier runner created for this node, to collect instead of starting a
+    /// new one (`dispatch resume`).
+    pub reattach: Option<String>,
 }
 
 /// What a node reports back to the dispatcher.
@@ -235,6 +238,7 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             &format!("{base_sha}\n"),
         )
         .await?;
+        write_file(&ctx.unit.meta_dir().join("base"), &format!("{base}\n")).await?;
         write_prompt(ctx, Some(&base), 1, None).await?;
         Ok(base)
     }
@@ -466,6 +470,30 @@ async fn run_agent<R: Runtime, F: Forge>(
     let timeout = crate::spec::values::Duration::parse(&ctx.unit.unit.timeout)
         .map(|d| d.get())
         .unwrap_or(Duration::from_secs(3600));
+    if let Some(id) = &ctx.reattach {
+        match ctx
+            .runtime
+            .reattach(id, log, timeout, ctx.cancel.clone())
+            .await
+        {
+            Ok(Some(exit)) => {
+                if !ctx.keep_containers {
+                    let _ = ctx.runtime.remove(id).await;
+                }
+                return Ok(exit);
+            }
+            // Never started (or gone): start the agent afresh.
+            Ok(None) => {
+                let _ = ctx.runtime.remove(id).await;
+            }
+            Err(e) => {
+                return Err(stop(
+                    Outcome::InfraError,
+                    format!("re-attaching to container {id}: {e}"),
+                ))
+            }
+        }
+    }
     run_container(ctx, container, stdin, log, timeout)
         .await
         .map_err(|e| stop(Outcome::InfraError, e))
@@ -474,19 +502,30 @@ async fn run_agent<R: Runtime, F: Forge>(
 async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     let repo = ctx.unit.repo_dir();
     let meta = ctx.unit.meta_dir();
-    let prompt = match write_prompt(
-        ctx,
-        ctx.base.as_deref(),
-        ctx.attempt,
-        ctx.qa_failure.clone(),
-    )
-    .await
-    {
-        Ok(prompt) => prompt,
-        Err(e) => return stop(Outcome::InfraError, format!("prompt: {e}")),
+    // A re-attached agent already has its prompt; rewriting it could change what it reads.
+    let prompt = if ctx.reattach.is_some() {
+        tokio::fs::read_to_string(meta.join("prompt.md"))
+            .await
+            .unwrap_or_default()
+    } else {
+        match write_prompt(
+            ctx,
+            ctx.base.as_deref(),
+            ctx.attempt,
+            ctx.qa_failure.clone(),
+        )
+        .await
+        {
+            Ok(prompt) => prompt,
+            Err(e) => return stop(Outcome::InfraError, format!("prompt: {e}")),
+        }
     };
     let log = meta.join("agent.log");
-    let from = log_len(&log);
+    let from = if ctx.reattach.is_some() {
+        0
+    } else {
+        log_len(&log)
+    };
     let exit = match run_agent(ctx, &ctx.unit.agent, prompt, &log).await {
         Ok(exit) => exit,
         Err(result) => return result,
@@ -608,10 +647,15 @@ async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         match run_container(ctx, container, None, &log, timeout).await {
             Ok(Exit::Code(0)) => {}
             Ok(Exit::Code(code)) => {
-                return NodeResult::QaFailed {
-                    step: format!("`{}` exited with code {code}", step.run),
-                    tail: tail(&log, from).await,
-                };
+                let step = format!("`{}` exited with code {code}", step.run);
+                let tail = tail(&log, from).await;
+                // Kept for a fix attempt that a resumed run starts afresh.
+                let _ = write_file(
+                    &ctx.unit.meta_dir().join("qa-failure.txt"),
+                    &format!("{step}\n{tail}"),
+                )
+                .await;
+                return NodeResult::QaFailed { step, tail };
             }
             Ok(Exit::TimedOut) => {
                 return stop(

@@ -440,9 +440,7 @@ pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap) -> Option<Durati
                 .or(if exhausted { until_reset } else { None })
                 .unwrap_or(Duration::from_secs(60)),
         ),
-        StatusCode::FORBIDDEN => {
-            retry_after.or(if exhausted { until_reset } else { None })
-        }
+        StatusCode::FORBIDDEN => retry_after.or(if exhausted { until_reset } else { None }),
         _ => None,
     }
 }
@@ -597,9 +595,6 @@ mod tests {
         }
         assert_eq!(budget.take(start), Some(Duration::from_secs(1)));
         assert_eq!(budget.take(start), Some(Duration::from_secs(2)));
-        assert_eq!(
-            budget.take(start + Duration::from_secs(10)),
-            Some(Duration::from_secs(0)).filter(|_| false)
-        );
+        assert_eq!(budget.take(start + Duration::from_secs(10)), None);
     }
 }

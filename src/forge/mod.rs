@@ -6,7 +6,11 @@
 //! SSH URL, `publish` pushes with a credential helper and creates or updates the PR through
 //! the API, `merge` asks the forge. Only publish and merge nodes hold a forge.
 
+pub mod forgejo;
+pub mod github;
+pub mod http;
 pub mod local;
+pub mod remote;
 
 use std::future::Future;
 use std::path::Path;
@@ -67,6 +71,66 @@ pub enum ForgeError {
     /// The state database failed.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The forge section of the spec cannot be used as it is.
+    #[error("forge {forge}: {message}")]
+    Config {
+        /// Forge name.
+        forge: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The forge refused the token (401, or 403 that is not a rate limit), or there is none.
+    /// Permanent: the client refuses further writes.
+    #[error("the {forge} forge refused dispatch's credentials: {hint}")]
+    Unauthorized {
+        /// Forge name.
+        forge: String,
+        /// What happened and what to check (never the token).
+        hint: String,
+    },
+    /// The forge answered a request with an error that retrying does not fix (4xx).
+    #[error("{forge}: {what} failed with HTTP {status}: {message}")]
+    Http {
+        /// Forge name.
+        forge: String,
+        /// Method and path.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The forge's message.
+        message: String,
+    },
+    /// The forge could not be reached, kept failing with 5xx or kept rate limiting; retrying
+    /// the unit later may succeed (`infra_error`).
+    #[error("{forge}: {what} failed: {message}")]
+    Transient {
+        /// Forge name.
+        forge: String,
+        /// Method and path.
+        what: String,
+        /// Last failure.
+        message: String,
+    },
+    /// Merge refused: the head commit's statuses or checks are not all green (`needs_review`).
+    #[error("{reference} is not green: {detail}")]
+    NotGreen {
+        /// The PR.
+        reference: String,
+        /// Which statuses or checks fail or are pending.
+        detail: String,
+    },
+}
+
+impl ForgeError {
+    /// Whether retrying later may succeed (the executor's `infra_error`, retried).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    /// Whether the PR needs a person rather than a retry (not green, conflict).
+    pub fn needs_review(&self) -> bool {
+        matches!(self, Self::NotGreen { .. } | Self::Conflict(_))
+    }
 }
 
 /// A forge as publish and merge nodes see it.
@@ -92,4 +156,41 @@ pub trait Forge: Send + Sync + 'static {
         request: &PrRequest,
         scratch: &Path,
     ) -> impl Future<Output = Result<(), ForgeError>> + Send;
+
+    /// [`Forge::publish`] with what `PrRequest` does not carry: the unit's issue (commented
+    /// with the PR link), labels and their colours, draft, reviewers. Forges that cannot use
+    /// them publish plainly.
+    fn publish_with(
+        &self,
+        repo_dir: &Path,
+        request: &PrRequest,
+        options: &remote::PublishOptions,
+    ) -> impl Future<Output = Result<PrRef, ForgeError>> + Send {
+        let _ = options;
+        self.publish(repo_dir, request)
+    }
+
+    /// The repository's default branch as the forge reports it; `None` when the forge does
+    /// not know (use the clone's `origin/HEAD`).
+    fn default_branch(
+        &self,
+        org: &str,
+        repo: &str,
+    ) -> impl Future<Output = Result<Option<String>, ForgeError>> + Send {
+        let _ = (org, repo);
+        async { Ok(None) }
+    }
+
+    /// Starts (`running`) or stops the stopwatch of issue `issue` (Forgejo/Gitea); a no-op
+    /// where the forge has none.
+    fn stopwatch(
+        &self,
+        org: &str,
+        repo: &str,
+        issue: u64,
+        running: bool,
+    ) -> impl Future<Output = Result<(), ForgeError>> + Send {
+        let _ = (org, repo, issue, running);
+        async { Ok(()) }
+    }
 }

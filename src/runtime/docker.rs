@@ -29,7 +29,8 @@ use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -268,6 +269,77 @@ impl Docker {
 }
 
 impl Runtime for Docker {
+    async fn reattach(
+        &self,
+        id: &str,
+        log: &Path,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> Result<Option<Exit>, RuntimeError> {
+        let inspected = match self.engine.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine_error("inspecting", id, e)),
+        };
+        let state = inspected.state.unwrap_or_default();
+        let never_started = state
+            .started_at
+            .as_deref()
+            .is_none_or(|s| s.starts_with("0001-"));
+        if never_started && state.running != Some(true) {
+            return Ok(None);
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(log)
+            .await
+            .map_err(|error| RuntimeError::Log {
+                path: log.to_path_buf(),
+                error,
+            })?;
+        if state.running == Some(true) {
+            // `logs(true)` replays everything the container printed before this attach.
+            let options = AttachContainerOptionsBuilder::default()
+                .stream(true)
+                .logs(true)
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let attached = self
+                .engine
+                .attach_container(id, Some(options))
+                .await
+                .map_err(|e| engine_error("attaching to", id, e))?;
+            let mut writer = AbortOnDrop(tokio::spawn(write_log(
+                attached.output,
+                file,
+                log.to_path_buf(),
+            )));
+            let exit = self.wait_or_stop(id, timeout, cancel).await;
+            let written = match (&mut writer.0).await {
+                Ok(result) => result,
+                Err(e) => Err(RuntimeError::Engine(format!(
+                    "log writer of container {id}: {e}"
+                ))),
+            };
+            written?;
+            return exit.map(Some);
+        }
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        write_log(
+            self.engine.logs(id, Some(options)).boxed(),
+            file,
+            log.to_path_buf(),
+        )
+        .await?;
+        Ok(Some(Exit::Code(state.exit_code.unwrap_or(-1))))
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         if self.image_id(&spec.image).await?.is_none() {
             return Err(RuntimeError::ImageMissing(spec.image.clone()));

@@ -156,6 +156,18 @@ pub trait Runtime: Send + Sync + 'static {
         cancel: Cancel,
     ) -> impl Future<Output = Result<Exit, RuntimeError>> + Send;
 
+    /// Collects a container that an earlier runner (since killed) created: while it still runs,
+    /// re-attaches (its whole output is written to `log` afresh) and waits as [`Runtime::run`]
+    /// does, with a fresh `timeout`; when it already exited, writes its output to `log` and
+    /// returns its exit code. `None` when the container is gone or was never started.
+    fn reattach(
+        &self,
+        id: &str,
+        log: &Path,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> impl Future<Output = Result<Option<Exit>, RuntimeError>> + Send;
+
     /// Removes the container (forcefully); a container that is already gone is not an error.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 

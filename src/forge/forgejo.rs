@@ -1,0 +1,483 @@
+//! Forgejo and Gitea (they share API v1): clone over HTTPS, push with the token in git's
+//! environment, PRs created or updated by head branch, labels created when missing, the issue
+//! commented with the PR link, stopwatches, and a merge guarded by the combined status.
+//!
+//! `Authorization: token T` on every API request (see [`super::http`]). The flavour only
+//! changes messages.
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
+use super::remote::{
+    self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
+    DEFAULT_LABEL_COLOUR,
+};
+use super::{Forge, ForgeError, PrRef, PrRequest};
+
+/// Page size of list requests.
+const PAGE: usize = 50;
+
+/// Which server it is, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// Forgejo.
+    Forgejo,
+    /// Gitea.
+    Gitea,
+}
+
+impl Flavour {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Forgejo => "forgejo",
+            Self::Gitea => "gitea",
+        }
+    }
+}
+
+/// A Forgejo or Gitea server.
+#[derive(Debug)]
+pub struct GiteaForge {
+    flavour: Flavour,
+    web: String,
+    git_base: String,
+    http: HttpClient,
+    options: RemoteOptions,
+}
+
+impl GiteaForge {
+    /// The server at `url` (its web root; the API is `{url}/api/v1`), with `token` read from
+    /// the environment variable `token_env`.
+    pub fn new(
+        flavour: Flavour,
+        url: &str,
+        token: Secret,
+        token_env: &str,
+        options: RemoteOptions,
+    ) -> Result<Self, ForgeError> {
+        let web = url.trim_end_matches('/').to_owned();
+        let http = HttpClient::new(HttpConfig {
+            forge: flavour.name().to_owned(),
+            api_base: format!("{web}/api/v1"),
+            token,
+            token_env: token_env.to_owned(),
+            scheme: AuthScheme::Token,
+            writes_per_minute: options.writes_per_minute,
+            retry: options.retry,
+        })?;
+        let git_base = options
+            .git_base
+            .clone()
+            .unwrap_or_else(|| web.clone())
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Self {
+            flavour,
+            web,
+            git_base,
+            http,
+            options,
+        })
+    }
+
+    fn repo_path(org: &str, repo: &str) -> String {
+        format!("/repos/{}/{}", seg(org), seg(repo))
+    }
+
+    /// The default branch of `org/repo`.
+    pub async fn repo_default_branch(&self, org: &str, repo: &str) -> Result<String, ForgeError> {
+        let answer = self
+            .http
+            .get(&Self::repo_path(org, repo), &[])
+            .await
+            .map_err(|e| self.no_repository(e, org, repo))?;
+        Ok(text(&answer, "default_branch"))
+    }
+
+    fn no_repository(&self, e: ForgeError, org: &str, repo: &str) -> ForgeError {
+        match e {
+            ForgeError::Http { status: 404, .. } => ForgeError::NoRepository {
+                forge: self.flavour.name().to_owned(),
+                org: org.to_owned(),
+                repo: repo.to_owned(),
+                hint: format!("not found at {}/{org}/{repo}", self.web),
+            },
+            e => e,
+        }
+    }
+
+    /// Repositories of `org` that `filter` accepts.
+    pub async fn list_org_repos(
+        &self,
+        org: &str,
+        filter: &RepoFilter,
+    ) -> Result<Vec<RemoteRepo>, ForgeError> {
+        let path = format!("/orgs/{}/repos", seg(org));
+        let mut repos = Vec::new();
+        for page in 1.. {
+            let items = self
+                .http
+                .get(
+                    &path,
+                    &[("page", page.to_string()), ("limit", PAGE.to_string())],
+                )
+                .await?;
+            let items = items.as_array().cloned().unwrap_or_default();
+            repos.extend(items.iter().map(|r| RemoteRepo {
+                name: text(r, "name"),
+                default_branch: text(r, "default_branch"),
+                archived: r["archived"].as_bool().unwrap_or(false),
+                fork: r["fork"].as_bool().unwrap_or(false),
+            }));
+            if items.len() < PAGE {
+                break;
+            }
+        }
+        repos.retain(|r| filter.accepts(r));
+        Ok(repos)
+    }
+
+    /// Open issues of `org/repo` with all of `labels`.
+    pub async fn open_issues(
+        &self,
+        org: &str,
+        repo: &str,
+        labels: &[String],
+    ) -> Result<Vec<RemoteIssue>, ForgeError> {
+        let path = format!("{}/issues", Self::repo_path(org, repo));
+        let mut issues = Vec::new();
+        for page in 1.. {
+            let mut query = vec![
+                ("state", "open".to_owned()),
+                ("type", "issues".to_owned()),
+                ("page", page.to_string()),
+                ("limit", PAGE.to_string()),
+            ];
+            if !labels.is_empty() {
+                query.push(("labels", labels.join(",")));
+            }
+            let items = self.http.get(&path, &query).await?;
+            let items = items.as_array().cloned().unwrap_or_default();
+            issues.extend(
+                items
+                    .iter()
+                    .filter(|i| i["pull_request"].is_null())
+                    .map(issue),
+            );
+            if items.len() < PAGE {
+                break;
+            }
+        }
+        issues.retain(|i| labels.iter().all(|l| i.labels.contains(l)));
+        Ok(issues)
+    }
+
+    /// The open PR whose head is `branch`, as JSON.
+    async fn find_pr(&self, org: &str, repo: &str, branch: &str) -> Result<Value, ForgeError> {
+        let path = format!("{}/pulls", Self::repo_path(org, repo));
+        for page in 1.. {
+            let items = self
+                .http
+                .get(
+                    &path,
+                    &[
+                        ("state", "open".to_owned()),
+                        ("page", page.to_string()),
+                        ("limit", PAGE.to_string()),
+                    ],
+                )
+                .await?;
+            let items = items.as_array().cloned().unwrap_or_default();
+            if let Some(pr) = items.iter().find(|p| p["head"]["ref"] == branch) {
+                return Ok(pr.clone());
+            }
+            if items.len() < PAGE {
+                break;
+            }
+        }
+        Ok(Value::Null)
+    }
+
+    /// Adds `labels` to issue/PR `number`, creating the missing ones.
+    async fn add_labels(
+        &self,
+        org: &str,
+        repo: &str,
+        number: u64,
+        options: &PublishOptions,
+    ) -> Result<(), ForgeError> {
+        let path = format!("{}/labels", Self::repo_path(org, repo));
+        let mut existing = Vec::new();
+        for page in 1.. {
+            let items = self
+                .http
+                .get(
+                    &path,
+                    &[("page", page.to_string()), ("limit", PAGE.to_string())],
+                )
+                .await?;
+            let items = items.as_array().cloned().unwrap_or_default();
+            existing.extend(items.iter().map(|l| (text(l, "name"), l["id"].clone())));
+            if items.len() < PAGE {
+                break;
+            }
+        }
+        let mut ids = Vec::new();
+        for label in &options.labels {
+            if let Some((_, id)) = existing.iter().find(|(name, _)| name == label) {
+                ids.push(id.clone());
+                continue;
+            }
+            let colour = options
+                .label_colours
+                .get(label)
+                .map(String::as_str)
+                .unwrap_or(DEFAULT_LABEL_COLOUR);
+            let created = self
+                .http
+                .send(
+                    Method::POST,
+                    &path,
+                    &[],
+                    Some(&json!({ "name": label, "color": colour })),
+                )
+                .await?;
+            ids.push(created.body["id"].clone());
+        }
+        self.http
+            .send(
+                Method::POST,
+                &format!("{}/issues/{number}/labels", Self::repo_path(org, repo)),
+                &[],
+                Some(&json!({ "labels": ids })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Comments `link` on issue `issue` unless a comment already carries it.
+    async fn comment_link(
+        &self,
+        org: &str,
+        repo: &str,
+        issue: u64,
+        link: &str,
+    ) -> Result<(), ForgeError> {
+        let path = format!("{}/issues/{issue}/comments", Self::repo_path(org, repo));
+        let comments = self.http.get(&path, &[]).await?;
+        let already = comments
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| text(c, "body").contains(link)));
+        if !already {
+            self.http
+                .send(
+                    Method::POST,
+                    &path,
+                    &[],
+                    Some(&json!({ "body": format!("dispatch opened {link} for this issue.") })),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn checks(&self, org: &str, repo: &str, sha: &str) -> Result<Checks, ForgeError> {
+        let status = self
+            .http
+            .get(
+                &format!("{}/commits/{}/status", Self::repo_path(org, repo), seg(sha)),
+                &[],
+            )
+            .await?;
+        Ok(verdict(&status))
+    }
+}
+
+/// The verdict of a combined status: green when every status is success (or there are none).
+fn verdict(status: &Value) -> Checks {
+    let statuses = status["statuses"].as_array().cloned().unwrap_or_default();
+    let state = text(status, "state");
+    if statuses.is_empty() && (state.is_empty() || state == "success" || state == "pending") {
+        return Checks::Green;
+    }
+    let named = |wanted: &[&str]| {
+        statuses
+            .iter()
+            .filter(|s| wanted.contains(&text(s, "status").as_str()))
+            .map(|s| format!("{} is {}", text(s, "context"), text(s, "status")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match state.as_str() {
+        "success" => Checks::Green,
+        "pending" => Checks::Pending(named(&["pending"])),
+        _ => Checks::Failing(format!(
+            "combined status {state}: {}",
+            named(&["failure", "error", "warning"])
+        )),
+    }
+}
+
+fn text(value: &Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+fn issue(i: &Value) -> RemoteIssue {
+    RemoteIssue {
+        number: i["number"].as_u64().unwrap_or(0),
+        title: text(i, "title"),
+        body: text(i, "body"),
+        labels: i["labels"]
+            .as_array()
+            .map(|l| l.iter().map(|l| text(l, "name")).collect())
+            .unwrap_or_default(),
+    }
+}
+
+impl Forge for GiteaForge {
+    fn name(&self) -> &str {
+        self.flavour.name()
+    }
+
+    fn clone_source(&self, org: &str, repo: &str) -> Result<String, ForgeError> {
+        Ok(format!("{}/{org}/{repo}.git", self.git_base))
+    }
+
+    async fn publish(&self, repo_dir: &Path, request: &PrRequest) -> Result<PrRef, ForgeError> {
+        self.publish_with(repo_dir, request, &PublishOptions::default())
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        repo_dir: &Path,
+        request: &PrRequest,
+        options: &PublishOptions,
+    ) -> Result<PrRef, ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let url = self.clone_source(org, repo)?;
+        remote::push(repo_dir, &url, &request.branch, self.http.token()).await?;
+        let title = if options.draft && !request.title.starts_with("WIP:") {
+            format!("WIP: {}", request.title)
+        } else {
+            request.title.clone()
+        };
+        let existing = self.find_pr(org, repo, &request.branch).await?;
+        let pulls = format!("{}/pulls", Self::repo_path(org, repo));
+        let (pr, created) = if existing.is_null() {
+            let mut body = json!({
+                "head": request.branch,
+                "base": request.base,
+                "title": title,
+                "body": request.body,
+            });
+            if !options.reviewers.is_empty() {
+                body["reviewers"] = json!(options.reviewers);
+            }
+            let answer = self
+                .http
+                .send(Method::POST, &pulls, &[], Some(&body))
+                .await?;
+            (answer.body, true)
+        } else {
+            let number = existing["number"].as_u64().unwrap_or(0);
+            let answer = self
+                .http
+                .send(
+                    Method::PATCH,
+                    &format!("{pulls}/{number}"),
+                    &[],
+                    Some(&json!({ "title": title, "body": request.body, "base": request.base })),
+                )
+                .await?;
+            (answer.body, false)
+        };
+        let number = pr["number"].as_u64().unwrap_or(0);
+        let link = pr["html_url"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{}/{org}/{repo}/pulls/{number}", self.web));
+        if !options.labels.is_empty() {
+            self.add_labels(org, repo, number, options).await?;
+        }
+        if let Some(issue) = options.issue {
+            self.comment_link(org, repo, issue, &link).await?;
+        }
+        Ok(PrRef {
+            number: number as i64,
+            reference: link,
+            created,
+        })
+    }
+
+    async fn merge(
+        &self,
+        pr: &PrRef,
+        request: &PrRequest,
+        _scratch: &Path,
+    ) -> Result<(), ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let path = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
+        let current = self.http.get(&path, &[]).await?;
+        if current["merged"].as_bool() == Some(true) {
+            return Ok(());
+        }
+        let sha = text(&current["head"], "sha");
+        remote::wait_for_green(&pr.reference, self.options.checks_timeout, || {
+            self.checks(org, repo, &sha)
+        })
+        .await?;
+        if current["mergeable"].as_bool() == Some(false) {
+            return Err(ForgeError::Conflict(pr.reference.clone()));
+        }
+        let title = format!("{} (#{})", request.title, pr.number);
+        // Forgejo's API description names the form fields in Go case (`Do`), Gitea's in snake
+        // case (`do`); both servers decode JSON keys case-insensitively.
+        let body = match self.flavour {
+            Flavour::Gitea => {
+                json!({ "do": "merge", "head_commit_id": sha, "merge_title_field": title })
+            }
+            Flavour::Forgejo => {
+                json!({ "Do": "merge", "head_commit_id": sha, "MergeTitleField": title })
+            }
+        };
+        match self
+            .http
+            .send(Method::POST, &format!("{path}/merge"), &[], Some(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ForgeError::Http {
+                status: 405 | 409, ..
+            }) => Err(ForgeError::Conflict(pr.reference.clone())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn default_branch(&self, org: &str, repo: &str) -> Result<Option<String>, ForgeError> {
+        self.repo_default_branch(org, repo).await.map(Some)
+    }
+
+    async fn stopwatch(
+        &self,
+        org: &str,
+        repo: &str,
+        issue: u64,
+        running: bool,
+    ) -> Result<(), ForgeError> {
+        let action = if running { "start" } else { "stop" };
+        let path = format!(
+            "{}/issues/{issue}/stopwatch/{action}",
+            Self::repo_path(org, repo)
+        );
+        match self.http.send(Method::POST, &path, &[], None).await {
+            Ok(_) => Ok(()),
+            // 409: already running (start) or not running (stop): the state asked for holds.
+            Err(ForgeError::Http { status: 409, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! GitHub and GitHub Enterprise over the REST API: clone over HTTPS, push with the token in
+//! git's environment, PRs found by `head=owner:branch` and created or updated, labels added by
+//! name (GitHub creates missing ones), the issue commented with the PR link, and a merge
+//! guarded by the combined status and the check runs of the head commit.
+//!
+//! `Authorization: Bearer T`, `Accept: application/vnd.github+json` (see [`super::http`]). The
+//! API base is `https://api.github.com` unless the spec's `forge.url` names an Enterprise API
+//! root (`https://ghe.example/api/v3`). GitHub has no stopwatch: it is a no-op. Reviewers are
+//! not requested (the API subset dispatch is checked against has no endpoint for them).
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
+use super::remote::{
+    self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
+};
+use super::{Forge, ForgeError, PrRef, PrRequest};
+
+/// The public API root.
+pub const GITHUB_API: &str = "https://api.github.com";
+
+/// Page size of list requests.
+const PAGE: usize = 100;
+
+/// A GitHub (or Enterprise) API.
+#[derive(Debug)]
+pub struct GithubForge {
+    git_base: String,
+    http: HttpClient,
+    options: RemoteOptions,
+}
+
+impl GithubForge {
+    /// The API at `api_base` (default [`GITHUB_API`]) with `token` read from `token_env`.
+    pub fn new(
+        api_base: Option<&str>,
+        token: Secret,
+        token_env: &str,
+        options: RemoteOptions,
+    ) -> Result<Self, ForgeError> {
+        let api = api_base
+            .unwrap_or(GITHUB_API)
+            .trim_end_matches('/')
+            .to_owned();
+        let web = if api == GITHUB_API {
+            "https://github.com".to_owned()
+        } else {
+            api.trim_end_matches("/api/v3").to_owned()
+        };
+        let git_base = options
+            .git_base
+            .clone()
+            .unwrap_or(web)
+            .trim_end_matches('/')
+            .to_owned();
+        let http = HttpClient::new(HttpConfig {
+            forge: "github".to_owned(),
+            api_base: api,
+            token,
+            token_env: token_env.to_owned(),
+            scheme: AuthScheme::Bearer,
+            writes_per_minute: options.writes_per_minute,
+            retry: options.retry,
+        })?;
+        Ok(Self {
+            git_base,
+            http,
+            options,
+        })
+    }
+
+    fn repo_path(org: &str, repo: &str) -> String {
+        format!("/repos/{}/{}", seg(org), seg(repo))
+    }
+
+    /// The default branch of `org/repo`.
+    pub async fn repo_default_branch(&self, org: &str, repo: &str) -> Result<String, ForgeError> {
+        match self.http.get(&Self::repo_path(org, repo), &[]).await {
+            Ok(answer) => Ok(text(&answer, "default_branch")),
+            Err(ForgeError::Http { status: 404, .. }) => Err(ForgeError::NoRepository {
+                forge: "github".to_owned(),
+                org: org.to_owned(),
+                repo: repo.to_owned(),
+                hint: "not found, or the token cannot see it".to_owned(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Repositories of `org` that `filter` accepts.
+    pub async fn list_org_repos(
+        &self,
+        org: &str,
+        filter: &RepoFilter,
+    ) -> Result<Vec<RemoteRepo>, ForgeError> {
+        let path = format!("/orgs/{}/repos", seg(org));
+        let mut repos = Vec::new();
+        for page in 1.. {
+            let items = self
+                .http
+                .get(
+                    &path,
+                    &[("per_page", PAGE.to_string()), ("page", page.to_string())],
+                )
+                .await?;
+            let items = items.as_array().cloned().unwrap_or_default();
+            repos.extend(items.iter().map(|r| RemoteRepo {
+                name: text(r, "name"),
+                default_branch: text(r, "default_branch"),
+                archived: r["archived"].as_bool().unwrap_or(false),
+                fork: r["fork"].as_bool().unwrap_or(false),
+            }));
+            if items.len() < PAGE {
+                break;
+            }
+        }
+        repos.retain(|r| filter.accepts(r));
+        Ok(repos)
+    }
+
+    /// Open issues (PRs left out) of `org/repo` with all of `labels`.
+    pub async fn open_issues(
+        &self,
+        org: &str,
+        repo: &str,
+        labels: &[String],
+    ) -> Result<Vec<RemoteIssue>, ForgeError> {
+        let path = format!("{}/issues", Self::repo_path(org, repo));
+        let mut issues = Vec::new();
+        for page in 1.. {
+            let mut query = vec![
+                ("state", "open".to_owned()),
+                ("per_page", PAGE.to_string()),
+                ("page", page.to_string()),
+            ];
+            if !labels.is_empty() {
+                query.push(("labels", labels.join(",")));
+            }
+            let items = self.http.get(&path, &query).await?;
+            let items = items.as_array().cloned().unwrap_or_default();
+            issues.extend(
+                items
+                    .iter()
+                    .filter(|i| i.get("pull_request").is_none_or(Value::is_null))
+                    .map(|i| RemoteIssue {
+                        number: i["number"].as_u64().unwrap_or(0),
+                        title: text(i, "title"),
+                        body: text(i, "body"),
+                        labels: i["labels"]
+                            .as_array()
+                            .map(|l| l.iter().map(|l| text(l, "name")).collect())
+                            .unwrap_or_default(),
+                    }),
+            );
+            if items.len() < PAGE {
+                break;
+            }
+        }
+        Ok(issues)
+    }
+
+    async fn checks(&self, org: &str, repo: &str, sha: &str) -> Result<Checks, ForgeError> {
+        let base = format!("{}/commits/{}", Self::repo_path(org, repo), seg(sha));
+        let status = self.http.get(&format!("{base}/status"), &[]).await?;
+        let runs = self
+            .http
+            .get(
+                &format!("{base}/check-runs"),
+                &[("per_page", PAGE.to_string())],
+            )
+            .await?;
+        Ok(verdict(&status, &runs))
+    }
+}
+
+/// Green when no status and no check run fails or is still running.
+fn verdict(status: &Value, runs: &Value) -> Checks {
+    let mut failing = Vec::new();
+    let mut pending = Vec::new();
+    for s in status["statuses"].as_array().into_iter().flatten() {
+        let line = format!("{} is {}", text(s, "context"), text(s, "state"));
+        match text(s, "state").as_str() {
+            "success" => {}
+            "pending" => pending.push(line),
+            _ => failing.push(line),
+        }
+    }
+    for r in runs["check_runs"].as_array().into_iter().flatten() {
+        let name = text(r, "name");
+        if text(r, "status") != "completed" {
+            pending.push(format!("check {name} is {}", text(r, "status")));
+            continue;
+        }
+        let conclusion = text(r, "conclusion");
+        if !matches!(conclusion.as_str(), "success" | "neutral" | "skipped") {
+            failing.push(format!("check {name} concluded {conclusion}"));
+        }
+    }
+    if !failing.is_empty() {
+        Checks::Failing(failing.join(", "))
+    } else if !pending.is_empty() {
+        Checks::Pending(pending.join(", "))
+    } else {
+        Checks::Green
+    }
+}
+
+fn text(value: &Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+impl Forge for GithubForge {
+    fn name(&self) -> &str {
+        "github"
+    }
+
+    fn clone_source(&self, org: &str, repo: &str) -> Result<String, ForgeError> {
+        Ok(format!("{}/{org}/{repo}.git", self.git_base))
+    }
+
+    async fn publish(&self, repo_dir: &Path, request: &PrRequest) -> Result<PrRef, ForgeError> {
+        self.publish_with(repo_dir, request, &PublishOptions::default())
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        repo_dir: &Path,
+        request: &PrRequest,
+        options: &PublishOptions,
+    ) -> Result<PrRef, ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let url = self.clone_source(org, repo)?;
+        remote::push(repo_dir, &url, &request.branch, self.http.token()).await?;
+        let pulls = format!("{}/pulls", Self::repo_path(org, repo));
+        let existing = self
+            .http
+            .get(
+                &pulls,
+                &[
+                    ("state", "open".to_owned()),
+                    ("head", format!("{org}:{}", request.branch)),
+                ],
+            )
+            .await?;
+        let existing = existing
+            .as_array()
+            .and_then(|p| p.first().cloned())
+            .unwrap_or(Value::Null);
+        let (pr, created) = if existing.is_null() {
+            let body = json!({
+                "title": request.title,
+                "head": request.branch,
+                "base": request.base,
+                "body": request.body,
+                "draft": options.draft,
+            });
+            let answer = self
+                .http
+                .send(Method::POST, &pulls, &[], Some(&body))
+                .await?;
+            (answer.body, true)
+        } else {
+            let number = existing["number"].as_u64().unwrap_or(0);
+            let answer = self
+                .http
+                .send(
+                    Method::PATCH,
+                    &format!("{pulls}/{number}"),
+                    &[],
+                    Some(&json!({
+                        "title": request.title,
+                        "body": request.body,
+                        "base": request.base,
+                    })),
+                )
+                .await?;
+            (answer.body, false)
+        };
+        let number = pr["number"].as_u64().unwrap_or(0);
+        let link = text(&pr, "html_url");
+        let issues = format!("{}/issues", Self::repo_path(org, repo));
+        if !options.labels.is_empty() {
+            self.http
+                .send(
+                    Method::POST,
+                    &format!("{issues}/{number}/labels"),
+                    &[],
+                    Some(&json!({ "labels": options.labels })),
+                )
+                .await?;
+        }
+        if let (Some(issue), true) = (options.issue, created) {
+            self.http
+                .send(
+                    Method::POST,
+                    &format!("{issues}/{issue}/comments"),
+                    &[],
+                    Some(&json!({ "body": format!("dispatch opened {link} for this issue.") })),
+                )
+                .await?;
+        }
+        if !options.reviewers.is_empty() {
+            tracing::warn!(pr = %link, "reviewers are not requested on GitHub yet");
+        }
+        Ok(PrRef {
+            number: number as i64,
+            reference: link,
+            created,
+        })
+    }
+
+    async fn merge(
+        &self,
+        pr: &PrRef,
+        request: &PrRequest,
+        _scratch: &Path,
+    ) -> Result<(), ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let path = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
+        let current = self.http.get(&path, &[]).await?;
+        if current["merged"].as_bool() == Some(true) {
+            return Ok(());
+        }
+        let sha = text(&current["head"], "sha");
+        remote::wait_for_green(&pr.reference, self.options.checks_timeout, || {
+            self.checks(org, repo, &sha)
+        })
+        .await?;
+        if current["mergeable"].as_bool() == Some(false) {
+            return Err(ForgeError::Conflict(pr.reference.clone()));
+        }
+        let body = json!({
+            "sha": sha,
+            "merge_method": "merge",
+            "commit_title": format!("{} (#{})", request.title, pr.number),
+        });
+        match self
+            .http
+            .send(Method::PUT, &format!("{path}/merge"), &[], Some(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ForgeError::Http {
+                status: 405 | 409, ..
+            }) => Err(ForgeError::Conflict(pr.reference.clone())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn default_branch(&self, org: &str, repo: &str) -> Result<Option<String>, ForgeError> {
+        self.repo_default_branch(org, repo).await.map(Some)
+    }
+}
