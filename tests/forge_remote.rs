@@ -116,7 +116,8 @@ async fn publish_creates_then_updates(flavour: Flavour) {
         issue: Some(issue),
         labels: vec!["agentic".to_owned(), "needs-ci".to_owned()],
         label_colours: [("needs-ci".to_owned(), "#ff0000".to_owned())].into(),
-        ..PublishOptions::default()
+        draft: true,
+        reviewers: vec!["alice".to_owned()],
     };
     let first = forge
         .publish_with(
@@ -149,7 +150,16 @@ async fn publish_creates_then_updates(flavour: Flavour) {
 
     let pulls = fake.pulls(ORG, "go-io");
     assert_eq!(pulls.len(), 1, "no duplicate PR: {pulls:?}");
-    assert_eq!(pulls[0].title, "fix: all tests");
+    let pull = pulls[0].pull.as_ref().expect("PR");
+    if flavour.is_gitea() {
+        assert_eq!(pulls[0].title, "WIP: fix: all tests", "draft as WIP title");
+        if flavour == Flavour::Gitea {
+            assert_eq!(pull.reviewers, ["alice"]);
+        }
+    } else {
+        assert_eq!(pulls[0].title, "fix: all tests");
+        assert!(pull.draft);
+    }
     assert_eq!(pulls[0].pull.as_ref().expect("PR").base, "main");
     let mut labels = pulls[0].labels.clone();
     labels.sort();

@@ -126,7 +126,10 @@ struct UnitState {
 }
 
 /// Finished nodes with the result of committing their transitions.
-type Committed = (Vec<(usize, NodeResult)>, Result<(), String>);
+type Committed = (Vec<Finished>, Result<(), String>);
+
+/// A node whose handler returned: its index, result and the containers it ran.
+type Finished = (usize, NodeResult, Vec<String>);
 
 struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     ex: Executor<R, F, N>,
@@ -137,7 +140,7 @@ struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     running: usize,
     stopping: bool,
     cancel_tx: watch::Sender<bool>,
-    done_tx: mpsc::UnboundedSender<(usize, NodeResult)>,
+    done_tx: mpsc::UnboundedSender<Finished>,
     results: Vec<UnitResult>,
     /// `status.json` writes still under way (awaited before the run ends).
     writes: Vec<tokio::task::JoinHandle<()>>,
@@ -268,7 +271,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
                         d.ex.reporter.note(&format!("error: the journal failed ({error}); no new nodes start"));
                     }
                 }
-                for (idx, result) in batch {
+                for (idx, result, _) in batch {
                     d.complete(idx, result);
                 }
             }
@@ -618,6 +621,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             keep_containers: self.ex.options.keep_containers,
             cancel: self.cancel_tx.subscribe(),
             reattach: node.reattach.take(),
+            containers: node::Containers::default(),
         };
         let start = match &node.class {
             Class::Agent { pool, model } => Some((pool.clone(), model.clone())),
@@ -637,9 +641,10 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         });
         let done = self.done_tx.clone();
         let runner = self.ex.runner.clone();
+        let containers = ctx.containers.clone();
         tokio::spawn(async move {
             let result = runner.run(ctx).await;
-            let _ = done.send((idx, result));
+            let _ = done.send((idx, result, containers.take()));
         });
     }
 
@@ -649,14 +654,15 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     /// scheduling.
     fn record_finished(
         &mut self,
-        batch: Vec<(usize, NodeResult)>,
+        batch: Vec<Finished>,
         committed: mpsc::UnboundedSender<Committed>,
     ) {
         let run = self.ex.run_id.clone();
         let changes: Vec<(String, NodeChange)> = batch
             .iter()
-            .map(|(idx, result)| (self.nodes[*idx].id.clone(), finished_change(result)))
+            .map(|(idx, result, _)| (self.nodes[*idx].id.clone(), finished_change(result)))
             .collect();
+        let (runtime, keep) = (self.ex.runtime.clone(), self.ex.options.keep_containers);
         let ack = self.ex.journal.enqueue(move |t| {
             for (node, change) in changes {
                 change.apply_to(t, &run, &node)?;
@@ -668,6 +674,14 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 Ok(result) => result,
                 Err(_) => Err("the journal writer stopped".to_owned()),
             };
+            // Only now that the node's end is recorded may its containers go.
+            if written.is_ok() && !keep {
+                for id in batch.iter().flat_map(|(_, _, containers)| containers) {
+                    if let Err(error) = runtime.remove(id).await {
+                        tracing::warn!(container = %id, %error, "cannot remove a finished container");
+                    }
+                }
+            }
             let _ = committed.send((batch, written));
         });
     }

@@ -93,6 +93,32 @@ pub struct NodeCtx<R: Runtime, F: Forge> {
     /// A container an earlier runner created for this node, to collect instead of starting a
     /// new one (`dispatch resume`).
     pub reattach: Option<String>,
+    /// Containers the node ran, removed after its end is committed.
+    pub containers: Containers,
+}
+
+/// The containers a node ran (shared with the dispatcher's task that removes them).
+#[derive(Clone, Debug, Default)]
+pub struct Containers(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Containers {
+    /// Records a container.
+    pub fn push(&self, id: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(id);
+    }
+
+    /// Takes every recorded container.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
 }
 
 /// What a node reports back to the dispatcher.
@@ -197,10 +223,17 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                     .clone_source(&unit.org, &unit.repo)
                     .map_err(|e| e.to_string())?,
             };
+            // Cloned beside and renamed into place: a clone cut short by a crash is never
+            // taken for an unfinished unit's workspace.
+            let partial = ctx.unit.workspace.join("repo.partial");
+            let _ = tokio::fs::remove_dir_all(&partial).await;
             let _ = tokio::fs::remove_dir_all(&repo).await;
-            git::clone(&source, &repo)
+            git::clone(&source, &partial)
                 .await
                 .map_err(|e| e.to_string())?;
+            tokio::fs::rename(&partial, &repo)
+                .await
+                .map_err(|e| format!("cannot move the clone into {}: {e}", repo.display()))?;
         }
         let base = match &unit.base {
             Some(base) => base.clone(),
@@ -367,9 +400,9 @@ async fn run_container<R: Runtime, F: Forge>(
         .runtime
         .run(&id, stdin, log, timeout, ctx.cancel.clone())
         .await;
-    if !ctx.keep_containers {
-        let _ = ctx.runtime.remove(&id).await;
-    }
+    // Removed by the dispatcher once the node's end is committed: a runner killed before
+    // that leaves the container for `dispatch resume` to collect.
+    ctx.containers.push(id);
     exit.map_err(|e| e.to_string())
 }
 
@@ -477,9 +510,7 @@ async fn run_agent<R: Runtime, F: Forge>(
             .await
         {
             Ok(Some(exit)) => {
-                if !ctx.keep_containers {
-                    let _ = ctx.runtime.remove(id).await;
-                }
+                ctx.containers.push(id.clone());
                 return Ok(exit);
             }
             // Never started (or gone): start the agent afresh.

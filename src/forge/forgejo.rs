@@ -2,8 +2,9 @@
 //! environment, PRs created or updated by head branch, labels created when missing, the issue
 //! commented with the PR link, stopwatches, and a merge guarded by the combined status.
 //!
-//! `Authorization: token T` on every API request (see [`super::http`]). The flavour only
-//! changes messages.
+//! `Authorization: token T` on every API request (see [`super::http`]). The flavour changes
+//! messages and the two places where the API descriptions differ: the merge form's field
+//! names, and reviewers on creation (Gitea only). Draft PRs are a `WIP: ` title prefix.
 
 use std::path::Path;
 
@@ -374,8 +375,14 @@ impl Forge for GiteaForge {
                 "title": title,
                 "body": request.body,
             });
-            if !options.reviewers.is_empty() {
+            // Forgejo's description has no `reviewers` on creation.
+            if !options.reviewers.is_empty() && self.flavour == Flavour::Gitea {
                 body["reviewers"] = json!(options.reviewers);
+            } else if !options.reviewers.is_empty() {
+                tracing::warn!(
+                    forge = self.flavour.name(),
+                    "reviewers are not requested on Forgejo yet"
+                );
             }
             let answer = self
                 .http

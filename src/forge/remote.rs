@@ -15,6 +15,7 @@ use tokio::process::Command;
 use super::forgejo::{Flavour, GiteaForge};
 use super::github::GithubForge;
 use super::http::{RetryPolicy, Secret};
+use super::local::LocalForge;
 use super::{Forge, ForgeError, PrRef, PrRequest};
 use crate::spec::model::{Forge as ForgeSpec, ForgeKind};
 
@@ -29,7 +30,8 @@ pub struct PublishOptions {
     pub label_colours: BTreeMap<String, String>,
     /// Open the PR as a draft (GitHub `draft`; Forgejo/Gitea a `WIP: ` title prefix).
     pub draft: bool,
-    /// Users asked to review (Forgejo/Gitea on creation; the GitHub subset has no endpoint).
+    /// Users asked to review (Gitea, on creation only; Forgejo's and GitHub's API subsets
+    /// have no field or endpoint for it, so they log a warning).
     pub reviewers: Vec<String>,
 }
 
@@ -407,6 +409,82 @@ impl Forge for RemoteForge {
         match self {
             Self::Gitea(f) => f.stopwatch(org, repo, issue, running).await,
             Self::Github(f) => f.stopwatch(org, repo, issue, running).await,
+        }
+    }
+}
+
+/// The forge a run uses: the embedded local one or a remote one. One type for the executor's
+/// `F: Forge` whatever the spec's `forge.kind` says.
+pub enum AnyForge {
+    /// The embedded local forge.
+    Local(LocalForge),
+    /// Forgejo, Gitea or GitHub (boxed: it is much larger than the local forge).
+    Remote(Box<RemoteForge>),
+}
+
+impl Forge for AnyForge {
+    fn name(&self) -> &str {
+        match self {
+            Self::Local(f) => f.name(),
+            Self::Remote(f) => f.name(),
+        }
+    }
+
+    fn clone_source(&self, org: &str, repo: &str) -> Result<String, ForgeError> {
+        match self {
+            Self::Local(f) => f.clone_source(org, repo),
+            Self::Remote(f) => f.clone_source(org, repo),
+        }
+    }
+
+    async fn publish(&self, repo_dir: &Path, request: &PrRequest) -> Result<PrRef, ForgeError> {
+        match self {
+            Self::Local(f) => f.publish(repo_dir, request).await,
+            Self::Remote(f) => f.publish(repo_dir, request).await,
+        }
+    }
+
+    async fn publish_with(
+        &self,
+        repo_dir: &Path,
+        request: &PrRequest,
+        options: &PublishOptions,
+    ) -> Result<PrRef, ForgeError> {
+        match self {
+            Self::Local(f) => f.publish_with(repo_dir, request, options).await,
+            Self::Remote(f) => f.publish_with(repo_dir, request, options).await,
+        }
+    }
+
+    async fn merge(
+        &self,
+        pr: &PrRef,
+        request: &PrRequest,
+        scratch: &Path,
+    ) -> Result<(), ForgeError> {
+        match self {
+            Self::Local(f) => f.merge(pr, request, scratch).await,
+            Self::Remote(f) => f.merge(pr, request, scratch).await,
+        }
+    }
+
+    async fn default_branch(&self, org: &str, repo: &str) -> Result<Option<String>, ForgeError> {
+        match self {
+            Self::Local(f) => f.default_branch(org, repo).await,
+            Self::Remote(f) => Forge::default_branch(f.as_ref(), org, repo).await,
+        }
+    }
+
+    async fn stopwatch(
+        &self,
+        org: &str,
+        repo: &str,
+        issue: u64,
+        running: bool,
+    ) -> Result<(), ForgeError> {
+        match self {
+            Self::Local(f) => f.stopwatch(org, repo, issue, running).await,
+            Self::Remote(f) => f.stopwatch(org, repo, issue, running).await,
         }
     }
 }

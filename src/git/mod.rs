@@ -93,11 +93,15 @@ pub async fn clone(source: &str, dest: &Path) -> Result<(), GitError> {
 
 /// The default branch of the clone's origin (what `origin/HEAD` points at).
 pub async fn default_branch(repo: &Path) -> Result<String, GitError> {
-    let head = git(
-        repo,
-        &["symbolic-ref", "--short", "refs/remotes/origin/HEAD"],
-    )
-    .await?;
+    let origin_head = ["symbolic-ref", "--short", "refs/remotes/origin/HEAD"];
+    let head = match git(repo, &origin_head).await {
+        Ok(head) => head,
+        Err(_) => {
+            // Not recorded by this clone (or lost): ask the remote.
+            git(repo, &["remote", "set-head", "origin", "--auto"]).await?;
+            git(repo, &origin_head).await?
+        }
+    };
     Ok(head.strip_prefix("origin/").unwrap_or(&head).to_owned())
 }
 
@@ -184,7 +188,10 @@ pub async fn seed_bare(dir: &Path, bare: &Path, scratch: &Path) -> Result<(), Gi
     tokio::fs::create_dir_all(parent)
         .await
         .map_err(|e| error(parent, &["init"], e.to_string()))?;
-    let bare_text = path_arg(bare);
+    // Built beside and renamed into place, so a seed cut short is never taken for a repository.
+    let partial = bare.with_extension("partial");
+    let _ = tokio::fs::remove_dir_all(&partial).await;
+    let partial_text = path_arg(&partial);
     git(
         parent,
         &[
@@ -192,11 +199,14 @@ pub async fn seed_bare(dir: &Path, bare: &Path, scratch: &Path) -> Result<(), Gi
             "--quiet",
             "--bare",
             "--initial-branch=main",
-            &bare_text,
+            &partial_text,
         ],
     )
     .await?;
-    git(scratch, &["push", "--quiet", &bare_text, "main"]).await?;
+    git(scratch, &["push", "--quiet", &partial_text, "main"]).await?;
+    tokio::fs::rename(&partial, bare)
+        .await
+        .map_err(|e| error(parent, &["seed"], e.to_string()))?;
     let _ = tokio::fs::remove_dir_all(scratch).await;
     Ok(())
 }
