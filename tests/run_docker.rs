@@ -46,6 +46,7 @@ fn leftovers(run: &str) -> usize {
 const AGENT: &str = r#"#!/bin/sh
 set -u
 prompt="$1"
+echo run >> /workspace/.meta/agent-runs
 echo "agent run: $(cat behaviour) with $(wc -c < "$prompt") bytes of prompt"
 case "$(cat behaviour)" in
   change) echo "changed" >> file.txt ;;
@@ -59,6 +60,8 @@ case "$(cat behaviour)" in
   fix-on-retry)
     if grep -q "qa-says-not-ok" "$prompt"; then echo ok > status.txt; else echo wrong > status.txt; fi ;;
   qa-fails) echo "tried" >> file.txt ;;
+  ask) if [ -f ANSWER.md ]; then echo "answered: $(cat ANSWER.md)" >> file.txt; else echo "Which port should the service use?" > BLOCKED.md; fi ;;
+  flaky) if [ -f /workspace/.meta/failed-once ]; then echo "second try" >> file.txt; else touch /workspace/.meta/failed-once; exit 3; fi ;;
 esac
 "#;
 
@@ -453,4 +456,156 @@ fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
         0,
         "the stopped container was removed"
     );
+}
+
+fn agent_runs(fx: &Fixture, repo: &str, key: &str) -> usize {
+    std::fs::read_to_string(fx.meta(repo, key).join("agent-runs"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn answer_a_blocked_unit_and_retry_failed_ones() {
+    if docker().is_none() {
+        return;
+    }
+    let fx = Fixture::new(
+        "answer",
+        &[("ask1", "ask"), ("flaky1", "flaky"), ("ok1", "change")],
+    );
+    let spec = fx.spec(
+        "jobs:\n  - { id: j, task: t, repos: [ask1, flaky1, ok1], qa: [{ run: sh test.sh }] }\n",
+    );
+    let (status, json) = fx.run(&spec);
+    assert_eq!(status, 1);
+    let got = outcomes(&json);
+    assert_eq!(
+        (
+            got["j/t/ask1"].as_str(),
+            got["j/t/flaky1"].as_str(),
+            got["j/t/ok1"].as_str()
+        ),
+        ("blocked", "agent_failed", "changed")
+    );
+    let run = json["run"].as_str().unwrap().to_owned();
+    let state_dir = fx.dir.0.join(".dispatch");
+    let state_dir = state_dir.to_str().unwrap();
+
+    // The answer reaches the agent with the stored prompt, the question and the answer.
+    let out = common::dispatch(&[
+        "answer",
+        &run,
+        "j/t/ask1",
+        "Use port 8080",
+        "--state-dir",
+        state_dir,
+        "--output",
+        "json",
+    ]);
+    let answered: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}\n{}", out.stdout, out.stderr));
+    assert_eq!(outcomes(&answered)["j/t/ask1"], "changed", "{answered}");
+    let prompt = std::fs::read_to_string(fx.meta("ask1", "j").join("prompt.md")).unwrap();
+    assert!(
+        prompt.contains("Which port should the service use?") && prompt.contains("Use port 8080"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("# Task"),
+        "the original prompt stays: {prompt}"
+    );
+    assert_eq!(agent_runs(&fx, "ask1", "j"), 2);
+    let tree = Command::new("git")
+        .args(["ls-tree", "--name-only", "agent/j"])
+        .current_dir(fx.dir.0.join(".dispatch/forge/t/ask1.git"))
+        .output()
+        .unwrap();
+    let files = String::from_utf8_lossy(&tree.stdout).to_string();
+    assert!(
+        !files.contains("ANSWER.md") && !files.contains("BLOCKED.md"),
+        "{files}"
+    );
+
+    // Retry --failed re-runs the failed unit only.
+    let out = common::dispatch(&[
+        "retry",
+        &run,
+        "--failed",
+        "--state-dir",
+        state_dir,
+        "--output",
+        "json",
+    ]);
+    let retried: serde_json::Value = serde_json::from_str(
+        out.stdout
+            .lines()
+            .skip_while(|l| !l.starts_with('{'))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap_or_else(|_| panic!("{}\n{}", out.stdout, out.stderr));
+    assert_eq!(outcomes(&retried)["j/t/flaky1"], "changed", "{retried}");
+    assert_eq!(agent_runs(&fx, "flaky1", "j"), 2);
+    assert_eq!(
+        agent_runs(&fx, "ok1", "j"),
+        1,
+        "a unit that succeeded is not run again"
+    );
+    let runs = common::dispatch(&["runs", "--state-dir", state_dir, "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "retry and answer continue the same run"
+    );
+    assert_eq!(leftovers(&run), 0);
+}
+
+#[test]
+fn cancel_from_another_process_stops_the_run() {
+    if docker().is_none() {
+        return;
+    }
+    let fx = Fixture::new("cancel", &[("z1", "long"), ("z2", "long"), ("z3", "long")]);
+    let spec = fx.spec("limits: { total: 2 }\njobs:\n  - { id: j, task: t, timeout: 2m, repos: [z1, z2, z3], qa: [], publish: false }\n");
+    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args([
+            "--color",
+            "never",
+            "run",
+            spec.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_container(&fx);
+    let db = fx.db();
+    let run: String = db
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let cancel = common::dispatch(&[
+        "cancel",
+        &run,
+        "--state-dir",
+        fx.dir.0.join(".dispatch").to_str().unwrap(),
+    ]);
+    assert_eq!(cancel.status, 0, "{}", cancel.stderr);
+    let out = child.wait_with_output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(outcomes(&json).values().all(|o| o == "cancelled"), "{json}");
+    assert_eq!(leftovers(&run), 0);
+    let status = common::dispatch(&[
+        "status",
+        &run,
+        "--state-dir",
+        fx.dir.0.join(".dispatch").to_str().unwrap(),
+        "--json",
+    ]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["run"]["status"], "cancelled");
 }

@@ -89,6 +89,16 @@ pub enum Command {
         after_help = "Example:\n  dispatch resume 20261127-011742-24681 --spec pipelines/demo.yaml"
     )]
     Resume(run::ResumeArgs),
+    /// Re-run failed or blocked units of a run.
+    #[command(
+        after_help = "Examples:\n  dispatch retry 20261127-011742-24681 --failed --spec pipelines/demo.yaml\n  dispatch retry 20261127-011742-24681 --only fix-tests/calc --spec pipelines/demo.yaml"
+    )]
+    Retry(run::RetryArgs),
+    /// Answer a blocked agent's question; its unit runs again with the answer.
+    #[command(
+        after_help = "Examples:\n  dispatch answer RUN fix-tests/core/go-io \"Use PostgreSQL 16\" --spec pipelines/fix-tests.yaml\n  dispatch answer RUN fix-tests/core/go-io --file answer.md --spec pipelines/fix-tests.yaml"
+    )]
+    Answer(run::AnswerArgs),
     /// List the pull requests of the local forge.
     #[command(
         after_help = "Examples:\n  dispatch prs pipelines/demo.yaml\n  dispatch prs --state-dir pipelines/.dispatch --json"
@@ -165,6 +175,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&ui, args),
         Command::Prs(args) => prs::run(args),
         Command::Resume(args) => run::resume(&ui, args),
+        Command::Retry(args) => run::retry(&ui, args),
+        Command::Answer(args) => run::answer(&ui, args),
         Command::Runs(args) => runs::runs(args),
         Command::Status(args) => runs::status(args),
         Command::Logs(args) => runs::logs(args),

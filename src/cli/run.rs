@@ -9,10 +9,10 @@ use clap::ValueEnum;
 use super::{Ui, EXIT_FAILURE};
 use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions};
 use crate::forge::local::LocalForge;
+use crate::forge::remote::{AnyForge, RemoteForge, RemoteOptions};
 use crate::plan::{self, Plan};
 use crate::report;
 use crate::runtime::{docker::Docker, image, RuntimeError};
-use crate::spec::model::ForgeKind;
 use crate::state::{self, Journal};
 
 /// Exit status when the Docker engine cannot be reached.
@@ -134,10 +134,6 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     if args.dry_run {
         return dry_run(&loaded, &plan);
     }
-    if loaded.spec.forge.kind != ForgeKind::Local {
-        eprintln!("error: {}: forge `{:?}` is not supported by `dispatch run` yet; use `forge: {{ kind: local }}`", args.spec.display(), loaded.spec.forge.kind);
-        return EXIT_FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,7 +173,7 @@ fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> u8 {
 struct Session {
     docker: Docker,
     journal: Journal,
-    forge: LocalForge,
+    forge: AnyForge,
     state_dir: PathBuf,
 }
 
@@ -200,14 +196,24 @@ async fn session(
         eprintln!("error: {error}");
         EXIT_FAILURE
     })?;
-    let forge = LocalForge::new(state_dir.join("forge"), journal.clone());
-    if let Some(seed) = &loaded.spec.forge.seed {
-        let seed_dir = loaded.path.parent().unwrap_or(Path::new(".")).join(seed);
-        if let Err(message) = seed_forge(&forge, &seed_dir).await {
-            eprintln!("error: forge.seed {}: {message}", seed_dir.display());
+    let forge = match RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
+        Ok(Some(remote)) => AnyForge::Remote(Box::new(remote)),
+        Ok(None) => {
+            let local = LocalForge::new(state_dir.join("forge"), journal.clone());
+            if let Some(seed) = &loaded.spec.forge.seed {
+                let seed_dir = loaded.path.parent().unwrap_or(Path::new(".")).join(seed);
+                if let Err(message) = seed_forge(&local, &seed_dir).await {
+                    eprintln!("error: forge.seed {}: {message}", seed_dir.display());
+                    return Err(EXIT_FAILURE);
+                }
+            }
+            AnyForge::Local(local)
+        }
+        Err(error) => {
+            eprintln!("error: {}: {error}", loaded.path.display());
             return Err(EXIT_FAILURE);
         }
-    }
+    };
     let images: std::collections::BTreeSet<String> =
         plan.units.iter().map(|u| u.image.clone()).collect();
     let busybox = image::busybox_image_tag().trim_end_matches(":latest");
@@ -560,4 +566,245 @@ impl Reporter for Silent {
 /// Whether an engine error means the engine is gone.
 pub fn is_unreachable(error: &RuntimeError) -> bool {
     matches!(error, RuntimeError::Unreachable(_))
+}
+
+/// Arguments of `dispatch retry`.
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    /// The run.
+    pub run: String,
+    /// Where the run is.
+    #[command(flatten)]
+    pub state: super::runs::StateDir,
+    /// Units that failed (every outcome but changed, no_changes, merged and blocked).
+    #[arg(long)]
+    pub failed: bool,
+    /// Units that are blocked.
+    #[arg(long)]
+    pub blocked: bool,
+    /// Only these units: `JOB`, `JOB/REPO` or a unit id (repeatable).
+    #[arg(long, value_name = "JOB/REPO")]
+    pub only: Vec<String>,
+    /// Result format on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Arguments of `dispatch answer`.
+#[derive(Debug, clap::Args)]
+pub struct AnswerArgs {
+    /// The run.
+    pub run: String,
+    /// The blocked unit, e.g. `fix-tests/core/go-io`.
+    pub unit: String,
+    /// The answer.
+    #[arg(required_unless_present = "file")]
+    pub text: Option<String>,
+    /// Read the answer from this file.
+    #[arg(long, conflicts_with = "text")]
+    pub file: Option<PathBuf>,
+    /// Where the run is.
+    #[command(flatten)]
+    pub state: super::runs::StateDir,
+    /// Result format on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Sets units of a run back to pending from the node `from` on (`prep` re-runs the whole
+/// unit), reopens the run, and finishes it like `dispatch resume`.
+fn reopen(
+    ui: &Ui,
+    state: super::runs::StateDir,
+    run: &str,
+    units: &[String],
+    from: &str,
+    output: Output,
+) -> u8 {
+    let (dir, conn) = match state.open() {
+        Ok(open) => open,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_FAILURE;
+        }
+    };
+    let order = ["prep", "agent", "qa", "publish", "review", "merge"];
+    let from_rank = order.iter().position(|k| *k == from).unwrap_or(0);
+    let kinds: Vec<String> = order[from_rank..]
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect();
+    let reopened = (|| -> rusqlite::Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        for unit in units {
+            tx.execute(
+                &format!("UPDATE nodes SET status = 'pending', attempts = 0, container_id = NULL, exit_code = NULL, reason = NULL WHERE run_id = ?1 AND unit_id = ?2 AND kind IN ({})", kinds.join(", ")),
+                rusqlite::params![run, unit],
+            )?;
+            tx.execute(
+                "UPDATE units SET outcome = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
+                rusqlite::params![run, unit],
+            )?;
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?1",
+            [run],
+        )?;
+        tx.commit()
+    })();
+    if let Err(error) = reopened {
+        eprintln!(
+            "error: state database {}: {error}",
+            dir.join(state::DB_FILE).display()
+        );
+        return EXIT_FAILURE;
+    }
+    drop(conn);
+    resume(
+        ui,
+        ResumeArgs {
+            run: run.to_owned(),
+            state: super::runs::StateDir {
+                state_dir: Some(dir),
+                spec: None,
+            },
+            keep_containers: false,
+            output,
+        },
+    )
+}
+
+/// Re-runs chosen units of a run in a new attempt of the same run.
+pub fn retry(ui: &Ui, args: RetryArgs) -> u8 {
+    let (dir, conn) = match args.state.open() {
+        Ok(open) => open,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_FAILURE;
+        }
+    };
+    let units = match state::views::units(&conn, &args.run) {
+        Ok(units) if !units.is_empty() => units,
+        Ok(_) => {
+            eprintln!("error: no run {} in {}", args.run, dir.display());
+            return EXIT_FAILURE;
+        }
+        Err(error) => {
+            eprintln!(
+                "error: state database {}: {error}",
+                dir.join(state::DB_FILE).display()
+            );
+            return EXIT_FAILURE;
+        }
+    };
+    let (failed, blocked) = if args.failed || args.blocked {
+        (args.failed, args.blocked)
+    } else {
+        (true, true)
+    };
+    let chosen: Vec<String> = units
+        .iter()
+        .filter(|u| match u.outcome.as_deref() {
+            Some("blocked") => blocked,
+            Some("changed" | "no_changes" | "merged") => false,
+            Some(_) => failed,
+            None => false,
+        })
+        .filter(|u| {
+            args.only.is_empty()
+                || args.only.iter().any(|p| {
+                    u.id == *p || u.id.starts_with(&format!("{p}/")) || unit_matches(&u.id, p)
+                })
+        })
+        .map(|u| u.id.clone())
+        .collect();
+    if chosen.is_empty() {
+        println!("run {}: no unit to retry", args.run);
+        return 0;
+    }
+    drop(conn);
+    println!(
+        "run {}: retrying {} {}",
+        args.run,
+        chosen.len(),
+        crate::spec::problem::plural(chosen.len(), "unit")
+    );
+    reopen(
+        ui,
+        super::runs::StateDir {
+            state_dir: Some(dir),
+            spec: None,
+        },
+        &args.run,
+        &chosen,
+        "prep",
+        args.output,
+    )
+}
+
+/// `JOB/REPO` against a unit id `JOB/ORG/REPO[/KEY]`.
+fn unit_matches(unit: &str, pattern: &str) -> bool {
+    let parts: Vec<&str> = unit.split('/').collect();
+    match pattern.split_once('/') {
+        Some((job, repo)) => parts.first() == Some(&job) && parts.get(2) == Some(&repo),
+        None => parts.first() == Some(&pattern),
+    }
+}
+
+/// Answers a blocked unit: `ANSWER.md` goes into its workspace and its agent runs again with
+/// the stored prompt, the question and the answer; then QA and publish as usual.
+pub fn answer(ui: &Ui, args: AnswerArgs) -> u8 {
+    let (dir, conn) = match args.state.open() {
+        Ok(open) => open,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_FAILURE;
+        }
+    };
+    let units = state::views::units(&conn, &args.run).unwrap_or_default();
+    let Some(unit) = units.iter().find(|u| u.id == args.unit) else {
+        eprintln!("error: run {} has no unit {}", args.run, args.unit);
+        return EXIT_FAILURE;
+    };
+    if unit.outcome.as_deref() != Some("blocked") {
+        eprintln!(
+            "error: unit {} is not blocked (it ended {})",
+            unit.id,
+            unit.outcome.as_deref().unwrap_or("nothing yet")
+        );
+        return EXIT_FAILURE;
+    }
+    let text = match (&args.text, &args.file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("error: cannot read {}: {error}", file.display());
+                return EXIT_FAILURE;
+            }
+        },
+        (None, None) => unreachable!("clap requires TEXT or --file"),
+    };
+    let workspace = dir.join(&unit.workspace);
+    let written = std::fs::write(workspace.join("repo").join("ANSWER.md"), &text)
+        .and_then(|()| std::fs::write(workspace.join("meta").join("answer.md"), &text));
+    if let Err(error) = written {
+        eprintln!(
+            "error: cannot write the answer into {}: {error}",
+            workspace.display()
+        );
+        return EXIT_FAILURE;
+    }
+    drop(conn);
+    reopen(
+        ui,
+        super::runs::StateDir {
+            state_dir: Some(dir),
+            spec: None,
+        },
+        &args.run,
+        std::slice::from_ref(&args.unit),
+        "agent",
+        args.output,
+    )
 }

@@ -25,6 +25,7 @@ pub mod qa;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::params;
 use serde::Serialize;
@@ -41,6 +42,9 @@ use limits::{Admission, Class, Limits};
 pub use node::Handlers;
 use node::{NodeCtx, NodeResult, NodeRunner, UnitRun};
 pub use outcome::{NodeStatus, Outcome};
+
+/// Retries of a node's transient infrastructure failures when the spec sets none.
+pub const DEFAULT_RETRIES: u32 = 2;
 
 /// Options of one run.
 #[derive(Clone, Debug, Default)]
@@ -142,6 +146,8 @@ struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     cancel_tx: watch::Sender<bool>,
     done_tx: mpsc::UnboundedSender<Finished>,
     results: Vec<UnitResult>,
+    /// Nodes waiting out a retry backoff, earliest first.
+    delayed: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
     /// `status.json` writes still under way (awaited before the run ends).
     writes: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -241,6 +247,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         done_tx,
         results: Vec::new(),
         writes: Vec::new(),
+        delayed: Default::default(),
         ex,
     };
     d.build(plan);
@@ -573,6 +580,15 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         }
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
+        // Retries whose backoff is over are ready again.
+        while let Some(std::cmp::Reverse((at, idx))) = self.delayed.peek().copied() {
+            if at > now {
+                wake = Some(at);
+                break;
+            }
+            self.delayed.pop();
+            self.make_ready(idx);
+        }
         let mut starting = Vec::new();
         for (class, queue) in &mut self.ready {
             while let Some(&idx) = queue.front() {
@@ -686,6 +702,44 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         });
     }
 
+    /// Whether an `infra_error` of this node may be retried (the job's `retries`, default 2).
+    fn retry_left(&self, idx: usize) -> bool {
+        let unit = &self.units[self.nodes[idx].unit];
+        let spec = &self.ex.loaded.spec;
+        let retries = spec.jobs[unit.run.job]
+            .retries
+            .or(spec.defaults.retries)
+            .unwrap_or(DEFAULT_RETRIES);
+        self.nodes[idx].attempt <= retries
+    }
+
+    /// Puts a node that hit a transient infrastructure failure back after a backoff with
+    /// jitter (1 s, 2 s, 4 s ... up to a minute, plus up to a quarter more).
+    fn retry_later(&mut self, idx: usize, reason: String) {
+        let attempt = self.nodes[idx].attempt;
+        let base = Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6))
+            .min(Duration::from_secs(60));
+        let jitter = Duration::from_millis(
+            u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761))
+                % (base.as_millis() as u64 / 4 + 1),
+        );
+        let at = Instant::now() + base + jitter;
+        self.ex.reporter.node_finished(
+            &self.nodes[idx].id,
+            NodeStatus::Failed,
+            Some(&format!(
+                "{reason} (retrying in {:.1}s)",
+                (base + jitter).as_secs_f64()
+            )),
+        );
+        let (run, id) = (self.ex.run_id.clone(), self.nodes[idx].id.clone());
+        self.ex
+            .journal
+            .submit(move |t| NodeChange::Reset.apply_to(t, &run, &id));
+        self.nodes[idx].status = NodeStatus::Pending;
+        self.delayed.push(std::cmp::Reverse((at, idx)));
+    }
+
     fn interrupt(&mut self) {
         if !self.stopping {
             self.stopping = true;
@@ -734,6 +788,13 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                     .reporter
                     .node_finished(&self.nodes[idx].id, NodeStatus::Done, None);
                 self.settle(idx);
+            }
+            NodeResult::Stop {
+                outcome: Outcome::InfraError,
+                reason,
+                ..
+            } if self.retry_left(idx) && !self.stopping => {
+                self.retry_later(idx, reason);
             }
             NodeResult::Stop {
                 outcome, reason, ..

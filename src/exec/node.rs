@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::outcome::Outcome;
 use super::qa;
 use crate::agents::{self, ArgvContext, Invocation};
+use crate::forge::remote::PublishOptions;
 use crate::forge::{Forge, PrRef, PrRequest};
 use crate::git;
 use crate::plan::{NodeKind, Qa, Unit};
@@ -312,12 +313,25 @@ async fn write_prompt<R: Runtime, F: Forge>(
     context.attempt = attempt;
     context.qa_failure = qa_failure;
     let parts = crate::spec::validate::prompt_parts(&ctx.loaded.spec, ctx.unit.job);
-    let prompt = ctx
+    let mut prompt = ctx
         .loaded
         .templates
         .prompt(parts, &context)
         .map_err(|e| e.to_string())?;
-    write_file(&ctx.unit.meta_dir().join("prompt.md"), &prompt).await?;
+    // A blocked unit that was answered (`dispatch answer`): the original prompt, then the
+    // agent's question and the answer.
+    let meta = ctx.unit.meta_dir();
+    if let (Ok(question), Ok(answer)) = (
+        tokio::fs::read_to_string(meta.join("BLOCKED.md")).await,
+        tokio::fs::read_to_string(meta.join("answer.md")).await,
+    ) {
+        prompt.push_str(&format!(
+            "\n\n## Your question\n\nEarlier you stopped and asked (BLOCKED.md):\n\n{}\n\n## The answer\n\n{}\n\nThe answer is also in ANSWER.md at the repository root. Go on with the task.\n",
+            question.trim(),
+            answer.trim()
+        ));
+    }
+    write_file(&meta.join("prompt.md"), &prompt).await?;
     Ok(prompt)
 }
 
@@ -557,7 +571,11 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     } else {
         log_len(&log)
     };
-    let exit = match run_agent(ctx, &ctx.unit.agent, prompt, &log).await {
+    // The issue's stopwatch (Forgejo/Gitea) runs while the agent does, whatever its end.
+    stopwatch(ctx, true).await;
+    let exit = run_agent(ctx, &ctx.unit.agent, prompt, &log).await;
+    stopwatch(ctx, false).await;
+    let exit = match exit {
         Ok(exit) => exit,
         Err(result) => return result,
     };
@@ -611,6 +629,21 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             outcome: Some(Outcome::Changed),
         },
         Err(e) => stop(Outcome::InfraError, format!("commit: {e}")),
+    }
+}
+
+/// Starts or stops the stopwatch of the unit's issue; a forge that refuses is logged, never a
+/// reason for the unit to fail.
+async fn stopwatch<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, running: bool) {
+    let unit = &ctx.unit.unit;
+    if let Some(issue) = unit.issue {
+        if let Err(error) = ctx
+            .forge
+            .stopwatch(&unit.org, &unit.repo, issue, running)
+            .await
+        {
+            tracing::warn!(node = %ctx.node, %error, "the issue's stopwatch did not {}", if running { "start" } else { "stop" });
+        }
     }
 }
 
@@ -726,7 +759,10 @@ fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, St
         org: unit.org.clone(),
         repo: unit.repo.clone(),
         branch: unit.branch.clone(),
-        base: ctx.base.clone().unwrap_or_else(|| "main".to_owned()),
+        base: ctx
+            .base
+            .clone()
+            .ok_or("the base branch is unknown: prep did not record it")?,
         title: pr_title(ctx)?,
         body,
         run_id: ctx.run_id.clone(),
@@ -739,7 +775,19 @@ async fn publish<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         Ok(request) => request,
         Err(e) => return stop(Outcome::InfraError, format!("PR text: {e}")),
     };
-    match ctx.forge.publish(&ctx.unit.repo_dir(), &request).await {
+    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
+    let options = PublishOptions {
+        issue: ctx.unit.unit.issue,
+        labels: job.pr.labels.clone(),
+        label_colours: Default::default(),
+        draft: job.pr.draft,
+        reviewers: job.pr.reviewers.clone(),
+    };
+    match ctx
+        .forge
+        .publish_with(&ctx.unit.repo_dir(), &request, &options)
+        .await
+    {
         Ok(pr) => NodeResult::Done {
             base: None,
             pr: Some(pr),
@@ -809,9 +857,9 @@ async fn merge<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             pr: Some(pr),
             outcome: Some(Outcome::Merged),
         },
-        Err(crate::forge::ForgeError::Conflict(what)) => stop(
+        Err(e) if e.needs_review() => stop(
             Outcome::NeedsReview,
-            format!("{what} does not merge cleanly"),
+            format!("the PR waits for a person: {e}"),
         ),
         Err(e) => stop(Outcome::InfraError, format!("merge: {e}")),
     }

@@ -52,6 +52,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 #[derive(Clone, Debug)]
 pub struct Docker {
     engine: bollard::Docker,
+    /// Images seen present: `create` checks each image once, not once per container.
+    present: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Docker {
@@ -79,7 +81,10 @@ impl Docker {
         let engine = engine.negotiate_version().await.map_err(unreachable)?;
         engine.ping().await.map_err(unreachable)?;
         tracing::debug!(socket = path, version = %engine.client_version(), "connected to Docker");
-        Ok(Docker { engine })
+        Ok(Docker {
+            engine,
+            present: Default::default(),
+        })
     }
 
     /// The bollard client, for the image builder of this module's parent.
@@ -341,8 +346,17 @@ impl Runtime for Docker {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        if self.image_id(&spec.image).await?.is_none() {
-            return Err(RuntimeError::ImageMissing(spec.image.clone()));
+        let known = self
+            .present
+            .lock()
+            .is_ok_and(|present| present.contains(&spec.image));
+        if !known {
+            if self.image_id(&spec.image).await?.is_none() {
+                return Err(RuntimeError::ImageMissing(spec.image.clone()));
+            }
+            if let Ok(mut present) = self.present.lock() {
+                present.insert(spec.image.clone());
+            }
         }
         let config = container_config(spec)?;
         let options = (!spec.name.is_empty()).then(|| {
