@@ -609,3 +609,49 @@ fn cancel_from_another_process_stops_the_run() {
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["run"]["status"], "cancelled");
 }
+
+#[test]
+fn an_unchanged_second_run_takes_agent_results_from_the_cache() {
+    if docker().is_none() {
+        return;
+    }
+    let fx = Fixture::new("cache", &[("k1", "change"), ("k2", "none")]);
+    let spec =
+        fx.spec("jobs:\n  - { id: j, task: t, repos: [k1, k2], qa: [{ run: sh test.sh }] }\n");
+    let (status, first) = fx.run(&spec);
+    assert_eq!(status, 0, "{first}");
+    let (status, second) = fx.run(&spec);
+    assert_eq!(status, 0, "{second}");
+    assert_eq!(outcomes(&second), outcomes(&first));
+    assert_eq!(
+        agent_runs(&fx, "k1", "j"),
+        1,
+        "the cached result spent no second agent run"
+    );
+    assert_eq!(agent_runs(&fx, "k2", "j"), 1);
+    let run = second["run"].as_str().unwrap();
+    let status = common::dispatch(&[
+        "status",
+        run,
+        "--state-dir",
+        fx.dir.0.join(".dispatch").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        status
+            .stdout
+            .matches("agent    (result from the cache)")
+            .count(),
+        2,
+        "dispatch status says so: {}",
+        status.stdout
+    );
+    let out = common::dispatch(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--no-cache",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(agent_runs(&fx, "k1", "j"), 2, "--no-cache runs the agent");
+}

@@ -41,6 +41,10 @@ pub struct Args {
     /// Start a new run even when the last run of this spec did not finish.
     #[arg(long)]
     pub new: bool,
+    /// Run every agent even when the cache holds its result for the same prompt, argv, image
+    /// and base commit.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// Result formats.
@@ -283,6 +287,7 @@ async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: P
         run_id,
         session,
         args.keep_containers,
+        args.no_cache,
         args.output,
         None,
     )
@@ -296,6 +301,7 @@ async fn execute_and_report(
     run_id: String,
     session: Session,
     keep_containers: bool,
+    no_cache: bool,
     output: Output,
     resumed: Option<Vec<state::views::UnitRow>>,
 ) -> u8 {
@@ -347,7 +353,10 @@ async fn execute_and_report(
         journal,
         run_id: run_id.clone(),
         state_dir: state_dir.clone(),
-        options: RunOptions { keep_containers },
+        options: RunOptions {
+            keep_containers,
+            no_cache,
+        },
         reporter: reporter.clone(),
         runner: Arc::new(exec::Handlers),
     };
@@ -393,6 +402,9 @@ pub struct ResumeArgs {
     /// Keep containers after they finish.
     #[arg(long)]
     pub keep_containers: bool,
+    /// Run every agent even when the cache holds its result.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -525,6 +537,7 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
             run.id.clone(),
             session,
             args.keep_containers,
+            args.no_cache,
             args.output,
             Some(units),
         )
@@ -669,6 +682,7 @@ fn reopen(
                 spec: None,
             },
             keep_containers: false,
+            no_cache: false,
             output,
         },
     )

@@ -185,7 +185,16 @@ pub fn status(args: StatusArgs) -> u8 {
             } else {
                 String::new()
             };
-            let _ = writeln!(out, "  {:<9} {:<8}{}", node.status, node.kind, attempts);
+            let cached = if node.cached {
+                " (result from the cache)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {:<9} {:<8}{attempts}{cached}",
+                node.status, node.kind
+            );
         }
     }
     print!("{out}");

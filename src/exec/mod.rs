@@ -17,6 +17,7 @@
 //! Control: the first interrupt stops scheduling and lets running nodes finish; the second
 //! stops running containers (their units end `cancelled`).
 
+pub mod cache;
 pub mod limits;
 pub mod node;
 pub mod outcome;
@@ -51,6 +52,8 @@ pub const DEFAULT_RETRIES: u32 = 2;
 pub struct RunOptions {
     /// Keep containers after they finish (for debugging).
     pub keep_containers: bool,
+    /// Do not take agent results from the cache (results are still stored).
+    pub no_cache: bool,
 }
 
 /// How one unit ended.
@@ -638,6 +641,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             cancel: self.cancel_tx.subscribe(),
             reattach: node.reattach.take(),
             containers: node::Containers::default(),
+            cache_dir: (!self.ex.options.no_cache).then(|| self.ex.state_dir.join("cache")),
+            state_dir: self.ex.state_dir.clone(),
         };
         let start = match &node.class {
             Class::Agent { pool, model } => Some((pool.clone(), model.clone())),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::outcome::Outcome;
-use super::qa;
+use super::{cache, qa};
 use crate::agents::{self, ArgvContext, Invocation};
 use crate::forge::remote::PublishOptions;
 use crate::forge::{Forge, PrRef, PrRequest};
@@ -96,6 +96,10 @@ pub struct NodeCtx<R: Runtime, F: Forge> {
     pub reattach: Option<String>,
     /// Containers the node ran, removed after its end is committed.
     pub containers: Containers,
+    /// Where agent results are looked up (`None` with `--no-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// The state directory (agent results are stored under `cache/` in it).
+    pub state_dir: PathBuf,
 }
 
 /// The containers a node ran (shared with the dispatcher's task that removes them).
@@ -571,6 +575,40 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     } else {
         log_len(&log)
     };
+    let key = if ctx.reattach.is_some() {
+        None
+    } else {
+        cache_key(ctx, &prompt).await
+    };
+    if let (Some(key), Some(dir)) = (&key, &ctx.cache_dir) {
+        if let Some(cached) = cache::lookup(dir, key).await {
+            return match cache::apply(&repo, &cached).await {
+                Ok(()) => {
+                    let (run, node, key) = (ctx.run_id.clone(), ctx.node.clone(), key.clone());
+                    ctx.journal.submit(move |t| {
+                        t.prepare_cached("INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, 'cache', ?4)")?
+                            .execute(rusqlite::params![run, crate::state::now_ms(), node, key])?;
+                        Ok(())
+                    });
+                    match cached {
+                        cache::Cached::Changed(_) => NodeResult::Done {
+                            base: None,
+                            pr: None,
+                            outcome: Some(Outcome::Changed),
+                        },
+                        cache::Cached::NoChanges => stop(
+                            Outcome::NoChanges,
+                            "the agent changed nothing (result from the cache)",
+                        ),
+                    }
+                }
+                Err(e) => stop(
+                    Outcome::InfraError,
+                    format!("applying the cached agent result: {e}"),
+                ),
+            };
+        }
+    }
     // The issue's stopwatch (Forgejo/Gitea) runs while the agent does, whatever its end.
     stopwatch(ctx, true).await;
     let exit = run_agent(ctx, &ctx.unit.agent, prompt, &log).await;
@@ -621,6 +659,22 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             .map_err(|e| e.to_string())
     }
     .await;
+    if let (Ok(ahead), Some(key)) = (&committed, &key) {
+        let base_sha = tokio::fs::read_to_string(meta.join("base.sha"))
+            .await
+            .unwrap_or_default();
+        if let Err(error) = cache::store(
+            &ctx.state_dir.join("cache"),
+            key,
+            &repo,
+            base_sha.trim(),
+            *ahead > 0,
+        )
+        .await
+        {
+            tracing::warn!(node = %ctx.node, %error, "cannot store the agent's result in the cache");
+        }
+    }
     match committed {
         Ok(0) => stop(Outcome::NoChanges, "the agent changed nothing"),
         Ok(_) => NodeResult::Done {
@@ -630,6 +684,29 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         },
         Err(e) => stop(Outcome::InfraError, format!("commit: {e}")),
     }
+}
+
+/// The cache key of this agent run: the prompt, the argv, the image id and the base commit.
+/// `None` when one of them cannot be known (then the cache is not used).
+async fn cache_key<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, prompt: &str) -> Option<String> {
+    let base = ctx.base.clone()?;
+    let invocation = agents::invocation(
+        &ctx.unit.agent,
+        &ctx.loaded.spec.agents,
+        &ArgvContext::new(&base),
+    )
+    .ok()?;
+    let image = agent_container(ctx, &invocation, 0).image;
+    let image_id = ctx.runtime.image_id(&image).await.ok()??;
+    let base_sha = tokio::fs::read_to_string(ctx.unit.meta_dir().join("base.sha"))
+        .await
+        .ok()?;
+    Some(cache::key(
+        prompt,
+        &invocation.argv,
+        &image_id,
+        base_sha.trim(),
+    ))
 }
 
 /// Starts or stops the stopwatch of the unit's issue; a forge that refuses is logged, never a

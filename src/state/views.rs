@@ -65,6 +65,8 @@ pub struct NodeRow {
     pub started_at: Option<i64>,
     /// End, seconds since the epoch.
     pub finished_at: Option<i64>,
+    /// Whether its result came from the agent-output cache (in its latest attempt).
+    pub cached: bool,
 }
 
 fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
@@ -155,7 +157,10 @@ pub fn units(conn: &Connection, run: &str) -> rusqlite::Result<Vec<UnitRow>> {
         .map(|(i, u)| (u.id.clone(), i))
         .collect();
     let mut statement = conn.prepare(
-        "SELECT unit_id, id, kind, status, attempts, container_id, exit_code, reason, started_at, finished_at FROM nodes WHERE run_id = ?1 ORDER BY ord",
+        "SELECT n.unit_id, n.id, n.kind, n.status, n.attempts, n.container_id, n.exit_code, n.reason, n.started_at, n.finished_at, \
+         EXISTS (SELECT 1 FROM events e WHERE e.run_id = n.run_id AND e.node_id = n.id AND e.kind = 'cache' \
+                 AND e.seq > COALESCE((SELECT MAX(s.seq) FROM events s WHERE s.run_id = n.run_id AND s.node_id = n.id AND s.kind = 'started'), 0)) \
+         FROM nodes n WHERE n.run_id = ?1 ORDER BY n.ord",
     )?;
     let rows = statement.query_map([run], |r| {
         Ok((
@@ -170,6 +175,7 @@ pub fn units(conn: &Connection, run: &str) -> rusqlite::Result<Vec<UnitRow>> {
                 reason: r.get(7)?,
                 started_at: r.get(8)?,
                 finished_at: r.get(9)?,
+                cached: r.get(10)?,
             },
         ))
     })?;
