@@ -286,8 +286,10 @@ async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: P
         plan,
         run_id,
         session,
-        args.keep_containers,
-        args.no_cache,
+        RunOptions {
+            keep_containers: args.keep_containers,
+            no_cache: args.no_cache,
+        },
         args.output,
         None,
     )
@@ -300,8 +302,7 @@ async fn execute_and_report(
     plan: Plan,
     run_id: String,
     session: Session,
-    keep_containers: bool,
-    no_cache: bool,
+    options: RunOptions,
     output: Output,
     resumed: Option<Vec<state::views::UnitRow>>,
 ) -> u8 {
@@ -536,8 +537,10 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
             current,
             run.id.clone(),
             session,
-            args.keep_containers,
-            args.no_cache,
+            RunOptions {
+                keep_containers: args.keep_containers,
+                no_cache: args.no_cache,
+            },
             args.output,
             Some(units),
         )
