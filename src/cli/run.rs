@@ -354,10 +354,7 @@ async fn execute_and_report(
         journal,
         run_id: run_id.clone(),
         state_dir: state_dir.clone(),
-        options: RunOptions {
-            keep_containers,
-            no_cache,
-        },
+        options,
         reporter: reporter.clone(),
         runner: Arc::new(exec::Handlers),
     };
