@@ -48,9 +48,8 @@ fn reset(dir: &Path) {
     }
 }
 
-fn main() {
-    let dir = std::env::temp_dir().join(format!("dispatch-bench-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn setup(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
     for i in 0..UNITS {
         let repo = dir.join(format!("repos/b/r{i:03}"));
         std::fs::create_dir_all(&repo).unwrap();
@@ -63,22 +62,39 @@ fn main() {
     );
     std::fs::write(dir.join("spec.yaml"), spec).unwrap();
     // Warm-up: seeds the forge, builds the image, warms the engine.
-    dispatch(&dir);
+    dispatch(dir);
+}
+
+fn main() {
+    // The same run with its state (journal, forge, workspaces) on disk and on tmpfs.
+    let disk = std::env::temp_dir().join(format!("dispatch-bench-run-{}", std::process::id()));
+    let tmpfs = Path::new("/dev/shm").join(format!("dispatch-bench-run-{}", std::process::id()));
+    setup(&disk);
+    setup(&tmpfs);
     let mut rounds = Vec::new();
     for _ in 0..2 {
-        reset(&dir);
-        let d = dispatch(&dir);
+        reset(&disk);
+        reset(&tmpfs);
+        let d = dispatch(&disk);
+        let t = dispatch(&tmpfs);
         let x = xargs();
-        rounds.push((d, x));
+        rounds.push((d, t, x));
         println!(
-            "round: dispatch run {:.2} s, xargs -P8 docker run {:.2} s, ratio {:.2}",
+            "round: dispatch run {:.2} s (state on tmpfs {:.2} s), xargs -P8 docker run {:.2} s",
             d.as_secs_f64(),
-            x.as_secs_f64(),
-            d.as_secs_f64() / x.as_secs_f64()
+            t.as_secs_f64(),
+            x.as_secs_f64()
         );
     }
-    let d: f64 = rounds.iter().map(|r| r.0.as_secs_f64()).sum::<f64>() / rounds.len() as f64;
-    let x: f64 = rounds.iter().map(|r| r.1.as_secs_f64()).sum::<f64>() / rounds.len() as f64;
+    let mean = |f: fn(&(Duration, Duration, Duration)) -> Duration| {
+        rounds.iter().map(|r| f(r).as_secs_f64()).sum::<f64>() / rounds.len() as f64
+    };
+    let (d, t, x) = (mean(|r| r.0), mean(|r| r.1), mean(|r| r.2));
     println!("{UNITS} trivial units at total 8: dispatch run {d:.2} s, xargs -P8 docker run --rm {x:.2} s, ratio {:.2} (mean of {} rounds)", d / x, rounds.len());
-    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "journal and state on disk vs on tmpfs: {d:.2} s vs {t:.2} s, {:+.1}%",
+        (d / t - 1.0) * 100.0
+    );
+    let _ = std::fs::remove_dir_all(&disk);
+    let _ = std::fs::remove_dir_all(&tmpfs);
 }

@@ -148,3 +148,29 @@ fn prs_without_a_state_directory_says_so() {
     assert_eq!(out.status, 1);
     assert!(out.stderr.contains("no state database"), "{}", out.stderr);
 }
+
+#[test]
+fn a_broken_state_database_is_named_with_what_to_do() {
+    let dir = TempDir::new("corrupt");
+    dir.write("dispatch.db", &"this is not a database ".repeat(200));
+    let out = dispatch(&["status", "--state-dir", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stderr.contains("dispatch.db") && out.stderr.contains("damaged"),
+        "{}",
+        out.stderr
+    );
+
+    let newer = TempDir::new("newer");
+    let conn = rusqlite::Connection::open(newer.0.join("dispatch.db")).unwrap();
+    conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('schema_version', '99');").unwrap();
+    drop(conn);
+    let out = dispatch(&["runs", "--state-dir", newer.0.to_str().unwrap()]);
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stderr
+            .contains("schema version 99, newer than this dispatch understands"),
+        "{}",
+        out.stderr
+    );
+}

@@ -101,7 +101,7 @@ CREATE TABLE prs (
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite failed.
-    #[error("state database {path}: {error}")]
+    #[error("state database {path}: {error}{}", hint(error))]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -127,6 +127,23 @@ pub enum StateError {
     /// The journal thread is gone (it failed earlier).
     #[error("the journal writer stopped: {0}")]
     Closed(String),
+}
+
+/// What to do about a SQLite error, for the message.
+fn hint(error: &rusqlite::Error) -> &'static str {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            "; another dispatch process holds it: wait for it, or stop it with `dispatch cancel`"
+        }
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            "; the file is damaged: move it aside (its runs are lost to dispatch, the workspaces stay) or use another --state-dir"
+        }
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied | rusqlite::ErrorCode::CannotOpen) => {
+            "; check that this user may write the state directory"
+        }
+        Some(rusqlite::ErrorCode::DiskFull) => "; the disk is full",
+        _ => "",
+    }
 }
 
 /// Seconds since the Unix epoch.
