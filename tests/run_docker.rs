@@ -361,6 +361,23 @@ fn pool_limits_and_min_delay_hold_while_other_pools_run() {
     assert_eq!(leftovers(run), 0);
 }
 
+/// Starts `dispatch run SPEC --output json` in the background.
+fn spawn_run(spec: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args([
+            "--color",
+            "never",
+            "run",
+            spec.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn interrupt(child: &std::process::Child) {
     // SAFETY: kill with a valid pid and signal has no memory-safety preconditions.
     unsafe {
@@ -396,19 +413,7 @@ fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
     // First Ctrl-C: the running agent finishes, nothing new starts.
     let fx = Fixture::new("sigint1", &[("x1", "nap"), ("x2", "nap"), ("x3", "nap")]);
     let spec = fx.spec("limits: { total: 1 }\njobs:\n  - { id: j, task: t, repos: [x1, x2, x3], qa: [], publish: false }\n");
-    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-        .args([
-            "--color",
-            "never",
-            "run",
-            spec.to_str().unwrap(),
-            "--output",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&spec);
     wait_for_container(&fx);
     interrupt(&child);
     let out = child.wait_with_output().unwrap();
@@ -430,19 +435,7 @@ fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
     // Second Ctrl-C: the running container is stopped and its unit cancelled.
     let fx = Fixture::new("sigint2", &[("y1", "long"), ("y2", "long")]);
     let spec = fx.spec("limits: { total: 1 }\njobs:\n  - { id: j, task: t, timeout: 2m, repos: [y1, y2], qa: [], publish: false }\n");
-    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-        .args([
-            "--color",
-            "never",
-            "run",
-            spec.to_str().unwrap(),
-            "--output",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&spec);
     wait_for_container(&fx);
     interrupt(&child);
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -570,19 +563,7 @@ fn cancel_from_another_process_stops_the_run() {
     }
     let fx = Fixture::new("cancel", &[("z1", "long"), ("z2", "long"), ("z3", "long")]);
     let spec = fx.spec("limits: { total: 2 }\njobs:\n  - { id: j, task: t, timeout: 2m, repos: [z1, z2, z3], qa: [], publish: false }\n");
-    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-        .args([
-            "--color",
-            "never",
-            "run",
-            spec.to_str().unwrap(),
-            "--output",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&spec);
     wait_for_container(&fx);
     let db = fx.db();
     let run: String = db

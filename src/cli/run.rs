@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 
+use super::runs::{fail, sql};
 use super::{Ui, EXIT_FAILURE};
 use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions};
 use crate::forge::local::LocalForge;
@@ -413,25 +414,13 @@ pub struct ResumeArgs {
 pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
     let (dir, conn) = match args.state.open() {
         Ok(open) => open,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return EXIT_FAILURE;
-        }
+        Err(message) => return fail(message),
     };
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     let run = match state::views::run(&conn, Some(&args.run)) {
         Ok(Some(run)) => run,
-        Ok(None) => {
-            eprintln!("error: no run {} in {}", args.run, dir.display());
-            return EXIT_FAILURE;
-        }
-        Err(error) => {
-            eprintln!(
-                "error: state database {}: {error}",
-                dir.join(state::DB_FILE).display()
-            );
-            return EXIT_FAILURE;
-        }
+        Ok(None) => return fail(format!("no run {} in {}", args.run, dir.display())),
+        Err(error) => return fail(sql(&dir)(error)),
     };
     if run.status != "running" {
         println!(
@@ -460,13 +449,7 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
     let mut current = plan.clone();
     let units = match state::views::units(&conn, &run.id) {
         Ok(units) => units,
-        Err(error) => {
-            eprintln!(
-                "error: state database {}: {error}",
-                dir.join(state::DB_FILE).display()
-            );
-            return EXIT_FAILURE;
-        }
+        Err(error) => return fail(sql(&dir)(error)),
     };
     // A run started with --only holds a subset of the plan.
     let ids: std::collections::HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
@@ -636,10 +619,7 @@ fn reopen(
 ) -> u8 {
     let (dir, conn) = match state.open() {
         Ok(open) => open,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return EXIT_FAILURE;
-        }
+        Err(message) => return fail(message),
     };
     let order = ["prep", "agent", "qa", "publish", "review", "merge"];
     let from_rank = order.iter().position(|k| *k == from).unwrap_or(0);
@@ -692,24 +672,12 @@ fn reopen(
 pub fn retry(ui: &Ui, args: RetryArgs) -> u8 {
     let (dir, conn) = match args.state.open() {
         Ok(open) => open,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return EXIT_FAILURE;
-        }
+        Err(message) => return fail(message),
     };
     let units = match state::views::units(&conn, &args.run) {
         Ok(units) if !units.is_empty() => units,
-        Ok(_) => {
-            eprintln!("error: no run {} in {}", args.run, dir.display());
-            return EXIT_FAILURE;
-        }
-        Err(error) => {
-            eprintln!(
-                "error: state database {}: {error}",
-                dir.join(state::DB_FILE).display()
-            );
-            return EXIT_FAILURE;
-        }
+        Ok(_) => return fail(format!("no run {} in {}", args.run, dir.display())),
+        Err(error) => return fail(sql(&dir)(error)),
     };
     let (failed, blocked) = if args.failed || args.blocked {
         (args.failed, args.blocked)
@@ -770,10 +738,7 @@ fn unit_matches(unit: &str, pattern: &str) -> bool {
 pub fn answer(ui: &Ui, args: AnswerArgs) -> u8 {
     let (dir, conn) = match args.state.open() {
         Ok(open) => open,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return EXIT_FAILURE;
-        }
+        Err(message) => return fail(message),
     };
     let units = state::views::units(&conn, &args.run).unwrap_or_default();
     let Some(unit) = units.iter().find(|u| u.id == args.unit) else {

@@ -41,12 +41,14 @@ impl StateDir {
     }
 }
 
-fn fail(message: impl std::fmt::Display) -> u8 {
+/// Prints an error and gives the failure status.
+pub(super) fn fail(message: impl std::fmt::Display) -> u8 {
     eprintln!("error: {message}");
     EXIT_FAILURE
 }
 
-fn sql(dir: &Path) -> impl Fn(rusqlite::Error) -> String + '_ {
+/// Names the state database in a SQLite error.
+pub(super) fn sql(dir: &Path) -> impl Fn(rusqlite::Error) -> String + '_ {
     move |e| format!("state database {}: {e}", dir.join(state::DB_FILE).display())
 }
 
