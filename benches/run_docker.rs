@@ -2,7 +2,8 @@
 //! `true`, no QA, no publish) at total limit 8, against 200 `docker run --rm IMAGE true` with
 //! 8 in parallel, on the same image, measured in the same process. The forge is seeded and
 //! the image built before timing; each dispatch round starts from empty workspaces and an
-//! empty journal. Run with `cargo bench --bench run_docker`; prints the times and the ratio.
+//! empty journal, and `--no-cache` (the trivial agents would otherwise be answered from the
+//! agent-output cache after the warm-up). Run with `cargo bench --bench run_docker`; prints the times and the ratio.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +14,15 @@ const UNITS: usize = 200;
 fn dispatch(dir: &Path) -> Duration {
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-        .args(["--color", "never", "run", "spec.yaml", "--output", "json"])
+        .args([
+            "--color",
+            "never",
+            "run",
+            "spec.yaml",
+            "--no-cache",
+            "--output",
+            "json",
+        ])
         .current_dir(dir)
         .output()
         .expect("dispatch runs");

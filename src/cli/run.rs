@@ -13,7 +13,7 @@ use crate::forge::local::LocalForge;
 use crate::forge::remote::{AnyForge, RemoteForge, RemoteOptions};
 use crate::plan::{self, Plan};
 use crate::report;
-use crate::runtime::{docker::Docker, image, RuntimeError};
+use crate::runtime::{docker::Docker, image};
 use crate::state::{self, Journal};
 
 /// Exit status when the Docker engine cannot be reached.
@@ -154,17 +154,19 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
 
 fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> u8 {
     print!("{}", plan::render::text(plan));
-    for (unit, target) in plan.units.iter().zip(loaded.targets.iter().filter(|t| {
-        plan.units
-            .iter()
-            .any(|u| u.id == plan::unit_id(loaded.spec.jobs[t.job].id.as_str(), t))
-    })) {
+    let planned: std::collections::HashSet<&str> =
+        plan.units.iter().map(|u| u.id.as_str()).collect();
+    for target in &loaded.targets {
+        let id = plan::unit_id(loaded.spec.jobs[target.job].id.as_str(), target);
+        if !planned.contains(id.as_str()) {
+            continue; // left out by --only
+        }
         let context = plan::unit_context(&loaded.spec, target);
         match loaded.templates.prompt(
             crate::spec::validate::prompt_parts(&loaded.spec, target.job),
             &context,
         ) {
-            Ok(prompt) => println!("\n===== prompt of {} =====\n{prompt}", unit.id),
+            Ok(prompt) => println!("\n===== prompt of {id} =====\n{prompt}"),
             Err(error) => {
                 eprintln!("error: {error}");
                 return EXIT_FAILURE;
@@ -557,11 +559,6 @@ impl Reporter for Silent {
     fn note(&self, message: &str) {
         eprintln!("{message}");
     }
-}
-
-/// Whether an engine error means the engine is gone.
-pub fn is_unreachable(error: &RuntimeError) -> bool {
-    matches!(error, RuntimeError::Unreachable(_))
 }
 
 /// Arguments of `dispatch retry`.

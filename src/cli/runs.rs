@@ -143,12 +143,24 @@ pub fn status(args: StatusArgs) -> u8 {
         Err(message) => return fail(message),
     };
     if args.json {
-        let document = serde_json::json!({ "run": run, "units": units });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&document).unwrap_or_default()
-        );
-        return 0;
+        #[derive(serde::Serialize)]
+        struct Document<'a> {
+            run: &'a views::RunRow,
+            units: &'a [views::UnitRow],
+        }
+        // Streamed: a run of 10,000 units is megabytes of JSON.
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = serde_json::to_writer_pretty(
+            &mut stdout,
+            &Document {
+                run: &run,
+                units: &units,
+            },
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(stdout))
+        .and_then(|()| stdout.flush());
+        return if written.is_ok() { 0 } else { EXIT_FAILURE };
     }
     let mut out = String::new();
     use std::fmt::Write as _;

@@ -35,10 +35,13 @@ pub struct UnitRow {
     /// Workspace, relative to the state directory.
     pub workspace: String,
     /// Outcome, when ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// Why.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// PR reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pr: Option<String>,
     /// Nodes in order.
     pub nodes: Vec<NodeRow>,
@@ -56,14 +59,19 @@ pub struct NodeRow {
     /// Attempts.
     pub attempts: i64,
     /// Container id, if one was created.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     /// Exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
     /// Reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Start, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<i64>,
     /// End, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
     /// Whether its result came from the agent-output cache (in its latest attempt).
     pub cached: bool,
