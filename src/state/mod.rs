@@ -340,7 +340,19 @@ pub enum NodeChange {
 impl NodeChange {
     /// Applies the change inside a transaction.
     pub fn apply_to(self, tx: &Transaction<'_>, run: &str, node: &str) -> rusqlite::Result<()> {
-        let at = now();
+        self.apply_at(tx, run, node, now_ms())
+    }
+
+    /// Applies the change, recording it as having happened at `at_ms` (milliseconds since the
+    /// epoch), for writes queued some time after the fact.
+    pub fn apply_at(
+        self,
+        tx: &Transaction<'_>,
+        run: &str,
+        node: &str,
+        at_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let at = at_ms / 1000;
         let (kind, detail) = match &self {
             NodeChange::Started { attempt } => {
                 tx.prepare_cached(
@@ -378,7 +390,7 @@ impl NodeChange {
         tx.prepare_cached(
             "INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![run, now_ms(), node, kind, detail])?;
+        .execute(params![run, at_ms, node, kind, detail])?;
         Ok(())
     }
 }
