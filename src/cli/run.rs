@@ -578,9 +578,26 @@ pub struct RetryArgs {
     /// Only these units: `JOB`, `JOB/REPO` or a unit id (repeatable).
     #[arg(long, value_name = "JOB/REPO")]
     pub only: Vec<String>,
+    /// Re-run from this node on (`qa` re-runs QA, and the agent's result comes from the
+    /// cache when its inputs did not change).
+    #[arg(long, value_enum, default_value_t = Rerun::Prep)]
+    pub rerun: Rerun,
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// Where a retried unit starts again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rerun {
+    /// The whole unit (the workspace is continued, not cloned again).
+    Prep,
+    /// The agent and everything after it.
+    Agent,
+    /// QA and everything after it.
+    Qa,
+    /// Publishing and everything after it.
+    Publish,
 }
 
 /// Arguments of `dispatch answer`.
@@ -716,7 +733,12 @@ pub fn retry(ui: &Ui, args: RetryArgs) -> u8 {
         },
         &args.run,
         &chosen,
-        "prep",
+        match args.rerun {
+            Rerun::Prep => "prep",
+            Rerun::Agent => "agent",
+            Rerun::Qa => "qa",
+            Rerun::Publish => "publish",
+        },
         args.output,
     )
 }
