@@ -611,3 +611,60 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
     assert!(!format!("{e:?}").contains("dG9rLTNmOWExYy"), "{e:?}");
     assert_valid(&fake);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_the_token_and_every_target_repository() {
+    let fake = FakeForge::start(Flavour::Gitea, TOKEN).await;
+    fake.add_repo(ORG, "present", false, false);
+    let dir = temp_dir("doctor");
+    let spec = dir.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nname: d\nforge: {{ kind: gitea, url: \"{}\", token_env: DOCTOR_TOKEN }}\ndefaults: {{ org: {ORG}, agent: codex }}\njobs:\n  - {{ id: j, task: t, repos: [present, absent] }}\n",
+            fake.url
+        ),
+    )
+    .expect("write spec");
+    let doctor = |token: &'static str| {
+        let spec = spec.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+                .args(["--color", "never", "doctor", &spec.to_string_lossy()])
+                .env("DOCTOR_TOKEN", token)
+                .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+                .output()
+                .await
+                .expect("dispatch runs")
+        }
+    };
+    let good = doctor(TOKEN).await;
+    let text = String::from_utf8_lossy(&good.stdout).to_string();
+    assert_eq!(
+        good.status.code(),
+        Some(1),
+        "the engine and one repository are missing:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("ok    {ORG}/present is reachable")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("FAIL  {ORG}/absent")), "{text}");
+    assert!(
+        text.contains("FAIL  cannot reach the Docker engine"),
+        "{text}"
+    );
+
+    let bad = doctor("wrong-token").await;
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert!(
+        text.contains("DOCTOR_TOKEN"),
+        "the message names the variable: {text}"
+    );
+    assert!(
+        !text.contains("wrong-token") && !text.contains(TOKEN),
+        "no token text: {text}"
+    );
+    assert!(!text.contains(&format!("ok    {ORG}/present")), "{text}");
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 failure, 2 invalid spec or usage.
 
 mod agents;
+mod doctor;
 mod plan;
 mod prs;
 mod render;
@@ -99,6 +100,9 @@ pub enum Command {
         after_help = "Examples:\n  dispatch answer RUN fix-tests/core/go-io \"Use PostgreSQL 16\" --spec pipelines/fix-tests.yaml\n  dispatch answer RUN fix-tests/core/go-io --file answer.md --spec pipelines/fix-tests.yaml"
     )]
     Answer(run::AnswerArgs),
+    /// Check what a run of the spec needs: engine, images, forge token and repositories, keys.
+    #[command(after_help = "Example:\n  dispatch doctor pipelines/demo.yaml")]
+    Doctor(doctor::Args),
     /// List the pull requests of the local forge.
     #[command(
         after_help = "Examples:\n  dispatch prs pipelines/demo.yaml\n  dispatch prs --state-dir pipelines/.dispatch --json"
@@ -174,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Agents(args) => agents::run(&ui, args),
         Command::Run(args) => run::run(&ui, args),
         Command::Prs(args) => prs::run(args),
+        Command::Doctor(args) => doctor::run(&ui, args),
         Command::Resume(args) => run::resume(&ui, args),
         Command::Retry(args) => run::retry(&ui, args),
         Command::Answer(args) => run::answer(&ui, args),

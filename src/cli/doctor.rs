@@ -1,0 +1,192 @@
+//! `dispatch doctor SPEC`: checks what a run of the spec needs before it starts: the Docker
+//! engine and the images, the forge (its token and every target repository), and the agents'
+//! API keys in the environment. One line per check; exit 1 when anything would fail.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{Ui, EXIT_FAILURE};
+use crate::agents::{self, ArgvContext};
+use crate::forge::remote::{RemoteForge, RemoteOptions};
+use crate::forge::{Forge, ForgeError};
+use crate::plan;
+use crate::runtime::{docker::Docker, image, Runtime};
+
+/// Arguments of `dispatch doctor`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The spec.
+    pub spec: PathBuf,
+    /// State directory (default: `.dispatch/` beside the spec).
+    #[arg(long, env = "DISPATCH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str) {
+        println!("ok    {what}");
+    }
+
+    fn warn(&self, what: &str) {
+        println!("warn  {what}");
+    }
+
+    fn fail(&mut self, what: &str) {
+        self.failed += 1;
+        println!("FAIL  {what}");
+    }
+}
+
+/// Runs the checks.
+pub fn run(ui: &Ui, args: Args) -> u8 {
+    let loaded = match ui.load(&args.spec) {
+        Ok(loaded) => loaded,
+        Err(status) => return status,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return EXIT_FAILURE;
+        }
+    };
+    let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
+    let report = runtime.block_on(check(&loaded, &state_dir));
+    if report.failed == 0 {
+        println!("\nall checks passed");
+        0
+    } else {
+        println!(
+            "\n{} {} failed",
+            report.failed,
+            crate::spec::problem::plural(report.failed, "check")
+        );
+        EXIT_FAILURE
+    }
+}
+
+async fn check(loaded: &crate::spec::LoadedSpec, state_dir: &Path) -> Report {
+    let mut report = Report::default();
+    let plan = plan::build(loaded);
+    match Docker::connect().await {
+        Ok(docker) => {
+            report.ok("the Docker engine answers");
+            let images: BTreeSet<String> = plan.units.iter().map(|u| u.image.clone()).collect();
+            for name in images {
+                let buildable = name.trim_end_matches(":latest")
+                    == image::busybox_image_tag().trim_end_matches(":latest");
+                match docker.image_id(&name).await {
+                    Ok(Some(_)) => report.ok(&format!("image {name} is present")),
+                    Ok(None) if buildable => report.ok(&format!("image {name} is missing; dispatch builds it from the host's busybox-static")),
+                    Ok(None) => report.fail(&format!("image {name} is missing (build or load it; no registry is used)")),
+                    Err(error) => report.fail(&format!("image {name}: {error}")),
+                }
+            }
+        }
+        Err(error) => report.fail(&format!("{error} (start the engine, or set DOCKER_HOST)")),
+    }
+    let targets: BTreeSet<(String, String, Option<String>)> = plan
+        .units
+        .iter()
+        .map(|u| (u.org.clone(), u.repo.clone(), u.url.clone()))
+        .collect();
+    let spec_dir = loaded.path.parent().unwrap_or(Path::new("."));
+    match RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
+        Ok(Some(forge)) => {
+            report.ok(&format!("the {} forge's token is set", forge.name()));
+            for (org, repo, url) in &targets {
+                if url.is_some() {
+                    continue;
+                }
+                match forge.default_branch(org, repo).await {
+                    Ok(Some(branch)) => report.ok(&format!(
+                        "{org}/{repo} is reachable (default branch {branch})"
+                    )),
+                    Ok(None) => report.ok(&format!("{org}/{repo} is reachable")),
+                    Err(error @ ForgeError::Unauthorized { .. }) => {
+                        report.fail(&format!("{org}/{repo}: {error}"));
+                        break;
+                    }
+                    Err(error) => report.fail(&format!("{org}/{repo}: {error}")),
+                }
+            }
+        }
+        Ok(None) => {
+            let seed = loaded.spec.forge.seed.as_ref().map(|s| spec_dir.join(s));
+            for (org, repo, url) in &targets {
+                if url.is_some() {
+                    continue;
+                }
+                let bare = state_dir
+                    .join("forge")
+                    .join(org)
+                    .join(format!("{repo}.git"));
+                let seeded = seed
+                    .as_ref()
+                    .is_some_and(|s| s.join(org).join(repo).is_dir());
+                if bare.join("HEAD").exists() {
+                    report.ok(&format!("{org}/{repo} is in the local forge"));
+                } else if seeded {
+                    report.ok(&format!(
+                        "{org}/{repo} will be seeded from {}",
+                        seed.as_ref()
+                            .map_or(String::new(), |s| s.display().to_string())
+                    ));
+                } else {
+                    report.fail(&format!(
+                        "{org}/{repo} is not in the local forge ({}) and no forge.seed holds it",
+                        bare.display()
+                    ));
+                }
+            }
+        }
+        Err(error) => report.fail(&error.to_string()),
+    }
+    for (org, repo, url) in &targets {
+        if let Some(url) = url.as_ref().filter(|u| !u.contains("://")) {
+            let path = spec_dir.join(url);
+            if path.exists() {
+                report.ok(&format!("{org}/{repo} clones from {}", path.display()));
+            } else {
+                report.fail(&format!(
+                    "{org}/{repo}: `url` {} does not exist",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let agents: BTreeSet<String> = plan.units.iter().map(|u| u.agent.clone()).collect();
+    for agent in agents {
+        let Ok(reference) = crate::spec::values::AgentRef::parse(&agent) else {
+            continue;
+        };
+        match agents::invocation(&reference, &loaded.spec.agents, &ArgvContext::new("main")) {
+            Ok(invocation) => {
+                let missing: Vec<&String> = invocation
+                    .env_names
+                    .iter()
+                    .filter(|n| std::env::var_os(n).is_none())
+                    .collect();
+                if missing.is_empty() {
+                    report.ok(&format!("agent {agent}: its environment is set"));
+                } else {
+                    let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+                    report.warn(&format!(
+                        "agent {agent}: {} not set (the agent may need it)",
+                        names.join(", ")
+                    ));
+                }
+            }
+            Err(error) => report.fail(&format!("agent {agent}: {error}")),
+        }
+    }
+    report
+}
