@@ -67,7 +67,7 @@ CREATE TABLE nodes (
     PRIMARY KEY (run_id, id)
 ) WITHOUT ROWID;
 CREATE TABLE events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
     node_id TEXT,
