@@ -13,26 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::TempDir;
-use dispatch::runtime::Runtime;
 
 const AGENT: &str = "#!/bin/sh\necho run >> /workspace/.meta/agent-runs\nsleep 1\necho \"$(cat name)\" >> changes.txt\n";
-
-fn engine() -> Option<dispatch::runtime::docker::Docker> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    match rt.block_on(dispatch::runtime::docker::Docker::connect()) {
-        Ok(docker) => Some(docker),
-        Err(error) if std::env::var("DISPATCH_REQUIRE_DOCKER").as_deref() == Ok("1") => {
-            panic!("engine unreachable: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipped: no Docker engine ({error})");
-            None
-        }
-    }
-}
 
 fn dispatch_json(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dispatch"))
@@ -154,25 +136,13 @@ fn one_case(case: usize, kill_after: Duration) {
             "case {case}: the forge has the agent's change of {repo}, once"
         );
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let left = rt.block_on(async {
-        dispatch::runtime::docker::Docker::connect()
-            .await
-            .unwrap()
-            .list(&run)
-            .await
-            .unwrap()
-            .len()
-    });
+    let left = common::leftovers(&run);
     assert_eq!(left, 0, "case {case}: no container of the run remains");
 }
 
 #[test]
 fn killed_runs_resume_to_the_same_end_without_running_anything_twice() {
-    if engine().is_none() {
+    if !common::docker_available() {
         return;
     }
     // 20 kill points spread over the run: prep, agents running, agents exited before their

@@ -11,36 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::TempDir;
-use dispatch::runtime::Runtime;
 
-fn docker() -> Option<dispatch::runtime::docker::Docker> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    match rt.block_on(dispatch::runtime::docker::Docker::connect()) {
-        Ok(docker) => Some(docker),
-        Err(error) if std::env::var("DISPATCH_REQUIRE_DOCKER").as_deref() == Ok("1") => {
-            panic!("DISPATCH_REQUIRE_DOCKER=1 but the engine is unreachable: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipped: no Docker engine ({error})");
-            None
-        }
-    }
-}
-
-/// Containers of a run that still exist.
-fn leftovers(run: &str) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let docker = dispatch::runtime::docker::Docker::connect().await.unwrap();
-        docker.list(run).await.unwrap().len()
-    })
-}
+use common::{docker_available, leftovers};
 
 /// The scripted agent: what it does depends on the file `behaviour` in the repository.
 const AGENT: &str = r#"#!/bin/sh
@@ -130,7 +102,7 @@ fn outcomes(json: &serde_json::Value) -> BTreeMap<String, String> {
 
 #[test]
 fn ten_units_end_with_honest_mixed_outcomes() {
-    if docker().is_none() {
+    if !docker_available() {
         return;
     }
     let fx = Fixture::new(
@@ -313,7 +285,7 @@ fn starts(db: &rusqlite::Connection, run: &str, prefix: &str) -> Vec<i64> {
 
 #[test]
 fn pool_limits_and_min_delay_hold_while_other_pools_run() {
-    if docker().is_none() {
+    if !docker_available() {
         return;
     }
     let fx = Fixture::new(
@@ -408,7 +380,7 @@ fn wait_for_container(fx: &Fixture) {
 
 #[test]
 fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
-    if docker().is_none() {
+    if !docker_available() {
         return;
     }
     // First Ctrl-C: the running agent finishes, nothing new starts.
@@ -461,7 +433,7 @@ fn agent_runs(fx: &Fixture, repo: &str, key: &str) -> usize {
 
 #[test]
 fn answer_a_blocked_unit_and_retry_failed_ones() {
-    if docker().is_none() {
+    if !docker_available() {
         return;
     }
     let fx = Fixture::new(
@@ -559,7 +531,7 @@ fn answer_a_blocked_unit_and_retry_failed_ones() {
 
 #[test]
 fn cancel_from_another_process_stops_the_run() {
-    if docker().is_none() {
+    if !docker_available() {
         return;
     }
     let fx = Fixture::new("cancel", &[("z1", "long"), ("z2", "long"), ("z3", "long")]);
@@ -594,7 +566,7 @@ fn cancel_from_another_process_stops_the_run() {
 
 #[test]
 fn an_unchanged_second_run_takes_agent_results_from_the_cache() {
-    if docker().is_none() {
+    if !docker_available() {
         return;
     }
     let fx = Fixture::new("cache", &[("k1", "change"), ("k2", "none")]);

@@ -350,9 +350,11 @@ async fn execute_and_report(
             }
         }
     });
+    let docker = Arc::new(docker);
+    let keep_containers = options.keep_containers;
     let executor = Executor {
         loaded: Arc::new(loaded),
-        runtime: Arc::new(docker),
+        runtime: docker.clone(),
         forge: Arc::new(forge),
         journal,
         run_id: run_id.clone(),
@@ -362,6 +364,16 @@ async fn execute_and_report(
         runner: Arc::new(exec::Handlers),
     };
     let results = exec::execute(executor, &plan, limits, interrupts, resumed).await;
+    // Every node has ended, so any container still labelled with this run is garbage: for
+    // example one the engine finished creating after an earlier runner was killed.
+    if !keep_containers {
+        use crate::runtime::Runtime;
+        if let Ok(containers) = docker.list(&run_id).await {
+            for container in containers {
+                let _ = docker.remove(&container.id).await;
+            }
+        }
+    }
     drop(reporter);
     let success = results.iter().all(|r| r.outcome.is_success());
     if json {

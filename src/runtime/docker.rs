@@ -179,6 +179,22 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Opens a container log: appended to (a node's containers share one log), or written afresh
+/// (a re-attached container replays its whole output).
+async fn open_log(log: &Path, fresh: bool) -> Result<tokio::fs::File, RuntimeError> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.create(true);
+    if fresh {
+        options.write(true).truncate(true);
+    } else {
+        options.append(true);
+    }
+    options.open(log).await.map_err(|error| RuntimeError::Log {
+        path: log.to_path_buf(),
+        error,
+    })
+}
+
 /// Copies every output chunk of the container into the log file, flushing each one.
 async fn write_log<S>(
     mut output: S,
@@ -294,16 +310,7 @@ impl Runtime for Docker {
         if never_started && state.running != Some(true) {
             return Ok(None);
         }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(log)
-            .await
-            .map_err(|error| RuntimeError::Log {
-                path: log.to_path_buf(),
-                error,
-            })?;
+        let file = open_log(log, true).await?;
         if state.running == Some(true) {
             // `logs(true)` replays everything the container printed before this attach.
             let options = AttachContainerOptionsBuilder::default()
@@ -390,15 +397,7 @@ impl Runtime for Docker {
         if *cancel.borrow() {
             return Ok(Exit::Cancelled);
         }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .await
-            .map_err(|error| RuntimeError::Log {
-                path: log.to_path_buf(),
-                error,
-            })?;
+        let file = open_log(log, false).await?;
 
         // Attach before start: the stream sees everything from the first byte. Stdin is always
         // attached; the engine ignores it for a container created without `stdin`.

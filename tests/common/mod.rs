@@ -70,3 +70,35 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Whether the Docker engine answers. Without it the Docker tests skip, unless CI sets
+/// DISPATCH_REQUIRE_DOCKER=1: then they fail.
+pub fn docker_available() -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(dispatch::runtime::docker::Docker::connect()) {
+        Ok(_) => true,
+        Err(error) if std::env::var("DISPATCH_REQUIRE_DOCKER").as_deref() == Ok("1") => {
+            panic!("DISPATCH_REQUIRE_DOCKER=1 but the engine is unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped: no Docker engine ({error})");
+            false
+        }
+    }
+}
+
+/// Containers of a run that still exist in the engine.
+pub fn leftovers(run: &str) -> usize {
+    use dispatch::runtime::Runtime;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let docker = dispatch::runtime::docker::Docker::connect().await.unwrap();
+        docker.list(run).await.unwrap().len()
+    })
+}
