@@ -9,6 +9,7 @@ const EXAMPLES: &[&str] = &[
     "pipelines/fix-tests.ncl",
     "pipelines/security-audit.yaml",
     "pipelines/batch-fanout.yaml",
+    "pipelines/demo.yaml",
 ];
 
 #[test]
