@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
+use super::remote::text;
 use super::remote::{
     self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
     DEFAULT_LABEL_COLOUR,
@@ -117,28 +118,12 @@ impl GiteaForge {
         filter: &RepoFilter,
     ) -> Result<Vec<RemoteRepo>, ForgeError> {
         let path = format!("/orgs/{}/repos", seg(org));
-        let mut repos = Vec::new();
-        for page in 1.. {
-            let items = self
-                .http
-                .get(
-                    &path,
-                    &[("page", page.to_string()), ("limit", PAGE.to_string())],
-                )
-                .await?;
-            let items = items.as_array().cloned().unwrap_or_default();
-            repos.extend(items.iter().map(|r| RemoteRepo {
-                name: text(r, "name"),
-                default_branch: text(r, "default_branch"),
-                archived: r["archived"].as_bool().unwrap_or(false),
-                fork: r["fork"].as_bool().unwrap_or(false),
-            }));
-            if items.len() < PAGE {
-                break;
-            }
-        }
-        repos.retain(|r| filter.accepts(r));
-        Ok(repos)
+        let items = self.http.get_all(&path, &[], "limit", PAGE).await?;
+        Ok(items
+            .iter()
+            .map(RemoteRepo::from_api)
+            .filter(|r| filter.accepts(r))
+            .collect())
     }
 
     /// Open issues of `org/repo` with all of `labels`.
@@ -149,29 +134,16 @@ impl GiteaForge {
         labels: &[String],
     ) -> Result<Vec<RemoteIssue>, ForgeError> {
         let path = format!("{}/issues", Self::repo_path(org, repo));
-        let mut issues = Vec::new();
-        for page in 1.. {
-            let mut query = vec![
-                ("state", "open".to_owned()),
-                ("type", "issues".to_owned()),
-                ("page", page.to_string()),
-                ("limit", PAGE.to_string()),
-            ];
-            if !labels.is_empty() {
-                query.push(("labels", labels.join(",")));
-            }
-            let items = self.http.get(&path, &query).await?;
-            let items = items.as_array().cloned().unwrap_or_default();
-            issues.extend(
-                items
-                    .iter()
-                    .filter(|i| i["pull_request"].is_null())
-                    .map(issue),
-            );
-            if items.len() < PAGE {
-                break;
-            }
+        let mut query = vec![("state", "open".to_owned()), ("type", "issues".to_owned())];
+        if !labels.is_empty() {
+            query.push(("labels", labels.join(",")));
         }
+        let items = self.http.get_all(&path, &query, "limit", PAGE).await?;
+        let mut issues: Vec<RemoteIssue> = items
+            .iter()
+            .filter(|i| i["pull_request"].is_null())
+            .map(RemoteIssue::from_api)
+            .collect();
         issues.retain(|i| labels.iter().all(|l| i.labels.contains(l)));
         Ok(issues)
     }
@@ -211,21 +183,13 @@ impl GiteaForge {
         options: &PublishOptions,
     ) -> Result<(), ForgeError> {
         let path = format!("{}/labels", Self::repo_path(org, repo));
-        let mut existing = Vec::new();
-        for page in 1.. {
-            let items = self
-                .http
-                .get(
-                    &path,
-                    &[("page", page.to_string()), ("limit", PAGE.to_string())],
-                )
-                .await?;
-            let items = items.as_array().cloned().unwrap_or_default();
-            existing.extend(items.iter().map(|l| (text(l, "name"), l["id"].clone())));
-            if items.len() < PAGE {
-                break;
-            }
-        }
+        let existing: Vec<(String, Value)> = self
+            .http
+            .get_all(&path, &[], "limit", PAGE)
+            .await?
+            .iter()
+            .map(|l| (text(l, "name"), l["id"].clone()))
+            .collect();
         let mut ids = Vec::new();
         for label in &options.labels {
             if let Some((_, id)) = existing.iter().find(|(name, _)| name == label) {
@@ -319,22 +283,6 @@ fn verdict(status: &Value) -> Checks {
             "combined status {state}: {}",
             named(&["failure", "error", "warning"])
         )),
-    }
-}
-
-fn text(value: &Value, key: &str) -> String {
-    value[key].as_str().unwrap_or_default().to_owned()
-}
-
-fn issue(i: &Value) -> RemoteIssue {
-    RemoteIssue {
-        number: i["number"].as_u64().unwrap_or(0),
-        title: text(i, "title"),
-        body: text(i, "body"),
-        labels: i["labels"]
-            .as_array()
-            .map(|l| l.iter().map(|l| text(l, "name")).collect())
-            .unwrap_or_default(),
     }
 }
 

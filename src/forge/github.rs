@@ -14,6 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
+use super::remote::text;
 use super::remote::{
     self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
 };
@@ -97,28 +98,12 @@ impl GithubForge {
         filter: &RepoFilter,
     ) -> Result<Vec<RemoteRepo>, ForgeError> {
         let path = format!("/orgs/{}/repos", seg(org));
-        let mut repos = Vec::new();
-        for page in 1.. {
-            let items = self
-                .http
-                .get(
-                    &path,
-                    &[("per_page", PAGE.to_string()), ("page", page.to_string())],
-                )
-                .await?;
-            let items = items.as_array().cloned().unwrap_or_default();
-            repos.extend(items.iter().map(|r| RemoteRepo {
-                name: text(r, "name"),
-                default_branch: text(r, "default_branch"),
-                archived: r["archived"].as_bool().unwrap_or(false),
-                fork: r["fork"].as_bool().unwrap_or(false),
-            }));
-            if items.len() < PAGE {
-                break;
-            }
-        }
-        repos.retain(|r| filter.accepts(r));
-        Ok(repos)
+        let items = self.http.get_all(&path, &[], "per_page", PAGE).await?;
+        Ok(items
+            .iter()
+            .map(RemoteRepo::from_api)
+            .filter(|r| filter.accepts(r))
+            .collect())
     }
 
     /// Open issues (PRs left out) of `org/repo` with all of `labels`.
@@ -129,37 +114,16 @@ impl GithubForge {
         labels: &[String],
     ) -> Result<Vec<RemoteIssue>, ForgeError> {
         let path = format!("{}/issues", Self::repo_path(org, repo));
-        let mut issues = Vec::new();
-        for page in 1.. {
-            let mut query = vec![
-                ("state", "open".to_owned()),
-                ("per_page", PAGE.to_string()),
-                ("page", page.to_string()),
-            ];
-            if !labels.is_empty() {
-                query.push(("labels", labels.join(",")));
-            }
-            let items = self.http.get(&path, &query).await?;
-            let items = items.as_array().cloned().unwrap_or_default();
-            issues.extend(
-                items
-                    .iter()
-                    .filter(|i| i.get("pull_request").is_none_or(Value::is_null))
-                    .map(|i| RemoteIssue {
-                        number: i["number"].as_u64().unwrap_or(0),
-                        title: text(i, "title"),
-                        body: text(i, "body"),
-                        labels: i["labels"]
-                            .as_array()
-                            .map(|l| l.iter().map(|l| text(l, "name")).collect())
-                            .unwrap_or_default(),
-                    }),
-            );
-            if items.len() < PAGE {
-                break;
-            }
+        let mut query = vec![("state", "open".to_owned())];
+        if !labels.is_empty() {
+            query.push(("labels", labels.join(",")));
         }
-        Ok(issues)
+        let items = self.http.get_all(&path, &query, "per_page", PAGE).await?;
+        Ok(items
+            .iter()
+            .filter(|i| i.get("pull_request").is_none_or(Value::is_null))
+            .map(RemoteIssue::from_api)
+            .collect())
     }
 
     async fn checks(&self, org: &str, repo: &str, sha: &str) -> Result<Checks, ForgeError> {
@@ -206,10 +170,6 @@ fn verdict(status: &Value, runs: &Value) -> Checks {
     } else {
         Checks::Green
     }
-}
-
-fn text(value: &Value, key: &str) -> String {
-    value[key].as_str().unwrap_or_default().to_owned()
 }
 
 impl Forge for GithubForge {

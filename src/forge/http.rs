@@ -248,6 +248,31 @@ impl HttpClient {
         Ok(self.send(Method::GET, path, query, None).await?.body)
     }
 
+    /// Every item of a paged list: `query` plus `page` and `size_param=size`, page after page
+    /// until one comes back short.
+    pub async fn get_all<'a>(
+        &self,
+        path: &str,
+        query: &[(&'a str, String)],
+        size_param: &'a str,
+        size: usize,
+    ) -> Result<Vec<Value>, ForgeError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let mut paged = query.to_vec();
+            paged.push(("page", page.to_string()));
+            paged.push((size_param, size.to_string()));
+            let items = self.get(path, &paged).await?;
+            let items = items.as_array().cloned().unwrap_or_default();
+            let last = items.len() < size;
+            all.extend(items);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// Sends a request and retries as the module doc says.
     pub async fn send(
         &self,

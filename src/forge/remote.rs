@@ -76,6 +76,23 @@ pub struct RemoteRepo {
     pub fork: bool,
 }
 
+impl RemoteRepo {
+    /// A repository from the forge's JSON (Gitea, Forgejo and GitHub name the fields alike).
+    pub(super) fn from_api(r: &serde_json::Value) -> Self {
+        Self {
+            name: text(r, "name"),
+            default_branch: text(r, "default_branch"),
+            archived: r["archived"].as_bool().unwrap_or(false),
+            fork: r["fork"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+/// A string field of forge JSON, empty when absent.
+pub(super) fn text(value: &serde_json::Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
 /// An open issue as the forge lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteIssue {
@@ -87,6 +104,21 @@ pub struct RemoteIssue {
     pub body: String,
     /// Its label names.
     pub labels: Vec<String>,
+}
+
+impl RemoteIssue {
+    /// An issue from the forge's JSON (the same fields on every forge).
+    pub(super) fn from_api(i: &serde_json::Value) -> Self {
+        Self {
+            number: i["number"].as_u64().unwrap_or(0),
+            title: text(i, "title"),
+            body: text(i, "body"),
+            labels: i["labels"]
+                .as_array()
+                .map(|l| l.iter().map(|l| text(l, "name")).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Which of an org's repositories become targets.
