@@ -48,15 +48,9 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::async_runtime(false) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return EXIT_FAILURE;
-        }
+        Err(status) => return status,
     };
     let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
     let report = runtime.block_on(check(&loaded, &state_dir));

@@ -165,6 +165,20 @@ impl Ui {
     }
 }
 
+/// The async runtime of a command that talks to the engine or a forge (`multi_thread` for
+/// runs, which drive many nodes at once); prints why when it cannot start.
+pub fn async_runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, u8> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("error: cannot start the async runtime: {error}");
+        EXIT_FAILURE
+    })
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

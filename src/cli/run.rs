@@ -139,15 +139,9 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     if args.dry_run {
         return dry_run(&loaded, &plan);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::async_runtime(true) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return EXIT_FAILURE;
-        }
+        Err(status) => return status,
     };
     runtime.block_on(run_async(ui, args, loaded, plan))
 }
@@ -480,15 +474,9 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
         eprintln!("error: {} changed since run {} started, so it cannot be resumed safely; start over with `dispatch run --new {}`", run.spec_path, run.id, run.spec_path);
         return EXIT_FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::async_runtime(true) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return EXIT_FAILURE;
-        }
+        Err(status) => return status,
     };
     let pid = std::process::id();
     if let Err(error) = conn.execute(

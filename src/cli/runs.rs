@@ -325,12 +325,9 @@ pub fn cancel(args: CancelArgs) -> u8 {
         println!("asked the runner (pid {}) to stop run {}; it stops its containers and marks their units cancelled", run.pid, run.id);
         return 0;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::async_runtime(false) {
         Ok(runtime) => runtime,
-        Err(error) => return fail(error),
+        Err(status) => return status,
     };
     let removed = runtime.block_on(async {
         use crate::runtime::Runtime;
