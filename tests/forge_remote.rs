@@ -1,6 +1,7 @@
 //! The Forgejo/Gitea and GitHub forges against a fake server that checks every request
 //! against the published API descriptions, with git pushes going to real bare repositories.
 
+mod common;
 mod forge_fake;
 
 use std::path::PathBuf;
@@ -78,6 +79,7 @@ fn workspace(forge: &RemoteForge, repo: &str, branch: &str, text: &str) -> PathB
 
 fn request(repo: &str, branch: &str, title: &str) -> PrRequest {
     PrRequest {
+        lease: None,
         org: ORG.to_owned(),
         repo: repo.to_owned(),
         branch: branch.to_owned(),
@@ -667,4 +669,437 @@ async fn doctor_checks_the_token_and_every_target_repository() {
     );
     assert!(!text.contains(&format!("ok    {ORG}/present")), "{text}");
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+/// Runs the real binary with the fake's token in `FAKE_FORGE_TOKEN` (off the runtime's worker
+/// threads: the fake forge answers on them).
+async fn dispatch_cli(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(["--color", "never"])
+            .args(&args)
+            .env("FAKE_FORGE_TOKEN", TOKEN)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the dispatch binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr,
+        )
+    })
+    .await
+    .expect("the binary's thread")
+}
+
+/// A spec on the fake forge whose one job has `repos` (YAML flow text).
+fn forge_spec(fake: &FakeForge, flavour: Flavour, repos: &str) -> PathBuf {
+    let kind = match flavour {
+        Flavour::Gitea => "gitea",
+        Flavour::Forgejo => "forgejo",
+        Flavour::Github => "github",
+    };
+    let dir = temp_dir("spec");
+    let path = dir.join("spec.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nname: remote\nforge: {{ kind: {kind}, url: \"{}\", token_env: FAKE_FORGE_TOKEN, git_url: \"{}\" }}\ndefaults: {{ org: {ORG}, image: dispatch-busybox }}\njobs:\n  - id: fix\n    task: Fix what the issue says\n    repos: {repos}\n",
+            fake.url,
+            fake.git_root.display()
+        ),
+    )
+    .expect("write spec");
+    path
+}
+
+fn plan_units(stdout: &str) -> Vec<serde_json::Value> {
+    let plan: serde_json::Value = serde_json::from_str(stdout).expect("plan JSON");
+    plan["units"].as_array().expect("units").clone()
+}
+
+async fn plan_selects_targets(flavour: Flavour) {
+    let fake = FakeForge::start(flavour, TOKEN).await;
+    for (name, archived, fork) in [
+        ("go-io", false, false),
+        ("go-log", false, false),
+        ("go-process", false, false),
+        ("go-old", true, false),
+        ("go-fork", false, true),
+        ("php-x", false, false),
+    ] {
+        fake.add_repo(ORG, name, archived, fork);
+    }
+    fake.add_issue(ORG, "go-io", "Flaky test", &["agentic", "bug"]);
+    fake.add_issue(ORG, "go-io", "Not for agents", &["bug"]);
+    fake.add_issue(ORG, "go-log", "Rotate logs", &["agentic"]);
+    fake.add_issue(ORG, "go-process", "Nothing labelled", &[]);
+    fake.add_issue(ORG, "go-process", "Signals", &["agentic"]);
+    fake.add_issue(ORG, "php-x", "Outside the include", &["agentic"]);
+    fake.add_issue(ORG, "go-old", "Archived", &["agentic"]);
+
+    // Repositories by pattern: archived repositories and forks are left out.
+    let spec = forge_spec(
+        &fake,
+        flavour,
+        "[{ select: { include: [\"go-*\"], exclude: [go-log] } }]",
+    );
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let ids: Vec<String> = plan_units(&stdout)
+        .iter()
+        .map(|u| u["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids, ["fix/core/go-io", "fix/core/go-process"]);
+
+    // Issues with a label across the repositories: one unit per issue, task-N.
+    let spec = forge_spec(
+        &fake,
+        flavour,
+        "[{ select: { include: [\"go-*\"], issues: { labels: [agentic] } } }]",
+    );
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let units: Vec<(String, String, String)> = plan_units(&stdout)
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap_or_default().to_owned(),
+                u["workspace"].as_str().unwrap_or_default().to_owned(),
+                u["issue_title"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        units,
+        [
+            (
+                "fix/core/go-io/task-1".to_owned(),
+                "workspaces/core/go-io/task-1".to_owned(),
+                "Flaky test".to_owned()
+            ),
+            (
+                "fix/core/go-log/task-1".to_owned(),
+                "workspaces/core/go-log/task-1".to_owned(),
+                "Rotate logs".to_owned()
+            ),
+            (
+                "fix/core/go-process/task-2".to_owned(),
+                "workspaces/core/go-process/task-2".to_owned(),
+                "Signals".to_owned()
+            ),
+        ]
+    );
+    // The issue's title and body reach the prompt.
+    let (status, stdout, stderr) = dispatch_cli(&["run", &spec_arg, "--dry-run"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.contains("#2 — Signals"), "{stdout}");
+    assert!(stdout.contains("Body of Rotate logs"), "{stdout}");
+
+    // Offline: the forge is asked nothing and the plan says what it could not resolve.
+    let asked = fake.seen().len();
+    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--offline"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(fake.seen().len(), asked, "--offline sent requests");
+    assert!(
+        stdout.contains("not resolved: job fix jobs[0].repos[0]: open issues labelled agentic"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 units"), "{stdout}");
+
+    // A wrong token: one clear error naming the variable, never the token.
+    let (status, _, stderr) = tokio::task::spawn_blocking({
+        let spec_arg = spec_arg.clone();
+        move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+                .args(["--color", "never", "plan", &spec_arg])
+                .env("FAKE_FORGE_TOKEN", "not-the-token")
+                .output()
+                .expect("the dispatch binary runs");
+            (
+                output.status.code().unwrap_or(-1),
+                String::new(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    })
+    .await
+    .expect("thread");
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("FAKE_FORGE_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("not-the-token"), "{stderr}");
+    assert_valid(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_plan_selects_repositories_and_issues() {
+    plan_selects_targets(Flavour::Gitea).await;
+    plan_selects_targets(Flavour::Forgejo).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_plan_selects_repositories_and_issues() {
+    plan_selects_targets(Flavour::Github).await;
+}
+
+async fn pr_target_works_on_the_pr_head(flavour: Flavour) {
+    let fake = fake_with_repo(flavour, "go-io").await;
+    let forge = client(&fake, flavour, TOKEN);
+    let dir = workspace(&forge, "go-io", "feature/x", "first");
+    let pr = forge
+        .publish(&dir, &request("go-io", "feature/x", "Feature"))
+        .await
+        .expect("publish");
+    let spec = forge_spec(
+        &fake,
+        flavour,
+        &format!("[{{ repo: go-io, pr: {} }}]", pr.number),
+    );
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let unit = &plan_units(&stdout)[0];
+    assert_eq!(unit["key"], format!("pr-{}", pr.number));
+    assert_eq!(unit["branch"], "feature/x", "{unit}");
+    assert_eq!(unit["existing_branch"], true, "{unit}");
+    assert_eq!(unit["base"], "main", "{unit}");
+
+    // Offline, the PR's head is unknown: the unit gets a branch of its own.
+    let (status, stdout, stderr) =
+        dispatch_cli(&["plan", &spec_arg, "--format", "json", "--offline"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let unit = &plan_units(&stdout)[0];
+    assert_eq!(unit["branch"], format!("agent/fix-pr-{}", pr.number));
+    assert!(unit.get("existing_branch").is_none(), "{unit}");
+
+    // A push with a stale lease is refused and leaves the branch alone.
+    let before = fake.head(ORG, "go-io", "feature/x");
+    std::fs::write(dir.join("fix.txt"), "second").expect("write");
+    git(&dir, &["commit", "--quiet", "-am", "second"]);
+    let mut stale = request("go-io", "feature/x", "Feature");
+    stale.lease = Some("0000000000000000000000000000000000000000".to_owned());
+    let error = forge
+        .publish(&dir, &stale)
+        .await
+        .expect_err("a stale lease is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("the branch changed on the remote"),
+        "{error}"
+    );
+    assert_eq!(fake.head(ORG, "go-io", "feature/x"), before);
+    // With the right lease the push goes through.
+    let mut fresh = request("go-io", "feature/x", "Feature");
+    fresh.lease = Some(before.clone());
+    forge.publish(&dir, &fresh).await.expect("publish");
+    assert_ne!(fake.head(ORG, "go-io", "feature/x"), before);
+    assert_eq!(fake.pulls(ORG, "go-io").len(), 1, "the PR was duplicated");
+    assert_valid(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_pr_target_works_on_the_pr_head() {
+    pr_target_works_on_the_pr_head(Flavour::Gitea).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_pr_target_works_on_the_pr_head() {
+    pr_target_works_on_the_pr_head(Flavour::Github).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reports_selections_and_the_token_scopes() {
+    let fake = FakeForge::start(Flavour::Github, TOKEN).await;
+    for repo in ["go-io", "go-log"] {
+        fake.add_repo(ORG, repo, false, false);
+    }
+    fake.add_issue(ORG, "go-io", "Flaky test", &["agentic"]);
+    let spec = forge_spec(
+        &fake,
+        Flavour::Github,
+        "[{ select: { include: [\"go-*\"] } }]",
+    );
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let doctor = || {
+        let spec_arg = spec_arg.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+                .args(["--color", "never", "doctor", &spec_arg])
+                .env("FAKE_FORGE_TOKEN", TOKEN)
+                .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+                .output()
+                .expect("dispatch runs");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+    };
+    let text = doctor().await.expect("thread");
+    assert!(
+        text.contains("ok    jobs[0].repos[0] selects 2 targets in 2 repositories"),
+        "{text}"
+    );
+    assert!(text.contains("ok    core/go-log is reachable"), "{text}");
+    assert!(
+        text.contains("does not report the token's scopes"),
+        "{text}"
+    );
+
+    fake.set_scopes("read:org, public_repo");
+    let text = doctor().await.expect("thread");
+    assert!(
+        text.contains(
+            "warn  the token's scopes (read:org, public_repo) reach public repositories only"
+        ),
+        "{text}"
+    );
+    fake.set_scopes("read:org");
+    let text = doctor().await.expect("thread");
+    assert!(
+        text.contains("FAIL  the token's scopes (read:org) do not include `repo`"),
+        "{text}"
+    );
+    fake.set_scopes("repo, workflow");
+    let text = doctor().await.expect("thread");
+    assert!(
+        text.contains("ok    the token's scopes (repo, workflow) allow publishing"),
+        "{text}"
+    );
+    assert_valid(&fake);
+}
+
+/// Whether the Docker engine answers (asked off the runtime: the check blocks).
+async fn docker_available() -> bool {
+    tokio::task::spawn_blocking(common::docker_available)
+        .await
+        .expect("the check's thread")
+}
+
+/// The scripted agent of the end-to-end runs: it adds `fix.txt`.
+const FIXING_AGENT: &str = "#!/bin/sh\necho fixed > fix.txt\n";
+
+/// `dispatch run` on the fake forge with a scripted agent that adds `fix.txt`, QA that counts
+/// its runs in the log, and `merge: when_green`. Returns the unit's outcome and the QA log.
+async fn run_with_guarded_merge(fake: &FakeForge, flavour: Flavour) -> (String, String) {
+    let spec = forge_spec(fake, flavour, "[svc]");
+    let dir = spec.parent().expect("spec dir").to_owned();
+    std::fs::write(dir.join("agent.sh"), FIXING_AGENT).expect("agent");
+    let mut text = std::fs::read_to_string(&spec).expect("spec");
+    text = text.replace(
+        "defaults: { org: core, image: dispatch-busybox }",
+        "defaults: { org: core, image: dispatch-busybox, agent: scripted }\nagents:\n  scripted:\n    command: [sh, /opt/agent.sh]\n    mounts: [{ source: agent.sh, target: /opt/agent.sh }]\n    network: none",
+    );
+    text.push_str("    qa: [{ run: \"test -f fix.txt && echo qa-green\" }]\n    pr: { merge: when_green, labels: [agentic] }\n");
+    std::fs::write(&spec, text).expect("spec");
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = dispatch_cli(&["run", &spec_arg, "--output", "json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}), exit {status}:\n{stdout}\n{stderr}"));
+    let unit = &json["units"][0];
+    let qa_log = std::fs::read_to_string(dir.join(".dispatch/workspaces/core/svc/fix/meta/qa.log"))
+        .unwrap_or_default();
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    (
+        format!(
+            "{} ({})",
+            unit["outcome"].as_str().unwrap_or_default(),
+            unit["reason"]
+        ),
+        qa_log,
+    )
+}
+
+async fn conflict_is_rebased_then_merged(flavour: Flavour) {
+    let fake = fake_with_repo(flavour, "svc").await;
+    fake.require_up_to_date(ORG, "svc");
+    // Someone merges an unrelated change while the PR waits: the PR is behind its base.
+    fake.advance_base_after_next_pr(ORG, "svc", "other.txt", "someone else\n");
+    let (outcome, qa_log) = run_with_guarded_merge(&fake, flavour).await;
+    assert!(outcome.starts_with("merged"), "{outcome}");
+    assert_eq!(
+        qa_log.matches("qa-green").count(),
+        2,
+        "QA ran again after the rebase:\n{qa_log}"
+    );
+    let pulls = fake.pulls(ORG, "svc");
+    assert_eq!(pulls.len(), 1, "one PR, updated by the rebased push");
+    assert!(
+        pulls[0].pull.as_ref().is_some_and(|p| p.merged),
+        "{pulls:?}"
+    );
+    let bare = fake.git_root.join(ORG).join("svc.git");
+    let head = fake.head(ORG, "svc", "agent/fix");
+    let main = fake.head(ORG, "svc", "main");
+    let rebased = std::process::Command::new("git")
+        .args(["merge-base", "--is-ancestor", &main, &head])
+        .current_dir(&bare)
+        .status()
+        .expect("git");
+    assert!(rebased.success(), "the pushed branch sits on the new base");
+    assert!(
+        !pulls[0].labels.iter().any(|l| l == "needs-review"),
+        "{pulls:?}"
+    );
+    assert_valid(&fake);
+}
+
+async fn conflict_that_rebase_cannot_resolve_needs_review(flavour: Flavour) {
+    let fake = fake_with_repo(flavour, "svc").await;
+    fake.require_up_to_date(ORG, "svc");
+    // Someone adds the very file the agent adds, differently: the rebase conflicts.
+    fake.advance_base_after_next_pr(ORG, "svc", "fix.txt", "someone else's fix\n");
+    let before = fake.head(ORG, "svc", "main");
+    let (outcome, _) = run_with_guarded_merge(&fake, flavour).await;
+    assert!(outcome.starts_with("needs_review"), "{outcome}");
+    assert!(
+        outcome.contains("fix.txt"),
+        "the reason names the conflict: {outcome}"
+    );
+    let pulls = fake.pulls(ORG, "svc");
+    assert_eq!(pulls.len(), 1);
+    let pr = &pulls[0];
+    assert!(pr.pull.as_ref().is_some_and(|p| !p.merged), "{pr:?}");
+    assert!(pr.labels.iter().any(|l| l == "needs-review"), "{pr:?}");
+    assert!(
+        pr.comments
+            .iter()
+            .any(|c| c.contains("needs a person") && c.contains("fix.txt")),
+        "{pr:?}"
+    );
+    assert_ne!(
+        fake.head(ORG, "svc", "main"),
+        before,
+        "someone else's change stays"
+    );
+    if flavour != Flavour::Github {
+        let colour = fake
+            .labels(ORG, "svc")
+            .into_iter()
+            .find(|(name, _)| name == "needs-review")
+            .map(|(_, colour)| colour);
+        assert_eq!(colour.as_deref(), Some("#d93f0b"));
+    }
+    assert_valid(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_conflict_rebase_and_merge_through_dispatch_run() {
+    if !docker_available().await {
+        return;
+    }
+    conflict_is_rebased_then_merged(Flavour::Gitea).await;
+    conflict_that_rebase_cannot_resolve_needs_review(Flavour::Forgejo).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_conflict_rebase_and_merge_through_dispatch_run() {
+    if !docker_available().await {
+        return;
+    }
+    conflict_is_rebased_then_merged(Flavour::Github).await;
+    conflict_that_rebase_cannot_resolve_needs_review(Flavour::Github).await;
 }

@@ -609,3 +609,64 @@ fn an_unchanged_second_run_takes_agent_results_from_the_cache() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(agent_runs(&fx, "k1", "j"), 2, "--no-cache runs the agent");
 }
+
+#[test]
+fn a_pr_target_continues_the_pr_branch_and_updates_the_pr() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("pr-target", &[("p1", "change")]);
+    let spec = fx.spec("jobs:\n  - { id: j, task: t, repos: [p1], qa: [] }\n");
+    let (status, first) = fx.run(&spec);
+    assert_eq!(status, 0, "{first}");
+    let bare = fx.dir.0.join(".dispatch/forge/t/p1.git");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&bare)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let first_head = git(&["rev-parse", "refs/heads/agent/j"]);
+
+    // A second job works on PR #1: on its branch, from its head, and updates it.
+    let spec = fx.spec("jobs:\n  - { id: k, task: t, repos: [{ repo: p1, pr: 1 }], qa: [] }\n");
+    let plan = common::dispatch(&["plan", spec.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(plan.status, 0, "{}", plan.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["units"][0]["branch"], "agent/j", "{plan}");
+    assert_eq!(plan["units"][0]["key"], "pr-1", "{plan}");
+    let (status, second) = fx.run(&spec);
+    assert_eq!(status, 0, "{second}");
+    assert_eq!(
+        outcomes(&second).get("k/t/p1/pr-1").map(String::as_str),
+        Some("changed"),
+        "{second}"
+    );
+    let head = git(&["rev-parse", "refs/heads/agent/j"]);
+    assert_ne!(head, first_head, "the PR's branch moved");
+    assert_eq!(
+        git(&["rev-parse", "refs/heads/agent/j~1"]),
+        first_head,
+        "the new commit sits on the PR's head, nothing was overwritten"
+    );
+    assert_eq!(
+        git(&["show", "refs/heads/agent/j:file.txt"]),
+        "changed\nchanged",
+        "the agent built on the PR's changes"
+    );
+    let prs = common::dispatch(&[
+        "prs",
+        "--state-dir",
+        fx.dir.0.join(".dispatch").to_str().unwrap(),
+        "--json",
+    ]);
+    let prs: serde_json::Value = serde_json::from_str(&prs.stdout).unwrap();
+    assert_eq!(
+        prs.as_array().map(Vec::len),
+        Some(1),
+        "updated, not duplicated: {prs}"
+    );
+}

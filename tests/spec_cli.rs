@@ -10,6 +10,7 @@ const EXAMPLES: &[&str] = &[
     "pipelines/security-audit.yaml",
     "pipelines/batch-fanout.yaml",
     "pipelines/demo.yaml",
+    "pipelines/issue-sweep.yaml",
 ];
 
 #[test]
@@ -57,6 +58,12 @@ const INVALID: &[(&str, &str)] = &[
     ("syntax.ncl", "Nickel: unexpected token"),
     ("contract.ncl", "Nickel: contract broken"),
     ("semantic.ncl", "duplicate job id `a`"),
+    (
+        "select-issues-local.yaml",
+        "the local forge keeps no issues",
+    ),
+    ("select-misspelt.yaml", "did you mean `select`?"),
+    ("bad-label-colour.yaml", "colour `teal` is not `#rrggbb`"),
 ];
 
 #[test]
@@ -442,4 +449,48 @@ fn help_of_every_command_has_an_example() {
             out.stdout
         );
     }
+}
+
+#[test]
+fn select_lists_the_local_forge_repositories_and_offline_leaves_it_unresolved() {
+    let dir = TempDir::new("select-local");
+    for repo in ["go-io", "go-log", "go-legacy", "php-x"] {
+        dir.write(&format!("seed/core/{repo}/README.md"), "# r\n");
+    }
+    let spec = dir.write(
+        "spec.yaml",
+        "version: 1\nname: s\nforge: { kind: local, seed: seed }\ndefaults: { org: core }\njobs:\n  - id: j\n    task: t\n    repos:\n      - go-io\n      - select: { include: [\"go-*\"], exclude: [\"*-legacy\"], variables: { tier: 2 } }\n",
+    );
+    let spec = spec.to_str().unwrap();
+    let out = dispatch(&["plan", spec, "--format", "json"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let units: Vec<(&str, Option<&serde_json::Value>)> = plan["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["id"].as_str().unwrap(), u["variables"].get("tier")))
+        .collect();
+    assert_eq!(
+        units,
+        [
+            ("j/core/go-io", None),
+            ("j/core/go-log", Some(&serde_json::json!(2)))
+        ],
+        "go-io is listed once (the explicit entry wins), go-legacy and php-x are left out"
+    );
+    let out = dispatch(&["plan", spec, "--offline"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("not resolved: job j jobs[0].repos[1]: repositories of core matching go-* except *-legacy"),
+        "{}",
+        out.stdout
+    );
+    let out = dispatch(&["validate", spec]);
+    assert!(
+        out.stdout
+            .contains("plus 1 `select` entry the forge resolves when planning"),
+        "{}",
+        out.stdout
+    );
 }

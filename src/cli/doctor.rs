@@ -44,7 +44,7 @@ impl Report {
 
 /// Runs the checks.
 pub fn run(ui: &Ui, args: Args) -> u8 {
-    let loaded = match ui.load(&args.spec) {
+    let mut loaded = match ui.load(&args.spec) {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
@@ -53,7 +53,7 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         Err(status) => return status,
     };
     let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
-    let report = runtime.block_on(check(&loaded, &state_dir));
+    let report = runtime.block_on(check(&mut loaded, &state_dir));
     if report.failed == 0 {
         println!("\nall checks passed");
         0
@@ -67,8 +67,58 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     }
 }
 
-async fn check(loaded: &crate::spec::LoadedSpec, state_dir: &Path) -> Report {
+/// What the forge says of the token's scopes (GitHub's classic tokens report them with every
+/// answer): publishing needs `repo` (`public_repo` reaches public repositories only).
+fn token_scopes(report: &mut Report, forge: &RemoteForge) {
+    match forge.scopes() {
+        None => report.ok(&format!(
+            "the {} forge does not report the token's scopes; a missing permission shows as a \
+             clear error at the first write",
+            forge.name()
+        )),
+        Some(scopes) if scopes.iter().any(|s| s == "repo") => report.ok(&format!(
+            "the token's scopes ({}) allow publishing",
+            scopes.join(", ")
+        )),
+        Some(scopes) if scopes.iter().any(|s| s == "public_repo") => report.warn(&format!(
+            "the token's scopes ({}) reach public repositories only; private ones need `repo`",
+            scopes.join(", ")
+        )),
+        Some(scopes) => report.fail(&format!(
+            "the token's scopes ({}) do not include `repo`: dispatch could not push branches \
+             or open pull requests",
+            if scopes.is_empty() {
+                "none".to_owned()
+            } else {
+                scopes.join(", ")
+            }
+        )),
+    }
+}
+
+async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report {
     let mut report = Report::default();
+    if !loaded.selections.is_empty() {
+        match super::targets::find(loaded, state_dir).await {
+            Ok(found) => {
+                for (entry, repos) in &found.selections {
+                    let units: usize = repos.iter().map(|r| r.issues.len().max(1)).sum();
+                    report.ok(&format!(
+                        "{entry} selects {units} {} in {} {}",
+                        crate::spec::problem::plural(units, "target"),
+                        repos.len(),
+                        if repos.len() == 1 {
+                            "repository"
+                        } else {
+                            "repositories"
+                        }
+                    ));
+                }
+                loaded.expand(&found);
+            }
+            Err(error) => report.fail(&format!("`select` entries: {error}")),
+        }
+    }
     let plan = plan::build(loaded);
     match Docker::connect().await {
         Ok(docker) => {
@@ -112,6 +162,7 @@ async fn check(loaded: &crate::spec::LoadedSpec, state_dir: &Path) -> Report {
                     Err(error) => report.fail(&format!("{org}/{repo}: {error}")),
                 }
             }
+            token_scopes(&mut report, &forge);
         }
         Ok(None) => {
             let seed = loaded.spec.forge.seed.as_ref().map(|s| spec_dir.join(s));
@@ -119,8 +170,7 @@ async fn check(loaded: &crate::spec::LoadedSpec, state_dir: &Path) -> Report {
                 if url.is_some() {
                     continue;
                 }
-                let bare = state_dir
-                    .join("forge")
+                let bare = crate::forge::local::LocalForge::root_in(state_dir)
                     .join(org)
                     .join(format!("{repo}.git"));
                 let seeded = seed

@@ -10,6 +10,7 @@ mod render;
 pub mod run;
 mod runs;
 mod schema;
+mod targets;
 mod validate;
 
 use std::io::IsTerminal;

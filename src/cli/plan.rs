@@ -15,6 +15,12 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Ask the forge nothing: `select` entries stay unresolved and the plan lists them.
+    #[arg(long)]
+    pub offline: bool,
+    /// State directory (default: `.dispatch/` beside the spec; the local forge lives there).
+    #[arg(long, env = "DISPATCH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Plan output formats.
@@ -32,13 +38,14 @@ pub enum Format {
 
 /// Prints the plan.
 pub fn run(ui: &Ui, args: Args) -> u8 {
-    let loaded = match ui.load(&args.spec) {
+    let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
+    let (loaded, _) = match super::targets::load(ui, &args.spec, &state_dir, args.offline) {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
     let plan = plan::build(&loaded);
     let text = match args.format {
-        Format::Text => render::text_with_detected(&plan, &detect_qa(&loaded, &plan)),
+        Format::Text => render::text_with_detected(&plan, &detect_qa(&loaded, &plan, &state_dir)),
         Format::Json => render::json(&plan),
         Format::Dot => render::dot(&plan),
         Format::Mermaid => render::mermaid(&plan),
@@ -52,9 +59,10 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
 fn detect_qa(
     loaded: &crate::spec::LoadedSpec,
     plan: &plan::Plan,
+    state_dir: &std::path::Path,
 ) -> std::collections::HashMap<String, Vec<String>> {
     let spec_dir = loaded.path.parent().unwrap_or(std::path::Path::new("."));
-    let forge = super::run::state_dir(&loaded.path, None).join("forge");
+    let forge = crate::forge::local::LocalForge::root_in(state_dir);
     let mut detected = std::collections::HashMap::new();
     for unit in plan.units.iter().filter(|u| matches!(u.qa, plan::Qa::Auto)) {
         let repo = match &unit.url {

@@ -11,7 +11,7 @@ use super::{Ui, EXIT_FAILURE};
 use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions};
 use crate::forge::local::LocalForge;
 use crate::forge::remote::{AnyForge, RemoteForge, RemoteOptions};
-use crate::plan::{self, Plan};
+use crate::plan::{self, target::Found, Plan};
 use crate::report;
 use crate::runtime::{docker::Docker, image};
 use crate::state::{self, Journal};
@@ -127,7 +127,8 @@ pub fn new_run_id() -> String {
 
 /// Runs the command.
 pub fn run(ui: &Ui, args: Args) -> u8 {
-    let loaded = match ui.load(&args.spec) {
+    let state_dir = state_dir(&args.spec, args.state_dir.as_deref());
+    let (loaded, found) = match super::targets::load(ui, &args.spec, &state_dir, false) {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
@@ -143,7 +144,7 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         Ok(runtime) => runtime,
         Err(status) => return status,
     };
-    runtime.block_on(run_async(ui, args, loaded, plan))
+    runtime.block_on(run_async(args, state_dir, loaded, found, plan))
 }
 
 fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> u8 {
@@ -200,7 +201,7 @@ async fn session(
     let forge = match RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
         Ok(Some(remote)) => AnyForge::Remote(Box::new(remote)),
         Ok(None) => {
-            let local = LocalForge::new(state_dir.join("forge"), journal.clone());
+            let local = LocalForge::new(LocalForge::root_in(&state_dir), journal.clone());
             if let Some(seed) = &loaded.spec.forge.seed {
                 let seed_dir = loaded.path.parent().unwrap_or(Path::new(".")).join(seed);
                 if let Err(message) = seed_forge(&local, &seed_dir).await {
@@ -252,9 +253,13 @@ fn unfinished_run(state_dir: &Path, spec_path: &str) -> Option<(String, i64)> {
     (status == "running").then_some((id, pid))
 }
 
-async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: Plan) -> u8 {
-    let _ = ui;
-    let state_dir = state_dir(&args.spec, args.state_dir.as_deref());
+async fn run_async(
+    args: Args,
+    state_dir: PathBuf,
+    loaded: crate::spec::LoadedSpec,
+    found: Found,
+    plan: Plan,
+) -> u8 {
     let spec_path = std::path::absolute(&args.spec)
         .unwrap_or_else(|_| args.spec.clone())
         .display()
@@ -277,6 +282,26 @@ async fn run_async(ui: &Ui, args: Args, loaded: crate::spec::LoadedSpec, plan: P
     if let Err(error) = exec::record_run(&session.journal, &run_id, &spec_path, &plan).await {
         eprintln!("error: {error}");
         return EXIT_FAILURE;
+    }
+    if !found.is_empty() {
+        let (id, json) = (
+            run_id.clone(),
+            serde_json::to_string(&found).unwrap_or_default(),
+        );
+        let stored = session
+            .journal
+            .write(move |t| {
+                t.execute(
+                    "UPDATE runs SET found_json = ?2 WHERE id = ?1",
+                    rusqlite::params![id, json],
+                )
+                .map(drop)
+            })
+            .await;
+        if let Err(error) = stored {
+            eprintln!("error: {error}");
+            return EXIT_FAILURE;
+        }
     }
     execute_and_report(
         loaded,
@@ -444,16 +469,22 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
         );
         return EXIT_FAILURE;
     }
-    let loaded = match ui.load(Path::new(&run.spec_path)) {
+    let mut loaded = match ui.load(Path::new(&run.spec_path)) {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
+    let (stored, found): (Option<String>, Option<String>) = conn
+        .query_row(
+            "SELECT plan_json, found_json FROM runs WHERE id = ?1",
+            [&run.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or((None, None));
+    // The targets the forge gave when the run started, not what it says now.
+    if let Some(found) = found.and_then(|f| serde_json::from_str::<Found>(&f).ok()) {
+        loaded.expand(&found);
+    }
     let plan = plan::build(&loaded);
-    let stored: Option<String> = conn
-        .query_row("SELECT plan_json FROM runs WHERE id = ?1", [&run.id], |r| {
-            r.get(0)
-        })
-        .ok();
     let mut current = plan.clone();
     let units = match state::views::units(&conn, &run.id) {
         Ok(units) => units,

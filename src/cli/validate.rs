@@ -22,8 +22,15 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         match spec::load(path) {
             Ok(loaded) => {
                 let plan = plan::build(&loaded);
+                let selections = match plan.unresolved.len() {
+                    0 => String::new(),
+                    n => format!(
+                        ", plus {n} `select` {} the forge resolves when planning",
+                        plural(n, "entry")
+                    ),
+                };
                 println!(
-                    "ok       {} ({})",
+                    "ok       {} ({}{selections})",
                     path.display(),
                     plan::render::count_line(&plan)
                 );

@@ -12,7 +12,7 @@ use super::outcome::Outcome;
 use super::{cache, qa};
 use crate::agents::{self, ArgvContext, Invocation};
 use crate::forge::remote::PublishOptions;
-use crate::forge::{Forge, PrRef, PrRequest};
+use crate::forge::{Forge, ForgeError, PrRef, PrRequest};
 use crate::git;
 use crate::plan::{NodeKind, Qa, Unit};
 use crate::prompt::PromptContext;
@@ -246,36 +246,32 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 .await
                 .map_err(|e| e.to_string())?,
         };
-        let start = match &unit.tag {
-            Some(tag) => format!("refs/tags/{tag}"),
-            None => format!("origin/{base}"),
-        };
-        let base_sha = git::rev_parse(&repo, &start).await.map_err(|_| {
-            format!(
-                "base `{start}` does not exist in {}/{}",
-                unit.org, unit.repo
-            )
-        })?;
+        let start_file = ctx.unit.meta_dir().join("base.sha");
         let has_branch = git::rev_parse(&repo, &format!("refs/heads/{}", unit.branch))
             .await
             .is_ok();
-        if has_branch {
-            git::git(&repo, &["checkout", "--quiet", &unit.branch])
-                .await
-                .map_err(|e| e.to_string())?;
-        } else {
-            git::git(
-                &repo,
-                &["checkout", "--quiet", "-B", &unit.branch, &base_sha],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        }
-        write_file(
-            &ctx.unit.meta_dir().join("base.sha"),
-            &format!("{base_sha}\n"),
-        )
-        .await?;
+        let kept = match tokio::fs::read_to_string(&start_file).await {
+            Ok(sha) if has_branch => Some(sha.trim().to_owned()),
+            _ => None,
+        };
+        let start_sha = match kept {
+            // An unfinished unit: its branch and its starting commit stay.
+            Some(sha) => {
+                git::git(&repo, &["checkout", "--quiet", &unit.branch])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sha
+            }
+            None => {
+                let sha = start_point(&repo, unit, &base).await?;
+                git::git(&repo, &["checkout", "--quiet", "-B", &unit.branch, &sha])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sha
+            }
+        };
+        // The commit the work starts from: what "changed", the cache and leases compare with.
+        write_file(&start_file, &format!("{start_sha}\n")).await?;
         write_file(&ctx.unit.meta_dir().join("base"), &format!("{base}\n")).await?;
         write_prompt(ctx, Some(&base), 1, None).await?;
         Ok(base)
@@ -289,6 +285,46 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         },
         Err(reason) => stop(Outcome::InfraError, format!("prep: {reason}")),
     }
+}
+
+/// The commit a unit's work starts from: the head of its existing branch, the head of its PR,
+/// its tag, or its base branch.
+async fn start_point(repo: &Path, unit: &Unit, base: &str) -> Result<String, String> {
+    let (start, missing) = if unit.existing_branch {
+        (
+            format!("refs/remotes/origin/{}", unit.branch),
+            format!("branch `{}`", unit.branch),
+        )
+    } else if let Some(pr) = unit.pr {
+        let local = format!("refs/dispatch/pull/{pr}");
+        git::git(
+            repo,
+            &[
+                "fetch",
+                "--quiet",
+                "origin",
+                &format!("+refs/pull/{pr}/head:{local}"),
+            ],
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "pull request #{pr} of {}/{} has no head the forge serves (refs/pull/{pr}/head)",
+                unit.org, unit.repo
+            )
+        })?;
+        (local, format!("pull request #{pr}"))
+    } else if let Some(tag) = &unit.tag {
+        (format!("refs/tags/{tag}"), format!("tag `{tag}`"))
+    } else {
+        (
+            format!("refs/remotes/origin/{base}"),
+            format!("base `{base}`"),
+        )
+    };
+    git::rev_parse(repo, &start)
+        .await
+        .map_err(|_| format!("{missing} does not exist in {}/{}", unit.org, unit.repo))
 }
 
 fn is_local_path(url: &str) -> bool {
@@ -823,7 +859,7 @@ fn qa_image<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, step_image: &str) -> Stri
     }
 }
 
-fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, String> {
+async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, String> {
     let unit = &ctx.unit.unit;
     let job = &ctx.loaded.spec.jobs[ctx.unit.job];
     let body_template = job.pr.body.as_deref().unwrap_or("pr-body");
@@ -844,25 +880,44 @@ fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, St
         body,
         run_id: ctx.run_id.clone(),
         unit_id: unit.id.clone(),
+        lease: match unit.existing_branch {
+            true => Some(
+                tokio::fs::read_to_string(ctx.unit.meta_dir().join("base.sha"))
+                    .await
+                    .map_err(|e| format!("the starting commit is unknown: {e}"))?
+                    .trim()
+                    .to_owned(),
+            ),
+            false => None,
+        },
     })
 }
 
+/// What publish does beyond title and body: the job's `pr` settings and the unit's issue.
+fn publish_options<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> PublishOptions {
+    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
+    PublishOptions {
+        issue: ctx.unit.unit.issue,
+        labels: job.pr.labels.clone(),
+        label_colours: job
+            .pr
+            .label_colours
+            .iter()
+            .map(|(name, colour)| (name.clone(), colour.to_string()))
+            .collect(),
+        draft: job.pr.draft,
+        reviewers: job.pr.reviewers.clone(),
+    }
+}
+
 async fn publish<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
-    let request = match pr_request(ctx) {
+    let request = match pr_request(ctx).await {
         Ok(request) => request,
         Err(e) => return stop(Outcome::InfraError, format!("PR text: {e}")),
     };
-    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
-    let options = PublishOptions {
-        issue: ctx.unit.unit.issue,
-        labels: job.pr.labels.clone(),
-        label_colours: Default::default(),
-        draft: job.pr.draft,
-        reviewers: job.pr.reviewers.clone(),
-    };
     match ctx
         .forge
-        .publish_with(&ctx.unit.repo_dir(), &request, &options)
+        .publish_with(&ctx.unit.repo_dir(), &request, &publish_options(ctx))
         .await
     {
         Ok(pr) => NodeResult::Done {
@@ -920,24 +975,118 @@ async fn merge<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     let Some(pr) = ctx.pr.clone() else {
         return stop(Outcome::InfraError, "merge without a PR");
     };
-    let request = match pr_request(ctx) {
+    let request = match pr_request(ctx).await {
         Ok(request) => request,
         Err(e) => return stop(Outcome::InfraError, format!("PR text: {e}")),
     };
-    match ctx
-        .forge
-        .merge(&pr, &request, &ctx.unit.workspace.join("merge"))
-        .await
-    {
-        Ok(()) => NodeResult::Done {
+    let scratch = ctx.unit.workspace.join("merge");
+    let review = match ctx.forge.merge(&pr, &request, &scratch).await {
+        Ok(()) => None,
+        // On a conflict: rebase once onto the base, QA again, push with a lease, merge again.
+        Err(ForgeError::Conflict(_)) => match rebase_onto_base(ctx, &request).await {
+            Ok(rebased) => match ctx.forge.merge(&pr, &rebased, &scratch).await {
+                Ok(()) => None,
+                Err(e) if e.needs_review() => Some(format!(
+                    "rebased onto `{}` and pushed, still not mergeable: {e}",
+                    request.base
+                )),
+                Err(e) => return stop(Outcome::InfraError, format!("merge: {e}")),
+            },
+            Err(Rebase::NeedsReview(reason)) => Some(reason),
+            Err(Rebase::Stopped(result)) => return result,
+        },
+        Err(e) if e.needs_review() => Some(e.to_string()),
+        Err(e) => return stop(Outcome::InfraError, format!("merge: {e}")),
+    };
+    let Some(reason) = review else {
+        return NodeResult::Done {
             base: None,
             pr: Some(pr),
             outcome: Some(Outcome::Merged),
-        },
-        Err(e) if e.needs_review() => stop(
-            Outcome::NeedsReview,
-            format!("the PR waits for a person: {e}"),
-        ),
-        Err(e) => stop(Outcome::InfraError, format!("merge: {e}")),
+        };
+    };
+    if let Err(error) = ctx.forge.flag_for_review(&request, &pr, &reason).await {
+        tracing::warn!(node = %ctx.node, %error, "cannot label the PR {}", crate::forge::NEEDS_REVIEW);
+    }
+    stop(
+        Outcome::NeedsReview,
+        format!("the PR waits for a person: {reason}"),
+    )
+}
+
+/// Why a rebase did not lead to a push.
+enum Rebase {
+    /// A person must look (conflicts, QA red after the rebase, a moved branch).
+    NeedsReview(String),
+    /// QA stopped the unit (timed out, cancelled, infrastructure).
+    Stopped(NodeResult),
+}
+
+/// Rebases the unit's branch once onto the forge's current base, runs QA again and pushes
+/// with a lease on the head that was published. Returns the request to merge with.
+async fn rebase_onto_base<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    request: &PrRequest,
+) -> Result<PrRequest, Rebase> {
+    let repo = ctx.unit.repo_dir();
+    let review = |reason: String| Rebase::NeedsReview(reason);
+    let published = git::rev_parse(&repo, "HEAD")
+        .await
+        .map_err(|e| Rebase::Stopped(stop(Outcome::InfraError, format!("rebase: {e}"))))?;
+    let infra =
+        |e: git::GitError| Rebase::Stopped(stop(Outcome::InfraError, format!("rebase: {e}")));
+    git::git(&repo, &["fetch", "--quiet", "origin", &request.base])
+        .await
+        .map_err(infra)?;
+    if git::git(&repo, &["rebase", "--quiet", "FETCH_HEAD"])
+        .await
+        .is_err()
+    {
+        let conflicts = git::git(&repo, &["diff", "--name-only", "--diff-filter=U"])
+            .await
+            .unwrap_or_default();
+        let _ = git::git(&repo, &["rebase", "--abort"]).await;
+        return Err(review(format!(
+            "it conflicts with `{}` and a rebase cannot resolve it (in {})",
+            request.base,
+            conflicts.lines().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let restore = || async {
+        let _ = git::git(&repo, &["reset", "--quiet", "--hard", &published]).await;
+    };
+    if !matches!(ctx.unit.unit.qa, Qa::None) {
+        match qa_node(ctx).await {
+            NodeResult::Done { .. } => {}
+            NodeResult::QaFailed { step, .. } => {
+                restore().await;
+                return Err(review(format!(
+                    "rebased onto `{}`, QA failed: {step}",
+                    request.base
+                )));
+            }
+            other => {
+                restore().await;
+                return Err(Rebase::Stopped(other));
+            }
+        }
+    }
+    let rebased = PrRequest {
+        lease: Some(published.clone()),
+        ..request.clone()
+    };
+    match ctx
+        .forge
+        .publish_with(&repo, &rebased, &publish_options(ctx))
+        .await
+    {
+        Ok(_) => Ok(rebased),
+        Err(e) => {
+            restore().await;
+            Err(review(format!(
+                "rebased onto `{}`, the push failed: {e}",
+                request.base
+            )))
+        }
     }
 }

@@ -17,7 +17,10 @@ use super::remote::{
     self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
     DEFAULT_LABEL_COLOUR,
 };
-use super::{Forge, ForgeError, PrRef, PrRequest};
+use super::{
+    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, NEEDS_REVIEW,
+    NEEDS_REVIEW_COLOUR,
+};
 
 /// Page size of list requests.
 const PAGE: usize = 50;
@@ -109,6 +112,11 @@ impl GiteaForge {
             },
             e => e,
         }
+    }
+
+    /// The HTTP client (what the forges share goes through it in [`RemoteForge`]).
+    pub(super) fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     /// Repositories of `org` that `filter` accepts.
@@ -223,27 +231,22 @@ impl GiteaForge {
         Ok(())
     }
 
-    /// Comments `link` on issue `issue` unless a comment already carries it.
-    async fn comment_link(
+    /// Comments `body` on issue or PR `number` unless a comment already says it.
+    async fn comment_once(
         &self,
         org: &str,
         repo: &str,
-        issue: u64,
-        link: &str,
+        number: u64,
+        body: &str,
     ) -> Result<(), ForgeError> {
-        let path = format!("{}/issues/{issue}/comments", Self::repo_path(org, repo));
+        let path = format!("{}/issues/{number}/comments", Self::repo_path(org, repo));
         let comments = self.http.get(&path, &[]).await?;
         let already = comments
             .as_array()
-            .is_some_and(|c| c.iter().any(|c| text(c, "body").contains(link)));
+            .is_some_and(|c| c.iter().any(|c| text(c, "body") == body));
         if !already {
             self.http
-                .send(
-                    Method::POST,
-                    &path,
-                    &[],
-                    Some(&json!({ "body": format!("dispatch opened {link} for this issue.") })),
-                )
+                .send(Method::POST, &path, &[], Some(&json!({ "body": body })))
                 .await?;
         }
         Ok(())
@@ -308,7 +311,7 @@ impl Forge for GiteaForge {
     ) -> Result<PrRef, ForgeError> {
         let (org, repo) = (request.org.as_str(), request.repo.as_str());
         let url = self.clone_source(org, repo)?;
-        remote::push(repo_dir, &url, &request.branch, self.http.token()).await?;
+        remote::push(repo_dir, &url, request, self.http.token()).await?;
         let title = if options.draft && !request.title.starts_with("WIP:") {
             format!("WIP: {}", request.title)
         } else {
@@ -359,7 +362,8 @@ impl Forge for GiteaForge {
             self.add_labels(org, repo, number, options).await?;
         }
         if let Some(issue) = options.issue {
-            self.comment_link(org, repo, issue, &link).await?;
+            self.comment_once(org, repo, issue, &opened_comment(&link))
+                .await?;
         }
         Ok(PrRef {
             number: number as i64,
@@ -434,5 +438,23 @@ impl Forge for GiteaForge {
             Err(ForgeError::Http { status: 409, .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn flag_for_review(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        reason: &str,
+    ) -> Result<(), ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let number = pr.number as u64;
+        let options = PublishOptions {
+            labels: vec![NEEDS_REVIEW.to_owned()],
+            label_colours: [(NEEDS_REVIEW.to_owned(), NEEDS_REVIEW_COLOUR.to_owned())].into(),
+            ..PublishOptions::default()
+        };
+        self.add_labels(org, repo, number, &options).await?;
+        self.comment_once(org, repo, number, &needs_review_comment(reason))
+            .await
     }
 }

@@ -18,7 +18,9 @@ use super::remote::text;
 use super::remote::{
     self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
 };
-use super::{Forge, ForgeError, PrRef, PrRequest};
+use super::{
+    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, NEEDS_REVIEW,
+};
 
 /// The public API root.
 pub const GITHUB_API: &str = "https://api.github.com";
@@ -89,6 +91,11 @@ impl GithubForge {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// The HTTP client (what the forges share goes through it in [`RemoteForge`]).
+    pub(super) fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     /// Repositories of `org` that `filter` accepts.
@@ -194,7 +201,7 @@ impl Forge for GithubForge {
     ) -> Result<PrRef, ForgeError> {
         let (org, repo) = (request.org.as_str(), request.repo.as_str());
         let url = self.clone_source(org, repo)?;
-        remote::push(repo_dir, &url, &request.branch, self.http.token()).await?;
+        remote::push(repo_dir, &url, request, self.http.token()).await?;
         let pulls = format!("{}/pulls", Self::repo_path(org, repo));
         let existing = self
             .http
@@ -259,7 +266,7 @@ impl Forge for GithubForge {
                     Method::POST,
                     &format!("{issues}/{issue}/comments"),
                     &[],
-                    Some(&json!({ "body": format!("dispatch opened {link} for this issue.") })),
+                    Some(&json!({ "body": opened_comment(&link) })),
                 )
                 .await?;
         }
@@ -313,5 +320,37 @@ impl Forge for GithubForge {
 
     async fn default_branch(&self, org: &str, repo: &str) -> Result<Option<String>, ForgeError> {
         self.repo_default_branch(org, repo).await.map(Some)
+    }
+
+    /// GitHub creates the label when missing (without a colour: the API subset has no label
+    /// endpoint); comments cannot be listed there, so the comment is not deduplicated.
+    async fn flag_for_review(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        reason: &str,
+    ) -> Result<(), ForgeError> {
+        let issue = format!(
+            "{}/issues/{}",
+            Self::repo_path(&request.org, &request.repo),
+            pr.number
+        );
+        self.http
+            .send(
+                Method::POST,
+                &format!("{issue}/labels"),
+                &[],
+                Some(&json!({ "labels": [NEEDS_REVIEW] })),
+            )
+            .await?;
+        self.http
+            .send(
+                Method::POST,
+                &format!("{issue}/comments"),
+                &[],
+                Some(&json!({ "body": needs_review_comment(reason) })),
+            )
+            .await?;
+        Ok(())
     }
 }

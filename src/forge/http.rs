@@ -42,11 +42,11 @@ impl Secret {
     pub fn from_env(forge: &str, name: &str) -> Result<Self, ForgeError> {
         match std::env::var(name) {
             Ok(token) if !token.trim().is_empty() => Ok(Self::new(token.trim())),
-            _ => Err(ForgeError::Unauthorized {
+            _ => Err(ForgeError::Config {
                 forge: forge.to_owned(),
-                hint: format!(
-                    "the environment variable {name} (forge.token_env) is not set or empty; \
-                     export the forge token there"
+                message: format!(
+                    "no token: the environment variable {name} (forge.token_env) is not set or \
+                     empty; export the forge token there"
                 ),
             }),
         }
@@ -169,6 +169,8 @@ impl std::fmt::Debug for HttpClient {
 struct RateState {
     remaining: Option<u64>,
     reset: Option<u64>,
+    /// `x-oauth-scopes` of the last answer that had it (GitHub's classic tokens).
+    scopes: Option<Vec<String>>,
 }
 
 impl HttpClient {
@@ -394,11 +396,35 @@ impl HttpClient {
     fn observe(&self, headers: &HeaderMap) {
         let remaining = header_u64(headers, "x-ratelimit-remaining");
         let reset = header_u64(headers, "x-ratelimit-reset");
-        if remaining.is_some() || reset.is_some() {
+        let scopes = headers
+            .get("x-oauth-scopes")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            });
+        if remaining.is_some() || reset.is_some() || scopes.is_some() {
             let mut pace = self.pace.lock().expect("rate state lock is never poisoned");
-            pace.remaining = remaining;
-            pace.reset = reset;
+            if remaining.is_some() || reset.is_some() {
+                pace.remaining = remaining;
+                pace.reset = reset;
+            }
+            if scopes.is_some() {
+                pace.scopes = scopes;
+            }
         }
+    }
+
+    /// The token's scopes as the forge last reported them (`x-oauth-scopes`); `None` when
+    /// the forge does not report them (Gitea, Forgejo, GitHub's fine-grained tokens).
+    pub fn scopes(&self) -> Option<Vec<String>> {
+        self.pace
+            .lock()
+            .expect("rate state lock is never poisoned")
+            .scopes
+            .clone()
     }
 
     /// Waits when the quota runs low: spreads what is left until the reset.

@@ -23,6 +23,11 @@ impl LocalForge {
         Self { root, journal }
     }
 
+    /// Where the local forge of a state directory keeps its repositories.
+    pub fn root_in(state_dir: &Path) -> PathBuf {
+        state_dir.join("forge")
+    }
+
     /// Path of the bare repository of `org/repo`.
     pub fn bare(&self, org: &str, repo: &str) -> PathBuf {
         self.root.join(org).join(format!("{repo}.git"))
@@ -63,7 +68,13 @@ impl Forge for LocalForge {
     }
 
     async fn publish(&self, repo_dir: &Path, request: &PrRequest) -> Result<PrRef, ForgeError> {
-        git::push(repo_dir, "origin", &request.branch).await?;
+        git::push(
+            repo_dir,
+            "origin",
+            &request.branch,
+            request.lease.as_deref(),
+        )
+        .await?;
         let r = request.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.journal

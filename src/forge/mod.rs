@@ -34,6 +34,10 @@ pub struct PrRequest {
     pub run_id: String,
     /// Unit id.
     pub unit_id: String,
+    /// The commit the forge's branch must still be at for the push to go through (an existing
+    /// branch, such as a PR's head, is never overwritten past someone else's push). `None`:
+    /// the branch belongs to dispatch's unit and is forced.
+    pub lease: Option<String>,
 }
 
 /// A pull request the forge holds.
@@ -79,7 +83,7 @@ pub enum ForgeError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// The forge refused the token (401, or 403 that is not a rate limit), or there is none.
+    /// The forge refused the token (401, or 403 that is not a rate limit).
     /// Permanent: the client refuses further writes.
     #[error("the {forge} forge refused dispatch's credentials: {hint}")]
     Unauthorized {
@@ -193,4 +197,32 @@ pub trait Forge: Send + Sync + 'static {
         let _ = (org, repo, issue, running);
         async { Ok(()) }
     }
+
+    /// Leaves a PR dispatch did not merge to a person: label [`NEEDS_REVIEW`] (created when
+    /// missing) and a comment saying why. A no-op where the forge has no labels (local).
+    fn flag_for_review(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), ForgeError>> + Send {
+        let _ = (request, pr, reason);
+        async { Ok(()) }
+    }
+}
+
+/// The label of a PR that waits for a person.
+pub const NEEDS_REVIEW: &str = "needs-review";
+
+/// Its colour where dispatch creates it.
+pub const NEEDS_REVIEW_COLOUR: &str = "#d93f0b";
+
+/// The comment on an issue that names the PR opened for it.
+pub fn opened_comment(link: &str) -> String {
+    format!("dispatch opened {link} for this issue.")
+}
+
+/// The comment on a PR dispatch did not merge.
+pub fn needs_review_comment(reason: &str) -> String {
+    format!("dispatch did not merge this pull request; it needs a person: {reason}")
 }

@@ -14,7 +14,7 @@ use tokio::process::Command;
 
 use super::forgejo::{Flavour, GiteaForge};
 use super::github::GithubForge;
-use super::http::{RetryPolicy, Secret};
+use super::http::{HttpClient, RetryPolicy, Secret};
 use super::local::LocalForge;
 use super::{Forge, ForgeError, PrRef, PrRequest};
 use crate::spec::model::{Forge as ForgeSpec, ForgeKind};
@@ -121,6 +121,31 @@ impl RemoteIssue {
     }
 }
 
+/// A pull request as the forge shows it (the fields a PR target needs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemotePr {
+    /// Head branch.
+    pub head: String,
+    /// `owner/name` of the repository the head branch lives in (a fork's, or this one's).
+    pub head_repo: String,
+    /// Base branch.
+    pub base: String,
+    /// Open (neither closed nor merged).
+    pub open: bool,
+}
+
+impl RemotePr {
+    /// A PR from the forge's JSON (the same fields on every forge).
+    pub(super) fn from_api(p: &serde_json::Value) -> Self {
+        Self {
+            head: text(&p["head"], "ref"),
+            head_repo: text(&p["head"]["repo"], "full_name"),
+            base: text(&p["base"], "ref"),
+            open: text(p, "state") == "open" && p["merged"].as_bool() != Some(true),
+        }
+    }
+}
+
 /// Which of an org's repositories become targets.
 #[derive(Clone, Debug, Default)]
 pub struct RepoFilter {
@@ -215,32 +240,33 @@ where
     }
 }
 
-/// Whether a clone source is local (a path or `file://`): pushed without credentials.
-pub(crate) fn is_local_source(source: &str) -> bool {
-    source.starts_with("file://") || source.starts_with('/') || source.starts_with('.')
+/// Whether git reaches `url` over HTTP(S), the only transport that gets the token (SSH uses
+/// the user's keys, local paths need nothing).
+fn is_http(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
 }
 
-/// Pushes HEAD of `repo_dir` to `url` as `branch` (forced: the branch belongs to the unit).
+/// Pushes HEAD of `repo_dir` to `url` as the request's branch (forced when the branch belongs
+/// to the unit, else with the request's lease).
 /// For HTTP(S) URLs the token goes into an `Authorization: Basic` header set through
-/// git's environment configuration.
+/// git's environment configuration; SSH URLs use the user's keys and never see the token.
 pub(crate) async fn push(
     repo_dir: &Path,
     url: &str,
-    branch: &str,
+    request: &PrRequest,
     token: &Secret,
 ) -> Result<(), ForgeError> {
-    let refspec = format!("HEAD:refs/heads/{branch}");
-    let args = ["push", "--quiet", "--force", url, refspec.as_str()];
+    let args = crate::git::push_args(url, &request.branch, request.lease.as_deref());
     let mut command = Command::new("git");
     command
-        .args(args)
+        .args(&args)
         .current_dir(repo_dir)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .kill_on_drop(true);
-    if !is_local_source(url) {
+    if is_http(url) {
         let basic = base64(format!("x-access-token:{}", token.expose()).as_bytes());
         command
             .env("GIT_CONFIG_COUNT", "2")
@@ -263,15 +289,9 @@ pub(crate) async fn push(
     if output.status.success() {
         Ok(())
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(failed(
-            stderr
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("exited non-zero")
-                .to_owned(),
-        ))
+        Err(failed(crate::git::failure(&String::from_utf8_lossy(
+            &output.stderr,
+        ))))
     }
 }
 
@@ -327,6 +347,9 @@ impl RemoteForge {
         if options.writes_per_minute.is_none() {
             options.writes_per_minute = spec.writes_per_minute;
         }
+        if options.git_base.is_none() {
+            options.git_base = spec.git_url.clone();
+        }
         let forge = match spec.kind {
             ForgeKind::Local => return Ok(None),
             ForgeKind::Github => Self::Github(GithubForge::new(
@@ -364,6 +387,31 @@ impl RemoteForge {
             Self::Gitea(f) => f.list_org_repos(org, filter).await,
             Self::Github(f) => f.list_org_repos(org, filter).await,
         }
+    }
+
+    /// The token's scopes as the forge reported them on the last answer; `None` when it does
+    /// not report them (Gitea, Forgejo, GitHub's fine-grained tokens).
+    pub fn scopes(&self) -> Option<Vec<String>> {
+        self.http().scopes()
+    }
+
+    fn http(&self) -> &HttpClient {
+        match self {
+            Self::Gitea(f) => f.http(),
+            Self::Github(f) => f.http(),
+        }
+    }
+
+    /// Pull request `number` of `org/repo`.
+    pub async fn pull_request(
+        &self,
+        org: &str,
+        repo: &str,
+        number: u64,
+    ) -> Result<RemotePr, ForgeError> {
+        // The same path on every forge (below the API root).
+        let path = format!("/repos/{}/{}/pulls/{number}", seg(org), seg(repo));
+        Ok(RemotePr::from_api(&self.http().get(&path, &[]).await?))
     }
 
     /// Open issues (not PRs) of `org/repo` carrying every label in `labels`.
@@ -443,6 +491,18 @@ impl Forge for RemoteForge {
             Self::Github(f) => f.stopwatch(org, repo, issue, running).await,
         }
     }
+
+    async fn flag_for_review(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        reason: &str,
+    ) -> Result<(), ForgeError> {
+        match self {
+            Self::Gitea(f) => f.flag_for_review(request, pr, reason).await,
+            Self::Github(f) => f.flag_for_review(request, pr, reason).await,
+        }
+    }
 }
 
 /// The forge a run uses: the embedded local one or a remote one. One type for the executor's
@@ -517,6 +577,18 @@ impl Forge for AnyForge {
         match self {
             Self::Local(f) => f.stopwatch(org, repo, issue, running).await,
             Self::Remote(f) => f.stopwatch(org, repo, issue, running).await,
+        }
+    }
+
+    async fn flag_for_review(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        reason: &str,
+    ) -> Result<(), ForgeError> {
+        match self {
+            Self::Local(f) => f.flag_for_review(request, pr, reason).await,
+            Self::Remote(f) => f.flag_for_review(request, pr, reason).await,
         }
     }
 }

@@ -47,18 +47,28 @@ pub async fn git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
         Err(error(
             dir,
             args,
-            stderr
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("exited non-zero")
-                .to_owned(),
+            failure(&String::from_utf8_lossy(&output.stderr)),
         ))
     }
+}
+
+/// What a failed git command's stderr says, in one line: a push refused by its lease in
+/// words, else git's last line.
+pub fn failure(stderr: &str) -> String {
+    if stderr.contains("(stale info)") {
+        return "refused: the branch changed on the remote since the work started from it \
+                (someone else pushed); nothing was overwritten"
+            .to_owned();
+    }
+    stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("exited non-zero")
+        .to_owned()
 }
 
 fn error(dir: &Path, args: &[&str], message: String) -> GitError {
@@ -143,20 +153,33 @@ pub async fn commits_ahead(repo: &Path, base: &str) -> Result<u64, GitError> {
     Ok(count.parse().unwrap_or(0))
 }
 
-/// Pushes HEAD to `remote` as `branch` (force: the branch belongs to dispatch's unit).
-pub async fn push(repo: &Path, remote: &str, branch: &str) -> Result<(), GitError> {
-    git(
-        repo,
-        &[
-            "push",
-            "--quiet",
-            "--force",
-            remote,
-            &format!("HEAD:refs/heads/{branch}"),
-        ],
-    )
-    .await
-    .map(drop)
+/// The arguments of `git push` that puts HEAD on `branch` of `remote`: forced when the branch
+/// belongs to dispatch's unit (`lease` is `None`), else only while the remote branch is still
+/// at `lease`.
+pub fn push_args(remote: &str, branch: &str, lease: Option<&str>) -> Vec<String> {
+    let guard = match lease {
+        None => "--force".to_owned(),
+        Some(sha) => format!("--force-with-lease=refs/heads/{branch}:{sha}"),
+    };
+    vec![
+        "push".to_owned(),
+        "--quiet".to_owned(),
+        guard,
+        remote.to_owned(),
+        format!("HEAD:refs/heads/{branch}"),
+    ]
+}
+
+/// Pushes HEAD to `remote` as `branch` (see [`push_args`] for `lease`).
+pub async fn push(
+    repo: &Path,
+    remote: &str,
+    branch: &str,
+    lease: Option<&str>,
+) -> Result<(), GitError> {
+    let args = push_args(remote, branch, lease);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    git(repo, &args).await.map(drop)
 }
 
 /// A path as a string for git arguments.

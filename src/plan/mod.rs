@@ -77,6 +77,21 @@ pub struct Plan {
     pub counts: Counts,
     /// Units in spec order (job order, then target order).
     pub units: Vec<Unit>,
+    /// `select` entries the forge was not asked about (`plan --offline`); their units are
+    /// missing above.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<Unresolved>,
+}
+
+/// A `select` entry left unresolved.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unresolved {
+    /// Job id.
+    pub job: String,
+    /// Place of the entry in the spec, `jobs[J].repos[I]`.
+    pub entry: String,
+    /// What it selects, in words.
+    pub selects: String,
 }
 
 /// Totals of a plan.
@@ -107,11 +122,18 @@ pub struct Unit {
     pub workspace: String,
     /// Branch the agent works on.
     pub branch: String,
+    /// The branch exists already (a `branch` target or a PR's head): the work continues it,
+    /// and publish pushes only while nobody else has pushed to it since.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub existing_branch: bool,
     /// Base branch; none means the repository's default branch.
     pub base: Option<String>,
     /// Issue number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issue: Option<u64>,
+    /// Issue title, when the forge gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issue_title: Option<String>,
     /// Pull request number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pr: Option<u64>,
@@ -197,8 +219,8 @@ pub fn unit_context(spec: &Spec, target: &ResolvedTarget) -> PromptContext {
         base: target.base.as_ref().map(ToString::to_string),
         issue: target.issue.map(|number| IssueContext {
             number,
-            title: None,
-            body: None,
+            title: target.issue_text.as_ref().map(|(title, _)| title.clone()),
+            body: target.issue_text.as_ref().map(|(_, body)| body.clone()),
         }),
         pr: target.pr,
         variables: target.variables.clone(),
@@ -252,6 +274,15 @@ pub fn build(loaded: &LoadedSpec) -> Plan {
             nodes,
         },
         units,
+        unresolved: loaded
+            .selections
+            .iter()
+            .map(|s| Unresolved {
+                job: spec.jobs[s.job].id.to_string(),
+                entry: s.key(),
+                selects: s.describe(),
+            })
+            .collect(),
     }
 }
 
@@ -325,8 +356,10 @@ fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
         key: target.key.clone(),
         workspace: format!("workspaces/{}/{}/{}", target.org, target.repo, target.key),
         branch: branch_of(job.id.as_str(), target),
+        existing_branch: target.branch.is_some(),
         base: target.base.as_ref().map(ToString::to_string),
         issue: target.issue,
+        issue_title: target.issue_text.as_ref().map(|(title, _)| title.clone()),
         pr: target.pr,
         tag: target.tag.as_ref().map(ToString::to_string),
         url: target.url.clone(),

@@ -58,6 +58,11 @@ pub fn text_with_detected(
         let mut title = format!("{}/{}", unit.org, unit.repo);
         if let Some(issue) = unit.issue {
             let _ = write!(title, " issue #{issue}");
+            if let Some(text) = &unit.issue_title {
+                let short: String = text.chars().take(60).collect();
+                let more = if short.len() < text.len() { "…" } else { "" };
+                let _ = write!(title, " ({short}{more})");
+            }
         }
         if let Some(pr) = unit.pr {
             let _ = write!(title, " PR #{pr}");
@@ -95,6 +100,13 @@ pub fn text_with_detected(
         }
     }
     let _ = writeln!(out, "\n{}", count_line(plan));
+    for entry in &plan.unresolved {
+        let _ = writeln!(
+            out,
+            "not resolved: job {} {}: {} (the forge was not asked)",
+            entry.job, entry.entry, entry.selects
+        );
+    }
     out
 }
 

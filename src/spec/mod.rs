@@ -20,7 +20,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-use crate::plan::target::{self, ResolvedTarget};
+use crate::plan::target::{self, Found, ResolvedTarget, Selection};
 use crate::prompt::Templates;
 use model::Spec;
 use node::Node;
@@ -38,6 +38,19 @@ pub struct LoadedSpec {
     pub templates: Templates,
     /// Every job's targets, resolved, in spec order.
     pub targets: Vec<ResolvedTarget>,
+    /// `select` entries not resolved yet ([`LoadedSpec::expand`] resolves them).
+    pub selections: Vec<Selection>,
+}
+
+impl LoadedSpec {
+    /// Adds the targets the forge found for the spec's `select` entries; the entries `found`
+    /// has no answer for stay in `selections`.
+    pub fn expand(&mut self, found: &Found) {
+        self.selections = target::expand(&self.spec, &mut self.targets, &self.selections, found)
+            .into_iter()
+            .cloned()
+            .collect();
+    }
 }
 
 /// Why a spec could not be loaded.
@@ -151,7 +164,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
             return Err(invalid(sources, problems));
         }
     };
-    let (targets, target_errors) = target::resolve(&spec);
+    let (targets, selections, target_errors) = target::resolve(&spec);
     let mut problems: Vec<Problem> = target_errors
         .into_iter()
         .map(|e| {
@@ -167,6 +180,10 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
         doc: &doc,
         templates: &templates,
         targets: &targets,
+        samples: &selections
+            .iter()
+            .map(|s| s.sample(&spec))
+            .collect::<Vec<_>>(),
     };
     problems.extend(validate::validate(&input, &mut sources));
     if !problems.is_empty() {
@@ -177,6 +194,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
         spec,
         templates,
         targets,
+        selections,
     })
 }
 

@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::values::{
-    AgentRef, BranchName, ByteSize, Duration, EnvName, JobId, OrgName, RepoName, ShortTarget,
-    TagName, TimeOfDay,
+    AgentRef, BranchName, ByteSize, Colour, Duration, EnvName, Glob, JobId, OrgName, RepoName,
+    ShortTarget, TagName, TimeOfDay,
 };
 
 /// A dispatch pipeline spec.
@@ -67,6 +67,11 @@ pub struct Forge {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub writes_per_minute: Option<u32>,
+    /// Remote forges: clone and push `{git_url}/{org}/{repo}.git` instead of the forge's
+    /// HTTPS URL, e.g. `ssh://git@forge.example:2222` to push over SSH with the user's keys
+    /// (the token is then used for the API only), or a local mirror directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
 }
 
 /// Kinds of forge.
@@ -240,6 +245,10 @@ fn is_true(value: &bool) -> bool {
     *value
 }
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 /// Container resources.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -283,7 +292,8 @@ pub struct Job {
     /// Organisation of targets that do not name one (default `defaults.org`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<OrgName>,
-    /// The targets: `repo`, `org/repo`, or `{ repo, org, issue, pr, branch, tag, base }`.
+    /// The targets: `repo`, `org/repo`, `{ repo, org, issue, pr, branch, tag, base }`, or
+    /// `{ select: { org, include, exclude, archived, forks, issues: { labels } } }`.
     #[schemars(length(min = 1))]
     pub repos: Vec<TargetSpec>,
     /// QA steps run after the agent. Absent: detected from marker files at run time.
@@ -330,6 +340,57 @@ pub enum TargetSpec {
     Short(ShortTarget),
     /// A mapping.
     Full(Target),
+    /// Targets read from the forge when the plan is made.
+    Select(SelectTarget),
+}
+
+/// `{ select: ... }`: targets the forge lists.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectTarget {
+    /// Which repositories (and issues) of an organisation become targets.
+    pub select: Select,
+}
+
+/// Repositories of an organisation or user, read from the forge, optionally one target per
+/// open issue carrying given labels.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Select {
+    /// Organisation or user (default: the job's or `defaults.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<OrgName>,
+    /// Name patterns a repository must match (`*`, `?`); absent: every repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<Glob>,
+    /// Name patterns that leave a repository out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Glob>,
+    /// Keep archived repositories (default: skipped).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub archived: bool,
+    /// Keep forks (default: skipped).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forks: bool,
+    /// One target per open issue carrying all these labels (workspace `task-N`; the issue's
+    /// title and body reach the templates), instead of one per repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issues: Option<IssueSelect>,
+    /// Base branch of these targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BranchName>,
+    /// Variables for these targets; they override the job's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, serde_json::Value>,
+}
+
+/// Which open issues become targets.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueSelect {
+    /// Labels an issue must all carry (at least one).
+    #[schemars(length(min = 1))]
+    pub labels: Vec<String>,
 }
 
 /// A target written out in full.
@@ -399,6 +460,9 @@ pub struct PrSettings {
     /// Labels to set (created when missing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// Colours (`#rrggbb`) of labels dispatch creates, by label name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_colours: BTreeMap<String, Colour>,
     /// Open the pull request as a draft.
     #[serde(default)]
     pub draft: bool,

@@ -157,17 +157,37 @@ impl<'a> Checker<'a> {
                 .get("type")
                 .is_none_or(|t| type_matches(t, &node.value))
             {
-                fitting.push(problems);
+                fitting.push((closeness(resolved, node), problems));
             }
         }
-        if fitting.len() == 1 {
-            out.append(&mut fitting.remove(0));
-            return;
+        // Several alternatives fit the value's type (mappings of different shapes): report
+        // the problems of the closest one, the one whose fields the mapping uses most.
+        let best = fitting
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (closeness, problems))| {
+                (
+                    *closeness,
+                    std::cmp::Reverse(problems.len()),
+                    std::cmp::Reverse(*i),
+                )
+            })
+            .map(|(i, _)| i);
+        if let Some(best) = best {
+            if fitting.len() == 1 || fitting[best].0 > (0, 0, 0) {
+                out.append(&mut fitting.swap_remove(best).1);
+                return;
+            }
         }
-        let words: Vec<String> = alternatives
+        let mut words: Vec<String> = Vec::new();
+        for word in alternatives
             .iter()
             .filter_map(|a| self.resolve(a).get("type").map(type_words))
-            .collect();
+        {
+            if !words.contains(&word) {
+                words.push(word);
+            }
+        }
         out.push(Problem::new(
             node.span,
             format!(
@@ -294,6 +314,32 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// How much of an object schema a mapping uses: its required fields present, its known fields
+/// present, then its keys that are near a known field (misspelt). Zero for a value that is
+/// not a mapping.
+fn closeness(schema: &Json, node: &Node) -> (usize, usize, usize) {
+    let Value::Map(entries) = &node.value else {
+        return (0, 0, 0);
+    };
+    let has = |name: &str| entries.iter().any(|(k, _)| k.name == name);
+    let required = schema
+        .get("required")
+        .and_then(Json::as_array)
+        .map_or(0, |r| {
+            r.iter().filter_map(Json::as_str).filter(|n| has(n)).count()
+        });
+    let Some(properties) = schema.get("properties").and_then(Json::as_object) else {
+        return (required, 0, 0);
+    };
+    let known = properties.keys().filter(|n| has(n)).count();
+    let near = entries
+        .iter()
+        .filter(|(k, _)| !properties.contains_key(&k.name))
+        .filter(|(k, _)| did_you_mean(&k.name, properties.keys().map(String::as_str)).is_some())
+        .count();
+    (required, known, near)
 }
 
 fn missing_help(path: &Path, name: &str) -> String {

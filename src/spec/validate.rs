@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::model::{ForgeKind, MergePolicy, PoolLimit, Spec};
+use super::model::{ForgeKind, MergePolicy, PoolLimit, Spec, TargetSpec};
 use super::node::{Node, Path};
 use super::problem::Problem;
 use super::schema_check::did_you_mean;
@@ -28,6 +28,8 @@ pub struct Input<'a> {
     pub templates: &'a Templates,
     /// Resolved targets.
     pub targets: &'a [ResolvedTarget],
+    /// Stand-ins for the targets of `select` entries (for the template checks).
+    pub samples: &'a [ResolvedTarget],
 }
 
 /// Runs every semantic check; template problems add the template files to `sources`.
@@ -44,7 +46,11 @@ pub fn validate(input: &Input<'_>, sources: &mut Sources) -> Vec<Problem> {
     v.forge(spec);
     v.templates(spec, input.templates);
     v.units(spec, input.targets);
-    v.renders(spec, input.templates, input.targets);
+    v.renders(
+        spec,
+        input.templates,
+        input.targets.iter().chain(input.samples),
+    );
     v.problems
 }
 
@@ -405,7 +411,20 @@ impl Validator<'_> {
 
     fn forge(&mut self, spec: &Spec) {
         let forge = &spec.forge;
-        if forge.kind != ForgeKind::Local {
+        if forge.kind == ForgeKind::Local {
+            for (j, job) in spec.jobs.iter().enumerate() {
+                for (t, entry) in job.repos.iter().enumerate() {
+                    if matches!(entry, TargetSpec::Select(s) if s.select.issues.is_some()) {
+                        self.push(
+                            &p().key("jobs").index(j).key("repos").index(t).key("select").key("issues"),
+                            "the local forge keeps no issues, so `select.issues` finds nothing there".to_owned(),
+                            "needs a remote forge",
+                            Some("set `forge.kind` to forgejo, gitea or github, or list the targets with `issue:`".to_owned()),
+                        );
+                    }
+                }
+            }
+        } else {
             if forge.url.is_none() && forge.kind != ForgeKind::Github {
                 self.push(
                     &p().key("forge"),
@@ -508,7 +527,12 @@ impl Validator<'_> {
     /// Renders the prompts, PR titles and bodies that could fail: each job's first plain
     /// target, and every target with its own variables or an issue or PR, since only those
     /// change which variables exist.
-    fn renders(&mut self, spec: &Spec, templates: &Templates, targets: &[ResolvedTarget]) {
+    fn renders<'t>(
+        &mut self,
+        spec: &Spec,
+        templates: &Templates,
+        targets: impl Iterator<Item = &'t ResolvedTarget>,
+    ) {
         let mut seen_plain = BTreeSet::new();
         let mut reported = BTreeSet::new();
         for target in targets {

@@ -28,6 +28,8 @@ pub fn check_format(format: &str, value: &str) -> Option<Result<(), String>> {
         "byte-size" => ByteSize::parse(value).map(drop),
         "env-name" => check_env_name(value),
         "target" => check_short_target(value),
+        "colour" => check_colour(value),
+        "glob" => check_glob(value),
         _ => return None,
     })
 }
@@ -120,6 +122,18 @@ string_type!(
     ShortTarget,
     "target",
     "A repository: `repo` (in the default org) or `org/repo`."
+);
+string_type!(
+    /// A label colour: `#rrggbb`.
+    Colour,
+    "colour",
+    "Colour as `#rrggbb`."
+);
+string_type!(
+    /// A repository-name pattern: `*` is any run of characters, `?` one character.
+    Glob,
+    "glob",
+    "Repository-name pattern: letters, digits, '.', '_', '-', with `*` and `?` as wildcards."
 );
 string_type!(
     /// The name of an environment variable (never its value).
@@ -250,6 +264,30 @@ fn check_short_target(value: &str) -> Result<(), String> {
             "target `{value}` is an absolute path; write `repo` or `org/repo`"
         )),
         None => check_component(value, "repository name"),
+    }
+}
+
+fn check_colour(value: &str) -> Result<(), String> {
+    match value.strip_prefix('#') {
+        Some(hex) if hex.len() == 6 && hex.chars().all(|c| c.is_ascii_hexdigit()) => Ok(()),
+        _ => Err(format!(
+            "colour `{}` is not `#rrggbb` (six hexadecimal digits after `#`)",
+            value.escape_debug()
+        )),
+    }
+}
+
+fn check_glob(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("a name pattern is empty".to_owned());
+    }
+    match value.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-*?".contains(*c))) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "name pattern `{}` holds `{}`: repository names have letters, digits, `.`, `_` and `-`; `*` and `?` are the wildcards",
+            value.escape_debug(),
+            c.escape_debug()
+        )),
     }
 }
 

@@ -21,12 +21,13 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 /// Schema version this dispatch writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "dispatch.db";
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     spec_path TEXT NOT NULL,
@@ -95,7 +96,13 @@ CREATE TABLE prs (
     updated_at INTEGER NOT NULL,
     UNIQUE (org, repo, branch)
 );
-"#];
+"#,
+    // What the forge answered for the spec's `select` entries (JSON), so a resume plans the same
+    // units.
+    r#"
+ALTER TABLE runs ADD COLUMN found_json TEXT;
+"#,
+];
 
 /// Errors of the state directory, each naming the file and what to do.
 #[derive(Debug, thiserror::Error)]

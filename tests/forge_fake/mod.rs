@@ -73,6 +73,11 @@ struct Repo {
     issues: Vec<Issue>,
     statuses: BTreeMap<String, Vec<(String, String)>>,
     checks: BTreeMap<String, Vec<(String, String, String)>>,
+    /// Branch protection "up to date before merging": a PR whose head does not contain the
+    /// base's head is not mergeable.
+    require_up_to_date: bool,
+    /// A file (path, content) someone else commits to the base right after the next PR opens.
+    advance_base: Option<(String, String)>,
 }
 
 /// An issue or PR of the fake.
@@ -126,6 +131,8 @@ struct Inner {
     next_id: u64,
     descriptions: Vec<Description>,
     base: String,
+    /// `x-oauth-scopes` sent with every answer (GitHub's classic tokens), when set.
+    scopes: Option<String>,
 }
 
 type App = Arc<Mutex<Inner>>;
@@ -167,6 +174,7 @@ impl FakeForge {
             next_id: 1,
             descriptions,
             base: url.clone(),
+            scopes: None,
         }));
         let router = Router::new().fallback(handle).with_state(app.clone());
         tokio::spawn(async move {
@@ -281,6 +289,12 @@ impl FakeForge {
         git(&bare, &["rev-parse", &format!("refs/heads/{branch}")])
     }
 
+    /// Sends `x-oauth-scopes: SCOPES` with every answer from now on, as GitHub does for
+    /// classic tokens.
+    pub fn set_scopes(&self, scopes: &str) {
+        self.lock().scopes = Some(scopes.to_owned());
+    }
+
     /// The next `times` requests with `method` whose path contains `path_contains` are answered
     /// with `status` and `headers`.
     pub fn fail(
@@ -348,6 +362,68 @@ impl FakeForge {
             pull.mergeable = mergeable;
         }
     }
+
+    /// Protects the base branches of `org/repo`: a PR merges only when it is up to date.
+    pub fn require_up_to_date(&self, org: &str, repo: &str) {
+        let mut inner = self.lock();
+        let r = inner
+            .repos
+            .get_mut(&(org.to_owned(), repo.to_owned()))
+            .expect("repository exists");
+        r.require_up_to_date = true;
+    }
+
+    /// Right after the next PR of `org/repo` opens, someone else commits `path` with `content`
+    /// to its base.
+    pub fn advance_base_after_next_pr(&self, org: &str, repo: &str, path: &str, content: &str) {
+        let mut inner = self.lock();
+        let r = inner
+            .repos
+            .get_mut(&(org.to_owned(), repo.to_owned()))
+            .expect("repository exists");
+        r.advance_base = Some((path.to_owned(), content.to_owned()));
+    }
+}
+
+/// Whether `head` contains `ancestor` in the bare repository.
+fn contains(bare: &Path, ancestor: &str, head: &str) -> bool {
+    std::process::Command::new("git")
+        .args(["merge-base", "--is-ancestor", ancestor, head])
+        .current_dir(bare)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Commits `path` with `content` onto `branch` of the bare repository, as another user would.
+fn commit_to(bare: &Path, branch: &str, path: &str, content: &str) {
+    let work = temp_dir("someone-else");
+    git(
+        work.parent().expect("parent"),
+        &[
+            "clone",
+            "--quiet",
+            "--branch",
+            branch,
+            &bare.to_string_lossy(),
+            &work.to_string_lossy(),
+        ],
+    );
+    std::fs::write(work.join(path), content).expect("write");
+    git(&work, &["add", "--all"]);
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=someone",
+            "-c",
+            "user.email=someone@example.com",
+            "commit",
+            "--quiet",
+            "-m",
+            "someone else's change",
+        ],
+    );
+    git(&work, &["push", "--quiet", "origin", branch]);
 }
 
 /// Runs git synchronously (test set-up only) and returns stdout.
@@ -695,7 +771,12 @@ async fn handle(
         _ => BTreeMap::new(),
     };
     let mut inner = app.lock().expect("fake forge lock");
-    let response = route(&mut inner, &method, &segments, &query, json_body, &heads);
+    let mut response = route(&mut inner, &method, &segments, &query, json_body, &heads);
+    if let Some(scopes) = &inner.scopes {
+        response
+            .headers_mut()
+            .insert("x-oauth-scopes", scopes.parse().expect("header value"));
+    }
     inner.seen.push(Seen {
         at: Instant::now(),
         method: method.to_string(),
@@ -778,6 +859,7 @@ fn route(
 ) -> Response {
     let flavour = inner.flavour;
     let base = inner.base.clone();
+    let git_root = inner.git_root.clone();
     let body = body.unwrap_or(Value::Null);
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let m = method.as_str();
@@ -802,6 +884,12 @@ fn route(
         return respond(404, json!({ "message": "repository not found" }));
     };
     let web = format!("{base}/{org}/{name}");
+    let bare = git_root.join(&org).join(format!("{name}.git"));
+    let require_up_to_date = repo.require_up_to_date;
+    let up_to_date = |p: &Pull| match (heads.get(&p.base), heads.get(&p.head)) {
+        (Some(base), Some(head)) => !require_up_to_date || contains(&bare, base, head),
+        _ => !require_up_to_date,
+    };
     let pull_json = |i: &Issue| {
         let p = i.pull.as_ref().expect("a PR");
         let sha = heads.get(&p.head).cloned().unwrap_or_default();
@@ -810,8 +898,9 @@ fn route(
             Flavour::Github => format!("https://github.example/{org}/{name}/pull/{}", i.number),
         };
         json!({ "number": i.number, "title": i.title, "body": i.body, "state": p.state,
-                "html_url": url, "merged": p.merged, "mergeable": p.mergeable, "draft": p.draft,
-                "head": { "ref": p.head, "sha": sha }, "base": { "ref": p.base },
+                "html_url": url, "merged": p.merged, "mergeable": p.mergeable && up_to_date(p), "draft": p.draft,
+                "head": { "ref": p.head, "sha": sha, "repo": { "full_name": format!("{org}/{name}") } },
+                "base": { "ref": p.base },
                 "labels": i.labels.iter().map(|l| json!({ "name": l })).collect::<Vec<_>>() })
     };
     let issue_json = |i: &Issue| {
@@ -873,7 +962,12 @@ fn route(
                 }),
                 ..Issue::default()
             });
-            respond(201, pull_json(repo.issues.last().expect("just pushed")))
+            let answer = respond(201, pull_json(repo.issues.last().expect("just pushed")));
+            if let Some((path, content)) = repo.advance_base.take() {
+                let base = body["base"].as_str().unwrap_or("main");
+                commit_to(&bare, base, path.as_str(), content.as_str());
+            }
+            answer
         }
         ("GET" | "PATCH", ["pulls", n]) => {
             let Some(i) = number(n)
@@ -903,7 +997,7 @@ fn route(
                 return respond(404, json!({ "message": "no such PR" }));
             };
             let p = i.pull.as_mut().expect("PR");
-            if !p.mergeable || p.merged {
+            if !p.mergeable || p.merged || !up_to_date(p) {
                 return respond(405, json!({ "message": "Pull Request is not mergeable" }));
             }
             p.merged = true;
