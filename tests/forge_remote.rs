@@ -4,6 +4,7 @@
 mod common;
 mod forge_fake;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -1102,4 +1103,235 @@ async fn github_conflict_rebase_and_merge_through_dispatch_run() {
     }
     conflict_is_rebased_then_merged(Flavour::Github).await;
     conflict_that_rebase_cannot_resolve_needs_review(Flavour::Github).await;
+}
+
+async fn plan_remote_shows_what_publish_would_do(flavour: Flavour) {
+    let fake = FakeForge::start(flavour, TOKEN).await;
+    for repo in ["new", "stale", "same", "gone"] {
+        fake.add_repo(ORG, repo, false, false);
+    }
+    let spec = forge_spec(&fake, flavour, "[new, stale, same, gone]");
+    let loaded = dispatch::spec::load(&spec).expect("spec loads");
+    let forge = client(&fake, flavour, TOKEN);
+    let open_pr = |repo: &'static str, title: String, body: String| {
+        let forge = &forge;
+        async move {
+            let dir = workspace(forge, repo, "agent/fix", repo);
+            let mut pr = request(repo, "agent/fix", &title);
+            pr.body = body;
+            forge.publish(&dir, &pr).await.expect("publish")
+        }
+    };
+    // What publish would send for `same`: the same functions render it.
+    let mut context = dispatch::plan::unit_context(&loaded.spec, &loaded.targets[2]);
+    context.base = Some("main".to_owned());
+    let title = dispatch::plan::pr_title(&loaded, 0, &context).expect("title");
+    let body = dispatch::plan::pr_body(&loaded, 0, &context).expect("body");
+    open_pr("stale", "An older title".to_owned(), body.clone()).await;
+    let same = open_pr("same", title, body.clone()).await;
+    let gone = open_pr("gone", "Done".to_owned(), body).await;
+    fake.close_pull(ORG, "gone", gone.number as u64, true);
+
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let (status, stdout, stderr) =
+        dispatch_cli(&["plan", &spec_arg, "--remote", "--format", "json"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let actions: Vec<(String, String, String)> = plan_units(&stdout)
+        .iter()
+        .map(|u| {
+            (
+                u["repo"].as_str().unwrap_or_default().to_owned(),
+                u["publish"]["action"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                u["publish"]["pr"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions[0],
+        ("new".to_owned(), "create".to_owned(), String::new())
+    );
+    assert_eq!(actions[1].1, "update", "{actions:?}");
+    assert_eq!(
+        actions[2],
+        ("same".to_owned(), "unchanged".to_owned(), same.reference)
+    );
+    assert_eq!(actions[3].1, "closed", "{actions:?}");
+    assert!(actions[3].2.ends_with(", merged"), "{actions:?}");
+    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--remote"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.contains("publish: closed already"), "{stdout}");
+    // Without --remote the plan is the same as ever: no forge state in it.
+    let (_, plain, _) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
+    assert!(
+        plan_units(&plain)
+            .iter()
+            .all(|u| u.get("publish").is_none()),
+        "{plain}"
+    );
+    assert_valid(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_plan_remote_shows_what_publish_would_do() {
+    plan_remote_shows_what_publish_would_do(Flavour::Gitea).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_plan_remote_shows_what_publish_would_do() {
+    plan_remote_shows_what_publish_would_do(Flavour::Github).await;
+}
+
+/// The agent of the issue sweep: what it does depends on the repository named in its prompt.
+const SWEEP_AGENT: &str = r#"#!/bin/sh
+case "$(grep -o 'core/[a-z-]*' "$1" | head -n 1)" in
+  core/svc-ok) echo fixed > fix.txt ;;
+  core/svc-fail) echo "cannot build"; exit 3 ;;
+  core/svc-ask) echo "Which API version?" > BLOCKED.md ;;
+  core/svc-slow) sleep 30 ;;
+esac
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_sweep_runs_one_unit_per_labelled_issue_with_stopwatches_on_every_outcome() {
+    if !docker_available().await {
+        return;
+    }
+    let flavour = Flavour::Forgejo;
+    let fake = FakeForge::start(flavour, TOKEN).await;
+    for repo in ["svc-ok", "svc-fail", "svc-ask", "svc-slow"] {
+        fake.add_repo(ORG, repo, false, false);
+        fake.add_issue(ORG, repo, "Unlabelled", &[]);
+        fake.add_issue(ORG, repo, &format!("Fix {repo}"), &["agentic"]);
+    }
+    let spec = forge_spec(
+        &fake,
+        flavour,
+        "[{ select: { include: [\"svc-*\"], issues: { labels: [agentic] } } }]",
+    );
+    let dir = spec.parent().expect("spec dir").to_owned();
+    std::fs::write(dir.join("agent.sh"), SWEEP_AGENT).expect("agent");
+    let text = std::fs::read_to_string(&spec).expect("spec").replace(
+        "defaults: { org: core, image: dispatch-busybox }",
+        "defaults: { org: core, image: dispatch-busybox, agent: scripted, timeout: 3s }\nagents:\n  scripted:\n    command: [sh, /opt/agent.sh, \"{{ prompt_file }}\"]\n    mounts: [{ source: agent.sh, target: /opt/agent.sh }]\n    network: none",
+    ) + "    qa: []\n    pr: { labels: [agentic, bot], label_colours: { bot: \"#123456\" } }\n";
+    std::fs::write(&spec, text).expect("spec");
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = dispatch_cli(&["run", &spec_arg, "--output", "json"]).await;
+    assert_eq!(status, 1, "not every unit changed:\n{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let outcomes: BTreeMap<String, String> = json["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap_or_default().to_owned(),
+                u["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("fix/core/svc-ask/task-2", "blocked"),
+        ("fix/core/svc-fail/task-2", "agent_failed"),
+        ("fix/core/svc-ok/task-2", "changed"),
+        ("fix/core/svc-slow/task-2", "timed_out"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(outcomes, expected);
+    for repo in ["svc-ok", "svc-fail", "svc-ask", "svc-slow"] {
+        let issues = fake.issues(ORG, repo);
+        assert_eq!(
+            issues[1].stopwatch_events,
+            ["start", "stop"],
+            "{repo}: the stopwatch ran while the agent did"
+        );
+        assert!(
+            issues[0].stopwatch_events.is_empty(),
+            "{repo}: the unlabelled issue is no unit"
+        );
+    }
+    let pulls = fake.pulls(ORG, "svc-ok");
+    assert_eq!(pulls.len(), 1);
+    assert!(pulls[0].body.contains("Closes #2"), "{}", pulls[0].body);
+    assert!(
+        fake.issues(ORG, "svc-ok")[1]
+            .comments
+            .iter()
+            .any(|c| c.contains("/pulls/3")),
+        "the issue links its PR: {:?}",
+        fake.issues(ORG, "svc-ok")[1].comments
+    );
+    let labels = fake.labels(ORG, "svc-ok");
+    assert!(
+        labels.contains(&("bot".to_owned(), "#123456".to_owned())),
+        "{labels:?}"
+    );
+    for repo in ["svc-fail", "svc-ask", "svc-slow"] {
+        assert!(
+            fake.pulls(ORG, repo).is_empty(),
+            "{repo} has nothing to publish"
+        );
+    }
+    assert_valid(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ssh_push_never_sees_the_token() {
+    let fake = fake_with_repo(Flavour::Gitea, "go-io").await;
+    let forge = client(&fake, Flavour::Gitea, TOKEN);
+    let dir = workspace(&forge, "go-io", "agent/x", "x");
+    // git runs `core.sshCommand` for ssh:// URLs: this one records what it was given.
+    let seen = dir.parent().expect("parent").join("ssh-saw.txt");
+    let ssh = dir.parent().expect("parent").join("ssh.sh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\n{{ env; echo \"$@\"; }} >> '{}'\nexit 1\n",
+            seen.display()
+        ),
+    )
+    .expect("ssh script");
+    git(
+        &dir,
+        &[
+            "config",
+            "core.sshCommand",
+            &format!("sh {}", ssh.display()),
+        ],
+    );
+    git(&dir, &["config", "ssh.variant", "ssh"]);
+    let over_ssh = RemoteForge::Gitea(
+        GiteaForge::new(
+            GiteaFlavour::Gitea,
+            &fake.url,
+            Secret::new(TOKEN),
+            "FORGE_TOKEN",
+            RemoteOptions {
+                git_base: Some("ssh://git@127.0.0.1:2222".to_owned()),
+                ..options(&fake)
+            },
+        )
+        .expect("client"),
+    );
+    let error = over_ssh
+        .publish(&dir, &request("go-io", "agent/x", "t"))
+        .await
+        .expect_err("the stand-in ssh refuses");
+    assert!(matches!(error, ForgeError::Git(_)), "{error:?}");
+    let saw = std::fs::read_to_string(&seen).expect("git ran the ssh command");
+    assert!(
+        saw.contains("core/go-io.git"),
+        "the ssh command got the repository: {saw}"
+    );
+    assert!(!saw.contains(TOKEN), "the token reached ssh: {saw}");
+    assert!(
+        !saw.contains("Authorization"),
+        "an HTTP header reached ssh: {saw}"
+    );
+    assert!(!error.to_string().contains(TOKEN));
 }

@@ -16,8 +16,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Ask the forge nothing: `select` entries stay unresolved and the plan lists them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     pub offline: bool,
+    /// Show per unit what publish would do to its branch's PR on the forge now: create,
+    /// update, unchanged, or closed already.
+    #[arg(long)]
+    pub remote: bool,
     /// State directory (default: `.dispatch/` beside the spec; the local forge lives there).
     #[arg(long, env = "DISPATCH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -43,7 +47,19 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
-    let plan = plan::build(&loaded);
+    let mut plan = plan::build(&loaded);
+    if args.remote {
+        let previewed = super::async_runtime(false).and_then(|rt| {
+            rt.block_on(preview_publish(&loaded, &mut plan, &state_dir))
+                .map_err(|message| {
+                    eprintln!("error: {}: {message}", args.spec.display());
+                    super::EXIT_FAILURE
+                })
+        });
+        if let Err(status) = previewed {
+            return status;
+        }
+    }
     let text = match args.format {
         Format::Text => render::text_with_detected(&plan, &detect_qa(&loaded, &plan, &state_dir)),
         Format::Json => render::json(&plan),
@@ -52,6 +68,119 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     };
     print!("{text}");
     0
+}
+
+/// Fills each publishing unit's [`plan::PublishPreview`]: the PR its branch has on the forge
+/// now, compared with the title and body publish would send.
+async fn preview_publish(
+    loaded: &crate::spec::LoadedSpec,
+    plan: &mut plan::Plan,
+    state_dir: &std::path::Path,
+) -> Result<(), String> {
+    use crate::forge::remote::{ExistingPr, RemoteForge, RemoteOptions};
+    use plan::{PublishAction, PublishPreview};
+    let remote = RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default())
+        .map_err(|e| e.to_string())?;
+    let local_prs = match (&remote, state_dir.join(crate::state::DB_FILE).exists()) {
+        (None, true) => {
+            let conn = crate::state::open(state_dir).map_err(|e| e.to_string())?;
+            crate::state::prs(&conn).map_err(|e| format!("{}: {e}", state_dir.display()))?
+        }
+        _ => Vec::new(),
+    };
+    let mut default_branches: std::collections::HashMap<(String, String), Option<String>> =
+        std::collections::HashMap::new();
+    // Units come from the targets in order, one each.
+    for (unit, target) in plan.units.iter_mut().zip(&loaded.targets) {
+        if !unit.nodes.iter().any(|n| n.kind == plan::NodeKind::Publish) {
+            continue;
+        }
+        let (org, repo, branch) = (&unit.org, &unit.repo, &unit.branch);
+        let existing = match &remote {
+            Some(forge) => forge
+                .existing_pr(org, repo, branch)
+                .await
+                .map_err(|e| format!("{org}/{repo}: {e}"))?,
+            None => ExistingPr::pick(
+                local_prs
+                    .iter()
+                    .rev()
+                    .filter(|p| &p.org == org && &p.repo == repo && &p.branch == branch)
+                    .map(|p| ExistingPr {
+                        reference: format!("local:{org}/{repo}#{}", p.number),
+                        open: p.status == "open",
+                        merged: p.status == "merged",
+                        title: p.title.clone(),
+                        body: p.body.clone(),
+                    })
+                    .collect(),
+            ),
+        };
+        let action = match &existing {
+            None => PublishAction::Create,
+            Some(pr) if !pr.open => PublishAction::Closed,
+            Some(pr) => {
+                let base = match &unit.base {
+                    Some(base) => Some(base.clone()),
+                    None => {
+                        let key = (org.clone(), repo.clone());
+                        if !default_branches.contains_key(&key) {
+                            let found = default_branch(remote.as_ref(), state_dir, org, repo).await;
+                            default_branches.insert(key.clone(), found);
+                        }
+                        default_branches[&key].clone()
+                    }
+                };
+                let mut context = plan::unit_context(&loaded.spec, target);
+                context.base = base;
+                let title = plan::pr_title(loaded, target.job, &context)?;
+                let body = plan::pr_body(loaded, target.job, &context)?;
+                if pr.title == title && pr.body.trim() == body.trim() {
+                    PublishAction::Unchanged
+                } else {
+                    PublishAction::Update
+                }
+            }
+        };
+        unit.publish = Some(PublishPreview {
+            action,
+            pr: existing.map(|pr| {
+                if pr.merged {
+                    format!("{}, merged", pr.reference)
+                } else {
+                    pr.reference
+                }
+            }),
+        });
+    }
+    Ok(())
+}
+
+/// The default branch of `org/repo`: the remote forge's, else the one HEAD of the local forge's
+/// bare repository names.
+async fn default_branch(
+    remote: Option<&crate::forge::remote::RemoteForge>,
+    state_dir: &std::path::Path,
+    org: &str,
+    repo: &str,
+) -> Option<String> {
+    if let Some(forge) = remote {
+        use crate::forge::Forge;
+        return forge.default_branch(org, repo).await.ok().flatten();
+    }
+    let bare = crate::forge::local::LocalForge::root_in(state_dir)
+        .join(org)
+        .join(format!("{repo}.git"));
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&bare)
+        .args(["symbolic-ref", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// QA steps implied by the marker files at the tip of each unit's repository, where the

@@ -785,13 +785,7 @@ fn pr_context<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> PromptContext {
 }
 
 fn pr_title<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<String, String> {
-    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
-    let title = job.pr.title.as_deref().unwrap_or("{{ task }}");
-    ctx.loaded
-        .templates
-        .render_inline("pr.title", title, &pr_context(ctx))
-        .map(|t| t.trim().to_owned())
-        .map_err(|e| e.to_string())
+    crate::plan::pr_title(&ctx.loaded, ctx.unit.job, &pr_context(ctx))
 }
 
 async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
@@ -861,13 +855,7 @@ fn qa_image<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, step_image: &str) -> Stri
 
 async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, String> {
     let unit = &ctx.unit.unit;
-    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
-    let body_template = job.pr.body.as_deref().unwrap_or("pr-body");
-    let body = ctx
-        .loaded
-        .templates
-        .render(body_template, &pr_context(ctx))
-        .map_err(|e| e.to_string())?;
+    let body = crate::plan::pr_body(&ctx.loaded, ctx.unit.job, &pr_context(ctx))?;
     Ok(PrRequest {
         org: unit.org.clone(),
         repo: unit.repo.clone(),

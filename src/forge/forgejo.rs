@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
 use super::remote::text;
 use super::remote::{
-    self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
-    DEFAULT_LABEL_COLOUR,
+    self, seg, Checks, ExistingPr, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo,
+    RepoFilter, DEFAULT_LABEL_COLOUR,
 };
 use super::{
     needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, NEEDS_REVIEW,
@@ -154,6 +154,25 @@ impl GiteaForge {
             .collect();
         issues.retain(|i| labels.iter().all(|l| i.labels.contains(l)));
         Ok(issues)
+    }
+
+    /// The PR whose head is `branch`: the open one, else the newest closed or merged one.
+    pub async fn existing_pr(
+        &self,
+        org: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<ExistingPr>, ForgeError> {
+        let path = format!("{}/pulls", Self::repo_path(org, repo));
+        let query = [("state", "all".to_owned())];
+        let items = self.http.get_all(&path, &query, "limit", PAGE).await?;
+        Ok(ExistingPr::pick(
+            items
+                .iter()
+                .filter(|p| p["head"]["ref"] == branch)
+                .map(ExistingPr::from_api)
+                .collect(),
+        ))
     }
 
     /// The open PR whose head is `branch`, as JSON.

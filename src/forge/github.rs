@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
 use super::remote::text;
 use super::remote::{
-    self, seg, Checks, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo, RepoFilter,
+    self, seg, Checks, ExistingPr, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo,
+    RepoFilter,
 };
 use super::{
     needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, NEEDS_REVIEW,
@@ -96,6 +97,24 @@ impl GithubForge {
     /// The HTTP client (what the forges share goes through it in [`RemoteForge`]).
     pub(super) fn http(&self) -> &HttpClient {
         &self.http
+    }
+
+    /// The PR whose head is `branch`: the open one, else the newest closed or merged one.
+    pub async fn existing_pr(
+        &self,
+        org: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<ExistingPr>, ForgeError> {
+        let path = format!("{}/pulls", Self::repo_path(org, repo));
+        let query = [
+            ("state", "all".to_owned()),
+            ("head", format!("{org}:{branch}")),
+        ];
+        let items = self.http.get_all(&path, &query, "per_page", PAGE).await?;
+        Ok(ExistingPr::pick(
+            items.iter().map(ExistingPr::from_api).collect(),
+        ))
     }
 
     /// Repositories of `org` that `filter` accepts.

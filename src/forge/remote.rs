@@ -146,6 +146,44 @@ impl RemotePr {
     }
 }
 
+/// The PR a branch had or has, as `plan --remote` compares it with what publish would send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingPr {
+    /// How people refer to it (its web URL, or `local:org/repo#N`).
+    pub reference: String,
+    /// Open (neither closed nor merged).
+    pub open: bool,
+    /// Merged.
+    pub merged: bool,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+}
+
+impl ExistingPr {
+    /// A PR from the forge's JSON (the same fields on every forge).
+    pub(super) fn from_api(p: &serde_json::Value) -> Self {
+        Self {
+            reference: text(p, "html_url"),
+            open: text(p, "state") == "open" && p["merged"].as_bool() != Some(true),
+            merged: p["merged"].as_bool() == Some(true),
+            title: text(p, "title"),
+            body: text(p, "body"),
+        }
+    }
+
+    /// The open one among `prs` (all of one head branch), else the newest.
+    pub fn pick(prs: Vec<ExistingPr>) -> Option<ExistingPr> {
+        let open = prs.iter().position(|p| p.open);
+        let mut prs = prs;
+        match open {
+            Some(i) => Some(prs.swap_remove(i)),
+            None => prs.into_iter().next(),
+        }
+    }
+}
+
 /// Which of an org's repositories become targets.
 #[derive(Clone, Debug, Default)]
 pub struct RepoFilter {
@@ -399,6 +437,19 @@ impl RemoteForge {
         match self {
             Self::Gitea(f) => f.http(),
             Self::Github(f) => f.http(),
+        }
+    }
+
+    /// The PR whose head is `branch`: the open one, else the newest closed or merged one.
+    pub async fn existing_pr(
+        &self,
+        org: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<ExistingPr>, ForgeError> {
+        match self {
+            Self::Gitea(f) => f.existing_pr(org, repo, branch).await,
+            Self::Github(f) => f.existing_pr(org, repo, branch).await,
         }
     }
 

@@ -160,6 +160,45 @@ pub struct Unit {
     pub variables: BTreeMap<String, serde_json::Value>,
     /// The unit's nodes, in order.
     pub nodes: Vec<Node>,
+    /// What publish would do on the forge now (`plan --remote` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishPreview>,
+}
+
+/// What publish would do to a unit's branch and PR, judged from the forge's current state.
+#[derive(Clone, Debug, Serialize)]
+pub struct PublishPreview {
+    /// The verdict.
+    pub action: PublishAction,
+    /// The PR it concerns, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pr: Option<String>,
+}
+
+/// What publish would do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishAction {
+    /// No PR for the branch yet: push it and open one.
+    Create,
+    /// An open PR whose title or body would change.
+    Update,
+    /// An open PR with the same title and body (the branch is still pushed).
+    Unchanged,
+    /// The branch's PR was closed or merged already; publish would open a new one.
+    Closed,
+}
+
+impl PublishAction {
+    /// The word shown in the plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Unchanged => "unchanged",
+            Self::Closed => "closed already",
+        }
+    }
 }
 
 /// QA of a unit.
@@ -230,6 +269,37 @@ pub fn unit_context(spec: &Spec, target: &ResolvedTarget) -> PromptContext {
         attempt: 1,
         qa_failure: None,
     }
+}
+
+/// The title of a unit's pull request (the job's `pr.title`, else the task).
+pub fn pr_title(
+    loaded: &LoadedSpec,
+    job: usize,
+    context: &PromptContext,
+) -> Result<String, String> {
+    let title = loaded.spec.jobs[job]
+        .pr
+        .title
+        .as_deref()
+        .unwrap_or("{{ task }}");
+    loaded
+        .templates
+        .render_inline("pr.title", title, context)
+        .map(|t| t.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// The body of a unit's pull request (the job's `pr.body` template, else `pr-body`).
+pub fn pr_body(loaded: &LoadedSpec, job: usize, context: &PromptContext) -> Result<String, String> {
+    let template = loaded.spec.jobs[job]
+        .pr
+        .body
+        .as_deref()
+        .unwrap_or("pr-body");
+    loaded
+        .templates
+        .render(template, context)
+        .map_err(|e| e.to_string())
 }
 
 /// The agent reference a job uses.
@@ -371,6 +441,7 @@ fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
         merge: job.pr.merge,
         variables: target.variables.clone(),
         nodes,
+        publish: None,
     }
 }
 

@@ -72,6 +72,13 @@ pub fn text_with_detected(
         }
         let base = unit.base.as_deref().unwrap_or("the default branch");
         let _ = writeln!(out, "  {title}  [{} -> {base}]", unit.branch);
+        if let Some(preview) = &unit.publish {
+            let pr = preview
+                .pr
+                .as_deref()
+                .map_or(String::new(), |pr| format!(" ({pr})"));
+            let _ = writeln!(out, "  │  publish: {}{pr}", preview.action.as_str());
+        }
         for (i, node) in unit.nodes.iter().enumerate() {
             let branch = if i + 1 == unit.nodes.len() {
                 "└─"

@@ -135,6 +135,15 @@ struct Inner {
     scopes: Option<String>,
 }
 
+impl Inner {
+    /// The state of `org/repo`, which a test added.
+    fn repo(&mut self, org: &str, repo: &str) -> &mut Repo {
+        self.repos
+            .get_mut(&(org.to_owned(), repo.to_owned()))
+            .expect("repository exists")
+    }
+}
+
 type App = Arc<Mutex<Inner>>;
 
 /// A running fake forge.
@@ -251,10 +260,7 @@ impl FakeForge {
     pub fn set_status(&self, org: &str, repo: &str, branch: &str, context: &str, state: &str) {
         let sha = self.head(org, repo, branch);
         let mut inner = self.lock();
-        let r = inner
-            .repos
-            .get_mut(&(org.to_owned(), repo.to_owned()))
-            .expect("repository exists");
+        let r = inner.repo(org, repo);
         let list = r.statuses.entry(sha).or_default();
         list.retain(|(c, _)| c != context);
         list.push((context.to_owned(), state.to_owned()));
@@ -272,10 +278,7 @@ impl FakeForge {
     ) {
         let sha = self.head(org, repo, branch);
         let mut inner = self.lock();
-        let r = inner
-            .repos
-            .get_mut(&(org.to_owned(), repo.to_owned()))
-            .expect("repository exists");
+        let r = inner.repo(org, repo);
         r.checks.entry(sha).or_default().push((
             name.to_owned(),
             status.to_owned(),
@@ -354,22 +357,26 @@ impl FakeForge {
     /// Marks a PR unmergeable (a conflict).
     pub fn set_mergeable(&self, org: &str, repo: &str, number: u64, mergeable: bool) {
         let mut inner = self.lock();
-        let r = inner
-            .repos
-            .get_mut(&(org.to_owned(), repo.to_owned()))
-            .expect("repository exists");
+        let r = inner.repo(org, repo);
         if let Some(pull) = r.issues[number as usize - 1].pull.as_mut() {
             pull.mergeable = mergeable;
+        }
+    }
+
+    /// Closes PR `number` of `org/repo`, as merged or not.
+    pub fn close_pull(&self, org: &str, repo: &str, number: u64, merged: bool) {
+        let mut inner = self.lock();
+        let r = inner.repo(org, repo);
+        if let Some(pull) = r.issues[number as usize - 1].pull.as_mut() {
+            pull.state = "closed".to_owned();
+            pull.merged = merged;
         }
     }
 
     /// Protects the base branches of `org/repo`: a PR merges only when it is up to date.
     pub fn require_up_to_date(&self, org: &str, repo: &str) {
         let mut inner = self.lock();
-        let r = inner
-            .repos
-            .get_mut(&(org.to_owned(), repo.to_owned()))
-            .expect("repository exists");
+        let r = inner.repo(org, repo);
         r.require_up_to_date = true;
     }
 
@@ -377,10 +384,7 @@ impl FakeForge {
     /// to its base.
     pub fn advance_base_after_next_pr(&self, org: &str, repo: &str, path: &str, content: &str) {
         let mut inner = self.lock();
-        let r = inner
-            .repos
-            .get_mut(&(org.to_owned(), repo.to_owned()))
-            .expect("repository exists");
+        let r = inner.repo(org, repo);
         r.advance_base = Some((path.to_owned(), content.to_owned()));
     }
 }
@@ -920,10 +924,16 @@ fn route(
         ("GET", ["pulls"]) => {
             let head_filter =
                 q(query, "head").map(|h| h.split_once(':').map_or(h, |(_, b)| b).to_owned());
+            let state = q(query, "state").unwrap_or("open").to_owned();
             let items: Vec<Value> = repo
                 .issues
                 .iter()
-                .filter(|i| i.pull.as_ref().is_some_and(|p| p.state == "open"))
+                .rev() // newest first, as both forges list them
+                .filter(|i| {
+                    i.pull
+                        .as_ref()
+                        .is_some_and(|p| state == "all" || p.state == state)
+                })
                 .filter(|i| {
                     head_filter
                         .as_ref()
