@@ -240,16 +240,19 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 .await
                 .map_err(|e| format!("cannot move the clone into {}: {e}", repo.display()))?;
         }
-        let base = match &unit.base {
-            Some(base) => base.clone(),
-            None => git::default_branch(&repo)
+        // One look at every ref: the default branch, the unit's branch, its start.
+        let refs = git::refs(&repo).await.map_err(|e| e.to_string())?;
+        let base = match (&unit.base, refs.default_branch()) {
+            (Some(base), _) => base.clone(),
+            (None, Some(default)) => default.to_owned(),
+            (None, None) => git::default_branch(&repo)
                 .await
                 .map_err(|e| e.to_string())?,
         };
         let start_file = ctx.unit.meta_dir().join("base.sha");
-        let has_branch = git::rev_parse(&repo, &format!("refs/heads/{}", unit.branch))
-            .await
-            .is_ok();
+        let has_branch = refs
+            .commit(&format!("refs/heads/{}", unit.branch))
+            .is_some();
         let kept = match tokio::fs::read_to_string(&start_file).await {
             Ok(sha) if has_branch => Some(sha.trim().to_owned()),
             _ => None,
@@ -263,7 +266,7 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 sha
             }
             None => {
-                let sha = start_point(&repo, unit, &base).await?;
+                let sha = start_point(&repo, &refs, unit, &base).await?;
                 git::git(&repo, &["checkout", "--quiet", "-B", &unit.branch, &sha])
                     .await
                     .map_err(|e| e.to_string())?;
@@ -289,7 +292,12 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
 
 /// The commit a unit's work starts from: the head of its existing branch, the head of its PR,
 /// its tag, or its base branch.
-async fn start_point(repo: &Path, unit: &Unit, base: &str) -> Result<String, String> {
+async fn start_point(
+    repo: &Path,
+    refs: &git::Refs,
+    unit: &Unit,
+    base: &str,
+) -> Result<String, String> {
     let (start, missing) = if unit.existing_branch {
         (
             format!("refs/remotes/origin/{}", unit.branch),
@@ -322,9 +330,12 @@ async fn start_point(repo: &Path, unit: &Unit, base: &str) -> Result<String, Str
             format!("base `{base}`"),
         )
     };
-    git::rev_parse(repo, &start)
-        .await
-        .map_err(|_| format!("{missing} does not exist in {}/{}", unit.org, unit.repo))
+    let found = match refs.commit(&start) {
+        Some(sha) => Ok(sha.to_owned()),
+        // Fetched just now (a PR's head) or otherwise not among the refs read before.
+        None => git::rev_parse(repo, &start).await,
+    };
+    found.map_err(|_| format!("{missing} does not exist in {}/{}", unit.org, unit.repo))
 }
 
 fn is_local_path(url: &str) -> bool {
@@ -682,20 +693,30 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         }
         let _ = tokio::fs::remove_file(&blocked).await;
     }
-    let title = commit_message(ctx);
-    let committed: Result<u64, String> = async {
-        git::commit_all(&repo, &title, NEVER_COMMITTED)
+    // Whether the branch holds work since its start: committed here, or by the agent.
+    let committed: Result<bool, String> = async {
+        let start = tokio::fs::read_to_string(meta.join("base.sha"))
             .await
             .map_err(|e| e.to_string())?;
-        let base_sha = tokio::fs::read_to_string(meta.join("base.sha"))
+        let status = git::status(&repo, NEVER_COMMITTED)
             .await
             .map_err(|e| e.to_string())?;
-        git::commits_ahead(&repo, base_sha.trim())
+        if !status.changed.is_empty() {
+            git::commit_all(&repo, &commit_message(ctx), NEVER_COMMITTED)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(true);
+        }
+        if status.head == start.trim() {
+            return Ok(false);
+        }
+        git::commits_ahead(&repo, start.trim())
             .await
+            .map(|ahead| ahead > 0)
             .map_err(|e| e.to_string())
     }
     .await;
-    if let (Ok(ahead), Some(key)) = (&committed, &key) {
+    if let (Ok(changed), Some(key)) = (&committed, &key) {
         let base_sha = tokio::fs::read_to_string(meta.join("base.sha"))
             .await
             .unwrap_or_default();
@@ -704,7 +725,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             key,
             &repo,
             base_sha.trim(),
-            *ahead > 0,
+            *changed,
         )
         .await
         {
@@ -712,8 +733,8 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         }
     }
     match committed {
-        Ok(0) => stop(Outcome::NoChanges, "the agent changed nothing"),
-        Ok(_) => NodeResult::Done {
+        Ok(false) => stop(Outcome::NoChanges, "the agent changed nothing"),
+        Ok(true) => NodeResult::Done {
             base: None,
             pr: None,
             outcome: Some(Outcome::Changed),

@@ -121,30 +121,127 @@ pub async fn rev_parse(repo: &Path, rev: &str) -> Result<String, GitError> {
     .await
 }
 
-/// Whether the working tree has changes (tracked or untracked), ignoring `excluded` paths.
-pub async fn has_changes(repo: &Path, excluded: &[&str]) -> Result<bool, GitError> {
-    let status = git(repo, &["status", "--porcelain", "--untracked-files=all"]).await?;
-    Ok(status.lines().any(|line| {
-        let path = line.get(3..).unwrap_or("").trim_matches('"');
-        !excluded
-            .iter()
-            .any(|e| path == *e || path.starts_with(&format!("{e}/")))
-    }))
+/// A work tree as `git status` sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The commit HEAD names (empty on an unborn branch).
+    pub head: String,
+    /// Paths with changes, staged, unstaged or untracked.
+    pub changed: Vec<String>,
 }
 
-/// Stages everything but `excluded` and commits with `message`; returns false when there was
-/// nothing to commit.
-pub async fn commit_all(repo: &Path, message: &str, excluded: &[&str]) -> Result<bool, GitError> {
+/// HEAD and the changed paths of the work tree, leaving out `excluded` files and
+/// directories, in one git process.
+pub async fn status(repo: &Path, excluded: &[&str]) -> Result<Status, GitError> {
+    let text = git(
+        repo,
+        &[
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=all",
+            "-z",
+        ],
+    )
+    .await?;
+    Ok(parse_status(&text, excluded))
+}
+
+/// Parses `git status --porcelain=v2 --branch -z`.
+fn parse_status(text: &str, excluded: &[&str]) -> Status {
+    let mut head = String::new();
+    let mut changed = Vec::new();
+    let mut records = text.split('\0');
+    while let Some(record) = records.next() {
+        let path = match record.split_at_checked(2) {
+            Some(("# ", header)) => {
+                if let Some(oid) = header.strip_prefix("branch.oid ") {
+                    head = if oid == "(initial)" {
+                        String::new()
+                    } else {
+                        oid.to_owned()
+                    };
+                }
+                continue;
+            }
+            // Ordinary (8 fields before the path), renamed or copied (9, then the original
+            // path as its own record), unmerged (10), untracked or ignored.
+            Some(("1 ", _)) => record.splitn(9, ' ').nth(8),
+            Some(("2 ", _)) => {
+                let path = record.splitn(10, ' ').nth(9);
+                records.next();
+                path
+            }
+            Some(("u ", _)) => record.splitn(11, ' ').nth(10),
+            Some(("? ", path)) => Some(path),
+            _ => None,
+        };
+        if let Some(path) = path.filter(|p| !p.is_empty()) {
+            let left_out = excluded
+                .iter()
+                .any(|e| path == *e || path.starts_with(&format!("{e}/")));
+            if !left_out {
+                changed.push(path.to_owned());
+            }
+        }
+    }
+    Status { head, changed }
+}
+
+/// Stages everything but `excluded` and commits it with `message` (the caller knows from
+/// [`status`] that there is something to commit).
+pub async fn commit_all(repo: &Path, message: &str, excluded: &[&str]) -> Result<(), GitError> {
     let mut args: Vec<String> = vec!["add".into(), "--all".into(), "--".into(), ".".into()];
     args.extend(excluded.iter().map(|e| format!(":(exclude){e}")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     git(repo, &args).await?;
-    let staged = git(repo, &["diff", "--cached", "--name-only"]).await?;
-    if staged.is_empty() {
-        return Ok(false);
+    git(repo, &["commit", "--quiet", "--no-verify", "-m", message])
+        .await
+        .map(drop)
+}
+
+/// Every ref of a clone: its name, the commit it names (tags peeled), and the target of a
+/// symbolic ref (`refs/remotes/origin/HEAD`), read in one git process.
+pub async fn refs(repo: &Path) -> Result<Refs, GitError> {
+    let text = git(
+        repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname) %(*objectname) %(symref)",
+        ],
+    )
+    .await?;
+    Ok(Refs(
+        text.lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let name = fields.next()?.to_owned();
+                let object = fields.next()?;
+                let peeled = fields.next().filter(|p| !p.is_empty()).unwrap_or(object);
+                let symref = fields.next().filter(|s| !s.is_empty()).map(str::to_owned);
+                Some((name, (peeled.to_owned(), symref)))
+            })
+            .collect(),
+    ))
+}
+
+/// The refs of a clone ([`refs`]).
+#[derive(Clone, Debug, Default)]
+pub struct Refs(std::collections::HashMap<String, (String, Option<String>)>);
+
+impl Refs {
+    /// The commit `name` (a full ref name) names.
+    pub fn commit(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|(sha, _)| sha.as_str())
     }
-    git(repo, &["commit", "--quiet", "--no-verify", "-m", message]).await?;
-    Ok(true)
+
+    /// The origin's default branch, as the clone recorded it (`origin/HEAD`).
+    pub fn default_branch(&self) -> Option<&str> {
+        self.0
+            .get("refs/remotes/origin/HEAD")
+            .and_then(|(_, target)| target.as_deref())
+            .and_then(|t| t.strip_prefix("refs/remotes/origin/"))
+    }
 }
 
 /// Number of commits on HEAD that `base` does not have.
@@ -238,4 +335,49 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_head_and_every_kind_of_change_but_the_excluded() {
+        let text = [
+            "# branch.oid 1234abcd",
+            "# branch.head agent/fix",
+            "1 .M N... 100644 100644 100644 aaa bbb src/has space.rs",
+            "2 R. N... 100644 100644 100644 aaa bbb R100 new name.txt",
+            "old name.txt",
+            "u UU N... 100644 100644 100644 100644 aaa bbb ccc both.txt",
+            "? untracked/file.txt",
+            "? BLOCKED.md",
+            "? meta/inner.txt",
+            "",
+        ]
+        .join("\0");
+        let status = parse_status(&text, &["BLOCKED.md", "meta"]);
+        assert_eq!(status.head, "1234abcd");
+        assert_eq!(
+            status.changed,
+            [
+                "src/has space.rs",
+                "new name.txt",
+                "both.txt",
+                "untracked/file.txt"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_clean_tree_on_an_unborn_branch_has_no_head() {
+        let status = parse_status("# branch.oid (initial)\0# branch.head main\0", &[]);
+        assert_eq!(
+            status,
+            Status {
+                head: String::new(),
+                changed: Vec::new()
+            }
+        );
+    }
 }

@@ -52,8 +52,9 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 #[derive(Clone, Debug)]
 pub struct Docker {
     engine: bollard::Docker,
-    /// Images seen present: `create` checks each image once, not once per container.
-    present: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Ids of images seen present, by name: each image is inspected once per process, not once
+    /// per container or cache key.
+    images: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 impl Docker {
@@ -83,7 +84,7 @@ impl Docker {
         tracing::debug!(socket = path, version = %engine.client_version(), "connected to Docker");
         Ok(Docker {
             engine,
-            present: Default::default(),
+            images: Default::default(),
         })
     }
 
@@ -353,17 +354,8 @@ impl Runtime for Docker {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        let known = self
-            .present
-            .lock()
-            .is_ok_and(|present| present.contains(&spec.image));
-        if !known {
-            if self.image_id(&spec.image).await?.is_none() {
-                return Err(RuntimeError::ImageMissing(spec.image.clone()));
-            }
-            if let Ok(mut present) = self.present.lock() {
-                present.insert(spec.image.clone());
-            }
+        if self.image_id(&spec.image).await?.is_none() {
+            return Err(RuntimeError::ImageMissing(spec.image.clone()));
         }
         let config = container_config(spec)?;
         let options = (!spec.name.is_empty()).then(|| {
@@ -481,8 +473,22 @@ impl Runtime for Docker {
     }
 
     async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError> {
+        let known = self
+            .images
+            .lock()
+            .ok()
+            .and_then(|images| images.get(image).cloned());
+        if known.is_some() {
+            return Ok(known);
+        }
         match self.engine.inspect_image(image).await {
-            Ok(inspect) => Ok(Some(inspect.id.unwrap_or_default())),
+            Ok(inspect) => {
+                let id = inspect.id.unwrap_or_default();
+                if let Ok(mut images) = self.images.lock() {
+                    images.insert(image.to_owned(), id.clone());
+                }
+                Ok(Some(id))
+            }
             Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(RuntimeError::Engine(format!(
                 "inspecting image `{image}`: {e}"
