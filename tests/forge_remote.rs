@@ -801,6 +801,13 @@ async fn plan_selects_targets(flavour: Flavour) {
     assert_eq!(status, 0, "{stderr}");
     assert!(stdout.contains("#2 — Signals"), "{stdout}");
     assert!(stdout.contains("Body of Rotate logs"), "{stdout}");
+    let (status, stdout, stderr) = dispatch_cli(&[
+        "render", &spec_arg, "--job", "fix", "--repo", "go-io", "--key", "task-1",
+    ])
+    .await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.contains("#1 — Flaky test"), "{stdout}");
+    assert!(stdout.contains("Body of Flaky test"), "{stdout}");
 
     // Offline: the forge is asked nothing and the plan says what it could not resolve.
     let asked = fake.seen().len();

@@ -28,11 +28,16 @@ pub struct Args {
     /// File holding the QA failure output given to a fix attempt.
     #[arg(long)]
     pub qa_failure: Option<PathBuf>,
+    /// State directory (default: `.dispatch/` beside the spec; the local forge lives there).
+    #[arg(long, env = "DISPATCH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Prints the prompt.
 pub fn run(ui: &Ui, args: Args) -> u8 {
-    let loaded = match ui.load(&args.spec) {
+    // The units of `select` entries and PR targets come from the forge, as in `plan`.
+    let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
+    let (loaded, _) = match super::targets::load(ui, &args.spec, &state_dir, false) {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
