@@ -52,13 +52,16 @@ pub struct RemoteOptions {
     pub checks_timeout: Duration,
 }
 
+/// How long a guarded merge waits for pending checks unless `forge.checks_timeout` says.
+pub const DEFAULT_CHECKS_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
 impl Default for RemoteOptions {
     fn default() -> Self {
         Self {
             git_base: None,
             writes_per_minute: None,
             retry: RetryPolicy::default(),
-            checks_timeout: Duration::ZERO,
+            checks_timeout: DEFAULT_CHECKS_TIMEOUT,
         }
     }
 }
@@ -388,6 +391,9 @@ impl RemoteForge {
         if options.git_base.is_none() {
             options.git_base = spec.git_url.clone();
         }
+        if let Some(timeout) = spec.checks_timeout {
+            options.checks_timeout = timeout.get();
+        }
         let forge = match spec.kind {
             ForgeKind::Local => return Ok(None),
             ForgeKind::Github => Self::Github(GithubForge::new(
@@ -660,6 +666,60 @@ pub(crate) fn seg(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_checks_are_asked_again_with_growing_pauses_until_green() {
+        let start = tokio::time::Instant::now();
+        let mut asked = Vec::new();
+        let answers = std::cell::RefCell::new(
+            vec![
+                Checks::Pending("ci is running".to_owned()),
+                Checks::Pending("ci is running".to_owned()),
+                Checks::Green,
+            ]
+            .into_iter(),
+        );
+        let result = wait_for_green("pr#1", Duration::from_secs(20 * 60), || {
+            asked.push(start.elapsed().as_secs());
+            let next = answers.borrow_mut().next().expect("asked too often");
+            async move { Ok(next) }
+        })
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(asked, [0, 10, 30], "pauses of 10 s, then 20 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_still_pending_at_the_deadline_are_not_green() {
+        let start = tokio::time::Instant::now();
+        let mut asked = 0;
+        let result = wait_for_green("pr#1", Duration::from_secs(5 * 60), || {
+            asked += 1;
+            async { Ok(Checks::Pending("ci is queued".to_owned())) }
+        })
+        .await;
+        match result {
+            Err(ForgeError::NotGreen { detail, .. }) => {
+                assert!(detail.contains("still pending: ci is queued"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // 10 + 20 + 40 + 60 + 60 + 60 s = 250 s of pauses; the next would pass 300 s.
+        assert_eq!(asked, 7);
+        assert!(start.elapsed() <= Duration::from_secs(5 * 60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_checks_end_the_wait_at_once() {
+        let result = wait_for_green("pr#1", Duration::from_secs(600), || async {
+            Ok(Checks::Failing("ci failed".to_owned()))
+        })
+        .await;
+        assert!(
+            matches!(result, Err(ForgeError::NotGreen { .. })),
+            "{result:?}"
+        );
+    }
 
     #[test]
     fn globs_match_names() {

@@ -72,6 +72,10 @@ pub struct Forge {
     /// (the token is then used for the API only), or a local mirror directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_url: Option<String>,
+    /// How long a guarded merge waits for the head's pending statuses and checks before the
+    /// unit ends `needs_review` (default `20m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_timeout: Option<Duration>,
 }
 
 /// Kinds of forge.
