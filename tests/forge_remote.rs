@@ -494,6 +494,28 @@ async fn org_listing_filters(flavour: Flavour) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn gitea_lists_the_token_users_own_repositories_when_the_owner_is_no_org() {
+    for flavour in [Flavour::Gitea, Flavour::Forgejo] {
+        let fake = FakeForge::start(flavour, TOKEN).await;
+        fake.set_user("alice");
+        fake.add_repo("alice", "dotfiles", false, false);
+        fake.add_repo("alice", "tool", false, false);
+        fake.add_repo(ORG, "go-io", false, false);
+        let forge = client(&fake, flavour, TOKEN);
+        let mut names: Vec<String> = forge
+            .list_org_repos("alice", &RepoFilter::default())
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dotfiles", "tool"]);
+        assert_valid(&fake);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn gitea_org_repositories_are_filtered() {
     org_listing_filters(Flavour::Gitea).await;
     org_listing_filters(Flavour::Forgejo).await;

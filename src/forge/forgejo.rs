@@ -126,7 +126,19 @@ impl GiteaForge {
         filter: &RepoFilter,
     ) -> Result<Vec<RemoteRepo>, ForgeError> {
         let path = format!("/orgs/{}/repos", seg(org));
-        let items = self.http.get_all(&path, &[], "limit", PAGE).await?;
+        let items = match self.http.get_all(&path, &[], "limit", PAGE).await {
+            Ok(items) => items,
+            // Not an organisation: a user, whose repositories the API lists only for the
+            // token's own user.
+            Err(ForgeError::Http { status: 404, .. }) => self
+                .http
+                .get_all("/user/repos", &[], "limit", PAGE)
+                .await?
+                .into_iter()
+                .filter(|r| text(&r["owner"], "login") == org)
+                .collect(),
+            Err(e) => return Err(e),
+        };
         Ok(items
             .iter()
             .map(RemoteRepo::from_api)

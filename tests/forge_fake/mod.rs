@@ -133,6 +133,8 @@ struct Inner {
     base: String,
     /// `x-oauth-scopes` sent with every answer (GitHub's classic tokens), when set.
     scopes: Option<String>,
+    /// The token's user: repositories added under this name are a user's, not an org's.
+    user: Option<String>,
 }
 
 impl Inner {
@@ -184,6 +186,7 @@ impl FakeForge {
             descriptions,
             base: url.clone(),
             scopes: None,
+            user: None,
         }));
         let router = Router::new().fallback(handle).with_state(app.clone());
         tokio::spawn(async move {
@@ -290,6 +293,12 @@ impl FakeForge {
     pub fn head(&self, org: &str, repo: &str, branch: &str) -> String {
         let bare = self.git_root.join(org).join(format!("{repo}.git"));
         git(&bare, &["rev-parse", &format!("refs/heads/{branch}")])
+    }
+
+    /// Makes `login` the token's user: repositories added under that owner are the user's own
+    /// (listed by `/user/repos`; `/orgs/{login}/repos` is 404).
+    pub fn set_user(&self, login: &str) {
+        self.lock().user = Some(login.to_owned());
     }
 
     /// Sends `x-oauth-scopes: SCOPES` with every answer from now on, as GitHub does for
@@ -867,17 +876,29 @@ fn route(
     let body = body.unwrap_or(Value::Null);
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let m = method.as_str();
-    if let ["orgs", org, "repos"] = s.as_slice() {
-        let repos: Vec<Value> = inner
+    let owner_repos = |owner: &str| -> Vec<Value> {
+        inner
             .repos
             .iter()
-            .filter(|((o, _), _)| o == org)
+            .filter(|((o, _), _)| o == owner)
             .map(|((o, n), r)| {
-                json!({ "name": n, "full_name": format!("{o}/{n}"), "default_branch": r.default_branch,
-                        "archived": r.archived, "fork": r.fork })
+                json!({ "name": n, "full_name": format!("{o}/{n}"), "owner": { "login": o },
+                        "default_branch": r.default_branch, "archived": r.archived, "fork": r.fork })
             })
-            .collect();
-        return respond(200, Value::Array(page(repos, query, flavour)));
+            .collect()
+    };
+    match s.as_slice() {
+        ["orgs", org, "repos"] if inner.user.as_deref() == Some(*org) => {
+            return respond(404, json!({ "message": "GetOrgByName" }));
+        }
+        ["orgs", org, "repos"] => {
+            return respond(200, Value::Array(page(owner_repos(org), query, flavour)));
+        }
+        ["user", "repos"] => {
+            let user = inner.user.clone().unwrap_or_default();
+            return respond(200, Value::Array(page(owner_repos(&user), query, flavour)));
+        }
+        _ => {}
     }
     let ["repos", org, name, rest @ ..] = s.as_slice() else {
         return respond(404, json!({ "message": "not found" }));
