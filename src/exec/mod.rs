@@ -1146,3 +1146,104 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forge::local::LocalForge;
+    use crate::runtime::noop::Noop;
+    use crate::runtime::ContainerSpec;
+
+    /// Host nodes answer at once; container nodes run a no-op container that takes a moment.
+    struct NoopNodes;
+
+    impl NodeRunner<Noop, LocalForge> for NoopNodes {
+        async fn run(&self, ctx: NodeCtx<Noop, LocalForge>) -> NodeResult {
+            if matches!(ctx.kind, NodeKind::Agent | NodeKind::Qa | NodeKind::Review) {
+                let id = ctx
+                    .runtime
+                    .create(&ContainerSpec::default())
+                    .await
+                    .expect("noop create");
+                let log = ctx.unit.meta_dir().join("noop.log");
+                let timeout = Duration::from_secs(60);
+                ctx.runtime
+                    .run(&id, None, &log, timeout, ctx.cancel.clone())
+                    .await
+                    .expect("noop run");
+                ctx.containers.push(id);
+            }
+            NodeResult::Done {
+                base: None,
+                pr: None,
+                outcome: None,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_journal_never_shows_more_running_than_the_total_allows() {
+        let mut text = String::from("version: 1\nname: limits\ndefaults: { org: core }\nlimits: { total: 2 }\njobs:\n  - id: j\n    task: t\n    qa: [{ run: 'true' }]\n    review: { agent: \"codex:review\" }\n    repos:\n");
+        for i in 0..12 {
+            text.push_str(&format!("      - r{i:02}\n"));
+        }
+        let loaded = crate::spec::load_text(std::path::Path::new("pipelines/limits.yaml"), text)
+            .expect("the spec is valid");
+        let plan = plan::build(&loaded);
+        let state = std::env::temp_dir().join(format!(
+            "dispatch-exec-limits-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&state);
+        let journal = Journal::start(&state).expect("the journal starts");
+        record_run(&journal, "r1", "limits.yaml", &plan)
+            .await
+            .expect("the run is recorded");
+        let limits = Limits::new(&loaded.spec, |_, _| 0);
+        let executor = Executor {
+            loaded: Arc::new(loaded),
+            runtime: Arc::new(Noop::with_delay(Duration::from_millis(3))),
+            forge: Arc::new(LocalForge::new(state.join("forge"), journal.clone())),
+            journal,
+            run_id: "r1".to_owned(),
+            state_dir: state.clone(),
+            options: RunOptions::default(),
+            reporter: Arc::new(crate::report::Lines::new()),
+            runner: Arc::new(NoopNodes),
+        };
+        let (_interrupt, interrupts) = mpsc::unbounded_channel();
+        let results = execute(executor, &plan, limits, interrupts, None).await;
+        assert!(
+            results.iter().all(|r| r.outcome.is_success()),
+            "{results:?}"
+        );
+
+        let db = crate::state::open(&state).expect("the journal opens");
+        let mut events = db
+            .prepare("SELECT node_id, kind FROM events WHERE run_id = 'r1' ORDER BY seq")
+            .expect("events are readable");
+        let events: Vec<(String, String)> = events
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("events are readable")
+            .map(|e| e.expect("an event row"))
+            .collect();
+        let (mut running, mut most) = (0, 0);
+        for (node, kind) in &events {
+            let container = [":agent", ":qa", ":review"]
+                .iter()
+                .any(|k| node.ends_with(k));
+            match kind.as_str() {
+                "started" if container => {
+                    running += 1;
+                    most = most.max(running);
+                }
+                "done" if container => running -= 1,
+                _ => {}
+            }
+        }
+        assert_eq!(running, 0, "every container node that started ended");
+        assert_eq!(most, 2, "total 2, and the nodes did overlap: {events:?}");
+        let _ = std::fs::remove_dir_all(&state);
+    }
+}

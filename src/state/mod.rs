@@ -541,3 +541,52 @@ pub fn prs(conn: &Connection) -> rusqlite::Result<Vec<PrRow>> {
     })?;
     rows.collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues a write and waits for what its callback hears (a callback dropped unrun would
+    /// end the wait with a panic here).
+    fn outcome(
+        journal: &Journal,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        journal.enqueue_then(write, move |result| {
+            let _ = tx.send(result);
+        });
+        rx.recv().expect("the callback is called")
+    }
+
+    #[test]
+    fn a_write_hears_whether_it_was_committed_or_why_not() {
+        let dir = std::env::temp_dir().join(format!("dispatch-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal = Journal::start(&dir).expect("the journal starts");
+
+        let failed = outcome(&journal, |t| {
+            t.execute("INSERT INTO nowhere VALUES (1)", []).map(drop)
+        });
+        assert!(failed.expect_err("no such table").contains("nowhere"));
+        let committed = outcome(&journal, |t| {
+            t.execute("INSERT INTO starts (pool, at) VALUES ('p', 1)", [])
+                .map(drop)
+        });
+        assert_eq!(
+            committed,
+            Ok(()),
+            "the journal goes on after a failed batch"
+        );
+        let conn = open(&dir).expect("the database opens");
+        assert_eq!(starts_since(&conn, "p", None, 0), Ok(1));
+
+        // A write that brings the writer down (a bug) still answers, and so does every later
+        // one: nobody waits forever.
+        let gone = outcome(&journal, |_| panic!("a broken write"));
+        assert_eq!(gone, Err("the journal writer stopped".to_owned()));
+        let after = outcome(&journal, |_| Ok(()));
+        assert_eq!(after, Err("the journal writer stopped".to_owned()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
