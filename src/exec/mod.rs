@@ -6,8 +6,13 @@
 //! a slot is free, and the only timer is the one a rate limit asks for. No polling.
 //!
 //! Invariants:
-//! - a node's `Started` and `Finished` transitions are committed to the journal (by its task)
-//!   before the dispatcher hears of them, so nothing depends on an unrecorded transition;
+//! - nothing depends on an unrecorded transition: a node's `Started` is queued to the journal
+//!   before its task exists, so it commits before anything the task writes (the container id,
+//!   committed before the container starts); its `Finished` is committed before its result
+//!   takes effect (dependents start, its unit moves on, its containers are removed);
+//! - a node's slot is free once its handler returns; the journal commits in queue order, so no
+//!   start it lets in commits before that end, and the journal never shows more nodes running
+//!   than the limits allow;
 //! - a failed node never stops other units: its unit's remaining nodes, and units that need
 //!   it, end `skipped` with the reason;
 //! - QA failure with fix attempts left moves the agent node back to `Ready` and the QA node
@@ -38,7 +43,7 @@ use crate::plan::{self, NodeKind, Plan};
 use crate::runtime::Runtime;
 use crate::spec::values::AgentRef;
 use crate::spec::LoadedSpec;
-use crate::state::{now, Journal, NodeChange};
+use crate::state::{now, Journal, NodeChange, NodeWriter};
 use limits::{Admission, Class, Limits};
 pub use node::Handlers;
 use node::{NodeCtx, NodeResult, NodeRunner, UnitRun};
@@ -132,6 +137,22 @@ struct UnitState {
     finished: bool,
 }
 
+/// A node start to record.
+struct Start {
+    node: String,
+    attempt: u32,
+    /// The agent pool and model the start counts against.
+    pool: Option<(String, Option<String>)>,
+}
+
+/// A node end to record.
+struct End {
+    node: String,
+    change: NodeChange,
+    /// The unit and reference of a PR the node opened.
+    pr: Option<(String, String)>,
+}
+
 /// Finished nodes with the result of committing their transitions.
 type Committed = (Vec<Finished>, Result<(), String>);
 
@@ -144,11 +165,18 @@ struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     units: Vec<UnitState>,
     ready: BTreeMap<Class, VecDeque<usize>>,
     limits: Limits,
+    /// Nodes whose handlers run.
     running: usize,
+    /// Nodes whose handlers returned and whose ends are being committed. Their slots are free
+    /// already; their results take effect once committed.
+    recording: usize,
     stopping: bool,
     cancel_tx: watch::Sender<bool>,
     done_tx: mpsc::UnboundedSender<Finished>,
-    results: Vec<UnitResult>,
+    /// Where agent results are cached, unless the run does without.
+    cache_dir: Option<PathBuf>,
+    /// Each unit's result once it ended, by unit (in plan order).
+    results: Vec<Option<UnitResult>>,
     /// Nodes waiting out a retry backoff, earliest first.
     delayed: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
     /// `status.json` writes and container removals still under way (awaited before the run
@@ -246,10 +274,12 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         ready: BTreeMap::new(),
         limits,
         running: 0,
+        recording: 0,
         stopping: false,
         cancel_tx,
         done_tx,
         results: Vec::new(),
+        cache_dir: (!ex.options.no_cache).then(|| ex.state_dir.join("cache")),
         writes: Vec::new(),
         delayed: Default::default(),
         ex,
@@ -262,7 +292,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
     let mut interrupts_open = true;
     loop {
         let wake = d.dispatch();
-        if d.running == 0 && (d.stopping || wake.is_none()) {
+        if d.running == 0 && d.recording == 0 && (d.stopping || wake.is_none()) {
             break;
         }
         tokio::select! {
@@ -273,16 +303,22 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
                 while let Ok(more) = done_rx.try_recv() {
                     batch.push(more);
                 }
+                for (idx, _, _) in &batch {
+                    d.release(*idx);
+                }
                 d.record_finished(batch, committed_tx.clone());
             }
             Some((batch, written)) = committed_rx.recv() => {
-                if let Err(error) = written {
-                    if !d.stopping {
+                match written {
+                    // Only now that the nodes' ends are recorded may their containers go.
+                    Ok(()) => d.remove_containers(&batch),
+                    Err(error) => if !d.stopping {
                         d.stopping = true;
                         d.ex.reporter.note(&format!("error: the journal failed ({error}); no new nodes start"));
                     }
                 }
                 for (idx, result, _) in batch {
+                    d.recording -= 1;
                     d.complete(idx, result);
                 }
             }
@@ -316,15 +352,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
             "warning: the journal could not record the end of the run: {error}"
         ));
     }
-    let mut results = d.results;
-    let order: HashMap<&str, usize> = plan
-        .units
-        .iter()
-        .enumerate()
-        .map(|(i, u)| (u.id.as_str(), i))
-        .collect();
-    results.sort_by_key(|r| order.get(r.id.as_str()).copied().unwrap_or(usize::MAX));
-    results
+    d.results.into_iter().flatten().collect()
 }
 
 /// An outcome from its journal text.
@@ -380,7 +408,12 @@ async fn sleep_until(at: Option<Instant>) {
 impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     fn build(&mut self, plan: &Plan) {
         let spec = &self.ex.loaded.spec;
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.counts.nodes);
+        self.nodes.reserve(plan.counts.nodes);
+        self.units.reserve(plan.units.len());
+        self.results = std::iter::repeat_with(|| None)
+            .take(plan.units.len())
+            .collect();
         for (u, (unit, target)) in plan.units.iter().zip(&self.ex.loaded.targets).enumerate() {
             let job = &spec.jobs[target.job];
             let agent = AgentRef::parse(&unit.agent).unwrap_or_else(|_| {
@@ -611,18 +644,63 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             }
         }
         self.ready.retain(|_, q| !q.is_empty());
-        for idx in starting {
-            self.spawn(idx);
+        if !starting.is_empty() {
+            self.record_started(&starting);
+            for idx in starting {
+                self.spawn(idx);
+            }
         }
         wake
     }
 
+    /// Marks nodes running and queues their `Started` transitions in one write, before their
+    /// tasks exist, so each commits before anything its task writes (the container id above
+    /// all, which is waited for before the container starts); nothing waits for the write
+    /// itself. The start of an agent also counts against `daily_limit` in later runs.
+    fn record_started(&mut self, starting: &[usize]) {
+        let at_ms = crate::state::now_ms();
+        let starts: Vec<Start> = starting
+            .iter()
+            .map(|&idx| {
+                let node = &mut self.nodes[idx];
+                node.status = NodeStatus::Running;
+                node.attempt += 1;
+                self.ex.reporter.node_started(&node.id);
+                let pool = match &node.class {
+                    Class::Agent { pool, model } => Some((pool.clone(), model.clone())),
+                    _ => None,
+                };
+                Start {
+                    node: node.id.clone(),
+                    attempt: node.attempt,
+                    pool,
+                }
+            })
+            .collect();
+        let run = self.ex.run_id.clone();
+        self.ex.journal.submit(move |t| {
+            let mut nodes = NodeWriter::new(t);
+            for Start {
+                node,
+                attempt,
+                pool,
+            } in starts
+            {
+                if let Some((pool, model)) = pool {
+                    t.prepare_cached("INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)")?
+                        .execute(params![pool, model, at_ms / 1000])?;
+                }
+                nodes.apply(&run, &node, &NodeChange::Started { attempt }, at_ms)?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Runs a node whose start is queued ([`Self::record_started`]) as a task of its own.
     fn spawn(&mut self, idx: usize) {
         tracing::debug!(node = %self.nodes[idx].id, "start");
         self.running += 1;
         let node = &mut self.nodes[idx];
-        node.status = NodeStatus::Running;
-        node.attempt += 1;
         let unit = &self.units[node.unit];
         let ctx = NodeCtx {
             loaded: self.ex.loaded.clone(),
@@ -642,30 +720,9 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             cancel: self.cancel_tx.subscribe(),
             reattach: node.reattach.take(),
             containers: node::Containers::default(),
-            cache_dir: (!self.ex.options.no_cache).then(|| self.ex.state_dir.join("cache")),
+            cache_dir: self.cache_dir.clone(),
             state_dir: self.ex.state_dir.clone(),
         };
-        let start = match &node.class {
-            Class::Agent { pool, model } => Some((pool.clone(), model.clone())),
-            _ => None,
-        };
-        self.ex.reporter.node_started(&node.id);
-        // Queued now, so it commits before anything the node's task writes (the container id
-        // above all); nothing waits for it alone.
-        // The start of an agent counts against `daily_limit` in later runs too.
-        let (run, id, attempt, at_ms) = (
-            self.ex.run_id.clone(),
-            node.id.clone(),
-            node.attempt,
-            crate::state::now_ms(),
-        );
-        self.ex.journal.submit(move |t| {
-            if let Some((pool, model)) = start {
-                t.prepare_cached("INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)")?
-                    .execute(params![pool, model, at_ms / 1000])?;
-            }
-            NodeChange::Started { attempt }.apply_at(t, &run, &id, at_ms)
-        });
         let done = self.done_tx.clone();
         let runner = self.ex.runner.clone();
         let containers = ctx.containers.clone();
@@ -685,40 +742,64 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         committed: mpsc::UnboundedSender<Committed>,
     ) {
         let run = self.ex.run_id.clone();
-        let changes: Vec<(String, NodeChange)> = batch
+        let ends: Vec<End> = batch
             .iter()
-            .map(|(idx, result, _)| (self.nodes[*idx].id.clone(), finished_change(result)))
+            .map(|(idx, result, _)| {
+                // A PR a node opened is its unit's from the same commit on (a resumed run
+                // needs it for merge).
+                let pr = match result {
+                    NodeResult::Done { pr: Some(pr), .. } => Some((
+                        self.units[self.nodes[*idx].unit].run.unit.id.clone(),
+                        pr.reference.clone(),
+                    )),
+                    _ => None,
+                };
+                End {
+                    node: self.nodes[*idx].id.clone(),
+                    change: finished_change(result),
+                    pr,
+                }
+            })
             .collect();
-        let (runtime, keep) = (self.ex.runtime.clone(), self.ex.options.keep_containers);
-        let ack = self.ex.journal.enqueue(move |t| {
-            for (node, change) in changes {
-                change.apply_to(t, &run, &node)?;
-            }
-            Ok(())
-        });
-        let removal = tokio::spawn(async move {
-            let written = match ack.await {
-                Ok(result) => result,
-                Err(_) => Err("the journal writer stopped".to_owned()),
-            };
-            let containers: Vec<String> = batch
-                .iter()
-                .flat_map(|(_, _, c)| c.iter().cloned())
-                .collect();
-            let remove = written.is_ok() && !keep;
-            // Dependents (and the freed slots) need not wait for the removals.
-            let _ = committed.send((batch, written));
-            // Only now that the nodes' ends are recorded may their containers go.
-            if remove {
-                for id in containers {
-                    if let Err(error) = runtime.remove(&id).await {
-                        tracing::warn!(container = %id, %error, "cannot remove a finished container");
+        self.ex.journal.enqueue_then(
+            move |t| {
+                let mut nodes = NodeWriter::new(t);
+                let at_ms = crate::state::now_ms();
+                for End { node, change, pr } in ends {
+                    nodes.apply(&run, &node, &change, at_ms)?;
+                    if let Some((unit, reference)) = pr {
+                        t.prepare_cached("UPDATE units SET pr = ?3 WHERE run_id = ?1 AND id = ?2")?
+                            .execute(params![run, unit, reference])?;
                     }
                 }
-            }
-        });
+                Ok(())
+            },
+            // Straight from the writer to the dispatcher: its results take effect at once.
+            move |written| {
+                let _ = committed.send((batch, written));
+            },
+        );
+    }
+
+    /// Removes the containers of nodes whose ends are committed (unless they are kept), in a
+    /// task of its own: dependents and freed slots need not wait for it.
+    fn remove_containers(&mut self, batch: &[Finished]) {
+        if self.ex.options.keep_containers || batch.iter().all(|(_, _, c)| c.is_empty()) {
+            return;
+        }
+        let containers: Vec<String> = batch
+            .iter()
+            .flat_map(|(_, _, c)| c.iter().cloned())
+            .collect();
+        let runtime = self.ex.runtime.clone();
         self.writes.retain(|task| !task.is_finished());
-        self.writes.push(removal);
+        self.writes.push(tokio::spawn(async move {
+            for id in containers {
+                if let Err(error) = runtime.remove(&id).await {
+                    tracing::warn!(container = %id, %error, "cannot remove a finished container");
+                }
+            }
+        }));
     }
 
     /// Whether an `infra_error` of this node may be retried (the job's `retries`, default 2).
@@ -771,10 +852,17 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         }
     }
 
-    fn complete(&mut self, idx: usize, result: NodeResult) {
+    /// A node's handler returned: its slot is free for other nodes at once (its end is queued
+    /// before any later start, so the journal never shows more running than the limits
+    /// allow); what its result decides waits for the commit ([`Self::complete`]).
+    fn release(&mut self, idx: usize) {
         self.running -= 1;
-        let class = self.nodes[idx].class.clone();
-        self.limits.finish(&class);
+        self.recording += 1;
+        self.limits.finish(&self.nodes[idx].class);
+    }
+
+    /// A node's end is committed: its result takes effect.
+    fn complete(&mut self, idx: usize, result: NodeResult) {
         let u = self.nodes[idx].unit;
         match result {
             NodeResult::Done { base, pr, outcome } => {
@@ -783,17 +871,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                     unit.base = base;
                 }
                 if let Some(pr) = pr {
-                    // Recorded at once: a resumed run needs it for merge.
-                    let (run, id, reference) = (
-                        self.ex.run_id.clone(),
-                        unit.run.unit.id.clone(),
-                        pr.reference.clone(),
-                    );
-                    self.ex.journal.submit(move |t| {
-                        t.prepare_cached("UPDATE units SET pr = ?3 WHERE run_id = ?1 AND id = ?2")?
-                            .execute(params![run, id, reference])?;
-                        Ok(())
-                    });
+                    // Already recorded, with the node's end.
                     unit.pr = Some(pr);
                 }
                 if outcome.is_some() {
@@ -997,16 +1075,16 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             result.pr.clone(),
         );
         self.ex.journal.submit(move |t| {
-            t.execute(
+            t.prepare_cached(
                 "UPDATE units SET outcome = ?3, reason = ?4, pr = ?5 WHERE run_id = ?1 AND id = ?2",
-                params![run, id, o, reason, pr],
-            )?;
+            )?
+            .execute(params![run, id, o, reason, pr])?;
             Ok(())
         });
         tracing::info!(unit = %result.id, outcome = %outcome, "unit finished");
         self.write_status(u, &result);
         self.ex.reporter.unit_finished(&result);
-        self.results.push(result);
+        self.results[u] = Some(result);
     }
 
     /// Writes `meta/status.json`, the derived view of a finished unit for people and scripts
@@ -1066,5 +1144,106 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             }
             self.finish_unit_if_done(u);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forge::local::LocalForge;
+    use crate::runtime::noop::Noop;
+    use crate::runtime::ContainerSpec;
+
+    /// Host nodes answer at once; container nodes run a no-op container that takes a moment.
+    struct NoopNodes;
+
+    impl NodeRunner<Noop, LocalForge> for NoopNodes {
+        async fn run(&self, ctx: NodeCtx<Noop, LocalForge>) -> NodeResult {
+            if matches!(ctx.kind, NodeKind::Agent | NodeKind::Qa | NodeKind::Review) {
+                let id = ctx
+                    .runtime
+                    .create(&ContainerSpec::default())
+                    .await
+                    .expect("noop create");
+                let log = ctx.unit.meta_dir().join("noop.log");
+                let timeout = Duration::from_secs(60);
+                ctx.runtime
+                    .run(&id, None, &log, timeout, ctx.cancel.clone())
+                    .await
+                    .expect("noop run");
+                ctx.containers.push(id);
+            }
+            NodeResult::Done {
+                base: None,
+                pr: None,
+                outcome: None,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_journal_never_shows_more_running_than_the_total_allows() {
+        let mut text = String::from("version: 1\nname: limits\ndefaults: { org: core }\nlimits: { total: 2 }\njobs:\n  - id: j\n    task: t\n    qa: [{ run: 'true' }]\n    review: { agent: \"codex:review\" }\n    repos:\n");
+        for i in 0..12 {
+            text.push_str(&format!("      - r{i:02}\n"));
+        }
+        let loaded = crate::spec::load_text(std::path::Path::new("pipelines/limits.yaml"), text)
+            .expect("the spec is valid");
+        let plan = plan::build(&loaded);
+        let state = std::env::temp_dir().join(format!(
+            "dispatch-exec-limits-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&state);
+        let journal = Journal::start(&state).expect("the journal starts");
+        record_run(&journal, "r1", "limits.yaml", &plan)
+            .await
+            .expect("the run is recorded");
+        let limits = Limits::new(&loaded.spec, |_, _| 0);
+        let executor = Executor {
+            loaded: Arc::new(loaded),
+            runtime: Arc::new(Noop::with_delay(Duration::from_millis(3))),
+            forge: Arc::new(LocalForge::new(state.join("forge"), journal.clone())),
+            journal,
+            run_id: "r1".to_owned(),
+            state_dir: state.clone(),
+            options: RunOptions::default(),
+            reporter: Arc::new(crate::report::Lines::new()),
+            runner: Arc::new(NoopNodes),
+        };
+        let (_interrupt, interrupts) = mpsc::unbounded_channel();
+        let results = execute(executor, &plan, limits, interrupts, None).await;
+        assert!(
+            results.iter().all(|r| r.outcome.is_success()),
+            "{results:?}"
+        );
+
+        let db = crate::state::open(&state).expect("the journal opens");
+        let mut events = db
+            .prepare("SELECT node_id, kind FROM events WHERE run_id = 'r1' ORDER BY seq")
+            .expect("events are readable");
+        let events: Vec<(String, String)> = events
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("events are readable")
+            .map(|e| e.expect("an event row"))
+            .collect();
+        let (mut running, mut most) = (0, 0);
+        for (node, kind) in &events {
+            let container = [":agent", ":qa", ":review"]
+                .iter()
+                .any(|k| node.ends_with(k));
+            match kind.as_str() {
+                "started" if container => {
+                    running += 1;
+                    most = most.max(running);
+                }
+                "done" if container => running -= 1,
+                _ => {}
+            }
+        }
+        assert_eq!(running, 0, "every container node that started ended");
+        assert_eq!(most, 2, "total 2, and the nodes did overlap: {events:?}");
+        let _ = std::fs::remove_dir_all(&state);
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 /// Schema version this dispatch writes.
@@ -221,10 +221,34 @@ pub fn open(dir: &Path) -> Result<Connection, StateError> {
 
 type Write = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
 
+/// What the writer calls once a write's transaction ended (committed, or failed with why).
+/// It is called exactly once: a write dropped unwritten (the writer thread is gone) reports
+/// that the writer stopped.
+struct Done(Option<Then>);
+
+/// The callback inside [`Done`].
+type Then = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+impl Done {
+    fn report(mut self, result: Result<(), String>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err("the journal writer stopped".to_owned()));
+        }
+    }
+}
+
 /// The writer of the journal. Cloning shares the one writer thread.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<(Write, oneshot::Sender<Result<(), String>>)>,
+    tx: mpsc::Sender<(Write, Option<Done>)>,
     path: PathBuf,
 }
 
@@ -233,7 +257,7 @@ impl Journal {
     pub fn start(dir: &Path) -> Result<Self, StateError> {
         let mut conn = open(dir)?;
         let path = dir.join(DB_FILE);
-        let (tx, rx) = mpsc::channel::<(Write, oneshot::Sender<Result<(), String>>)>();
+        let (tx, rx) = mpsc::channel::<(Write, Option<Done>)>();
         std::thread::Builder::new()
             .name("dispatch-journal".to_owned())
             .spawn(move || {
@@ -246,8 +270,10 @@ impl Journal {
                     if let Err(error) = &result {
                         tracing::error!(%error, "the journal could not commit {} writes", batch.len());
                     }
-                    for (_, ack) in batch {
-                        let _ = ack.send(result.clone());
+                    for (_, done) in batch {
+                        if let Some(done) = done {
+                            done.report(result.clone());
+                        }
                     }
                 }
             })
@@ -258,6 +284,11 @@ impl Journal {
         Ok(Self { tx, path })
     }
 
+    fn queue(&self, write: Write, done: Option<Done>) {
+        // A send error drops `done`, which reports the stopped writer.
+        let _ = self.tx.send((write, done));
+    }
+
     /// Queues a write now (writes commit in the order they are queued); the receiver tells
     /// when it is committed.
     pub fn enqueue(
@@ -265,9 +296,21 @@ impl Journal {
         write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
     ) -> oneshot::Receiver<Result<(), String>> {
         let (ack, done) = oneshot::channel();
-        // A send error drops `ack`, which the receiver reports as a closed journal.
-        let _ = self.tx.send((Box::new(write), ack));
+        self.enqueue_then(write, move |result| {
+            let _ = ack.send(result);
+        });
         done
+    }
+
+    /// Queues a write now and calls `then` on the writer thread once its transaction ended,
+    /// with the result of the commit (`then` must be quick and must not block: a channel
+    /// send, say). `then` is called exactly once, with an error if the writer is gone.
+    pub fn enqueue_then(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+        then: impl FnOnce(Result<(), String>) + Send + 'static,
+    ) {
+        self.queue(Box::new(write), Some(Done(Some(Box::new(then)))));
     }
 
     /// Queues a write now without waiting for it (the writer logs a failure). Later writes
@@ -276,7 +319,7 @@ impl Journal {
         &self,
         write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
     ) {
-        drop(self.enqueue(write));
+        self.queue(Box::new(write), None);
     }
 
     /// Queues a write and waits until it is committed.
@@ -306,10 +349,7 @@ impl Journal {
     }
 }
 
-fn commit(
-    conn: &mut Connection,
-    batch: &mut [(Write, oneshot::Sender<Result<(), String>>)],
-) -> Result<(), String> {
+fn commit(conn: &mut Connection, batch: &mut [(Write, Option<Done>)]) -> Result<(), String> {
     let tx = conn.transaction().map_err(|e| e.to_string())?;
     for (write, _) in batch.iter_mut() {
         let write = std::mem::replace(write, Box::new(|_| Ok(())));
@@ -359,20 +399,66 @@ impl NodeChange {
         node: &str,
         at_ms: i64,
     ) -> rusqlite::Result<()> {
+        NodeWriter::new(tx).apply(run, node, &self, at_ms)
+    }
+}
+
+/// The statements of node changes, in [`NodeWriter`]'s slots.
+const NODE_SQL: [&str; 5] = [
+    "UPDATE nodes SET status = 'running', attempts = ?3, started_at = ?4, finished_at = NULL, exit_code = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
+    "UPDATE nodes SET container_id = ?3 WHERE run_id = ?1 AND id = ?2",
+    "UPDATE nodes SET status = ?3, exit_code = ?4, reason = ?5, finished_at = ?6 WHERE run_id = ?1 AND id = ?2",
+    "UPDATE nodes SET status = 'pending' WHERE run_id = ?1 AND id = ?2",
+    "INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+];
+
+/// Slots of [`NODE_SQL`].
+const STARTED: usize = 0;
+const CONTAINER: usize = 1;
+const FINISHED: usize = 2;
+const RESET: usize = 3;
+const EVENT: usize = 4;
+
+/// Writes node changes, each with its event, preparing each statement once for all the
+/// changes of one journal write (the dispatcher writes a batch of starts or ends at a time).
+pub struct NodeWriter<'c> {
+    conn: &'c Connection,
+    statements: [Option<CachedStatement<'c>>; NODE_SQL.len()],
+}
+
+impl<'c> NodeWriter<'c> {
+    /// A writer inside a transaction on `conn`.
+    pub fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            statements: Default::default(),
+        }
+    }
+
+    fn statement(&mut self, slot: usize) -> rusqlite::Result<&mut CachedStatement<'c>> {
+        match &mut self.statements[slot] {
+            Some(statement) => Ok(statement),
+            empty => Ok(empty.insert(self.conn.prepare_cached(NODE_SQL[slot])?)),
+        }
+    }
+
+    /// Applies one change of `node` that happened at `at_ms` (milliseconds since the epoch).
+    pub fn apply(
+        &mut self,
+        run: &str,
+        node: &str,
+        change: &NodeChange,
+        at_ms: i64,
+    ) -> rusqlite::Result<()> {
         let at = at_ms / 1000;
-        let (kind, detail) = match &self {
+        let (kind, detail) = match change {
             NodeChange::Started { attempt } => {
-                tx.prepare_cached(
-                    "UPDATE nodes SET status = 'running', attempts = ?3, started_at = ?4, finished_at = NULL, exit_code = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
-                )?
-                .execute(params![run, node, attempt, at])?;
+                self.statement(STARTED)?
+                    .execute(params![run, node, attempt, at])?;
                 ("started", format!("attempt {attempt}"))
             }
             NodeChange::Container { id } => {
-                tx.prepare_cached(
-                    "UPDATE nodes SET container_id = ?3 WHERE run_id = ?1 AND id = ?2",
-                )?
-                .execute(params![run, node, id])?;
+                self.statement(CONTAINER)?.execute(params![run, node, id])?;
                 ("container", id.clone())
             }
             NodeChange::Finished {
@@ -380,24 +466,17 @@ impl NodeChange {
                 exit_code,
                 reason,
             } => {
-                tx.prepare_cached(
-                    "UPDATE nodes SET status = ?3, exit_code = ?4, reason = ?5, finished_at = ?6 WHERE run_id = ?1 AND id = ?2",
-                )?
-                .execute(params![run, node, status, exit_code, reason, at])?;
+                self.statement(FINISHED)?
+                    .execute(params![run, node, status, exit_code, reason, at])?;
                 (*status, reason.clone().unwrap_or_default())
             }
             NodeChange::Reset => {
-                tx.prepare_cached(
-                    "UPDATE nodes SET status = 'pending' WHERE run_id = ?1 AND id = ?2",
-                )?
-                .execute(params![run, node])?;
+                self.statement(RESET)?.execute(params![run, node])?;
                 ("reset", String::new())
             }
         };
-        tx.prepare_cached(
-            "INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![run, at_ms, node, kind, detail])?;
+        self.statement(EVENT)?
+            .execute(params![run, at_ms, node, kind, detail])?;
         Ok(())
     }
 }
@@ -468,4 +547,53 @@ pub fn prs(conn: &Connection) -> rusqlite::Result<Vec<PrRow>> {
         })
     })?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues a write and waits for what its callback hears (a callback dropped unrun would
+    /// end the wait with a panic here).
+    fn outcome(
+        journal: &Journal,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        journal.enqueue_then(write, move |result| {
+            let _ = tx.send(result);
+        });
+        rx.recv().expect("the callback is called")
+    }
+
+    #[test]
+    fn a_write_hears_whether_it_was_committed_or_why_not() {
+        let dir = std::env::temp_dir().join(format!("dispatch-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal = Journal::start(&dir).expect("the journal starts");
+
+        let failed = outcome(&journal, |t| {
+            t.execute("INSERT INTO nowhere VALUES (1)", []).map(drop)
+        });
+        assert!(failed.expect_err("no such table").contains("nowhere"));
+        let committed = outcome(&journal, |t| {
+            t.execute("INSERT INTO starts (pool, at) VALUES ('p', 1)", [])
+                .map(drop)
+        });
+        assert_eq!(
+            committed,
+            Ok(()),
+            "the journal goes on after a failed batch"
+        );
+        let conn = open(&dir).expect("the database opens");
+        assert_eq!(starts_since(&conn, "p", None, 0), Ok(1));
+
+        // A write that brings the writer down (a bug) still answers, and so does every later
+        // one: nobody waits forever.
+        let gone = outcome(&journal, |_| panic!("a broken write"));
+        assert_eq!(gone, Err("the journal writer stopped".to_owned()));
+        let after = outcome(&journal, |_| Ok(()));
+        assert_eq!(after, Err("the journal writer stopped".to_owned()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
