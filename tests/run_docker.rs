@@ -670,3 +670,80 @@ fn a_pr_target_continues_the_pr_branch_and_updates_the_pr() {
         "updated, not duplicated: {prs}"
     );
 }
+
+/// An agent that tries to reach the host through what dispatch does after it: hooks and
+/// configuration in `.git` (git runs them on the host), and symlinks where dispatch reads or
+/// writes (`BLOCKED.md`, logs, `status.json`).
+const HOSTILE_AGENT: &str = r#"#!/bin/sh
+victim="$1"
+printf '#!/bin/sh\ntouch "%s.hook-ran"\n' "$victim" > .git/hooks/post-commit 2>/dev/null && echo "wrote a hook"
+chmod +x .git/hooks/post-commit 2>/dev/null
+git config core.fsmonitor "touch $victim.fsmonitor-ran" 2>/dev/null && echo "wrote the config"
+echo "gitdir: /elsewhere" > .git/HEAD 2>/dev/null && echo "broke HEAD"
+ln -s "$victim" BLOCKED.md
+ln -s "$victim" /workspace/.meta/status.json.tmp
+ln -s "$victim" /workspace/.meta/qa.log
+echo "real work" > work.txt
+echo "agent done"
+"#;
+
+#[test]
+fn a_hostile_agent_cannot_reach_the_host_through_git_or_symlinks() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("hostile", &[("h1", "none")]);
+    fx.dir.write("hostile.sh", HOSTILE_AGENT);
+    let victim = fx.dir.write("victim.txt", "host secret\n");
+    let spec = fx.spec(&format!(
+        "  hostile:\n    command: [sh, /opt/hostile.sh, \"{}\"]\n    mounts: [{{ source: hostile.sh, target: /opt/hostile.sh }}]\n    network: none\njobs:\n  - {{ id: j, task: t, agent: hostile, repos: [h1], retries: 0, qa: [{{ run: \"echo qa output\" }}] }}\n",
+        victim.display()
+    ));
+    let (status, json) = fx.run(&spec);
+    assert_eq!(status, 1, "{json}");
+    // The planted log link stops QA (its output would have gone into the victim).
+    let unit = &json["units"][0];
+    assert_eq!(unit["outcome"], "infra_error", "{json}");
+    assert!(
+        unit["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("qa.log"),
+        "the reason names the log: {json}"
+    );
+    let meta = fx.meta("h1", "j");
+    let agent_log = std::fs::read_to_string(meta.join("agent.log")).unwrap();
+    assert!(agent_log.contains("agent done"), "{agent_log}");
+    for attempt in ["wrote a hook", "wrote the config", "broke HEAD"] {
+        assert!(
+            !agent_log.contains(attempt),
+            "the agent could write .git: {agent_log}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host secret\n");
+    for ran in ["hook-ran", "fsmonitor-ran"] {
+        assert!(
+            !fx.dir.0.join(format!("victim.txt.{ran}")).exists(),
+            "{ran}: the agent's code ran on the host"
+        );
+    }
+    // The planted BLOCKED.md link is no question (its target is never read), and it is not
+    // committed; the real work is.
+    assert!(!json.to_string().contains("host secret"), "{json}");
+    let repo = fx.dir.0.join(".dispatch/workspaces/t/h1/j/repo");
+    let committed = Command::new("git")
+        .args(["show", "--name-only", "--format=", "HEAD"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&committed.stdout).trim(),
+        "work.txt"
+    );
+    let status_json = std::fs::read_to_string(meta.join("status.json")).unwrap();
+    assert!(
+        status_json.contains("\"outcome\": \"infra_error\""),
+        "{status_json}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host secret\n");
+}

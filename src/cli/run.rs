@@ -815,8 +815,10 @@ pub fn answer(ui: &Ui, args: AnswerArgs) -> u8 {
         (None, None) => unreachable!("clap requires TEXT or --file"),
     };
     let workspace = dir.join(&unit.workspace);
-    let written = std::fs::write(workspace.join("repo").join("ANSWER.md"), &text)
-        .and_then(|()| std::fs::write(workspace.join("meta").join("answer.md"), &text));
+    // Both places are the containers' to write: never through a link one planted.
+    let write = crate::runtime::mounted::write_sync;
+    let written = write(&workspace.join("repo").join("ANSWER.md"), text.as_bytes())
+        .and_then(|()| write(&workspace.join("meta").join("answer.md"), text.as_bytes()));
     if let Err(error) = written {
         eprintln!(
             "error: cannot write the answer into {}: {error}",

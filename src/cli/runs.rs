@@ -245,7 +245,13 @@ pub fn logs(args: LogsArgs) -> u8 {
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
     loop {
-        if let Ok(mut file) = std::fs::File::open(&log) {
+        // The log lives where containers write: a link planted there is not followed.
+        let open = || {
+            crate::runtime::mounted::std_open_options()
+                .read(true)
+                .open(&log)
+        };
+        if let Ok(mut file) = open() {
             if file.seek(SeekFrom::Start(offset)).is_ok() {
                 let mut buffer = Vec::new();
                 if file.read_to_end(&mut buffer).is_ok() {
@@ -277,7 +283,7 @@ pub fn logs(args: LogsArgs) -> u8 {
             });
         if !running {
             // One last read catches what was written before the node ended.
-            if let Ok(mut file) = std::fs::File::open(&log) {
+            if let Ok(mut file) = open() {
                 let _ = file.seek(SeekFrom::Start(offset));
                 let _ = std::io::copy(&mut file, &mut stdout);
             }

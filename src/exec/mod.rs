@@ -526,13 +526,12 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             rows.iter().map(|r| (r.id.as_str(), r)).collect();
         for u in 0..self.units.len() {
             let nodes = self.units[u].nodes.clone();
-            let meta = self.units[u].run.meta_dir();
             let unit = &mut self.units[u];
-            unit.base = std::fs::read_to_string(meta.join("base"))
+            unit.base = std::fs::read_to_string(unit.run.note(node::BASE_NOTE))
                 .ok()
                 .map(|b| b.trim().to_owned())
                 .filter(|b| !b.is_empty());
-            unit.qa_failure = std::fs::read_to_string(meta.join("qa-failure.txt")).ok();
+            unit.qa_failure = std::fs::read_to_string(unit.run.note(node::QA_FAILURE_NOTE)).ok();
             if let Some(row) = unit_rows.get(unit.run.unit.id.as_str()) {
                 unit.pr = row.pr.as_deref().and_then(parse_pr);
                 if let Some(outcome) = row.outcome.as_deref().and_then(parse_outcome) {
@@ -1109,14 +1108,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         });
         let path = result.meta.join("status.json");
         self.writes.push(tokio::spawn(async move {
-            let tmp = path.with_extension("json.tmp");
             let text = format!("{status:#}\n");
-            if let Err(error) = async {
-                tokio::fs::write(&tmp, text).await?;
-                tokio::fs::rename(&tmp, &path).await
-            }
-            .await
-            {
+            if let Err(error) = crate::runtime::mounted::write(&path, text.as_bytes()).await {
                 tracing::warn!(%error, path = %path.display(), "cannot write the unit's status.json");
             }
         }));

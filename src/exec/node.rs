@@ -17,7 +17,7 @@ use crate::git;
 use crate::plan::{NodeKind, Qa, Unit};
 use crate::prompt::PromptContext;
 use crate::runtime::{
-    Cancel, ContainerSpec, Exit, Mount, Resources, Runtime, LABEL_NODE, LABEL_RUN,
+    mounted, Cancel, ContainerSpec, Exit, Mount, Resources, Runtime, LABEL_NODE, LABEL_RUN,
 };
 use crate::spec::model::{PromptHandoff, Resources as SpecResources};
 use crate::spec::values::AgentRef;
@@ -53,11 +53,25 @@ impl UnitRun {
         self.workspace.join("repo")
     }
 
-    /// Prompts, logs and results.
+    /// Prompts, logs and results (containers reach it at `/workspace/.meta`).
     pub fn meta_dir(&self) -> PathBuf {
         self.workspace.join("meta")
     }
+
+    /// A note dispatch keeps on the unit and must be able to trust (the commit the work
+    /// started from, the base, the last QA failure): beside `repo/` and `meta/`, where no
+    /// container reaches.
+    pub fn note(&self, name: &str) -> PathBuf {
+        self.workspace.join(name)
+    }
 }
+
+/// The note of the commit a unit's work started from.
+pub const START_NOTE: &str = "start.sha";
+/// The note of a unit's base branch.
+pub const BASE_NOTE: &str = "base";
+/// The note of a unit's last QA failure (for a fix attempt of a resumed run).
+pub const QA_FAILURE_NOTE: &str = "qa-failure.txt";
 
 /// What a handler needs.
 pub struct NodeCtx<R: Runtime, F: Forge> {
@@ -249,7 +263,7 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 .await
                 .map_err(|e| e.to_string())?,
         };
-        let start_file = ctx.unit.meta_dir().join("base.sha");
+        let start_file = ctx.unit.note(START_NOTE);
         let has_branch = refs
             .commit(&format!("refs/heads/{}", unit.branch))
             .is_some();
@@ -275,7 +289,7 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         };
         // The commit the work starts from: what "changed", the cache and leases compare with.
         write_file(&start_file, &format!("{start_sha}\n")).await?;
-        write_file(&ctx.unit.meta_dir().join("base"), &format!("{base}\n")).await?;
+        write_file(&ctx.unit.note(BASE_NOTE), &format!("{base}\n")).await?;
         write_prompt(ctx, Some(&base), 1, None).await?;
         Ok(base)
     }
@@ -343,11 +357,7 @@ fn is_local_path(url: &str) -> bool {
 }
 
 async fn write_file(path: &Path, text: &str) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, text)
-        .await
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path)
+    mounted::write(path, text.as_bytes())
         .await
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -373,8 +383,8 @@ async fn write_prompt<R: Runtime, F: Forge>(
     // agent's question and the answer.
     let meta = ctx.unit.meta_dir();
     if let (Ok(question), Ok(answer)) = (
-        tokio::fs::read_to_string(meta.join("BLOCKED.md")).await,
-        tokio::fs::read_to_string(meta.join("answer.md")).await,
+        mounted::read_to_string(&meta.join("BLOCKED.md")).await,
+        mounted::read_to_string(&meta.join("answer.md")).await,
     ) {
         prompt.push_str(&format!(
             "\n\n## Your question\n\nEarlier you stopped and asked (BLOCKED.md):\n\n{}\n\n## The answer\n\n{}\n\nThe answer is also in ANSWER.md at the repository root. Go on with the task.\n",
@@ -425,12 +435,24 @@ fn container_name(run: &str, node: &str, attempt: u32, step: usize) -> String {
     format!("dispatch-{run}-{hash:016x}-{attempt}-{step}")
 }
 
+/// The mounts of a unit's containers: the clone (its `.git` read-only) and `meta/`.
+///
+/// dispatch runs git on the host on what a container leaves behind (commit, push, rebase), so
+/// the container must not be able to change the repository's configuration, hooks or object
+/// stores: a hook, a `core.fsmonitor`, a filter driver, a `commondir` or a remote URL written
+/// there would run or redirect git on the host. Agents leave their work in the tree and
+/// dispatch commits it.
 fn base_mounts(unit: &UnitRun) -> Vec<Mount> {
     vec![
         Mount {
             source: unit.repo_dir(),
             target: agents::WORKDIR.to_owned(),
             read_only: false,
+        },
+        Mount {
+            source: unit.repo_dir().join(".git"),
+            target: format!("{}/.git", agents::WORKDIR),
+            read_only: true,
         },
         Mount {
             source: unit.meta_dir(),
@@ -543,8 +565,11 @@ fn agent_container<R: Runtime, F: Forge>(
 }
 
 async fn tail(path: &Path, from: u64) -> String {
-    let text = tokio::fs::read(path).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).into_owned();
+    // Enough bytes for the last lines of any sane log, however long the log is.
+    let bytes = mounted::read_tail(path, from, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
@@ -600,7 +625,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     let meta = ctx.unit.meta_dir();
     // A re-attached agent already has its prompt; rewriting it could change what it reads.
     let prompt = if ctx.reattach.is_some() {
-        tokio::fs::read_to_string(meta.join("prompt.md"))
+        mounted::read_to_string(&meta.join("prompt.md"))
             .await
             .unwrap_or_default()
     } else {
@@ -686,7 +711,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         Exit::Code(_) => {}
     }
     let blocked = repo.join("BLOCKED.md");
-    if let Ok(question) = tokio::fs::read_to_string(&blocked).await {
+    if let Ok(question) = mounted::read_to_string(&blocked).await {
         if !question.trim().is_empty() {
             let _ = tokio::fs::rename(&blocked, meta.join("BLOCKED.md")).await;
             return stop(Outcome::Blocked, question.trim().to_owned());
@@ -695,7 +720,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     }
     // Whether the branch holds work since its start: committed here, or by the agent.
     let committed: Result<bool, String> = async {
-        let start = tokio::fs::read_to_string(meta.join("base.sha"))
+        let start = tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
             .await
             .map_err(|e| e.to_string())?;
         let status = git::status(&repo, NEVER_COMMITTED)
@@ -717,7 +742,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     }
     .await;
     if let (Ok(changed), Some(key)) = (&committed, &key) {
-        let base_sha = tokio::fs::read_to_string(meta.join("base.sha"))
+        let base_sha = tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
             .await
             .unwrap_or_default();
         if let Err(error) = cache::store(
@@ -755,7 +780,7 @@ async fn cache_key<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, prompt: &str) -> O
     .ok()?;
     let image = agent_container(ctx, &invocation, 0).image;
     let image_id = ctx.runtime.image_id(&image).await.ok()??;
-    let base_sha = tokio::fs::read_to_string(ctx.unit.meta_dir().join("base.sha"))
+    let base_sha = tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
         .await
         .ok()?;
     Some(cache::key(
@@ -842,11 +867,8 @@ async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 let step = format!("`{}` exited with code {code}", step.run);
                 let tail = tail(&log, from).await;
                 // Kept for a fix attempt that a resumed run starts afresh.
-                let _ = write_file(
-                    &ctx.unit.meta_dir().join("qa-failure.txt"),
-                    &format!("{step}\n{tail}"),
-                )
-                .await;
+                let _ =
+                    write_file(&ctx.unit.note(QA_FAILURE_NOTE), &format!("{step}\n{tail}")).await;
                 return NodeResult::QaFailed { step, tail };
             }
             Ok(Exit::TimedOut) => {
@@ -891,7 +913,7 @@ async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrReque
         unit_id: unit.id.clone(),
         lease: match unit.existing_branch {
             true => Some(
-                tokio::fs::read_to_string(ctx.unit.meta_dir().join("base.sha"))
+                tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
                     .await
                     .map_err(|e| format!("the starting commit is unknown: {e}"))?
                     .trim()

@@ -53,7 +53,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 pub struct Docker {
     engine: bollard::Docker,
     /// Ids of images seen present, by name: each image is inspected once per process, not once
-    /// per container or cache key.
+    /// per container or cache key. An image someone else rebuilds during a run keeps its old
+    /// id here; only the agent-output cache key would see it.
     images: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
@@ -91,6 +92,14 @@ impl Docker {
     /// The bollard client, for the image builder of this module's parent.
     pub(crate) fn engine(&self) -> &bollard::Docker {
         &self.engine
+    }
+
+    /// Records that `tag` names image `id` now (the image builder just made it), so a cached
+    /// older id is never given out.
+    pub(crate) fn remember_image(&self, tag: &str, id: &str) {
+        if let Ok(mut images) = self.images.lock() {
+            images.insert(tag.to_owned(), id.to_owned());
+        }
     }
 }
 
@@ -183,7 +192,8 @@ impl<T> Drop for AbortOnDrop<T> {
 /// Opens a container log: appended to (a node's containers share one log), or written afresh
 /// (a re-attached container replays its whole output).
 async fn open_log(log: &Path, fresh: bool) -> Result<tokio::fs::File, RuntimeError> {
-    let mut options = tokio::fs::OpenOptions::new();
+    // Logs live where containers write: never through a link one planted.
+    let mut options = super::mounted::open_options();
     options.create(true);
     if fresh {
         options.write(true).truncate(true);

@@ -152,11 +152,15 @@ async fn import(
         step.map_err(|e| RuntimeError::Engine(format!("importing image `{tag}`: {e}")))?;
     }
     match docker.engine().inspect_image(tag).await {
-        Ok(inspect) => inspect.id.ok_or_else(|| {
-            RuntimeError::Engine(format!(
-                "imported image `{tag}` but the engine reports no id"
-            ))
-        }),
+        Ok(inspect) => {
+            let id = inspect.id.ok_or_else(|| {
+                RuntimeError::Engine(format!(
+                    "imported image `{tag}` but the engine reports no id"
+                ))
+            })?;
+            docker.remember_image(tag, &id);
+            Ok(id)
+        }
         Err(e) => Err(RuntimeError::Engine(format!(
             "inspecting imported image `{tag}`: {e}"
         ))),

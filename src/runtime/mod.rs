@@ -12,6 +12,7 @@
 
 pub mod docker;
 pub mod image;
+pub mod mounted;
 pub mod noop;
 
 use std::collections::BTreeMap;
