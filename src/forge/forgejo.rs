@@ -410,41 +410,31 @@ impl Forge for GiteaForge {
         _scratch: &Path,
     ) -> Result<(), ForgeError> {
         let (org, repo) = (request.org.as_str(), request.repo.as_str());
-        let path = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
-        let current = self.http.get(&path, &[]).await?;
-        if current["merged"].as_bool() == Some(true) {
-            return Ok(());
-        }
-        let sha = text(&current["head"], "sha");
-        remote::wait_for_green(&pr.reference, self.options.checks_timeout, || {
-            self.checks(org, repo, &sha)
-        })
-        .await?;
-        if current["mergeable"].as_bool() == Some(false) {
-            return Err(ForgeError::Conflict(pr.reference.clone()));
-        }
-        let title = format!("{} (#{})", request.title, pr.number);
-        // Forgejo's API description names the form fields in Go case (`Do`), Gitea's in snake
-        // case (`do`); both servers decode JSON keys case-insensitively.
-        let body = match self.flavour {
-            Flavour::Gitea => {
-                json!({ "do": "merge", "head_commit_id": sha, "merge_title_field": title })
-            }
-            Flavour::Forgejo => {
-                json!({ "Do": "merge", "head_commit_id": sha, "MergeTitleField": title })
-            }
-        };
-        match self
-            .http
-            .send(Method::POST, &format!("{path}/merge"), &[], Some(&body))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(ForgeError::Http {
-                status: 405 | 409, ..
-            }) => Err(ForgeError::Conflict(pr.reference.clone())),
-            Err(e) => Err(e),
-        }
+        let pull = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
+        let checks = |sha: String| async move { self.checks(org, repo, &sha).await };
+        let flavour = self.flavour;
+        remote::guarded_merge(
+            &self.http,
+            &pull,
+            pr,
+            request,
+            self.options.checks_timeout,
+            checks,
+            |sha, title| {
+                // Forgejo's API description names the form fields in Go case (`Do`), Gitea's
+                // in snake case (`do`); both servers decode JSON keys case-insensitively.
+                let body = match flavour {
+                    Flavour::Gitea => {
+                        json!({ "do": "merge", "head_commit_id": sha, "merge_title_field": title })
+                    }
+                    Flavour::Forgejo => {
+                        json!({ "Do": "merge", "head_commit_id": sha, "MergeTitleField": title })
+                    }
+                };
+                (Method::POST, body)
+            },
+        )
+        .await
     }
 
     async fn default_branch(&self, org: &str, repo: &str) -> Result<Option<String>, ForgeError> {

@@ -306,35 +306,21 @@ impl Forge for GithubForge {
         _scratch: &Path,
     ) -> Result<(), ForgeError> {
         let (org, repo) = (request.org.as_str(), request.repo.as_str());
-        let path = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
-        let current = self.http.get(&path, &[]).await?;
-        if current["merged"].as_bool() == Some(true) {
-            return Ok(());
-        }
-        let sha = text(&current["head"], "sha");
-        remote::wait_for_green(&pr.reference, self.options.checks_timeout, || {
-            self.checks(org, repo, &sha)
-        })
-        .await?;
-        if current["mergeable"].as_bool() == Some(false) {
-            return Err(ForgeError::Conflict(pr.reference.clone()));
-        }
-        let body = json!({
-            "sha": sha,
-            "merge_method": "merge",
-            "commit_title": format!("{} (#{})", request.title, pr.number),
-        });
-        match self
-            .http
-            .send(Method::PUT, &format!("{path}/merge"), &[], Some(&body))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(ForgeError::Http {
-                status: 405 | 409, ..
-            }) => Err(ForgeError::Conflict(pr.reference.clone())),
-            Err(e) => Err(e),
-        }
+        let pull = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
+        let checks = |sha: String| async move { self.checks(org, repo, &sha).await };
+        remote::guarded_merge(
+            &self.http,
+            &pull,
+            pr,
+            request,
+            self.options.checks_timeout,
+            checks,
+            |sha, title| {
+                let body = json!({ "sha": sha, "merge_method": "merge", "commit_title": title });
+                (Method::PUT, body)
+            },
+        )
+        .await
     }
 
     async fn default_branch(&self, org: &str, repo: &str) -> Result<Option<String>, ForgeError> {

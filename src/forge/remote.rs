@@ -281,6 +281,45 @@ where
     }
 }
 
+/// The guarded merge of both remote forges: the PR at `pull` (its API path) is merged by the
+/// request `merge(head sha, title)` builds, once `checks(head sha)` is green and the forge
+/// calls it mergeable. A PR merged already is fine; a merge refused (405, 409) or a PR the
+/// forge calls unmergeable is a conflict.
+pub(super) async fn guarded_merge<C, Fut>(
+    http: &HttpClient,
+    pull: &str,
+    pr: &PrRef,
+    request: &PrRequest,
+    checks_timeout: Duration,
+    checks: C,
+    merge: impl FnOnce(String, String) -> (reqwest::Method, serde_json::Value),
+) -> Result<(), ForgeError>
+where
+    C: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Checks, ForgeError>>,
+{
+    let current = http.get(pull, &[]).await?;
+    if current["merged"].as_bool() == Some(true) {
+        return Ok(());
+    }
+    let sha = text(&current["head"], "sha");
+    wait_for_green(&pr.reference, checks_timeout, || checks(sha.clone())).await?;
+    if current["mergeable"].as_bool() == Some(false) {
+        return Err(ForgeError::Conflict(pr.reference.clone()));
+    }
+    let (method, body) = merge(sha, format!("{} (#{})", request.title, pr.number));
+    match http
+        .send(method, &format!("{pull}/merge"), &[], Some(&body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ForgeError::Http {
+            status: 405 | 409, ..
+        }) => Err(ForgeError::Conflict(pr.reference.clone())),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether git reaches `url` over HTTP(S), the only transport that gets the token (SSH uses
 /// the user's keys, local paths need nothing).
 fn is_http(url: &str) -> bool {
