@@ -81,12 +81,9 @@ async fn preview_publish(
     use plan::{PublishAction, PublishPreview};
     let remote = RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default())
         .map_err(|e| e.to_string())?;
-    let local_prs = match (&remote, state_dir.join(crate::state::DB_FILE).exists()) {
-        (None, true) => {
-            let conn = crate::state::open(state_dir).map_err(|e| e.to_string())?;
-            crate::state::prs(&conn).map_err(|e| format!("{}: {e}", state_dir.display()))?
-        }
-        _ => Vec::new(),
+    let local_prs = match &remote {
+        None => super::targets::local_prs(state_dir)?,
+        Some(_) => Vec::new(),
     };
     let mut default_branches: std::collections::HashMap<(String, String), Option<String>> =
         std::collections::HashMap::new();

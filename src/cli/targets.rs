@@ -76,12 +76,7 @@ pub async fn find(loaded: &LoadedSpec, state_dir: &Path) -> Result<Found, String
         }
         None => {
             // The local forge's PRs live in the state database.
-            let prs = if state_dir.join(state::DB_FILE).exists() {
-                let conn = state::open(state_dir).map_err(|e| e.to_string())?;
-                state::prs(&conn).map_err(|e| format!("{}: {e}", state_dir.display()))?
-            } else {
-                Vec::new()
-            };
+            let prs = local_prs(state_dir)?;
             for (org, repo, number) in pulls {
                 let pr = prs
                     .iter()
@@ -106,6 +101,15 @@ pub async fn find(loaded: &LoadedSpec, state_dir: &Path) -> Result<Found, String
         found.selections.insert(selection.key(), repos);
     }
     Ok(found)
+}
+
+/// The local forge's PRs, from the state database (none before the first run).
+pub(super) fn local_prs(state_dir: &Path) -> Result<Vec<state::PrRow>, String> {
+    if !state_dir.join(state::DB_FILE).exists() {
+        return Ok(Vec::new());
+    }
+    let conn = state::open(state_dir).map_err(|e| e.to_string())?;
+    state::prs(&conn).map_err(|e| format!("{}: {e}", state_dir.display()))
 }
 
 fn filter(selection: &Selection) -> RepoFilter {

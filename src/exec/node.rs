@@ -718,11 +718,10 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         }
         let _ = tokio::fs::remove_file(&blocked).await;
     }
+    let start = start_commit(ctx).await;
     // Whether the branch holds work since its start: committed here, or by the agent.
     let committed: Result<bool, String> = async {
-        let start = tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
-            .await
-            .map_err(|e| e.to_string())?;
+        let start = start.as_deref().map_err(Clone::clone)?;
         let status = git::status(&repo, NEVER_COMMITTED)
             .await
             .map_err(|e| e.to_string())?;
@@ -732,27 +731,18 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 .map_err(|e| e.to_string())?;
             return Ok(true);
         }
-        if status.head == start.trim() {
+        if status.head == start {
             return Ok(false);
         }
-        git::commits_ahead(&repo, start.trim())
+        git::commits_ahead(&repo, start)
             .await
             .map(|ahead| ahead > 0)
             .map_err(|e| e.to_string())
     }
     .await;
-    if let (Ok(changed), Some(key)) = (&committed, &key) {
-        let base_sha = tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
-            .await
-            .unwrap_or_default();
-        if let Err(error) = cache::store(
-            &ctx.state_dir.join("cache"),
-            key,
-            &repo,
-            base_sha.trim(),
-            *changed,
-        )
-        .await
+    if let (Ok(changed), Some(key), Ok(start)) = (&committed, &key, &start) {
+        if let Err(error) =
+            cache::store(&ctx.state_dir.join("cache"), key, &repo, start, *changed).await
         {
             tracing::warn!(node = %ctx.node, %error, "cannot store the agent's result in the cache");
         }
@@ -780,15 +770,16 @@ async fn cache_key<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, prompt: &str) -> O
     .ok()?;
     let image = agent_container(ctx, &invocation, 0).image;
     let image_id = ctx.runtime.image_id(&image).await.ok()??;
-    let base_sha = tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
+    let start = start_commit(ctx).await.ok()?;
+    Some(cache::key(prompt, &invocation.argv, &image_id, &start))
+}
+
+/// The commit the unit's work started from, as prep noted it.
+async fn start_commit<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<String, String> {
+    tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
         .await
-        .ok()?;
-    Some(cache::key(
-        prompt,
-        &invocation.argv,
-        &image_id,
-        base_sha.trim(),
-    ))
+        .map(|sha| sha.trim().to_owned())
+        .map_err(|e| format!("the starting commit is unknown: {e}"))
 }
 
 /// Starts or stops the stopwatch of the unit's issue; a forge that refuses is logged, never a
@@ -912,13 +903,7 @@ async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrReque
         run_id: ctx.run_id.clone(),
         unit_id: unit.id.clone(),
         lease: match unit.existing_branch {
-            true => Some(
-                tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
-                    .await
-                    .map_err(|e| format!("the starting commit is unknown: {e}"))?
-                    .trim()
-                    .to_owned(),
-            ),
+            true => Some(start_commit(ctx).await?),
             false => None,
         },
     })
