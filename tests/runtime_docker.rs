@@ -191,6 +191,81 @@ async fn cancel_stops_the_container() {
     run.finish().await;
 }
 
+/// Starts `spec`'s container through `run` and abandons the runner once the container printed
+/// its first line, as a killed dispatch does: the container goes on without it. Its id.
+async fn abandon(run: &Run, spec: &ContainerSpec) -> String {
+    let id = run.docker.create(spec).await.expect("container created");
+    let log = run.log(&spec.labels[LABEL_NODE]);
+    let (docker, started, path) = (run.docker.clone(), id.clone(), log.clone());
+    let runner = tokio::spawn(async move {
+        let (_cancel, rx) = tokio::sync::watch::channel(false);
+        docker.run(&started, None, &path, LONG, rx).await
+    });
+    for _ in 0..3000 {
+        if std::fs::read_to_string(&log).is_ok_and(|text| !text.is_empty()) {
+            runner.abort();
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("container {id} printed nothing within a minute");
+}
+
+/// Reattaches as a resumed run does; a reattach that never ends fails the test.
+async fn reattach(run: &Run, id: &str, node: &str) -> Exit {
+    let (_cancel, rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(LONG, run.docker.reattach(id, &run.log(node), LONG, rx))
+        .await
+        .unwrap_or_else(|_| panic!("reattaching to {node} hung"))
+        .expect("reattached")
+        .expect("the container was started")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reattach_collects_a_container_that_runs_stops_meanwhile_or_stopped() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let spec = |node: &str, pause: &str| {
+        let script = format!("echo start; sleep {pause}; echo end; exit 3");
+        run.spec(node, &["sh", "-c", &script])
+    };
+    // Stopped before the reattach.
+    let stopped = abandon(&run, &spec("stopped", "0")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Still running when it reattaches, stopping while it follows.
+    let running = abandon(&run, &spec("running", "2")).await;
+    // Stopping around the moment of the reattach: each reattach begins 10 ms later relative to
+    // its container's end than the one before, so some land between the engine's look at the
+    // container and the start of the stream (an attach there never ended on Docker 20.10).
+    let racing = futures_util::future::join_all((0..12).map(|i| {
+        let node = format!("racing{i}");
+        let spec = spec(&node, "0.5");
+        let run = &run;
+        async move {
+            let id = abandon(run, &spec).await;
+            tokio::time::sleep(Duration::from_millis(440 + 10 * i)).await;
+            (reattach(run, &id, &node).await, node)
+        }
+    }));
+    let racing = racing.await;
+    assert_eq!(reattach(&run, &running, "running").await, Exit::Code(3));
+    assert_eq!(reattach(&run, &stopped, "stopped").await, Exit::Code(3));
+    for (exit, node) in racing
+        .iter()
+        .map(|(e, n)| (e, n.as_str()))
+        .chain([(&Exit::Code(3), "running"), (&Exit::Code(3), "stopped")])
+    {
+        assert_eq!(*exit, Exit::Code(3), "{node}");
+        assert_eq!(
+            run.read_log(node),
+            "start\nend\n",
+            "{node}: the whole output, once"
+        );
+    }
+    run.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_megabytes_of_output_arrive_whole() {
     let Some(run) = Run::start().await else {
@@ -242,7 +317,12 @@ async fn containers_are_locked_down() {
     };
     // SAFETY: getuid and getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let script = "id -u; id -g; ls /sys/class/net; grep CapEff /proc/self/status";
+    // Only loopback, and loopback up: QA's own servers on 127.0.0.1 work without a network.
+    let script = "id -u; id -g; ls /sys/class/net; grep CapEff /proc/self/status; \
+                  nc -l -p 7000 127.0.0.1 & \
+                  for i in $(seq 150); do \
+                    echo loopback works | nc 127.0.0.1 7000 2>/dev/null && break; sleep 0.2; \
+                  done; wait";
     for (node, user) in [
         ("invoker", format!("{uid}:{gid}")),
         ("nobody", "65534:65534".to_string()),
@@ -255,7 +335,13 @@ async fn containers_are_locked_down() {
         let (want_uid, want_gid) = user.split_once(':').expect("uid:gid");
         assert_eq!(
             lines,
-            vec![want_uid, want_gid, "lo", "CapEff:\t0000000000000000"],
+            vec![
+                want_uid,
+                want_gid,
+                "lo",
+                "CapEff:\t0000000000000000",
+                "loopback works"
+            ],
             "{node}"
         );
     }
