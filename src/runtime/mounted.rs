@@ -11,8 +11,6 @@
 use std::io;
 use std::path::Path;
 
-use tokio::io::AsyncWriteExt;
-
 /// Options that open the last path component only when it is not a symlink.
 pub fn open_options() -> tokio::fs::OpenOptions {
     let mut options = tokio::fs::OpenOptions::new();
@@ -48,22 +46,16 @@ pub async fn read_tail(path: &Path, from: u64, limit: u64) -> io::Result<Vec<u8>
     Ok(bytes)
 }
 
-/// Replaces `path` with `bytes`: written to a fresh `<name>.tmp` beside it, then renamed.
+/// [`write_sync`] on the blocking pool: one hand-off for the whole replacement, not one per
+/// file operation (a run writes a status file per unit).
 pub async fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temporary(path);
-    let _ = tokio::fs::remove_file(&tmp).await;
-    let mut file = open_options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .await?;
-    file.write_all(bytes).await?;
-    file.flush().await?;
-    drop(file);
-    tokio::fs::rename(&tmp, path).await
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || write_sync(&path, &bytes))
+        .await
+        .map_err(io::Error::other)?
 }
 
-/// [`write`] for blocking code.
+/// Replaces `path` with `bytes`: written to a fresh `<name>.tmp` beside it, then renamed.
 pub fn write_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let tmp = temporary(path);
