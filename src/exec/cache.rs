@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 use crate::git;
 
+/// Where a state directory keeps the cache.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("cache")
+}
+
 /// The key of an agent run: every input that decides what the agent does.
 pub fn key(prompt: &str, argv: &[String], image_id: &str, base_sha: &str) -> String {
     let mut parts: Vec<&str> = vec![prompt, image_id, base_sha];

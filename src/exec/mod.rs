@@ -279,7 +279,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         cancel_tx,
         done_tx,
         results: Vec::new(),
-        cache_dir: (!ex.options.no_cache).then(|| ex.state_dir.join("cache")),
+        cache_dir: (!ex.options.no_cache).then(|| cache::dir(&ex.state_dir)),
         writes: Vec::new(),
         delayed: Default::default(),
         ex,

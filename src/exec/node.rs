@@ -742,7 +742,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     .await;
     if let (Ok(changed), Some(key), Ok(start)) = (&committed, &key, &start) {
         if let Err(error) =
-            cache::store(&ctx.state_dir.join("cache"), key, &repo, start, *changed).await
+            cache::store(&cache::dir(&ctx.state_dir), key, &repo, start, *changed).await
         {
             tracing::warn!(node = %ctx.node, %error, "cannot store the agent's result in the cache");
         }
