@@ -16,3 +16,11 @@ pub mod report;
 pub mod runtime;
 pub mod spec;
 pub mod state;
+
+/// The allocator of the dispatch binary (and of its tests and benches, so they measure what
+/// ships). The dispatcher, the node tasks on tokio's workers and the journal's writer thread
+/// each free what another allocated; glibc's malloc serialises that on its arena locks
+/// (futex waits and `malloc_consolidate` were a third of the scheduler benchmark's time), and
+/// mimalloc frees to the owning thread's heap without a lock.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

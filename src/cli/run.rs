@@ -501,7 +501,7 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
                 .retain(|n| units.iter().any(|u| u.nodes.iter().any(|x| &x.id == n)));
         }
     }
-    if stored.as_deref() != Some(plan::render::json(&current).as_str()) {
+    if !stored.is_some_and(|stored| exec::same_plan(&stored, &current)) {
         eprintln!("error: {} changed since run {} started, so it cannot be resumed safely; start over with `dispatch run --new {}`", run.spec_path, run.id, run.spec_path);
         return EXIT_FAILURE;
     }
