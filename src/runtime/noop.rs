@@ -1,8 +1,9 @@
 //! A test double of [`Runtime`]: no engine, no containers, only bookkeeping.
 //!
 //! It is for unit tests and the scheduler benchmark, never for real runs. [`Noop::create`]
-//! records each [`ContainerSpec`] (see [`Noop::created`]) and returns ids `noop-1`, `noop-2`,
-//! ...; [`Noop::run`] returns at once (or after the delay of [`Noop::with_delay`]) with exit
+//! records each container's run and node labels (what [`Runtime::list`] reports; nothing more,
+//! so 100,000 containers of a benchmark cost a few megabytes) and returns ids `noop-1`,
+//! `noop-2`, ...; [`Noop::run`] returns at once (or after the delay of [`Noop::with_delay`]) with exit
 //! code 0 or the code set for the node with [`Noop::set_exit`], honouring the deadline and the
 //! cancel signal like a real runtime would; it writes nothing to the log unless
 //! [`Noop::with_output`] says what to write.
@@ -23,8 +24,16 @@ pub struct Noop {
     next_id: AtomicU64,
     delay: Duration,
     output: Option<Vec<u8>>,
-    created: Mutex<Vec<(String, ContainerSpec)>>,
+    created: Mutex<Vec<Created>>,
     exits: Mutex<HashMap<String, i64>>,
+}
+
+/// What the double remembers of a created container.
+#[derive(Debug)]
+struct Created {
+    id: String,
+    run: Option<String>,
+    node: Option<String>,
 }
 
 /// Locks a mutex of the double; a poisoned lock only means another test thread panicked, and
@@ -58,14 +67,6 @@ impl Noop {
         lock(&self.exits).insert(node.to_string(), code);
     }
 
-    /// Every spec passed to [`Runtime::create`], in order.
-    pub fn created(&self) -> Vec<ContainerSpec> {
-        lock(&self.created)
-            .iter()
-            .map(|(_, spec)| spec.clone())
-            .collect()
-    }
-
     /// The exit code configured for the container with this id.
     fn exit_code(&self, id: &str) -> i64 {
         // Ids are `noop-N`, minted under the lock in push order: entry N-1 (no linear search,
@@ -77,8 +78,8 @@ impl Noop {
         let node = index.and_then(|i| {
             lock(&self.created)
                 .get(i)
-                .filter(|(created, _)| created == id)
-                .and_then(|(_, spec)| spec.labels.get(LABEL_NODE).cloned())
+                .filter(|created| created.id == id)
+                .and_then(|created| created.node.clone())
         });
         node.and_then(|n| lock(&self.exits).get(&n).copied())
             .unwrap_or(0)
@@ -105,14 +106,18 @@ impl Runtime for Noop {
         _timeout: Duration,
         _cancel: Cancel,
     ) -> Result<Option<Exit>, RuntimeError> {
-        let known = lock(&self.created).iter().any(|(created, _)| created == id);
+        let known = lock(&self.created).iter().any(|created| created.id == id);
         Ok(known.then(|| Exit::Code(self.exit_code(id))))
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let mut created = lock(&self.created);
         let id = format!("noop-{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
-        created.push((id.clone(), spec.clone()));
+        created.push(Created {
+            id: id.clone(),
+            run: spec.labels.get(LABEL_RUN).cloned(),
+            node: spec.labels.get(LABEL_NODE).cloned(),
+        });
         Ok(id)
     }
 
@@ -160,10 +165,10 @@ impl Runtime for Noop {
     async fn list(&self, run: &str) -> Result<Vec<Listed>, RuntimeError> {
         Ok(lock(&self.created)
             .iter()
-            .filter(|(_, spec)| spec.labels.get(LABEL_RUN).map(String::as_str) == Some(run))
-            .map(|(id, spec)| Listed {
-                id: id.clone(),
-                node: spec.labels.get(LABEL_NODE).cloned().unwrap_or_default(),
+            .filter(|created| created.run.as_deref() == Some(run))
+            .map(|created| Listed {
+                id: created.id.clone(),
+                node: created.node.clone().unwrap_or_default(),
                 running: false,
             })
             .collect())
@@ -195,7 +200,6 @@ mod tests {
         let a = noop.create(&spec("a")).await.expect("noop create");
         let b = noop.create(&spec("b")).await.expect("noop create");
         assert_eq!((a.as_str(), b.as_str()), ("noop-1", "noop-2"));
-        assert_eq!(noop.created().len(), 2);
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let log = std::env::temp_dir().join(format!("dispatch-noop-{}.log", std::process::id()));
         let exit_a = noop
@@ -205,7 +209,10 @@ mod tests {
         assert_eq!(exit_a.expect("noop run"), Exit::Code(0));
         assert_eq!(exit_b.expect("noop run"), Exit::Code(7));
         assert!(!log.exists(), "no output configured, no log written");
-        assert_eq!(noop.list("r1").await.expect("noop list").len(), 2);
+        let listed = noop.list("r1").await.expect("noop list");
+        let nodes: Vec<&str> = listed.iter().map(|l| l.node.as_str()).collect();
+        assert_eq!(nodes, ["a", "b"], "both containers, with their nodes");
+        assert!(noop.list("r2").await.expect("noop list").is_empty());
     }
 
     #[tokio::test]
