@@ -85,7 +85,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let loaded = dispatch::spec::load_text(&root.join("pipelines/bench-scheduler.yaml"), text)
         .expect("valid");
-    let plan = plan::build(&loaded);
+    let plan = Arc::new(plan::build(&loaded));
     let state =
         std::env::temp_dir().join(format!("dispatch-bench-scheduler-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);

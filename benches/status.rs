@@ -15,7 +15,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let loaded =
         dispatch::spec::load_text(&root.join("pipelines/bench-status.yaml"), text).expect("valid");
-    let plan = dispatch::plan::build(&loaded);
+    let plan = std::sync::Arc::new(dispatch::plan::build(&loaded));
     let state = std::env::temp_dir().join(format!("dispatch-bench-status-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let rt = tokio::runtime::Builder::new_current_thread()

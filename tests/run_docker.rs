@@ -69,7 +69,14 @@ impl Fixture {
     }
 
     fn run(&self, spec: &Path) -> (i32, serde_json::Value) {
-        let out = common::dispatch(&["run", spec.to_str().unwrap(), "--output", "json"]);
+        self.run_with(spec, &[])
+    }
+
+    /// `dispatch run SPEC --output json ARGS`.
+    fn run_with(&self, spec: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["run", spec.to_str().unwrap(), "--output", "json"];
+        all.extend_from_slice(args);
+        let out = common::dispatch(&all);
         let json = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}\n{}", out.stdout, out.stderr));
         (out.status, json)
@@ -424,6 +431,48 @@ fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
     );
 }
 
+#[test]
+fn resume_refuses_a_spec_that_plans_another_dag_and_finishes_the_same_one() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("replan", &[("p1", "nap"), ("p2", "change")]);
+    let body = "jobs:\n  - { id: j, task: t, repos: [p1], qa: [] }\n";
+    let spec = fx.spec(body);
+    let mut runner = spawn_run(&spec);
+    wait_for_container(&fx);
+    runner.kill().unwrap(); // SIGKILL: the run stays unfinished
+    runner.wait().unwrap();
+    let state = fx.dir.0.join(".dispatch");
+    let state = state.to_str().unwrap();
+    let runs = common::dispatch(&["runs", "--state-dir", state, "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "running", "{runs}");
+    let run = runs[0]["id"].as_str().unwrap().to_owned();
+
+    // Another QA, so another DAG for the same unit (units the run never had are left out,
+    // like those of `--only`).
+    fx.spec("jobs:\n  - { id: j, task: t, repos: [p1, p2], qa: [{ run: 'true' }] }\n");
+    let refused = common::dispatch(&["resume", &run, "--state-dir", state]);
+    assert_eq!(refused.status, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("changed since run {run} started"))
+            && refused.stderr.contains("dispatch run --new"),
+        "{}",
+        refused.stderr
+    );
+
+    fx.spec(body);
+    let out = common::dispatch(&["resume", &run, "--state-dir", state, "--output", "json"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let got = outcomes(&json);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got["j/t/p1"], "changed", "{got:?}");
+}
+
 fn agent_runs(fx: &Fixture, repo: &str, key: &str) -> usize {
     std::fs::read_to_string(fx.meta(repo, key).join("agent-runs"))
         .unwrap_or_default()
@@ -562,6 +611,35 @@ fn cancel_from_another_process_stops_the_run() {
     ]);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["run"]["status"], "cancelled");
+}
+
+#[test]
+fn only_runs_each_chosen_unit_with_its_own_job_and_prompt() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("only", &[("o1", "none"), ("o2", "none"), ("o3", "change")]);
+    let spec = fx.spec(
+        "jobs:\n  - { id: first, task: Tidy the README, repos: [o1, o2], qa: [] }\n  - { id: second, task: Bump the version, repos: [o3], qa: [] }\n",
+    );
+    let (status, json) = fx.run_with(&spec, &["--only", "first/o2", "--only", "second"]);
+    assert_eq!(status, 0, "{json}");
+    let want: BTreeMap<String, String> = [("first/t/o2", "no_changes"), ("second/t/o3", "changed")]
+        .into_iter()
+        .map(|(u, o)| (u.to_owned(), o.to_owned()))
+        .collect();
+    assert_eq!(outcomes(&json), want);
+    // Each unit's prompt is its own: its repository and its job's task, not those of the
+    // units --only left out.
+    for (repo, key, task) in [
+        ("o2", "first", "Tidy the README"),
+        ("o3", "second", "Bump the version"),
+    ] {
+        let prompt = std::fs::read_to_string(fx.meta(repo, key).join("prompt.md")).unwrap();
+        assert!(prompt.contains(&format!("`t/{repo}`")), "{repo}: {prompt}");
+        assert!(prompt.contains(task), "{repo}: {prompt}");
+    }
+    assert!(!fx.meta("o1", "first").exists(), "o1 was left out");
 }
 
 #[test]

@@ -85,19 +85,7 @@ pub fn filter(plan: &mut Plan, only: &[String]) -> Result<(), String> {
             return Err(format!("--only {pattern} matches no unit of the plan"));
         }
     }
-    plan.units.retain(|u| only.iter().any(|p| matches(u, p)));
-    let kept: std::collections::HashSet<String> = plan
-        .units
-        .iter()
-        .flat_map(|u| u.nodes.iter().map(|n| n.id.clone()))
-        .collect();
-    for unit in &mut plan.units {
-        for node in &mut unit.nodes {
-            node.needs.retain(|n| kept.contains(n));
-        }
-    }
-    plan.counts.units = plan.units.len();
-    plan.counts.nodes = plan.units.iter().map(|u| u.nodes.len()).sum();
+    plan.retain_units(|u| only.iter().any(|p| matches(u, p)));
     Ok(())
 }
 
@@ -279,6 +267,7 @@ async fn run_async(
         Err(status) => return status,
     };
     let run_id = new_run_id();
+    let plan = Arc::new(plan);
     if let Err(error) = exec::record_run(&session.journal, &run_id, &spec_path, &plan).await {
         eprintln!("error: {error}");
         return EXIT_FAILURE;
@@ -321,7 +310,7 @@ async fn run_async(
 /// Runs the plan (fresh, or resumed from the journal's rows) and prints the result.
 async fn execute_and_report(
     loaded: crate::spec::LoadedSpec,
-    plan: Plan,
+    plan: Arc<Plan>,
     run_id: String,
     session: Session,
     options: RunOptions,
@@ -475,7 +464,7 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
     };
     let (stored, found): (Option<String>, Option<String>) = conn
         .query_row(
-            "SELECT plan_json, found_json FROM runs WHERE id = ?1",
+            "SELECT plan, found_json FROM runs WHERE id = ?1",
             [&run.id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -484,24 +473,15 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
     if let Some(found) = found.and_then(|f| serde_json::from_str::<Found>(&f).ok()) {
         loaded.expand(&found);
     }
-    let plan = plan::build(&loaded);
-    let mut current = plan.clone();
+    let mut current = plan::build(&loaded);
     let units = match state::views::units(&conn, &run.id) {
         Ok(units) => units,
         Err(error) => return fail(sql(&dir)(error)),
     };
     // A run started with --only holds a subset of the plan.
     let ids: std::collections::HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
-    current.units.retain(|u| ids.contains(u.id.as_str()));
-    current.counts.units = current.units.len();
-    current.counts.nodes = current.units.iter().map(|u| u.nodes.len()).sum();
-    for unit in &mut current.units {
-        for node in &mut unit.nodes {
-            node.needs
-                .retain(|n| units.iter().any(|u| u.nodes.iter().any(|x| &x.id == n)));
-        }
-    }
-    if !stored.is_some_and(|stored| exec::same_plan(&stored, &current)) {
+    current.retain_units(|u| ids.contains(u.id.as_str()));
+    if !stored.is_some_and(|stored| plan::same_plan(&stored, &current)) {
         eprintln!("error: {} changed since run {} started, so it cannot be resumed safely; start over with `dispatch run --new {}`", run.spec_path, run.id, run.spec_path);
         return EXIT_FAILURE;
     }
@@ -547,7 +527,7 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
         }
         execute_and_report(
             loaded,
-            current,
+            Arc::new(current),
             run.id.clone(),
             session,
             RunOptions {

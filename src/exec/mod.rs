@@ -191,81 +191,35 @@ fn agent_class(agent: &AgentRef) -> Class {
     }
 }
 
-/// A unit's journal row: id, job, org, repo, key, workspace, and its nodes (id, kind).
-type UnitRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Vec<(String, &'static str)>,
-);
-
-/// Records the run, its units and nodes in the journal (one transaction). The plan is kept as
-/// compact JSON (a 20,000-unit plan is 28 MB pretty and under half that compact), for
-/// [`same_plan`] to check on resume.
+/// Records the run, its units and nodes in the journal (one transaction). The run keeps the
+/// plan's [`plan::fingerprint`], for `dispatch resume` to check ([`plan::same_plan`]).
 pub async fn record_run(
     journal: &Journal,
     run_id: &str,
     spec_path: &str,
-    plan: &Plan,
+    plan: &Arc<Plan>,
 ) -> Result<(), crate::state::StateError> {
-    let plan_json = serde_json::to_string(plan)
-        .expect("the plan serializes: it holds only strings, numbers and lists");
-    let (run_id, spec_path, spec_name) =
-        (run_id.to_owned(), spec_path.to_owned(), plan.spec.clone());
-    let units: Vec<UnitRow> = plan
-        .units
-        .iter()
-        .map(|u| {
-            let nodes = u
-                .nodes
-                .iter()
-                .map(|n| (n.id.clone(), n.kind.as_str()))
-                .collect();
-            (
-                u.id.clone(),
-                u.job.clone(),
-                u.org.clone(),
-                u.repo.clone(),
-                u.key.clone(),
-                u.workspace.clone(),
-                nodes,
-            )
-        })
-        .collect();
+    let fingerprint = plan::fingerprint(plan);
+    let (run_id, spec_path, plan) = (run_id.to_owned(), spec_path.to_owned(), Arc::clone(plan));
     journal
         .write(move |t| {
             t.execute(
-                "INSERT INTO runs (id, spec_path, spec_name, plan_json, status, pid, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
-                params![run_id, spec_path, spec_name, plan_json, std::process::id(), now()],
+                "INSERT INTO runs (id, spec_path, spec_name, plan, status, pid, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                params![run_id, spec_path, plan.spec, fingerprint, std::process::id(), now()],
             )?;
             let mut unit_row = t.prepare("INSERT INTO units (run_id, id, job, org, repo, key, workspace, ord) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
             let mut node_row = t.prepare("INSERT INTO nodes (run_id, id, unit_id, kind, status, ord) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)")?;
             let mut ord = 0;
-            for (u, (id, job, org, repo, key, workspace, nodes)) in units.iter().enumerate() {
-                unit_row.execute(params![run_id, id, job, org, repo, key, workspace, u])?;
-                for (node, kind) in nodes {
-                    node_row.execute(params![run_id, node, id, kind, ord])?;
+            for (u, unit) in plan.units.iter().enumerate() {
+                unit_row.execute(params![run_id, unit.id, unit.job, unit.org, unit.repo, unit.key, unit.workspace, u])?;
+                for node in &unit.nodes {
+                    node_row.execute(params![run_id, node.id, unit.id, node.kind.as_str(), ord])?;
                     ord += 1;
                 }
             }
             Ok(())
         })
         .await
-}
-
-/// Whether `plan` is the plan a run recorded ([`record_run`]): equal as JSON values, so the
-/// pretty text earlier versions stored compares the same way.
-pub fn same_plan(recorded: &str, plan: &Plan) -> bool {
-    match (
-        serde_json::from_str::<serde_json::Value>(recorded),
-        serde_json::to_value(plan),
-    ) {
-        (Ok(recorded), Ok(plan)) => recorded == plan,
-        _ => false,
-    }
 }
 
 /// Runs the plan to the end and returns one result per unit, in plan order. `interrupts`
@@ -275,7 +229,7 @@ pub fn same_plan(recorded: &str, plan: &Plan) -> bool {
 /// keep their state, nodes with a container are re-attached, the rest run.
 pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
     ex: Executor<R, F, N>,
-    plan: &Plan,
+    plan: &Arc<Plan>,
     limits: Limits,
     mut interrupts: mpsc::UnboundedReceiver<()>,
     resumed: Option<Vec<crate::state::views::UnitRow>>,
@@ -421,35 +375,34 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
-    fn build(&mut self, plan: &Plan) {
-        let spec = &self.ex.loaded.spec;
+    fn build(&mut self, plan: &Arc<Plan>) {
+        let loaded = &self.ex.loaded;
+        // A plan filtered by `--only` (or a resumed subset) holds fewer units than the spec
+        // has targets: each unit takes its own target, found by id, never by position.
+        let targets: HashMap<String, usize> = loaded
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (plan::unit_id(loaded.spec.jobs[t.job].id.as_str(), t), i))
+            .collect();
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.counts.nodes);
         self.nodes.reserve(plan.counts.nodes);
         self.units.reserve(plan.units.len());
         self.results = std::iter::repeat_with(|| None)
             .take(plan.units.len())
             .collect();
-        for (u, (unit, target)) in plan.units.iter().zip(&self.ex.loaded.targets).enumerate() {
-            let job = &spec.jobs[target.job];
-            let agent = AgentRef::parse(&unit.agent).unwrap_or_else(|_| {
-                AgentRef::parse(plan::DEFAULT_AGENT).expect("the default agent parses")
-            });
-            let review = job.review.as_ref().map(|r| r.agent.clone());
-            let run = UnitRun {
-                unit: unit.clone(),
-                job: target.job,
-                workspace: self.ex.state_dir.join(&unit.workspace),
-                agent: agent.clone(),
-                review: review.clone(),
-                context: plan::unit_context(spec, target),
-            };
-            let mut ids = Vec::new();
+        for (u, unit) in plan.units.iter().enumerate() {
+            let target = *targets
+                .get(&unit.id)
+                .expect("every unit of a plan comes from a target of its spec");
+            let run = UnitRun::new(loaded, plan, u, target, &self.ex.state_dir);
+            let mut ids = Vec::with_capacity(unit.nodes.len());
             for node in &unit.nodes {
                 let class = match node.kind {
                     NodeKind::Prep | NodeKind::Publish | NodeKind::Merge => Class::Host,
                     NodeKind::Qa => Class::Container,
-                    NodeKind::Agent => agent_class(&agent),
-                    NodeKind::Review => review.as_ref().map_or(Class::Container, agent_class),
+                    NodeKind::Agent => agent_class(&run.agent),
+                    NodeKind::Review => run.review.as_ref().map_or(Class::Container, agent_class),
                 };
                 index.insert(node.id.as_str(), self.nodes.len());
                 ids.push(self.nodes.len());
@@ -466,6 +419,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 });
             }
             self.units.push(UnitState {
+                fixes_left: loaded.spec.jobs[run.job].fix_attempts,
                 run: Arc::new(run),
                 nodes: ids,
                 outcome: None,
@@ -475,7 +429,6 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 base: None,
                 qa_passed: false,
                 qa_failure: None,
-                fixes_left: job.fix_attempts,
                 finished: false,
             });
         }
@@ -547,7 +500,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 .map(|b| b.trim().to_owned())
                 .filter(|b| !b.is_empty());
             unit.qa_failure = std::fs::read_to_string(unit.run.note(node::QA_FAILURE_NOTE)).ok();
-            if let Some(row) = unit_rows.get(unit.run.unit.id.as_str()) {
+            if let Some(row) = unit_rows.get(unit.run.unit().id.as_str()) {
                 unit.pr = row.pr.as_deref().and_then(parse_pr);
                 if let Some(outcome) = row.outcome.as_deref().and_then(parse_outcome) {
                     unit.outcome = Some(outcome);
@@ -572,7 +525,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             // prefix of the node's reason (`agent_failed: ...`).
             if unit.outcome.is_none() {
                 let failed = unit_rows
-                    .get(unit.run.unit.id.as_str())
+                    .get(unit.run.unit().id.as_str())
                     .and_then(|row| row.nodes.iter().find(|n| n.status == "failed"))
                     .and_then(|n| n.reason.clone());
                 if let Some(reason) = failed {
@@ -618,10 +571,13 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     fn make_ready(&mut self, idx: usize) {
         let node = &mut self.nodes[idx];
         node.status = NodeStatus::Ready;
-        self.ready
-            .entry(node.class.clone())
-            .or_default()
-            .push_back(idx);
+        // The class is cloned only for a queue that does not exist yet.
+        match self.ready.get_mut(&node.class) {
+            Some(queue) => queue.push_back(idx),
+            None => {
+                self.ready.insert(node.class.clone(), VecDeque::from([idx]));
+            }
+        }
     }
 
     /// Starts every ready node that limits allow; returns when a rate limit next allows one.
@@ -763,7 +719,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 // needs it for merge).
                 let pr = match result {
                     NodeResult::Done { pr: Some(pr), .. } => Some((
-                        self.units[self.nodes[*idx].unit].run.unit.id.clone(),
+                        self.units[self.nodes[*idx].unit].run.unit().id.clone(),
                         pr.reference.clone(),
                     )),
                     _ => None,
@@ -1074,7 +1030,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         }
         let outcome = unit.outcome.or(unit.hint).unwrap_or(Outcome::Changed);
         let result = UnitResult {
-            id: unit.run.unit.id.clone(),
+            id: unit.run.unit().id.clone(),
             outcome,
             reason: unit.reason.clone(),
             pr: unit.pr.as_ref().map(|p| p.reference.clone()),
@@ -1189,26 +1145,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_recorded_plan_is_the_same_plan_in_either_json_form_and_no_other() {
-        let plan_of = |repos: &str| {
-            let text = format!("version: 1\nname: same\ndefaults: {{ org: core }}\njobs:\n  - id: j\n    task: t\n    repos: [{repos}]\n");
-            let loaded = crate::spec::load_text(std::path::Path::new("same.yaml"), text)
-                .expect("the spec is valid");
-            plan::build(&loaded)
-        };
-        let plan = plan_of("a, b");
-        let compact = serde_json::to_string(&plan).expect("the plan serializes");
-        assert!(same_plan(&compact, &plan), "what record_run stores");
-        assert!(
-            same_plan(&plan::render::json(&plan), &plan),
-            "the pretty JSON earlier versions stored"
-        );
-        assert!(!same_plan(&compact, &plan_of("a, c")), "another repository");
-        assert!(!same_plan(&compact, &plan_of("a")), "a unit fewer");
-        assert!(!same_plan("", &plan), "nothing recorded");
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_journal_never_shows_more_running_than_the_total_allows() {
         let mut text = String::from("version: 1\nname: limits\ndefaults: { org: core }\nlimits: { total: 2 }\njobs:\n  - id: j\n    task: t\n    qa: [{ run: 'true' }]\n    review: { agent: \"codex:review\" }\n    repos:\n");
@@ -1217,7 +1153,7 @@ mod tests {
         }
         let loaded = crate::spec::load_text(std::path::Path::new("pipelines/limits.yaml"), text)
             .expect("the spec is valid");
-        let plan = plan::build(&loaded);
+        let plan = Arc::new(plan::build(&loaded));
         let state = std::env::temp_dir().join(format!(
             "dispatch-exec-limits-{}-{:?}",
             std::process::id(),

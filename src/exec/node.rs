@@ -14,7 +14,7 @@ use crate::agents::{self, ArgvContext, Invocation};
 use crate::forge::remote::PublishOptions;
 use crate::forge::{Forge, ForgeError, PrRef, PrRequest};
 use crate::git;
-use crate::plan::{NodeKind, Qa, Unit};
+use crate::plan::{NodeKind, Plan, Qa, Unit};
 use crate::prompt::PromptContext;
 use crate::runtime::{
     mounted, Cancel, ContainerSpec, Exit, Mount, Resources, Runtime, LABEL_NODE, LABEL_RUN,
@@ -33,8 +33,12 @@ const TAIL_LINES: usize = 30;
 /// Everything a unit's nodes share.
 #[derive(Debug)]
 pub struct UnitRun {
-    /// The planned unit.
-    pub unit: Unit,
+    /// The plan of the run (shared by all its units: a unit is never copied out of it).
+    plan: Arc<Plan>,
+    /// Index of the unit in the plan.
+    index: usize,
+    /// Index of the unit's target in the spec's targets.
+    pub target: usize,
     /// Index of the job in the spec.
     pub job: usize,
     /// The workspace directory.
@@ -43,11 +47,48 @@ pub struct UnitRun {
     pub agent: AgentRef,
     /// The review agent reference.
     pub review: Option<AgentRef>,
-    /// Prompt context before the first agent run.
-    pub context: PromptContext,
 }
 
 impl UnitRun {
+    /// The unit `index` of `plan`, whose target is `loaded.targets[target]`, with its
+    /// workspace under `state_dir`.
+    pub fn new(
+        loaded: &LoadedSpec,
+        plan: &Arc<Plan>,
+        index: usize,
+        target: usize,
+        state_dir: &Path,
+    ) -> Self {
+        let unit = &plan.units[index];
+        let job = loaded.targets[target].job;
+        let agent = AgentRef::parse(&unit.agent).unwrap_or_else(|_| {
+            AgentRef::parse(crate::plan::DEFAULT_AGENT).expect("the default agent parses")
+        });
+        Self {
+            plan: Arc::clone(plan),
+            index,
+            target,
+            job,
+            workspace: state_dir.join(&unit.workspace),
+            agent,
+            review: loaded.spec.jobs[job]
+                .review
+                .as_ref()
+                .map(|r| r.agent.clone()),
+        }
+    }
+
+    /// The planned unit.
+    pub fn unit(&self) -> &Unit {
+        &self.plan.units[self.index]
+    }
+
+    /// The prompt context before the first agent run (built when a node needs it, so a run
+    /// of 20,000 units holds none).
+    pub fn context(&self, loaded: &LoadedSpec) -> PromptContext {
+        crate::plan::unit_context(&loaded.spec, &loaded.targets[self.target])
+    }
+
     /// The clone.
     pub fn repo_dir(&self) -> PathBuf {
         self.workspace.join("repo")
@@ -222,7 +263,7 @@ pub async fn run_node<R: Runtime, F: Forge>(ctx: NodeCtx<R, F>) -> NodeResult {
 }
 
 async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
-    let unit = &ctx.unit.unit;
+    let unit = ctx.unit.unit();
     let repo = ctx.unit.repo_dir();
     let result: Result<String, String> = async {
         if repo.join(".git").exists() {
@@ -369,7 +410,7 @@ async fn write_prompt<R: Runtime, F: Forge>(
     attempt: u32,
     qa_failure: Option<String>,
 ) -> Result<String, String> {
-    let mut context = ctx.unit.context.clone();
+    let mut context = ctx.unit.context(&ctx.loaded);
     context.base = base.map(str::to_owned).or(context.base);
     context.attempt = attempt;
     context.qa_failure = qa_failure;
@@ -550,7 +591,7 @@ fn agent_container<R: Runtime, F: Forge>(
         image: invocation
             .image
             .clone()
-            .unwrap_or_else(|| unit_image(&ctx.unit.unit, spec_sets_image)),
+            .unwrap_or_else(|| unit_image(ctx.unit.unit(), spec_sets_image)),
         argv: invocation.argv.clone(),
         env,
         workdir: invocation.workdir.clone(),
@@ -590,7 +631,7 @@ async fn run_agent<R: Runtime, F: Forge>(
         .map_err(|e| stop(Outcome::InfraError, format!("agent `{agent}`: {e}")))?;
     let container = agent_container(ctx, &invocation, 0);
     let stdin = container.stdin.then(|| prompt.into_bytes());
-    let timeout = crate::spec::values::Duration::parse(&ctx.unit.unit.timeout)
+    let timeout = crate::spec::values::Duration::parse(&ctx.unit.unit().timeout)
         .map(|d| d.get())
         .unwrap_or(Duration::from_secs(3600));
     if let Some(id) = &ctx.reattach {
@@ -693,7 +734,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         Exit::TimedOut => {
             return stop(
                 Outcome::TimedOut,
-                format!("agent ran past its timeout of {}", ctx.unit.unit.timeout),
+                format!("agent ran past its timeout of {}", ctx.unit.unit().timeout),
             )
         }
         Exit::Cancelled => return stop(Outcome::Cancelled, "agent stopped by Ctrl-C"),
@@ -785,7 +826,7 @@ async fn start_commit<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<Strin
 /// Starts or stops the stopwatch of the unit's issue; a forge that refuses is logged, never a
 /// reason for the unit to fail.
 async fn stopwatch<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, running: bool) {
-    let unit = &ctx.unit.unit;
+    let unit = ctx.unit.unit();
     if let Some(issue) = unit.issue {
         if let Err(error) = ctx
             .forge
@@ -816,7 +857,7 @@ fn commit_message<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> String {
 }
 
 fn pr_context<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> PromptContext {
-    let mut context = ctx.unit.context.clone();
+    let mut context = ctx.unit.context(&ctx.loaded);
     context.base = ctx.base.clone().or(context.base);
     context
 }
@@ -827,9 +868,9 @@ fn pr_title<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<String, String>
 
 async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     let repo = ctx.unit.repo_dir();
-    let steps = match &ctx.unit.unit.qa {
+    let steps = match &ctx.unit.unit().qa {
         Qa::Steps(steps) => steps.clone(),
-        Qa::Auto => qa::detect(&repo, &ctx.unit.unit.image),
+        Qa::Auto => qa::detect(&repo, &ctx.unit.unit().image),
         Qa::None => Vec::new(),
     };
     let log = ctx.unit.meta_dir().join("qa.log");
@@ -880,15 +921,15 @@ async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
 fn qa_image<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, step_image: &str) -> String {
     let spec = &ctx.loaded.spec;
     let spec_sets_image = spec.jobs[ctx.unit.job].image.is_some() || spec.defaults.image.is_some();
-    if step_image != ctx.unit.unit.image {
+    if step_image != ctx.unit.unit().image {
         step_image.to_owned()
     } else {
-        unit_image(&ctx.unit.unit, spec_sets_image)
+        unit_image(ctx.unit.unit(), spec_sets_image)
     }
 }
 
 async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, String> {
-    let unit = &ctx.unit.unit;
+    let unit = ctx.unit.unit();
     let body = crate::plan::pr_body(&ctx.loaded, ctx.unit.job, &pr_context(ctx))?;
     Ok(PrRequest {
         org: unit.org.clone(),
@@ -913,7 +954,7 @@ async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrReque
 fn publish_options<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> PublishOptions {
     let job = &ctx.loaded.spec.jobs[ctx.unit.job];
     PublishOptions {
-        issue: ctx.unit.unit.issue,
+        issue: ctx.unit.unit().issue,
         labels: job.pr.labels.clone(),
         label_colours: job
             .pr
@@ -1071,7 +1112,7 @@ async fn rebase_onto_base<R: Runtime, F: Forge>(
     let restore = || async {
         let _ = git::git(&repo, &["reset", "--quiet", "--hard", &published]).await;
     };
-    if !matches!(ctx.unit.unit.qa, Qa::None) {
+    if !matches!(ctx.unit.unit().qa, Qa::None) {
         match qa_node(ctx).await {
             NodeResult::Done { .. } => {}
             NodeResult::QaFailed { step, .. } => {

@@ -245,6 +245,73 @@ pub struct Node {
 /// Default QA step time limit.
 pub const DEFAULT_QA_TIMEOUT_SECS: u64 = 600;
 
+impl Plan {
+    /// Keeps the units `keep` accepts (`--only`, or the units a run recorded), drops the edges
+    /// to the units left out and counts again.
+    pub fn retain_units(&mut self, mut keep: impl FnMut(&Unit) -> bool) {
+        let (kept, left): (Vec<Unit>, Vec<Unit>) = std::mem::take(&mut self.units)
+            .into_iter()
+            .partition(|u| keep(u));
+        let gone: std::collections::HashSet<&str> = left
+            .iter()
+            .flat_map(|u| u.nodes.iter().map(|n| n.id.as_str()))
+            .collect();
+        self.units = kept;
+        if !gone.is_empty() {
+            for node in self.units.iter_mut().flat_map(|u| &mut u.nodes) {
+                node.needs.retain(|n| !gone.contains(n.as_str()));
+            }
+        }
+        self.counts.units = self.units.len();
+        self.counts.nodes = self.units.iter().map(|u| u.nodes.len()).sum();
+    }
+}
+
+/// The fingerprint of a plan: `sha256:` and the hex SHA-256 of its compact JSON. The JSON is
+/// streamed into the hash, never held (a 20,000-unit plan is 13 MB of it). A run records it
+/// so that `dispatch resume` can tell whether the spec still plans the same DAG.
+pub fn fingerprint(plan: &Plan) -> String {
+    use sha2::Digest;
+    use std::fmt::Write as _;
+
+    /// Feeds what serde_json writes into the hash.
+    struct Hashing(sha2::Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(sha2::Sha256::new());
+    serde_json::to_writer(&mut hashing, plan).expect(
+        "the plan serializes: it holds only strings, numbers and lists, and hashing cannot fail",
+    );
+    let mut text = String::from("sha256:");
+    for byte in hashing.0.finalize() {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+/// Whether `plan` is the plan a run recorded: its [`fingerprint`], or (runs of versions that
+/// recorded the whole plan) its JSON, compared as JSON values so pretty and compact text
+/// compare the same way.
+pub fn same_plan(recorded: &str, plan: &Plan) -> bool {
+    if recorded.starts_with("sha256:") {
+        return recorded == fingerprint(plan);
+    }
+    match (
+        serde_json::from_str::<serde_json::Value>(recorded),
+        serde_json::to_value(plan),
+    ) {
+        (Ok(recorded), Ok(plan)) => recorded == plan,
+        _ => false,
+    }
+}
+
 /// The prompt context of a unit before it runs (attempt 1, no QA failure, issue title unknown).
 pub fn unit_context(spec: &Spec, target: &ResolvedTarget) -> PromptContext {
     let job = &spec.jobs[target.job];
@@ -479,5 +546,42 @@ fn add_needs(spec: &Spec, targets: &[ResolvedTarget], units: &mut [Unit]) {
         extra.sort();
         extra.dedup();
         unit.nodes[0].needs.extend(extra);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(repos: &str) -> Plan {
+        let text = format!("version: 1\nname: same\ndefaults: {{ org: core }}\njobs:\n  - id: j\n    task: t\n    repos: [{repos}]\n");
+        let loaded = crate::spec::load_text(std::path::Path::new("same.yaml"), text)
+            .expect("the spec is valid");
+        build(&loaded)
+    }
+
+    #[test]
+    fn a_recorded_plan_is_recognised_by_its_fingerprint_or_its_json_and_no_other() {
+        let plan = plan_of("a, b");
+        let recorded = fingerprint(&plan);
+        assert!(
+            recorded.starts_with("sha256:") && recorded.len() == 7 + 64,
+            "{recorded}"
+        );
+        assert_eq!(recorded, fingerprint(&plan_of("a, b")), "deterministic");
+        assert!(same_plan(&recorded, &plan), "what a run records");
+        assert!(
+            !same_plan(&recorded, &plan_of("a, c")),
+            "another repository"
+        );
+        assert!(!same_plan(&recorded, &plan_of("a")), "a unit fewer");
+        assert!(!same_plan("sha256:00", &plan), "another fingerprint");
+        assert!(!same_plan("", &plan), "nothing recorded");
+
+        // Runs recorded by earlier versions hold the whole plan as JSON, pretty or compact.
+        let compact = serde_json::to_string(&plan).expect("the plan serializes");
+        assert!(same_plan(&compact, &plan));
+        assert!(same_plan(&render::json(&plan), &plan));
+        assert!(!same_plan(&compact, &plan_of("a, c")));
     }
 }

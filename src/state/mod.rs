@@ -102,6 +102,11 @@ CREATE TABLE prs (
     r#"
 ALTER TABLE runs ADD COLUMN found_json TEXT;
 "#,
+    // A run records its plan's fingerprint (`sha256:...`, `plan::fingerprint`), not the whole
+    // plan (13 MB of JSON for 20,000 units); runs of earlier versions keep their JSON here.
+    r#"
+ALTER TABLE runs RENAME COLUMN plan_json TO plan;
+"#,
 ];
 
 /// Errors of the state directory, each naming the file and what to do.
@@ -564,6 +569,41 @@ mod tests {
             let _ = tx.send(result);
         });
         rx.recv().expect("the callback is called")
+    }
+
+    #[test]
+    fn a_database_of_an_earlier_version_is_migrated_and_keeps_its_runs() {
+        let dir = std::env::temp_dir().join(format!("dispatch-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the directory is created");
+        // What a dispatch of schema version 2 left: a run that recorded its whole plan.
+        let old = Connection::open(dir.join(DB_FILE)).expect("the database is created");
+        old.execute_batch(&format!(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); {} {} \
+             INSERT INTO meta VALUES ('schema_version', '2'); \
+             INSERT INTO runs (id, spec_path, spec_name, plan_json, status, pid, started_at) \
+             VALUES ('r1', 's.yaml', 's', '{{\"units\": []}}', 'running', 1, 0);",
+            MIGRATIONS[0], MIGRATIONS[1]
+        ))
+        .expect("the version 2 schema is created");
+        drop(old);
+
+        let conn = open(&dir).expect("the database is migrated");
+        let version: String = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("the version is recorded");
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        let plan: String = conn
+            .query_row("SELECT plan FROM runs WHERE id = 'r1'", [], |r| r.get(0))
+            .expect("the run is still there");
+        assert_eq!(plan, r#"{"units": []}"#, "the plan it recorded, for resume");
+        drop(conn);
+        assert!(open(&dir).is_ok(), "a migrated database opens again");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
