@@ -437,8 +437,7 @@ fn resume_refuses_a_spec_that_plans_another_dag_and_finishes_the_same_one() {
         return;
     }
     let fx = Fixture::new("replan", &[("p1", "nap"), ("p2", "change")]);
-    let body = "jobs:\n  - { id: j, task: t, repos: [p1], qa: [] }\n";
-    let spec = fx.spec(body);
+    let spec = fx.spec("jobs:\n  - { id: j, task: t, repos: [p1], qa: [] }\n");
     let mut runner = spawn_run(&spec);
     wait_for_container(&fx);
     runner.kill().unwrap(); // SIGKILL: the run stays unfinished
@@ -464,9 +463,18 @@ fn resume_refuses_a_spec_that_plans_another_dag_and_finishes_the_same_one() {
         refused.stderr
     );
 
-    fx.spec(body);
+    // The same DAG for every unit of the run: resume finishes it, and names the unit the run
+    // never had instead of running it.
+    fx.spec("jobs:\n  - { id: j, task: t, repos: [p1, p2], qa: [] }\n");
     let out = common::dispatch(&["resume", &run, "--state-dir", state, "--output", "json"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "note: 1 unit the spec plans now is not part of run {run}"
+        )),
+        "{}",
+        out.stderr
+    );
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let got = outcomes(&json);
     assert_eq!(got.len(), 1, "{got:?}");

@@ -480,7 +480,18 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
     };
     // A run started with --only holds a subset of the plan.
     let ids: std::collections::HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
+    let planned = current.units.len();
     current.retain_units(|u| ids.contains(u.id.as_str()));
+    let outside = planned - current.units.len();
+    if outside > 0 {
+        eprintln!(
+            "note: {outside} unit{} the spec plans now {} not part of run {} (it started with --only, or the spec gained them since); `dispatch run {}` runs them",
+            if outside == 1 { "" } else { "s" },
+            if outside == 1 { "is" } else { "are" },
+            run.id,
+            run.spec_path
+        );
+    }
     if !stored.is_some_and(|stored| plan::same_plan(&stored, &current)) {
         eprintln!("error: {} changed since run {} started, so it cannot be resumed safely; start over with `dispatch run --new {}`", run.spec_path, run.id, run.spec_path);
         return EXIT_FAILURE;
