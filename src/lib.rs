@@ -19,8 +19,8 @@ pub mod state;
 
 /// The allocator of the dispatch binary (and of its tests and benches, so they measure what
 /// ships). The dispatcher, the node tasks on tokio's workers and the journal's writer thread
-/// each free what another allocated; glibc's malloc serialises that on its arena locks
-/// (futex waits and `malloc_consolidate` were a third of the scheduler benchmark's time), and
-/// mimalloc frees to the owning thread's heap without a lock.
+/// each free what another allocated; glibc's malloc serialises that on its arena locks, and
+/// mimalloc frees to the owning thread's heap without a lock (the scheduler benchmark, A/B on
+/// one machine: median 1.14 s with mimalloc, 1.35 s with glibc's malloc, and less CPU).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
