@@ -87,8 +87,8 @@ async fn preview_publish(
     };
     let mut default_branches: std::collections::HashMap<(String, String), Option<String>> =
         std::collections::HashMap::new();
-    // Units come from the targets in order, one each.
-    for (unit, target) in plan.units.iter_mut().zip(&loaded.targets) {
+    for unit in &mut plan.units {
+        let target = &loaded.targets[unit.target];
         if !unit.nodes.iter().any(|n| n.kind == plan::NodeKind::Publish) {
             continue;
         }

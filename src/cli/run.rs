@@ -137,13 +137,8 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
 
 fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> u8 {
     print!("{}", plan::render::text(plan));
-    let planned: std::collections::HashSet<&str> =
-        plan.units.iter().map(|u| u.id.as_str()).collect();
-    for target in &loaded.targets {
-        let id = plan::unit_id(loaded.spec.jobs[target.job].id.as_str(), target);
-        if !planned.contains(id.as_str()) {
-            continue; // left out by --only
-        }
+    for unit in &plan.units {
+        let (id, target) = (&unit.id, &loaded.targets[unit.target]);
         let context = plan::unit_context(&loaded.spec, target);
         match loaded.templates.prompt(
             crate::spec::validate::prompt_parts(&loaded.spec, target.job),

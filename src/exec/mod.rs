@@ -377,14 +377,6 @@ async fn sleep_until(at: Option<Instant>) {
 impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     fn build(&mut self, plan: &Arc<Plan>) {
         let loaded = &self.ex.loaded;
-        // A plan filtered by `--only` (or a resumed subset) holds fewer units than the spec
-        // has targets: each unit takes its own target, found by id, never by position.
-        let targets: HashMap<String, usize> = loaded
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (plan::unit_id(loaded.spec.jobs[t.job].id.as_str(), t), i))
-            .collect();
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.counts.nodes);
         self.nodes.reserve(plan.counts.nodes);
         self.units.reserve(plan.units.len());
@@ -392,10 +384,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             .take(plan.units.len())
             .collect();
         for (u, unit) in plan.units.iter().enumerate() {
-            let target = *targets
-                .get(&unit.id)
-                .expect("every unit of a plan comes from a target of its spec");
-            let run = UnitRun::new(loaded, plan, u, target, &self.ex.state_dir);
+            let run = UnitRun::new(loaded, plan, u, &self.ex.state_dir);
             let mut ids = Vec::with_capacity(unit.nodes.len());
             for node in &unit.nodes {
                 let class = match node.kind {
@@ -419,7 +408,6 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 });
             }
             self.units.push(UnitState {
-                fixes_left: loaded.spec.jobs[run.job].fix_attempts,
                 run: Arc::new(run),
                 nodes: ids,
                 outcome: None,
@@ -429,6 +417,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 base: None,
                 qa_passed: false,
                 qa_failure: None,
+                fixes_left: unit.fix_attempts,
                 finished: false,
             });
         }

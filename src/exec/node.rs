@@ -37,8 +37,6 @@ pub struct UnitRun {
     plan: Arc<Plan>,
     /// Index of the unit in the plan.
     index: usize,
-    /// Index of the unit's target in the spec's targets.
-    pub target: usize,
     /// Index of the job in the spec.
     pub job: usize,
     /// The workspace directory.
@@ -50,24 +48,16 @@ pub struct UnitRun {
 }
 
 impl UnitRun {
-    /// The unit `index` of `plan`, whose target is `loaded.targets[target]`, with its
-    /// workspace under `state_dir`.
-    pub fn new(
-        loaded: &LoadedSpec,
-        plan: &Arc<Plan>,
-        index: usize,
-        target: usize,
-        state_dir: &Path,
-    ) -> Self {
+    /// The unit `index` of `plan` (a plan of `loaded`), with its workspace under `state_dir`.
+    pub fn new(loaded: &LoadedSpec, plan: &Arc<Plan>, index: usize, state_dir: &Path) -> Self {
         let unit = &plan.units[index];
-        let job = loaded.targets[target].job;
+        let job = loaded.targets[unit.target].job;
         let agent = AgentRef::parse(&unit.agent).unwrap_or_else(|_| {
             AgentRef::parse(crate::plan::DEFAULT_AGENT).expect("the default agent parses")
         });
         Self {
             plan: Arc::clone(plan),
             index,
-            target,
             job,
             workspace: state_dir.join(&unit.workspace),
             agent,
@@ -86,7 +76,7 @@ impl UnitRun {
     /// The prompt context before the first agent run (built when a node needs it, so a run
     /// of 20,000 units holds none).
     pub fn context(&self, loaded: &LoadedSpec) -> PromptContext {
-        crate::plan::unit_context(&loaded.spec, &loaded.targets[self.target])
+        crate::plan::unit_context(&loaded.spec, &loaded.targets[self.unit().target])
     }
 
     /// The clone.

@@ -108,6 +108,11 @@ pub struct Counts {
 /// One job x target.
 #[derive(Clone, Debug, Serialize)]
 pub struct Unit {
+    /// Index of the unit's target in the spec's targets (`LoadedSpec::targets`); kept when
+    /// `--only` or a resume leaves units out, so a unit never takes another one's target. Not
+    /// part of the JSON: the id says which target it is.
+    #[serde(skip)]
+    pub target: usize,
     /// `<job>/<org>/<repo>[/<key>]`.
     pub id: String,
     /// Job id.
@@ -399,7 +404,12 @@ pub fn unit_id(job: &str, target: &ResolvedTarget) -> String {
 /// Builds the plan of a validated spec.
 pub fn build(loaded: &LoadedSpec) -> Plan {
     let spec = &loaded.spec;
-    let mut units: Vec<Unit> = loaded.targets.iter().map(|t| unit(spec, t)).collect();
+    let mut units: Vec<Unit> = loaded
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| unit(spec, i, t))
+        .collect();
     add_needs(spec, &loaded.targets, &mut units);
     let nodes = units.iter().map(|u| u.nodes.len()).sum();
     Plan {
@@ -423,7 +433,7 @@ pub fn build(loaded: &LoadedSpec) -> Plan {
     }
 }
 
-fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
+fn unit(spec: &Spec, index: usize, target: &ResolvedTarget) -> Unit {
     let job = &spec.jobs[target.job];
     let id = unit_id(job.id.as_str(), target);
     let image = job
@@ -486,6 +496,7 @@ fn unit(spec: &Spec, target: &ResolvedTarget) -> Unit {
         });
     }
     Unit {
+        target: index,
         id,
         job: job.id.to_string(),
         org: target.org.to_string(),

@@ -3,10 +3,10 @@
 //! It is for unit tests and the scheduler benchmark, never for real runs. [`Noop::create`]
 //! records each container's run and node labels (what [`Runtime::list`] reports; nothing more,
 //! so 100,000 containers of a benchmark cost a few megabytes) and returns ids `noop-1`,
-//! `noop-2`, ...; [`Noop::run`] returns at once (or after the delay of [`Noop::with_delay`]) with exit
-//! code 0 or the code set for the node with [`Noop::set_exit`], honouring the deadline and the
-//! cancel signal like a real runtime would; it writes nothing to the log unless
-//! [`Noop::with_output`] says what to write.
+//! `noop-2`, ...; [`Noop::run`] returns at once (or after the delay of [`Noop::with_delay`])
+//! with exit code 0 or the code set for the node with [`Noop::set_exit`], honouring the
+//! deadline and the cancel signal like a real runtime would; it writes nothing to the log
+//! unless [`Noop::with_output`] says what to write.
 
 use std::collections::HashMap;
 use std::path::Path;
