@@ -209,3 +209,35 @@ pub fn node(
     )
     .optional()
 }
+
+/// One event of a run's journal, in the order it was recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRow {
+    /// When, milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The node it concerns, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// What happened: `started`, `container`, `done`, `failed`, `skipped`, `cancelled`,
+    /// `reset`, `cache`.
+    pub kind: String,
+    /// Details (the attempt, the container id, the reason, the cache key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Every event of a run, oldest first.
+pub fn events(conn: &Connection, run: &str) -> rusqlite::Result<Vec<EventRow>> {
+    let mut statement = conn.prepare(
+        "SELECT at_ms, node_id, kind, detail FROM events WHERE run_id = ?1 ORDER BY seq",
+    )?;
+    let rows = statement.query_map([run], |r| {
+        Ok(EventRow {
+            at_ms: r.get(0)?,
+            node: r.get(1)?,
+            kind: r.get(2)?,
+            detail: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
