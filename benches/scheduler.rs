@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dispatch::exec::node::{NodeCtx, NodeResult, NodeRunner};
-use dispatch::exec::{self, limits::Limits, NodeStatus, Reporter, RunOptions, UnitResult};
+use dispatch::exec::{self, limits::Limits, Reporter, RunOptions};
 use dispatch::forge::local::LocalForge;
 use dispatch::plan::{self, NodeKind};
 use dispatch::runtime::noop::Noop;
 use dispatch::runtime::{ContainerSpec, Runtime, LABEL_NODE, LABEL_RUN};
-use dispatch::state::Journal;
+use dispatch::state::{Journal, RunEvent};
 
 /// Host nodes answer at once; container nodes go through the no-op runtime.
 struct ContainersOnly;
@@ -58,10 +58,7 @@ impl NodeRunner<Noop, LocalForge> for ContainersOnly {
 struct Quiet;
 
 impl Reporter for Quiet {
-    fn node_started(&self, _: &str) {}
-    fn node_finished(&self, _: &str, _: NodeStatus, _: Option<&str>) {}
-    fn unit_finished(&self, _: &UnitResult) {}
-    fn note(&self, _: &str) {}
+    fn event(&self, _: &RunEvent) {}
 }
 
 fn peak_rss_mib() -> f64 {
@@ -96,7 +93,7 @@ fn main() {
     let (elapsed, results) = rt.block_on(async {
         let journal = Journal::start(&state).unwrap();
         let start = Instant::now();
-        exec::record_run(&journal, "bench", "bench.yaml", &plan)
+        exec::record_run(&journal, "bench", "bench.yaml", &plan, None)
             .await
             .unwrap();
         let recorded = start.elapsed();

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dispatch::state::RunEvent;
+use dispatch::vocab::{NodeStatus, Outcome};
+
 fn main() {
     let units = 10_000;
     let mut text = String::from("version: 1\nname: status\ndefaults: { org: core }\njobs:\n  - id: j\n    task: t\n    qa: [{ run: 'true' }]\n    review: { agent: \"codex:review\" }\n    repos:\n");
@@ -24,15 +27,38 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let journal = dispatch::state::Journal::start(&state).unwrap();
-        dispatch::exec::record_run(&journal, "bench", "bench.yaml", &plan).await.unwrap();
-        journal
-            .write(|t| {
-                t.execute("UPDATE nodes SET status = 'done', attempts = 1 WHERE run_id = 'bench' AND unit_id IN (SELECT id FROM units WHERE run_id = 'bench' AND ord % 2 = 0)", [])?;
-                t.execute("UPDATE units SET outcome = 'changed', pr = 'local:core/x#1' WHERE run_id = 'bench' AND ord % 2 = 0", [])?;
-                Ok(())
-            })
+        dispatch::exec::record_run(&journal, "bench", "bench.yaml", &plan, None)
             .await
             .unwrap();
+        // Half of the units finished, through the events a run records.
+        let mut events = Vec::new();
+        for unit in plan.units.iter().step_by(2) {
+            for node in &unit.nodes {
+                events.push(RunEvent::NodeStarted {
+                    node: node.id.clone(),
+                    attempt: 1,
+                    pool: None,
+                });
+                events.push(RunEvent::NodeFinished {
+                    node: node.id.clone(),
+                    status: NodeStatus::Done,
+                    outcome: None,
+                    exit_code: None,
+                    reason: None,
+                });
+            }
+            events.push(RunEvent::UnitFinished {
+                unit: unit.id.clone(),
+                outcome: Outcome::Changed,
+                reason: None,
+                pr: Some("local:core/x#1".to_owned()),
+            });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        journal.record_then("bench", events, move |written| {
+            let _ = tx.send(written);
+        });
+        rx.await.unwrap().unwrap();
     });
     for format in [&[][..], &["--json"][..]] {
         let mut samples: Vec<Duration> = (0..10)

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: [`spec`] (load, validate) -> [`plan`] (DAG) -> [`exec`] (scheduler and
 //! node handlers) -> [`report`]. Below the executor: [`runtime`] (containers), [`forge`] (PRs),
-//! [`git`] and [`state`] (the journal). [`agents`] turns agent references into argv, env and
+//! [`git`] and [`state`] (the journal). [`vocab`] holds the words they share (node kinds,
+//! statuses, outcomes). [`agents`] turns agent references into argv, env and
 //! mounts; [`prompt`] renders every template; [`cli`] maps commands onto these layers.
 
 pub mod agents;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod runtime;
 pub mod spec;
 pub mod state;
+pub mod vocab;
 
 /// The allocator of the dispatch binary (and of its tests and benches, so they measure what
 /// ships). The dispatcher, the node tasks on tokio's workers and the journal's writer thread

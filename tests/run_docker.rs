@@ -88,8 +88,8 @@ impl Fixture {
             .join(format!(".dispatch/workspaces/t/{repo}/{key}/meta"))
     }
 
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.0.join(".dispatch/dispatch.db")).unwrap()
+    fn db(&self) -> dispatch::state::Db {
+        dispatch::state::Db::open(&self.dir.0.join(".dispatch")).unwrap()
     }
 }
 
@@ -253,22 +253,28 @@ fn ten_units_end_with_honest_mixed_outcomes() {
     assert_eq!(prs.as_array().unwrap().len(), 4);
 }
 
-/// Max number of nodes of `pool` running at once, from the journal's ordered events.
-fn max_concurrent(db: &rusqlite::Connection, run: &str, prefix: &str) -> usize {
-    let mut statement = db
-        .prepare("SELECT node_id, kind FROM events WHERE run_id = ?1 ORDER BY seq")
-        .unwrap();
-    let rows: Vec<(String, String)> = statement
-        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+/// The agent events of a run whose node ids start with `prefix`, in order.
+fn agent_events(
+    db: &dispatch::state::Db,
+    run: &str,
+    prefix: &str,
+) -> Vec<dispatch::state::views::EventRow> {
+    db.events(run)
         .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .into_iter()
+        .filter(|e| {
+            e.node
+                .as_deref()
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(":agent"))
+        })
+        .collect()
+}
+
+/// Max number of nodes of `pool` running at once, from the journal's ordered events.
+fn max_concurrent(db: &dispatch::state::Db, run: &str, prefix: &str) -> usize {
     let (mut now, mut max) = (0usize, 0usize);
-    for (node, kind) in rows {
-        if !node.starts_with(prefix) || !node.ends_with(":agent") {
-            continue;
-        }
-        match kind.as_str() {
+    for event in agent_events(db, run, prefix) {
+        match event.kind.as_str() {
             "started" => {
                 now += 1;
                 max = max.max(now);
@@ -280,13 +286,11 @@ fn max_concurrent(db: &rusqlite::Connection, run: &str, prefix: &str) -> usize {
     max
 }
 
-fn starts(db: &rusqlite::Connection, run: &str, prefix: &str) -> Vec<i64> {
-    let mut statement =
-        db.prepare("SELECT at_ms FROM events WHERE run_id = ?1 AND kind = 'started' AND node_id LIKE ?2 || '%' AND node_id LIKE '%:agent' ORDER BY seq").unwrap();
-    statement
-        .query_map([run, prefix], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+fn starts(db: &dispatch::state::Db, run: &str, prefix: &str) -> Vec<i64> {
+    agent_events(db, run, prefix)
+        .into_iter()
+        .filter(|e| e.kind == "started")
+        .map(|e| e.at_ms)
         .collect()
 }
 
@@ -595,13 +599,12 @@ fn cancel_from_another_process_stops_the_run() {
     let spec = fx.spec("limits: { total: 2 }\njobs:\n  - { id: j, task: t, timeout: 2m, repos: [z1, z2, z3], qa: [], publish: false }\n");
     let child = spawn_run(&spec);
     wait_for_container(&fx);
-    let db = fx.db();
-    let run: String = db
-        .query_row("SELECT id FROM runs", [], |r| r.get(0))
-        .unwrap();
+    let run = fx.db().run(None).unwrap().expect("the run is recorded").id;
+    // --force: the running agents are stopped too (a plain cancel lets them finish).
     let cancel = common::dispatch(&[
         "cancel",
         &run,
+        "--force",
         "--state-dir",
         fx.dir.0.join(".dispatch").to_str().unwrap(),
     ]);

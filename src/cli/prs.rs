@@ -25,19 +25,14 @@ pub fn run(args: Args) -> u8 {
         (None, Some(spec)) => super::run::state_dir(spec, None),
         (None, None) => PathBuf::from(".dispatch"),
     };
-    if !dir.join(state::DB_FILE).exists() {
+    if !state::Db::exists_in(&dir) {
         eprintln!(
             "error: no state database in {}; run a spec first or pass --state-dir",
             dir.display()
         );
         return EXIT_FAILURE;
     }
-    let rows = match state::open(&dir).and_then(|conn| {
-        state::prs(&conn).map_err(|error| state::StateError::Sqlite {
-            path: dir.join(state::DB_FILE),
-            error,
-        })
-    }) {
+    let rows = match state::Db::open(&dir).and_then(|db| db.prs()) {
         Ok(rows) => rows,
         Err(error) => {
             eprintln!("error: {error}");

@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 
-use super::runs::{fail, sql};
+use super::runs::fail;
 use super::{Ui, EXIT_FAILURE};
-use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions};
+use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions, Signal};
 use crate::forge::local::LocalForge;
 use crate::forge::remote::{AnyForge, RemoteForge, RemoteOptions};
 use crate::plan::{self, target::Found, Plan};
 use crate::report;
 use crate::runtime::{docker::Docker, image};
-use crate::state::{self, Journal};
+use crate::state::{self, Db, Journal, RunStatus};
+use crate::vocab::{NodeKind, NodeStatus, Outcome};
 
 /// Exit status when the Docker engine cannot be reached.
 pub const EXIT_NO_ENGINE: u8 = 3;
@@ -225,15 +226,11 @@ async fn session(
 
 /// The last run of this spec, when its runner died before it finished.
 fn unfinished_run(state_dir: &Path, spec_path: &str) -> Option<(String, i64)> {
-    let conn = state::open(state_dir).ok()?;
-    let (id, pid, status): (String, i64, String) = conn
-        .query_row(
-            "SELECT id, pid, status FROM runs WHERE spec_path = ?1 ORDER BY started_at DESC, id DESC LIMIT 1",
-            [spec_path],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .ok()?;
-    (status == "running").then_some((id, pid))
+    if !Db::exists_in(state_dir) {
+        return None;
+    }
+    let run = Db::open(state_dir).ok()?.last_run_of(spec_path).ok()??;
+    (run.status == RunStatus::Running).then_some((run.id, run.pid))
 }
 
 async fn run_async(
@@ -263,29 +260,11 @@ async fn run_async(
     };
     let run_id = new_run_id();
     let plan = Arc::new(plan);
-    if let Err(error) = exec::record_run(&session.journal, &run_id, &spec_path, &plan).await {
+    let found = (!found.is_empty()).then(|| serde_json::to_string(&found).unwrap_or_default());
+    if let Err(error) = exec::record_run(&session.journal, &run_id, &spec_path, &plan, found).await
+    {
         eprintln!("error: {error}");
         return EXIT_FAILURE;
-    }
-    if !found.is_empty() {
-        let (id, json) = (
-            run_id.clone(),
-            serde_json::to_string(&found).unwrap_or_default(),
-        );
-        let stored = session
-            .journal
-            .write(move |t| {
-                t.execute(
-                    "UPDATE runs SET found_json = ?2 WHERE id = ?1",
-                    rusqlite::params![id, json],
-                )
-                .map(drop)
-            })
-            .await;
-        if let Err(error) = stored {
-            eprintln!("error: {error}");
-            return EXIT_FAILURE;
-        }
     }
     execute_and_report(
         loaded,
@@ -319,20 +298,20 @@ async fn execute_and_report(
         state_dir,
     } = session;
     let limits = {
-        let conn = state::open(&state_dir);
+        let db = Db::open(&state_dir);
         Limits::new(&loaded.spec, |key, since| {
             let (pool, model) = key
                 .split_once(':')
                 .map_or((key, None), |(p, m)| (p, Some(m)));
-            conn.as_ref()
+            db.as_ref()
                 .ok()
-                .and_then(|c| state::starts_since(c, pool, model, since).ok())
+                .and_then(|db| db.starts_since(pool, model, since).ok())
                 .unwrap_or(0)
         })
     };
     let json = output == Output::Json;
     let reporter: Arc<dyn Reporter> = if json {
-        Arc::new(Silent)
+        Arc::new(report::Silent)
     } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
         Arc::new(report::Bars::new(plan.units.len()))
     } else {
@@ -345,14 +324,13 @@ async fn execute_and_report(
             state_dir.display()
         );
     }
-    let (interrupt_tx, interrupts) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if interrupt_tx.send(()).is_err() {
-                break;
-            }
+    let signals = match listen_for_signals() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: cannot listen for signals: {error}");
+            return EXIT_FAILURE;
         }
-    });
+    };
     let docker = Arc::new(docker);
     let keep_containers = options.keep_containers;
     let executor = Executor {
@@ -366,7 +344,7 @@ async fn execute_and_report(
         reporter: reporter.clone(),
         runner: Arc::new(exec::Handlers),
     };
-    let results = exec::execute(executor, &plan, limits, interrupts, resumed).await;
+    let results = exec::execute(executor, &plan, limits, signals, resumed).await;
     // Every node has ended, so any container still labelled with this run is garbage: for
     // example one the engine finished creating after an earlier runner was killed.
     if !keep_containers {
@@ -429,17 +407,17 @@ pub struct ResumeArgs {
 /// Finishes a run whose runner died: finished nodes are not run again, containers that still
 /// run (or exited meanwhile) are collected, every other container of the run is removed.
 pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
-    let (dir, conn) = match args.state.open() {
+    let (dir, db) = match args.state.open() {
         Ok(open) => open,
         Err(message) => return fail(message),
     };
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let run = match state::views::run(&conn, Some(&args.run)) {
+    let run = match db.run(Some(&args.run)) {
         Ok(Some(run)) => run,
         Ok(None) => return fail(format!("no run {} in {}", args.run, dir.display())),
-        Err(error) => return fail(sql(&dir)(error)),
+        Err(error) => return fail(error),
     };
-    if run.status != "running" {
+    if run.status != RunStatus::Running {
         println!(
             "run {} already ended ({}); nothing to resume",
             run.id, run.status
@@ -457,21 +435,18 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
         Ok(loaded) => loaded,
         Err(status) => return status,
     };
-    let (stored, found): (Option<String>, Option<String>) = conn
-        .query_row(
-            "SELECT plan, found_json FROM runs WHERE id = ?1",
-            [&run.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap_or((None, None));
+    let (stored, found) = match db.recorded(&run.id) {
+        Ok(recorded) => recorded,
+        Err(error) => return fail(error),
+    };
     // The targets the forge gave when the run started, not what it says now.
     if let Some(found) = found.and_then(|f| serde_json::from_str::<Found>(&f).ok()) {
         loaded.expand(&found);
     }
     let mut current = plan::build(&loaded);
-    let units = match state::views::units(&conn, &run.id) {
+    let units = match db.units(&run.id) {
         Ok(units) => units,
-        Err(error) => return fail(sql(&dir)(error)),
+        Err(error) => return fail(error),
     };
     // A run started with --only holds a subset of the plan.
     let ids: std::collections::HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
@@ -496,17 +471,10 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
         Err(status) => return status,
     };
     let pid = std::process::id();
-    if let Err(error) = conn.execute(
-        "UPDATE runs SET pid = ?2 WHERE id = ?1",
-        rusqlite::params![run.id, pid],
-    ) {
-        eprintln!(
-            "error: state database {}: {error}",
-            dir.join(state::DB_FILE).display()
-        );
-        return EXIT_FAILURE;
+    if let Err(error) = db.set_runner(&run.id, pid) {
+        return fail(error);
     }
-    drop(conn);
+    drop(db);
     runtime.block_on(async move {
         let session = match session(&loaded, &current, dir).await {
             Ok(session) => session,
@@ -516,7 +484,10 @@ pub fn resume(ui: &Ui, args: ResumeArgs) -> u8 {
         let keep: std::collections::HashSet<String> = units
             .iter()
             .flat_map(|u| &u.nodes)
-            .filter(|n| n.status == "running" && matches!(n.kind.as_str(), "agent" | "review"))
+            .filter(|n| {
+                n.status == NodeStatus::Running
+                    && matches!(n.kind, NodeKind::Agent | NodeKind::Review)
+            })
             .filter_map(|n| n.container_id.clone())
             .collect();
         use crate::runtime::Runtime;
@@ -566,16 +537,30 @@ async fn seed_forge(forge: &LocalForge, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A reporter that shows nothing (JSON output).
-struct Silent;
-
-impl Reporter for Silent {
-    fn node_started(&self, _: &str) {}
-    fn node_finished(&self, _: &str, _: exec::NodeStatus, _: Option<&str>) {}
-    fn unit_finished(&self, _: &exec::UnitResult) {}
-    fn note(&self, message: &str) {
-        eprintln!("{message}");
+/// Delivers the signals that stop a run: SIGINT (Ctrl-C), SIGTERM and SIGHUP as
+/// [`Signal::Interrupt`] (the first stops scheduling, a second stops the containers), SIGUSR1
+/// (`dispatch cancel --force`) as [`Signal::Force`].
+fn listen_for_signals() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<Signal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let kinds = [
+        (SignalKind::interrupt(), Signal::Interrupt),
+        (SignalKind::terminate(), Signal::Interrupt),
+        (SignalKind::hangup(), Signal::Interrupt),
+        (SignalKind::user_defined1(), Signal::Force),
+    ];
+    for (kind, meaning) in kinds {
+        let mut stream = signal(kind)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(meaning).is_err() {
+                    break;
+                }
+            }
+        });
     }
+    Ok(rx)
 }
 
 /// Arguments of `dispatch retry`.
@@ -645,45 +630,17 @@ fn reopen(
     state: super::runs::StateDir,
     run: &str,
     units: &[String],
-    from: &str,
+    from: NodeKind,
     output: Output,
 ) -> u8 {
-    let (dir, conn) = match state.open() {
+    let (dir, db) = match state.open() {
         Ok(open) => open,
         Err(message) => return fail(message),
     };
-    let order = ["prep", "agent", "qa", "publish", "review", "merge"];
-    let from_rank = order.iter().position(|k| *k == from).unwrap_or(0);
-    let kinds: Vec<String> = order[from_rank..]
-        .iter()
-        .map(|k| format!("'{k}'"))
-        .collect();
-    let reopened = (|| -> rusqlite::Result<()> {
-        let tx = conn.unchecked_transaction()?;
-        for unit in units {
-            tx.execute(
-                &format!("UPDATE nodes SET status = 'pending', attempts = 0, container_id = NULL, exit_code = NULL, reason = NULL WHERE run_id = ?1 AND unit_id = ?2 AND kind IN ({})", kinds.join(", ")),
-                rusqlite::params![run, unit],
-            )?;
-            tx.execute(
-                "UPDATE units SET outcome = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
-                rusqlite::params![run, unit],
-            )?;
-        }
-        tx.execute(
-            "UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?1",
-            [run],
-        )?;
-        tx.commit()
-    })();
-    if let Err(error) = reopened {
-        eprintln!(
-            "error: state database {}: {error}",
-            dir.join(state::DB_FILE).display()
-        );
-        return EXIT_FAILURE;
+    if let Err(error) = db.reopen(run, units, from) {
+        return fail(error);
     }
-    drop(conn);
+    drop(db);
     resume(
         ui,
         ResumeArgs {
@@ -701,14 +658,14 @@ fn reopen(
 
 /// Re-runs chosen units of a run in a new attempt of the same run.
 pub fn retry(ui: &Ui, args: RetryArgs) -> u8 {
-    let (dir, conn) = match args.state.open() {
+    let (dir, db) = match args.state.open() {
         Ok(open) => open,
         Err(message) => return fail(message),
     };
-    let units = match state::views::units(&conn, &args.run) {
+    let units = match db.units(&args.run) {
         Ok(units) if !units.is_empty() => units,
         Ok(_) => return fail(format!("no run {} in {}", args.run, dir.display())),
-        Err(error) => return fail(sql(&dir)(error)),
+        Err(error) => return fail(error),
     };
     let (failed, blocked) = if args.failed || args.blocked {
         (args.failed, args.blocked)
@@ -717,9 +674,9 @@ pub fn retry(ui: &Ui, args: RetryArgs) -> u8 {
     };
     let chosen: Vec<String> = units
         .iter()
-        .filter(|u| match u.outcome.as_deref() {
-            Some("blocked") => blocked,
-            Some("changed" | "no_changes" | "merged") => false,
+        .filter(|u| match u.outcome {
+            Some(Outcome::Blocked) => blocked,
+            Some(outcome) if outcome.is_success() => false,
             Some(_) => failed,
             None => false,
         })
@@ -735,7 +692,7 @@ pub fn retry(ui: &Ui, args: RetryArgs) -> u8 {
         println!("run {}: no unit to retry", args.run);
         return 0;
     }
-    drop(conn);
+    drop(db);
     println!(
         "run {}: retrying {} {}",
         args.run,
@@ -751,10 +708,10 @@ pub fn retry(ui: &Ui, args: RetryArgs) -> u8 {
         &args.run,
         &chosen,
         match args.rerun {
-            Rerun::Prep => "prep",
-            Rerun::Agent => "agent",
-            Rerun::Qa => "qa",
-            Rerun::Publish => "publish",
+            Rerun::Prep => NodeKind::Prep,
+            Rerun::Agent => NodeKind::Agent,
+            Rerun::Qa => NodeKind::Qa,
+            Rerun::Publish => NodeKind::Publish,
         },
         args.output,
     )
@@ -772,20 +729,20 @@ fn unit_matches(unit: &str, pattern: &str) -> bool {
 /// Answers a blocked unit: `ANSWER.md` goes into its workspace and its agent runs again with
 /// the stored prompt, the question and the answer; then QA and publish as usual.
 pub fn answer(ui: &Ui, args: AnswerArgs) -> u8 {
-    let (dir, conn) = match args.state.open() {
+    let (dir, db) = match args.state.open() {
         Ok(open) => open,
         Err(message) => return fail(message),
     };
-    let units = state::views::units(&conn, &args.run).unwrap_or_default();
+    let units = db.units(&args.run).unwrap_or_default();
     let Some(unit) = units.iter().find(|u| u.id == args.unit) else {
         eprintln!("error: run {} has no unit {}", args.run, args.unit);
         return EXIT_FAILURE;
     };
-    if unit.outcome.as_deref() != Some("blocked") {
+    if unit.outcome != Some(Outcome::Blocked) {
         eprintln!(
             "error: unit {} is not blocked (it ended {})",
             unit.id,
-            unit.outcome.as_deref().unwrap_or("nothing yet")
+            unit.outcome.map_or("nothing yet", Outcome::as_str)
         );
         return EXIT_FAILURE;
     }
@@ -812,7 +769,7 @@ pub fn answer(ui: &Ui, args: AnswerArgs) -> u8 {
         );
         return EXIT_FAILURE;
     }
-    drop(conn);
+    drop(db);
     reopen(
         ui,
         super::runs::StateDir {
@@ -821,7 +778,7 @@ pub fn answer(ui: &Ui, args: AnswerArgs) -> u8 {
         },
         &args.run,
         std::slice::from_ref(&args.unit),
-        "agent",
+        NodeKind::Agent,
         args.output,
     )
 }

@@ -2,14 +2,12 @@
 //! (also while one writes, from another terminal) and stopping one.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use rusqlite::Connection;
 
 use super::EXIT_FAILURE;
 use crate::spec::problem::plural;
-use crate::state::{self, views};
+use crate::state::{self, views, Db, RunStatus};
 
 /// Where the state directory is.
 #[derive(Debug, clap::Args)]
@@ -24,7 +22,7 @@ pub struct StateDir {
 
 impl StateDir {
     /// Opens the state database, or says why not.
-    pub fn open(&self) -> Result<(PathBuf, Connection), String> {
+    pub fn open(&self) -> Result<(PathBuf, Db), String> {
         let dir = match (&self.state_dir, &self.spec) {
             (Some(dir), _) => dir.clone(),
             (None, Some(spec)) => super::run::state_dir(spec, None),
@@ -36,8 +34,8 @@ impl StateDir {
                 dir.display()
             ));
         }
-        let conn = state::open(&dir).map_err(|e| e.to_string())?;
-        Ok((dir, conn))
+        let db = Db::open(&dir).map_err(|e| e.to_string())?;
+        Ok((dir, db))
     }
 }
 
@@ -45,11 +43,6 @@ impl StateDir {
 pub(super) fn fail(message: impl std::fmt::Display) -> u8 {
     eprintln!("error: {message}");
     EXIT_FAILURE
-}
-
-/// Names the state database in a SQLite error.
-pub(super) fn sql(dir: &Path) -> impl Fn(rusqlite::Error) -> String + '_ {
-    move |e| format!("state database {}: {e}", dir.join(state::DB_FILE).display())
 }
 
 /// Arguments of `dispatch runs`.
@@ -76,13 +69,13 @@ fn counts(run: &views::RunRow) -> String {
 
 /// Lists recent runs.
 pub fn runs(args: RunsArgs) -> u8 {
-    let (dir, conn) = match args.state.open() {
+    let (_, db) = match args.state.open() {
         Ok(open) => open,
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    let rows = match views::runs(&conn, args.limit).map_err(sql(&dir)) {
+    let rows = match db.runs(args.limit) {
         Ok(rows) => rows,
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
     if args.json {
         println!(
@@ -123,11 +116,11 @@ pub struct StatusArgs {
 
 /// Shows the units of a run with their nodes.
 pub fn status(args: StatusArgs) -> u8 {
-    let (dir, conn) = match args.state.open() {
+    let (dir, db) = match args.state.open() {
         Ok(open) => open,
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    let run = match views::run(&conn, args.run.as_deref()).map_err(sql(&dir)) {
+    let run = match db.run(args.run.as_deref()) {
         Ok(Some(run)) => run,
         Ok(None) => {
             return fail(format!(
@@ -136,11 +129,11 @@ pub fn status(args: StatusArgs) -> u8 {
                 dir.display()
             ))
         }
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    let units = match views::units(&conn, &run.id).map_err(sql(&dir)) {
+    let units = match db.units(&run.id) {
         Ok(units) => units,
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
     if args.json {
         #[derive(serde::Serialize)]
@@ -175,7 +168,7 @@ pub fn status(args: StatusArgs) -> u8 {
         counts(&run)
     );
     for unit in &units {
-        let outcome = unit.outcome.as_deref().unwrap_or("running");
+        let outcome = unit.outcome.map_or("running", |o| o.as_str());
         let _ = writeln!(
             out,
             "\n{:<13} {}{}",
@@ -207,7 +200,8 @@ pub fn status(args: StatusArgs) -> u8 {
             let _ = writeln!(
                 out,
                 "  {:<9} {:<8}{attempts}{cached}",
-                node.status, node.kind
+                node.status.as_str(),
+                node.kind.as_str()
             );
         }
     }
@@ -232,16 +226,19 @@ pub struct LogsArgs {
 
 /// Prints a node's log.
 pub fn logs(args: LogsArgs) -> u8 {
-    let (dir, conn) = match args.state.open() {
+    let (dir, db) = match args.state.open() {
         Ok(open) => open,
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    let (workspace, kind, _) = match views::node(&conn, &args.run, &args.node).map_err(sql(&dir)) {
+    let location = match db.node(&args.run, &args.node) {
         Ok(Some(found)) => found,
         Ok(None) => return fail(format!("run {} has no node {}", args.run, args.node)),
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    let log = dir.join(workspace).join("meta").join(format!("{kind}.log"));
+    let log = dir
+        .join(&location.workspace)
+        .join("meta")
+        .join(format!("{}.log", location.kind));
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
     loop {
@@ -275,12 +272,11 @@ pub fn logs(args: LogsArgs) -> u8 {
         if !args.follow {
             return 0;
         }
-        let running = views::node(&conn, &args.run, &args.node)
+        let running = db
+            .node(&args.run, &args.node)
             .ok()
             .flatten()
-            .is_some_and(|(_, _, status)| {
-                matches!(status.as_str(), "pending" | "ready" | "running")
-            });
+            .is_some_and(|node| !node.status.is_terminal());
         if !running {
             // One last read catches what was written before the node ended.
             if let Ok(mut file) = open() {
@@ -301,34 +297,51 @@ pub struct CancelArgs {
     /// Where the runs are.
     #[command(flatten)]
     pub state: StateDir,
+    /// Stop the running containers now (their units end cancelled) instead of letting running
+    /// nodes finish.
+    #[arg(long)]
+    pub force: bool,
 }
 
-/// Stops a run from another terminal: the runner gets the two interrupts Ctrl-C would send
-/// (it stops its containers and marks their units `cancelled`); a runner that is gone has its
-/// containers removed and its unfinished nodes marked here.
+/// Stops a run from another terminal. The runner gets one SIGTERM, which it takes like the
+/// first Ctrl-C (nothing new starts, running nodes finish, the rest ends `cancelled`), or with
+/// `--force` one SIGUSR1, which it takes like a second Ctrl-C (running containers are stopped
+/// too). A runner that is gone has its containers removed and its unfinished nodes marked
+/// here.
 pub fn cancel(args: CancelArgs) -> u8 {
-    let (dir, conn) = match args.state.open() {
+    let (dir, db) = match args.state.open() {
         Ok(open) => open,
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    let run = match views::run(&conn, Some(&args.run)).map_err(sql(&dir)) {
+    let run = match db.run(Some(&args.run)) {
         Ok(Some(run)) => run,
         Ok(None) => return fail(format!("no run {} in {}", args.run, dir.display())),
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    if run.status != "running" {
+    if run.status != RunStatus::Running {
         println!("run {} already ended ({})", run.id, run.status);
         return 0;
     }
     if runner_alive(run.pid) {
-        for _ in 0..2 {
-            // SAFETY: kill has no memory-safety preconditions; the pid is the runner's.
-            unsafe {
-                libc::kill(run.pid as i32, libc::SIGINT);
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let signal = if args.force {
+            libc::SIGUSR1
+        } else {
+            libc::SIGTERM
+        };
+        // SAFETY: kill has no memory-safety preconditions; the pid is the runner's.
+        if unsafe { libc::kill(run.pid as i32, signal) } != 0 {
+            return fail(format!(
+                "cannot signal the runner (pid {}) of run {}: {}",
+                run.pid,
+                run.id,
+                std::io::Error::last_os_error()
+            ));
         }
-        println!("asked the runner (pid {}) to stop run {}; it stops its containers and marks their units cancelled", run.pid, run.id);
+        if args.force {
+            println!("asked the runner (pid {}) to stop run {} now; it stops its containers and marks their units cancelled", run.pid, run.id);
+        } else {
+            println!("asked the runner (pid {}) to stop run {}; running nodes finish, the units that did not start end cancelled (`dispatch cancel --force` stops the containers too)", run.pid, run.id);
+        }
         return 0;
     }
     let runtime = match super::async_runtime(false) {
@@ -351,22 +364,10 @@ pub fn cancel(args: CancelArgs) -> u8 {
     });
     let removed = match removed {
         Ok(n) => n,
-        Err(message) => return fail(message),
+        Err(error) => return fail(error),
     };
-    let marked = conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         UPDATE nodes SET status = 'cancelled', reason = 'cancelled by dispatch cancel' WHERE run_id = '{id}' AND status IN ('pending', 'ready', 'running');
-         UPDATE units SET outcome = 'cancelled', reason = 'cancelled by dispatch cancel' WHERE run_id = '{id}' AND outcome IS NULL;
-         UPDATE runs SET status = 'cancelled', finished_at = {now} WHERE id = '{id}';
-         COMMIT;",
-        id = run.id.replace('\'', "''"),
-        now = state::now()
-    ));
-    if let Err(error) = marked {
-        return fail(format!(
-            "state database {}: {error}",
-            dir.join(state::DB_FILE).display()
-        ));
+    if let Err(error) = db.cancel_orphans(&run.id, "cancelled by dispatch cancel") {
+        return fail(error);
     }
     println!("run {}: the runner was gone; removed {removed} {} and marked its unfinished units cancelled", run.id, plural(removed, "container"));
     0

@@ -104,12 +104,13 @@ pub async fn find(loaded: &LoadedSpec, state_dir: &Path) -> Result<Found, String
 }
 
 /// The local forge's PRs, from the state database (none before the first run).
-pub(super) fn local_prs(state_dir: &Path) -> Result<Vec<state::PrRow>, String> {
-    if !state_dir.join(state::DB_FILE).exists() {
+pub(super) fn local_prs(state_dir: &Path) -> Result<Vec<state::views::PrRow>, String> {
+    if !state::Db::exists_in(state_dir) {
         return Ok(Vec::new());
     }
-    let conn = state::open(state_dir).map_err(|e| e.to_string())?;
-    state::prs(&conn).map_err(|e| format!("{}: {e}", state_dir.display()))
+    state::Db::open(state_dir)
+        .and_then(|db| db.prs())
+        .map_err(|e| e.to_string())
 }
 
 fn filter(selection: &Selection) -> RepoFilter {

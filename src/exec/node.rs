@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::outcome::Outcome;
 use super::{cache, qa};
 use crate::agents::{self, ArgvContext, Invocation};
 use crate::forge::remote::PublishOptions;
@@ -22,7 +21,8 @@ use crate::runtime::{
 use crate::spec::model::{PromptHandoff, Resources as SpecResources};
 use crate::spec::values::AgentRef;
 use crate::spec::LoadedSpec;
-use crate::state::{Journal, NodeChange};
+use crate::state::{Journal, RunEvent};
+use crate::vocab::Outcome;
 
 /// Files an agent may leave that dispatch never commits.
 pub const NEVER_COMMITTED: &[&str] = &["BLOCKED.md", "ANSWER.md"];
@@ -502,15 +502,11 @@ async fn run_container<R: Runtime, F: Forge>(
     timeout: Duration,
 ) -> Result<Exit, String> {
     let id = ctx.runtime.create(&spec).await.map_err(|e| e.to_string())?;
-    if let Err(error) = ctx
-        .journal
-        .node(
-            &ctx.run_id,
-            &ctx.node,
-            NodeChange::Container { id: id.clone() },
-        )
-        .await
-    {
+    let created = RunEvent::ContainerCreated {
+        node: ctx.node.clone(),
+        container: id.clone(),
+    };
+    if let Err(error) = ctx.journal.record_now(&ctx.run_id, created).await {
         let _ = ctx.runtime.remove(&id).await;
         return Err(error.to_string());
     }
@@ -687,12 +683,13 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         if let Some(cached) = cache::lookup(dir, key).await {
             return match cache::apply(&repo, &cached).await {
                 Ok(()) => {
-                    let (run, node, key) = (ctx.run_id.clone(), ctx.node.clone(), key.clone());
-                    ctx.journal.submit(move |t| {
-                        t.prepare_cached("INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, 'cache', ?4)")?
-                            .execute(rusqlite::params![run, crate::state::now_ms(), node, key])?;
-                        Ok(())
-                    });
+                    ctx.journal.record(
+                        &ctx.run_id,
+                        vec![RunEvent::CacheHit {
+                            node: ctx.node.clone(),
+                            key: key.clone(),
+                        }],
+                    );
                     match cached {
                         cache::Cached::Changed(_) => NodeResult::Done {
                             base: None,

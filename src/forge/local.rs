@@ -4,11 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::params;
-
 use super::{Forge, ForgeError, PrRef, PrRequest};
 use crate::git;
-use crate::state::{now, Journal};
+use crate::state::journal::NewPr;
+use crate::state::Journal;
 
 /// The local forge of one state directory.
 #[derive(Clone)]
@@ -75,41 +74,19 @@ impl Forge for LocalForge {
             request.lease.as_deref(),
         )
         .await?;
-        let r = request.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.journal
-            .write(move |t| {
-                let at = now();
-                let existing: Option<i64> = t
-                    .query_row(
-                        "SELECT number FROM prs WHERE org = ?1 AND repo = ?2 AND branch = ?3",
-                        params![r.org, r.repo, r.branch],
-                        |row| row.get(0),
-                    )
-                    .ok();
-                let (number, created) = match existing {
-                    Some(number) => {
-                        t.execute(
-                            "UPDATE prs SET base = ?2, title = ?3, body = ?4, status = 'open', run_id = ?5, unit_id = ?6, updated_at = ?7 WHERE number = ?1",
-                            params![number, r.base, r.title, r.body, r.run_id, r.unit_id, at],
-                        )?;
-                        (number, false)
-                    }
-                    None => {
-                        t.execute(
-                            "INSERT INTO prs (org, repo, branch, base, title, body, status, run_id, unit_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?9)",
-                            params![r.org, r.repo, r.branch, r.base, r.title, r.body, r.run_id, r.unit_id, at],
-                        )?;
-                        (t.last_insert_rowid(), true)
-                    }
-                };
-                let _ = tx.send((number, created));
-                Ok(())
+        let (number, created) = self
+            .journal
+            .upsert_pr(NewPr {
+                org: request.org.clone(),
+                repo: request.repo.clone(),
+                branch: request.branch.clone(),
+                base: request.base.clone(),
+                title: request.title.clone(),
+                body: request.body.clone(),
+                run_id: request.run_id.clone(),
+                unit_id: request.unit_id.clone(),
             })
             .await?;
-        let (number, created) = rx
-            .await
-            .map_err(|_| crate::state::StateError::Closed("no PR number".to_owned()))?;
         Ok(PrRef {
             number,
             reference: format!("local:{}/{}#{number}", request.org, request.repo),
@@ -150,16 +127,7 @@ impl Forge for LocalForge {
         }
         git::git(scratch, &["push", "--quiet", "origin", &request.base]).await?;
         let _ = tokio::fs::remove_dir_all(scratch).await;
-        let number = pr.number;
-        self.journal
-            .write(move |t| {
-                t.execute(
-                    "UPDATE prs SET status = 'merged', updated_at = ?2 WHERE number = ?1",
-                    params![number, now()],
-                )?;
-                Ok(())
-            })
-            .await?;
+        self.journal.pr_merged(pr.number).await?;
         Ok(())
     }
 }

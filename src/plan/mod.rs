@@ -34,37 +34,7 @@ pub const DEFAULT_AGENT: &str = "codex";
 /// Default time limit of an agent run, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 
-/// The kinds of node, in the order they run within a unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeKind {
-    /// Clone, branch, render the prompt.
-    Prep,
-    /// Run the agent in a container and commit its work.
-    Agent,
-    /// Run the QA steps in a container.
-    Qa,
-    /// Push the branch and open or update the PR.
-    Publish,
-    /// A reviewing agent comments on the PR.
-    Review,
-    /// Merge the PR when the policy allows.
-    Merge,
-}
-
-impl NodeKind {
-    /// The kind as written in node ids.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeKind::Prep => "prep",
-            NodeKind::Agent => "agent",
-            NodeKind::Qa => "qa",
-            NodeKind::Publish => "publish",
-            NodeKind::Review => "review",
-            NodeKind::Merge => "merge",
-        }
-    }
-}
+pub use crate::vocab::NodeKind;
 
 /// The whole plan.
 #[derive(Clone, Debug, Serialize)]
@@ -158,6 +128,10 @@ pub struct Unit {
     pub qa: Qa,
     /// Extra agent runs after QA failures.
     pub fix_attempts: u32,
+    /// Retries of a node's transient failures (the job's `retries`, else the defaults', else
+    /// [`DEFAULT_RETRIES`]). Not part of the JSON: it changes no node of the DAG.
+    #[serde(skip)]
+    pub retries: u32,
     /// Merge policy.
     pub merge: MergePolicy,
     /// Variables for the templates.
@@ -246,6 +220,9 @@ pub struct Node {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_runs: Option<u32>,
 }
+
+/// Retries of a node's transient failures when the spec sets none.
+pub const DEFAULT_RETRIES: u32 = 2;
 
 /// Default QA step time limit.
 pub const DEFAULT_QA_TIMEOUT_SECS: u64 = 600;
@@ -516,6 +493,10 @@ fn unit(spec: &Spec, index: usize, target: &ResolvedTarget) -> Unit {
         timeout: timeout.to_string(),
         qa,
         fix_attempts: job.fix_attempts,
+        retries: job
+            .retries
+            .or(spec.defaults.retries)
+            .unwrap_or(DEFAULT_RETRIES),
         merge: job.pr.merge,
         variables: target.variables.clone(),
         nodes,

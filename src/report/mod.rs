@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::exec::{NodeStatus, Outcome, Reporter, UnitResult};
+use crate::exec::{Reporter, UnitResult};
 use crate::spec::problem::plural;
+use crate::state::RunEvent;
+use crate::vocab::{NodeStatus, Outcome};
 
 /// Plain lines, one per event, for logs and pipes.
 pub struct Lines {
@@ -49,53 +51,53 @@ fn first_line(text: &str) -> &str {
 }
 
 impl Reporter for Lines {
-    fn node_started(&self, node: &str) {
-        if let Ok(mut started) = self.started.lock() {
-            started.insert(node.to_owned(), Instant::now());
-        }
-        println!("{} start  {node}", self.stamp());
-    }
-
-    fn node_finished(&self, node: &str, status: NodeStatus, reason: Option<&str>) {
-        let took = self
-            .started
-            .lock()
-            .ok()
-            .and_then(|mut s| s.remove(node))
-            .map(|t| format!(" in {:.1}s", t.elapsed().as_secs_f64()));
-        match reason {
-            Some(reason) => println!(
-                "{} {:<6} {node}{}: {}",
+    fn event(&self, event: &RunEvent) {
+        match event {
+            RunEvent::NodeStarted { node, .. } => {
+                if let Ok(mut started) = self.started.lock() {
+                    started.insert(node.clone(), Instant::now());
+                }
+                println!("{} start  {node}", self.stamp());
+            }
+            RunEvent::NodeFinished {
+                node,
+                status,
+                reason,
+                ..
+            } => {
+                let took = self
+                    .started
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(node))
+                    .map(|t| format!(" in {:.1}s", t.elapsed().as_secs_f64()))
+                    .unwrap_or_default();
+                match reason {
+                    Some(reason) => println!(
+                        "{} {:<6} {node}{took}: {}",
+                        self.stamp(),
+                        status.as_str(),
+                        first_line(reason)
+                    ),
+                    None => println!("{} {:<6} {node}{took}", self.stamp(), status.as_str()),
+                }
+            }
+            RunEvent::NodeReset { node, cause } => {
+                println!("{} reset  {node}: {cause}", self.stamp());
+            }
+            RunEvent::UnitFinished {
+                unit, outcome, pr, ..
+            } => println!(
+                "{} unit   {unit} -> {outcome}{}",
                 self.stamp(),
-                status.as_str(),
-                took.unwrap_or_default(),
-                first_line(reason)
+                pr.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
             ),
-            None => println!(
-                "{} {:<6} {node}{}",
-                self.stamp(),
-                status.as_str(),
-                took.unwrap_or_default()
-            ),
+            RunEvent::Cancelling { reason } => println!("{} {}", self.stamp(), reason.describe()),
+            RunEvent::ContainerCreated { .. }
+            | RunEvent::CacheHit { .. }
+            | RunEvent::PrOpened { .. }
+            | RunEvent::RunFinished { .. } => {}
         }
-    }
-
-    fn unit_finished(&self, result: &UnitResult) {
-        println!(
-            "{} unit   {} -> {}{}",
-            self.stamp(),
-            result.id,
-            result.outcome,
-            result
-                .pr
-                .as_ref()
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default()
-        );
-    }
-
-    fn note(&self, message: &str) {
-        println!("{} {message}", self.stamp());
     }
 }
 
@@ -125,41 +127,64 @@ impl Bars {
 }
 
 impl Reporter for Bars {
-    fn node_started(&self, node: &str) {
-        let bar = self.multi.add(ProgressBar::new_spinner());
-        bar.set_style(
-            ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_message(node.to_owned());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(node.to_owned(), bar);
+    fn event(&self, event: &RunEvent) {
+        match event {
+            RunEvent::NodeStarted { node, .. } => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_message(node.clone());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                if let Ok(mut running) = self.running.lock() {
+                    running.insert(node.clone(), bar);
+                }
+            }
+            RunEvent::NodeFinished {
+                node,
+                status,
+                reason,
+                ..
+            } => {
+                if let Some(bar) = self.running.lock().ok().and_then(|mut r| r.remove(node)) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                if *status == NodeStatus::Failed {
+                    let _ = self.multi.println(format!(
+                        "  failed {node}: {}",
+                        reason.as_deref().map(first_line).unwrap_or("")
+                    ));
+                }
+            }
+            RunEvent::NodeReset { node, cause } => {
+                let _ = self.multi.println(format!("  reset  {node}: {cause}"));
+            }
+            RunEvent::UnitFinished { unit, outcome, .. } => {
+                self.overall.inc(1);
+                let _ = self.multi.println(format!("{unit} -> {outcome}"));
+            }
+            RunEvent::Cancelling { reason } => {
+                let _ = self.multi.println(reason.describe());
+            }
+            RunEvent::ContainerCreated { .. }
+            | RunEvent::CacheHit { .. }
+            | RunEvent::PrOpened { .. }
+            | RunEvent::RunFinished { .. } => {}
         }
     }
+}
 
-    fn node_finished(&self, node: &str, status: NodeStatus, reason: Option<&str>) {
-        if let Some(bar) = self.running.lock().ok().and_then(|mut r| r.remove(node)) {
-            bar.finish_and_clear();
-            self.multi.remove(&bar);
+/// Shows nothing but why the run stops early (on stderr): for `--output json`, whose stdout
+/// is the JSON document alone.
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn event(&self, event: &RunEvent) {
+        if let RunEvent::Cancelling { reason } = event {
+            eprintln!("{}", reason.describe());
         }
-        if status == NodeStatus::Failed {
-            let _ = self.multi.println(format!(
-                "  failed {node}: {}",
-                reason.map(first_line).unwrap_or("")
-            ));
-        }
-    }
-
-    fn unit_finished(&self, result: &UnitResult) {
-        self.overall.inc(1);
-        let _ = self
-            .multi
-            .println(format!("{} -> {}", result.id, result.outcome));
-    }
-
-    fn note(&self, message: &str) {
-        let _ = self.multi.println(message);
     }
 }
 

@@ -1,8 +1,16 @@
-//! What `runs`, `status`, `logs` and `cancel` read: plain queries on a read connection, safe
-//! while a run writes (WAL).
+//! What `runs`, `status`, `logs`, `prs`, `resume` and the limits read: plain queries on a
+//! [`Db`], safe while a run writes (WAL). Rows carry typed statuses, outcomes and node kinds;
+//! a value this dispatch does not write is an error naming the file, never a guess.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::types::FromSql;
+use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
+
+use super::event::RunStatus;
+use super::{Db, StateError};
+use crate::vocab::{NodeKind, NodeStatus, Outcome, UnknownWord};
 
 /// One run, with its counts per outcome.
 #[derive(Clone, Debug, Serialize)]
@@ -13,8 +21,8 @@ pub struct RunRow {
     pub spec_path: String,
     /// Spec name.
     pub spec_name: String,
-    /// `running`, `finished` or `cancelled`.
-    pub status: String,
+    /// Where the run is.
+    pub status: RunStatus,
     /// Process id of the runner.
     pub pid: i64,
     /// Start, seconds since the epoch.
@@ -24,7 +32,7 @@ pub struct RunRow {
     /// Units.
     pub units: i64,
     /// Units per outcome (`running` for units without one yet).
-    pub outcomes: std::collections::BTreeMap<String, i64>,
+    pub outcomes: BTreeMap<String, i64>,
 }
 
 /// A unit with its nodes.
@@ -36,7 +44,7 @@ pub struct UnitRow {
     pub workspace: String,
     /// Outcome, when ended.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     /// Why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -53,9 +61,12 @@ pub struct NodeRow {
     /// Node id.
     pub id: String,
     /// Kind.
-    pub kind: String,
+    pub kind: NodeKind,
     /// Status.
-    pub status: String,
+    pub status: NodeStatus,
+    /// The outcome it decided for its unit, when it ended one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
     /// Attempts.
     pub attempts: i64,
     /// Container id, if one was created.
@@ -77,137 +88,15 @@ pub struct NodeRow {
     pub cached: bool,
 }
 
-fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
-    Ok(RunRow {
-        id: row.get(0)?,
-        spec_path: row.get(1)?,
-        spec_name: row.get(2)?,
-        status: row.get(3)?,
-        pid: row.get(4)?,
-        started_at: row.get(5)?,
-        finished_at: row.get(6)?,
-        units: 0,
-        outcomes: Default::default(),
-    })
-}
-
-const RUN_COLUMNS: &str = "id, spec_path, spec_name, status, pid, started_at, finished_at";
-
-fn with_counts(conn: &Connection, mut run: RunRow) -> rusqlite::Result<RunRow> {
-    let mut statement = conn.prepare_cached(
-        "SELECT COALESCE(outcome, 'running'), COUNT(*) FROM units WHERE run_id = ?1 GROUP BY 1",
-    )?;
-    let rows = statement.query_map([&run.id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (outcome, count) = row?;
-        run.units += count;
-        run.outcomes.insert(outcome, count);
-    }
-    Ok(run)
-}
-
-/// The most recent runs, newest first.
-pub fn runs(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRow>> {
-    let mut statement = conn.prepare(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
-    ))?;
-    let rows: Vec<RunRow> = statement
-        .query_map([limit as i64], run_row)?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter().map(|r| with_counts(conn, r)).collect()
-}
-
-/// One run by id, or the newest when `id` is `None`.
-pub fn run(conn: &Connection, id: Option<&str>) -> rusqlite::Result<Option<RunRow>> {
-    let row = match id {
-        Some(id) => conn
-            .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                [id],
-                run_row,
-            )
-            .optional()?,
-        None => conn
-            .query_row(
-                &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT 1"
-                ),
-                [],
-                run_row,
-            )
-            .optional()?,
-    };
-    row.map(|r| with_counts(conn, r)).transpose()
-}
-
-/// Every unit of a run with its nodes, in plan order.
-pub fn units(conn: &Connection, run: &str) -> rusqlite::Result<Vec<UnitRow>> {
-    let mut statement = conn.prepare(
-        "SELECT id, workspace, outcome, reason, pr FROM units WHERE run_id = ?1 ORDER BY ord",
-    )?;
-    let mut units: Vec<UnitRow> = statement
-        .query_map([run], |r| {
-            Ok(UnitRow {
-                id: r.get(0)?,
-                workspace: r.get(1)?,
-                outcome: r.get(2)?,
-                reason: r.get(3)?,
-                pr: r.get(4)?,
-                nodes: Vec::new(),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let index: std::collections::HashMap<String, usize> = units
-        .iter()
-        .enumerate()
-        .map(|(i, u)| (u.id.clone(), i))
-        .collect();
-    let mut statement = conn.prepare(
-        "SELECT n.unit_id, n.id, n.kind, n.status, n.attempts, n.container_id, n.exit_code, n.reason, n.started_at, n.finished_at, \
-         EXISTS (SELECT 1 FROM events e WHERE e.run_id = n.run_id AND e.node_id = n.id AND e.kind = 'cache' \
-                 AND e.seq > COALESCE((SELECT MAX(s.seq) FROM events s WHERE s.run_id = n.run_id AND s.node_id = n.id AND s.kind = 'started'), 0)) \
-         FROM nodes n WHERE n.run_id = ?1 ORDER BY n.ord",
-    )?;
-    let rows = statement.query_map([run], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            NodeRow {
-                id: r.get(1)?,
-                kind: r.get(2)?,
-                status: r.get(3)?,
-                attempts: r.get(4)?,
-                container_id: r.get(5)?,
-                exit_code: r.get(6)?,
-                reason: r.get(7)?,
-                started_at: r.get(8)?,
-                finished_at: r.get(9)?,
-                cached: r.get(10)?,
-            },
-        ))
-    })?;
-    for row in rows {
-        let (unit, node) = row?;
-        if let Some(&i) = index.get(&unit) {
-            units[i].nodes.push(node);
-        }
-    }
-    Ok(units)
-}
-
-/// The unit workspace and status of a node.
-pub fn node(
-    conn: &Connection,
-    run: &str,
-    node: &str,
-) -> rusqlite::Result<Option<(String, String, String)>> {
-    conn.query_row(
-        "SELECT u.workspace, n.kind, n.status FROM nodes n JOIN units u ON u.run_id = n.run_id AND u.id = n.unit_id WHERE n.run_id = ?1 AND n.id = ?2",
-        params![run, node],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()
+/// Where a node's files are and where it is.
+#[derive(Clone, Debug)]
+pub struct NodeLocation {
+    /// Its unit's workspace, relative to the state directory.
+    pub workspace: String,
+    /// Kind (its log is `meta/<kind>.log`).
+    pub kind: NodeKind,
+    /// Status.
+    pub status: NodeStatus,
 }
 
 /// One event of a run's journal, in the order it was recorded.
@@ -219,25 +108,290 @@ pub struct EventRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// What happened: `started`, `container`, `done`, `failed`, `skipped`, `cancelled`,
-    /// `reset`, `cache`.
+    /// `reset`, `cache`, and for the run `cancel` and `finished`.
     pub kind: String,
     /// Details (the attempt, the container id, the reason, the cache key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
-/// Every event of a run, oldest first.
-pub fn events(conn: &Connection, run: &str) -> rusqlite::Result<Vec<EventRow>> {
-    let mut statement = conn.prepare(
-        "SELECT at_ms, node_id, kind, detail FROM events WHERE run_id = ?1 ORDER BY seq",
-    )?;
-    let rows = statement.query_map([run], |r| {
-        Ok(EventRow {
-            at_ms: r.get(0)?,
-            node: r.get(1)?,
-            kind: r.get(2)?,
-            detail: r.get(3)?,
+/// A pull request of the local forge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrRow {
+    /// PR number (unique in the state directory).
+    pub number: i64,
+    /// Organisation.
+    pub org: String,
+    /// Repository.
+    pub repo: String,
+    /// Head branch.
+    pub branch: String,
+    /// Base branch.
+    pub base: String,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// `open`, `merged` or `closed`.
+    pub status: String,
+    /// Run that last wrote it.
+    pub run_id: String,
+    /// Unit that owns it.
+    pub unit_id: String,
+}
+
+/// A word of the vocabulary in column `index`.
+fn word<T: std::str::FromStr<Err = UnknownWord>>(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    text.parse().map_err(|error: UnknownWord| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            Box::new(error),
+        )
+    })
+}
+
+/// An optional word of the vocabulary in column `index`.
+fn maybe_word<T: std::str::FromStr<Err = UnknownWord>>(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<Option<T>> {
+    match row.get::<_, Option<String>>(index)? {
+        None => Ok(None),
+        Some(_) => word(row, index).map(Some),
+    }
+}
+
+fn get<T: FromSql>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    row.get(index)
+}
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: get(row, 0)?,
+        spec_path: get(row, 1)?,
+        spec_name: get(row, 2)?,
+        status: word(row, 3)?,
+        pid: get(row, 4)?,
+        started_at: get(row, 5)?,
+        finished_at: get(row, 6)?,
+        units: 0,
+        outcomes: BTreeMap::new(),
+    })
+}
+
+const RUNS: &str = "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1";
+const RUN: &str =
+    "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs WHERE id = ?1";
+const LAST_OF_SPEC: &str = "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs WHERE spec_path = ?1 ORDER BY started_at DESC, id DESC LIMIT 1";
+
+impl Db {
+    /// Maps a query's error to one naming the file, and a value of the wrong vocabulary to
+    /// [`StateError::Unreadable`].
+    fn read<T>(&self, result: rusqlite::Result<T>) -> Result<T, StateError> {
+        result.map_err(|error| match error {
+            rusqlite::Error::FromSqlConversionFailure(_, _, cause)
+                if cause.downcast_ref::<UnknownWord>().is_some() =>
+            {
+                StateError::Unreadable {
+                    path: self.path().to_owned(),
+                    error: cause
+                        .downcast_ref::<UnknownWord>()
+                        .cloned()
+                        .expect("checked just above"),
+                }
+            }
+            error => self.fail(error),
         })
-    })?;
-    rows.collect()
+    }
+
+    fn with_counts(&self, mut run: RunRow) -> rusqlite::Result<RunRow> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT COALESCE(outcome, 'running'), COUNT(*) FROM units WHERE run_id = ?1 GROUP BY 1",
+        )?;
+        let rows =
+            statement.query_map([&run.id], |r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)))?;
+        for row in rows {
+            let (outcome, count) = row?;
+            run.units += count;
+            run.outcomes.insert(outcome, count);
+        }
+        Ok(run)
+    }
+
+    /// The most recent runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, StateError> {
+        self.read((|| {
+            let mut statement = self.conn.prepare(RUNS)?;
+            let rows: Vec<RunRow> = statement
+                .query_map([limit as i64], run_row)?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter().map(|r| self.with_counts(r)).collect()
+        })())
+    }
+
+    /// One run by id, or the newest when `id` is `None`.
+    pub fn run(&self, id: Option<&str>) -> Result<Option<RunRow>, StateError> {
+        self.read((|| {
+            let row = match id {
+                Some(id) => self.conn.query_row(RUN, [id], run_row).optional()?,
+                None => self.conn.query_row(RUNS, [1], run_row).optional()?,
+            };
+            row.map(|r| self.with_counts(r)).transpose()
+        })())
+    }
+
+    /// The newest run of the spec at `spec_path` (as runs record it: absolute).
+    pub fn last_run_of(&self, spec_path: &str) -> Result<Option<RunRow>, StateError> {
+        self.read(
+            self.conn
+                .query_row(LAST_OF_SPEC, [spec_path], run_row)
+                .optional(),
+        )
+    }
+
+    /// Every unit of a run with its nodes, in plan order.
+    pub fn units(&self, run: &str) -> Result<Vec<UnitRow>, StateError> {
+        self.read((|| {
+            let mut statement = self.conn.prepare(
+                "SELECT id, workspace, outcome, reason, pr FROM units WHERE run_id = ?1 ORDER BY ord",
+            )?;
+            let mut units: Vec<UnitRow> = statement
+                .query_map([run], |r| {
+                    Ok(UnitRow {
+                        id: get(r, 0)?,
+                        workspace: get(r, 1)?,
+                        outcome: maybe_word(r, 2)?,
+                        reason: get(r, 3)?,
+                        pr: get(r, 4)?,
+                        nodes: Vec::new(),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let index: HashMap<String, usize> = units
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.id.clone(), i))
+                .collect();
+            let mut statement = self.conn.prepare(
+                "SELECT n.unit_id, n.id, n.kind, n.status, n.attempts, n.container_id, n.exit_code, n.reason, n.started_at, n.finished_at, \
+                 EXISTS (SELECT 1 FROM events e WHERE e.run_id = n.run_id AND e.node_id = n.id AND e.kind = 'cache' \
+                         AND e.seq > COALESCE((SELECT MAX(s.seq) FROM events s WHERE s.run_id = n.run_id AND s.node_id = n.id AND s.kind = 'started'), 0)), \
+                 n.outcome \
+                 FROM nodes n WHERE n.run_id = ?1 ORDER BY n.ord",
+            )?;
+            let rows = statement.query_map([run], |r| {
+                Ok((
+                    get::<String>(r, 0)?,
+                    NodeRow {
+                        id: get(r, 1)?,
+                        kind: word(r, 2)?,
+                        status: word(r, 3)?,
+                        attempts: get(r, 4)?,
+                        container_id: get(r, 5)?,
+                        exit_code: get(r, 6)?,
+                        reason: get(r, 7)?,
+                        started_at: get(r, 8)?,
+                        finished_at: get(r, 9)?,
+                        cached: get(r, 10)?,
+                        outcome: maybe_word(r, 11)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (unit, node) = row?;
+                if let Some(&i) = index.get(&unit) {
+                    units[i].nodes.push(node);
+                }
+            }
+            Ok(units)
+        })())
+    }
+
+    /// Where node `node` of run `run` keeps its files, and where it is.
+    pub fn node(&self, run: &str, node: &str) -> Result<Option<NodeLocation>, StateError> {
+        self.read(
+            self.conn
+                .query_row(
+                    "SELECT u.workspace, n.kind, n.status FROM nodes n JOIN units u ON u.run_id = n.run_id AND u.id = n.unit_id WHERE n.run_id = ?1 AND n.id = ?2",
+                    params![run, node],
+                    |r| {
+                        Ok(NodeLocation {
+                            workspace: get(r, 0)?,
+                            kind: word(r, 1)?,
+                            status: word(r, 2)?,
+                        })
+                    },
+                )
+                .optional(),
+        )
+    }
+
+    /// Every event of a run, oldest first.
+    pub fn events(&self, run: &str) -> Result<Vec<EventRow>, StateError> {
+        self.read((|| {
+            let mut statement = self.conn.prepare(
+                "SELECT at_ms, node_id, kind, detail FROM events WHERE run_id = ?1 ORDER BY seq",
+            )?;
+            let rows = statement.query_map([run], |r| {
+                Ok(EventRow {
+                    at_ms: get(r, 0)?,
+                    node: get(r, 1)?,
+                    kind: get(r, 2)?,
+                    detail: get(r, 3)?,
+                })
+            })?;
+            rows.collect()
+        })())
+    }
+
+    /// Starts of an agent pool (or `pool:model`) since `since` (seconds since the epoch), in
+    /// every run of the state directory.
+    pub fn starts_since(
+        &self,
+        pool: &str,
+        model: Option<&str>,
+        since: i64,
+    ) -> Result<u32, StateError> {
+        self.read(match model {
+            Some(model) => self.conn.query_row(
+                "SELECT COUNT(*) FROM starts WHERE pool = ?1 AND model = ?2 AND at >= ?3",
+                params![pool, model, since],
+                |r| r.get(0),
+            ),
+            None => self.conn.query_row(
+                "SELECT COUNT(*) FROM starts WHERE pool = ?1 AND at >= ?2",
+                params![pool, since],
+                |r| r.get(0),
+            ),
+        })
+    }
+
+    /// Every PR of the local forge, newest first.
+    pub fn prs(&self) -> Result<Vec<PrRow>, StateError> {
+        self.read((|| {
+            let mut statement = self.conn.prepare(
+                "SELECT number, org, repo, branch, base, title, body, status, run_id, unit_id FROM prs ORDER BY number DESC",
+            )?;
+            let rows = statement.query_map([], |r| {
+                Ok(PrRow {
+                    number: get(r, 0)?,
+                    org: get(r, 1)?,
+                    repo: get(r, 2)?,
+                    branch: get(r, 3)?,
+                    base: get(r, 4)?,
+                    title: get(r, 5)?,
+                    body: get(r, 6)?,
+                    status: get(r, 7)?,
+                    run_id: get(r, 8)?,
+                    unit_id: get(r, 9)?,
+                })
+            })?;
+            rows.collect()
+        })())
+    }
 }

@@ -1,0 +1,901 @@
+//! The dispatcher: the one place that decides a run's state.
+//!
+//! It owns every node's [`NodeStatus`], every unit's [`UnitPhase`], the [`Limits`] and the
+//! ready queues. Everything that moves a run is an [`Event`]; [`Dispatcher::handle`] takes
+//! one, makes every transition it implies, starts what may start, reports and journals the
+//! [`RunEvent`]s it decided (the same values go to both), and answers with [`Next`]: wait
+//! (until an instant, when a rate limit or a retry backoff asks for one), or the run is over.
+//! Node handlers run as tasks and talk to it only through events; nothing else changes state.
+//!
+//! A node's life (every status change goes through [`Dispatcher::set`]):
+//!
+//! ```text
+//! Pending --(dependencies done)--> Ready --(slot free, rate allows)--> Running
+//! Running --(handler returned, end committed)--> Done | Failed | Cancelled
+//! Running --(transient error, retries left)--> Pending --(backoff over)--> Ready
+//! Running qa --(QA failed, fix attempts left)--> Pending, and its agent Done --> Ready
+//! Pending | Ready --(something it needs did not succeed; the run stopped)--> Skipped | Cancelled
+//! ```
+//!
+//! "Where does a node go from running to finished, and what happens next": its handler's
+//! result arrives as [`Event::Returned`] (its slot is free at once, its end goes to the
+//! journal); once the journal committed it, [`Event::Committed`] hands it to
+//! [`Dispatcher::node_ended`], which decides; [`Dispatcher::propagate`] then releases or skips
+//! what depends on it, and a unit whose nodes are all terminal gets its one outcome.
+//!
+//! Invariants:
+//! - nothing depends on an unrecorded transition: a node's start is queued to the journal
+//!   before its task exists, so it commits before anything the task writes (the container id,
+//!   committed before the container starts); its end is committed before its result takes
+//!   effect (dependents start, its unit moves on, its containers are removed);
+//! - a node's slot is free once its handler returns; the journal commits in queue order, so no
+//!   start it lets in commits before that end, and the journal never shows more nodes running
+//!   than the limits allow;
+//! - a failed node never stops other units: its unit's remaining nodes, and units that need
+//!   it, end `skipped` with the reason;
+//! - a unit's outcome is decided once ([`UnitPhase::Decided`]) and carried as a value, never
+//!   inside a reason; every unit ends with exactly one [`Outcome`];
+//! - cancellation only escalates ([`CancelReason`]): once a reason is set nothing new starts,
+//!   and only [`CancelReason::Forced`] stops running containers.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::limits::{Admission, Class, Limits};
+use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
+use super::{cache, Executor, UnitResult};
+use crate::forge::{Forge, PrRef};
+use crate::plan::Plan;
+use crate::runtime::Runtime;
+use crate::spec::values::AgentRef;
+use crate::state::event::{PoolStart, ResetCause};
+use crate::state::RunEvent;
+use crate::vocab::{CancelReason, NodeKind, NodeStatus, Outcome};
+
+/// A signal from the user, as the command line hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Ctrl-C, SIGTERM or SIGHUP: the first stops scheduling, a second stops containers.
+    Interrupt,
+    /// SIGUSR1 (`dispatch cancel --force`): stop the running containers now.
+    Force,
+}
+
+/// What moves the dispatcher.
+pub(super) enum Event {
+    /// The run begins: nodes whose dependencies are done become ready and start.
+    Begin,
+    /// Node handlers returned (every one that did meanwhile): their slots are free and their
+    /// ends go to the journal.
+    Returned(Vec<Returned>),
+    /// The journal committed the ends of a batch, or failed to: their results take effect.
+    Committed(Vec<Returned>, Result<(), String>),
+    /// A rate limit or a retry backoff is over.
+    Wake,
+    /// The user asked the run to stop.
+    Signal(Signal),
+}
+
+/// A node whose handler returned: its index, result and the containers it ran.
+pub(super) struct Returned {
+    idx: usize,
+    result: NodeResult,
+    containers: Vec<String>,
+}
+
+/// What the loop does after an event.
+#[must_use = "the loop must wait as told, or end"]
+pub(super) enum Next {
+    /// Wait for the next event; wake at this instant if nothing comes before.
+    Wait(Option<Instant>),
+    /// Nothing runs or can run any more: the run is over.
+    Over,
+}
+
+/// One node as the dispatcher tracks it.
+pub(super) struct Node {
+    pub(super) id: String,
+    pub(super) unit: usize,
+    pub(super) kind: NodeKind,
+    class: Class,
+    pub(super) status: NodeStatus,
+    /// Dependencies not yet done.
+    pub(super) waiting: usize,
+    pub(super) dependents: Vec<usize>,
+    /// Attempts started so far.
+    pub(super) attempt: u32,
+    /// A container of an earlier runner to collect (resume).
+    pub(super) reattach: Option<String>,
+}
+
+/// Where a unit is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum UnitPhase {
+    /// Its nodes run; nothing has decided its outcome yet.
+    Open,
+    /// Its outcome is decided (a node stopped it, or something it needs did not succeed);
+    /// its remaining nodes are skipped and it finishes once none runs.
+    Decided {
+        /// The outcome.
+        outcome: Outcome,
+        /// Why.
+        reason: String,
+    },
+    /// Every node is terminal and its result is out, with this outcome.
+    Finished(Outcome),
+}
+
+impl UnitPhase {
+    /// The outcome decided so far, if any.
+    pub(super) fn outcome(&self) -> Option<Outcome> {
+        match self {
+            UnitPhase::Open => None,
+            UnitPhase::Decided { outcome, .. } | UnitPhase::Finished(outcome) => Some(*outcome),
+        }
+    }
+}
+
+/// What a unit's nodes have established so far, which later nodes get.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// The base branch, as prep resolved it.
+    pub(super) base: Option<String>,
+    /// The PR publish opened.
+    pub(super) pr: Option<PrRef>,
+    /// Whether QA passed (merge waits for green).
+    pub(super) qa_passed: bool,
+    /// The last QA failure, for the next fix attempt's prompt.
+    pub(super) qa_failure: Option<String>,
+    /// Fix attempts left.
+    pub(super) fixes_left: u32,
+    /// The outcome its nodes reached so far (`changed` after the agent, `merged` after merge).
+    pub(super) reached: Option<Outcome>,
+}
+
+/// One unit as the dispatcher tracks it.
+pub(super) struct Unit {
+    pub(super) run: Arc<UnitRun>,
+    pub(super) nodes: Vec<usize>,
+    pub(super) phase: UnitPhase,
+    pub(super) progress: Progress,
+}
+
+/// The dispatcher of one run.
+pub(super) struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
+    pub(super) ex: Executor<R, F, N>,
+    pub(super) nodes: Vec<Node>,
+    pub(super) units: Vec<Unit>,
+    ready: BTreeMap<Class, VecDeque<usize>>,
+    limits: Limits,
+    /// Nodes whose handlers run.
+    running: usize,
+    /// Nodes whose handlers returned and whose ends are being committed. Their slots are free
+    /// already; their results take effect once committed.
+    recording: usize,
+    /// Why the run stops early, once it does.
+    cancel: Option<CancelReason>,
+    cancel_tx: watch::Sender<bool>,
+    returned_tx: mpsc::UnboundedSender<Returned>,
+    committed_tx: mpsc::UnboundedSender<(Vec<Returned>, Result<(), String>)>,
+    /// Where agent results are cached, unless the run does without.
+    cache_dir: Option<PathBuf>,
+    /// Nodes waiting out a retry backoff, earliest first.
+    delayed: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Nodes that became terminal whose dependents and unit are still to be told.
+    settled: VecDeque<usize>,
+    /// Events decided in the current [`Self::handle`], not yet reported and journaled.
+    events: Vec<RunEvent>,
+    /// Each unit's result once it ended, by unit (in plan order).
+    pub(super) results: Vec<Option<UnitResult>>,
+    /// `status.json` writes and container removals still under way (awaited before the run
+    /// ends, so no container outlives its run).
+    writes: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The channels the dispatcher's tasks answer on, read by the loop in [`super::execute`].
+pub(super) struct Inbox {
+    pub(super) returned: mpsc::UnboundedReceiver<Returned>,
+    pub(super) committed: mpsc::UnboundedReceiver<(Vec<Returned>, Result<(), String>)>,
+}
+
+fn agent_class(agent: &AgentRef) -> Class {
+    Class::Agent {
+        pool: agent.pool().to_owned(),
+        model: agent.model().map(str::to_owned),
+    }
+}
+
+/// The journal's record of a handler's end.
+fn end_event(node: &str, result: &NodeResult) -> RunEvent {
+    let (status, outcome, exit_code, reason) = match result {
+        NodeResult::Done { outcome, .. } => (NodeStatus::Done, *outcome, None, None),
+        NodeResult::Stop {
+            outcome,
+            reason,
+            exit_code,
+        } => (
+            status_of(*outcome),
+            Some(*outcome),
+            *exit_code,
+            Some(reason.clone()),
+        ),
+        NodeResult::QaFailed { step, .. } => (
+            NodeStatus::Failed,
+            Some(Outcome::QaFailed),
+            None,
+            Some(step.clone()),
+        ),
+    };
+    RunEvent::NodeFinished {
+        node: node.to_owned(),
+        status,
+        outcome,
+        exit_code,
+        reason,
+    }
+}
+
+/// The status of a node that ended its unit with `outcome`.
+fn status_of(outcome: Outcome) -> NodeStatus {
+    match outcome {
+        Outcome::NoChanges => NodeStatus::Done,
+        Outcome::Cancelled => NodeStatus::Cancelled,
+        _ => NodeStatus::Failed,
+    }
+}
+
+/// The backoff before retry `attempt` (counted from 1) of a transient failure: 1 s, 2 s,
+/// 4 s ... up to a minute, plus up to a quarter more.
+fn retry_delay(attempt: u32) -> Duration {
+    let base =
+        Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60));
+    let jitter = Duration::from_millis(
+        u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761))
+            % (base.as_millis() as u64 / 4 + 1),
+    );
+    base + jitter
+}
+
+impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
+    /// The dispatcher of `plan`, every node pending, and the channels its tasks answer on.
+    pub(super) fn new(ex: Executor<R, F, N>, plan: &Arc<Plan>, limits: Limits) -> (Self, Inbox) {
+        let (returned_tx, returned) = mpsc::unbounded_channel();
+        let (committed_tx, committed) = mpsc::unbounded_channel();
+        let (cancel_tx, _) = watch::channel(false);
+        let mut d = Self {
+            nodes: Vec::with_capacity(plan.counts.nodes),
+            units: Vec::with_capacity(plan.units.len()),
+            ready: BTreeMap::new(),
+            limits,
+            running: 0,
+            recording: 0,
+            cancel: None,
+            cancel_tx,
+            returned_tx,
+            committed_tx,
+            cache_dir: (!ex.options.no_cache).then(|| cache::dir(&ex.state_dir)),
+            delayed: BinaryHeap::new(),
+            settled: VecDeque::new(),
+            events: Vec::new(),
+            results: std::iter::repeat_with(|| None)
+                .take(plan.units.len())
+                .collect(),
+            writes: Vec::new(),
+            ex,
+        };
+        d.build(plan);
+        (
+            d,
+            Inbox {
+                returned,
+                committed,
+            },
+        )
+    }
+
+    fn build(&mut self, plan: &Arc<Plan>) {
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.counts.nodes);
+        for (u, unit) in plan.units.iter().enumerate() {
+            let run = UnitRun::new(&self.ex.loaded, plan, u, &self.ex.state_dir);
+            let mut ids = Vec::with_capacity(unit.nodes.len());
+            for node in &unit.nodes {
+                let class = match node.kind {
+                    NodeKind::Prep | NodeKind::Publish | NodeKind::Merge => Class::Host,
+                    NodeKind::Qa => Class::Container,
+                    NodeKind::Agent => agent_class(&run.agent),
+                    NodeKind::Review => run.review.as_ref().map_or(Class::Container, agent_class),
+                };
+                index.insert(node.id.as_str(), self.nodes.len());
+                ids.push(self.nodes.len());
+                self.nodes.push(Node {
+                    id: node.id.clone(),
+                    unit: u,
+                    kind: node.kind,
+                    class,
+                    status: NodeStatus::Pending,
+                    waiting: node.needs.len(),
+                    dependents: Vec::new(),
+                    attempt: 0,
+                    reattach: None,
+                });
+            }
+            self.units.push(Unit {
+                run: Arc::new(run),
+                nodes: ids,
+                phase: UnitPhase::Open,
+                progress: Progress {
+                    fixes_left: unit.fix_attempts,
+                    ..Progress::default()
+                },
+            });
+        }
+        for unit in &plan.units {
+            for node in &unit.nodes {
+                let me = index[node.id.as_str()];
+                for need in &node.needs {
+                    if let Some(&from) = index.get(need.as_str()) {
+                        self.nodes[from].dependents.push(me);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one event, makes every transition it implies, starts what may start, and says
+    /// what the loop does next.
+    pub(super) fn handle(&mut self, event: Event) -> Next {
+        match event {
+            Event::Begin => self.begin(),
+            Event::Returned(batch) => self.returned(batch),
+            Event::Committed(batch, written) => self.committed(batch, written),
+            Event::Wake => {}
+            Event::Signal(Signal::Interrupt) => {
+                let reason = match self.cancel {
+                    Some(CancelReason::Signal | CancelReason::Forced) => CancelReason::Forced,
+                    _ => CancelReason::Signal,
+                };
+                self.begin_cancel(reason);
+            }
+            Event::Signal(Signal::Force) => self.begin_cancel(CancelReason::Forced),
+        }
+        self.propagate();
+        let wake = self.start_ready();
+        self.flush();
+        let idle = self.running == 0 && self.recording == 0;
+        if idle && (self.cancel.is_some() || wake.is_none()) {
+            Next::Over
+        } else {
+            Next::Wait(wake)
+        }
+    }
+
+    /// Every pending node whose dependencies are done becomes ready, and units a resume found
+    /// complete finish.
+    fn begin(&mut self) {
+        for idx in 0..self.nodes.len() {
+            if self.nodes[idx].status == NodeStatus::Pending && self.nodes[idx].waiting == 0 {
+                self.set(idx, NodeStatus::Ready);
+            }
+        }
+        for u in 0..self.units.len() {
+            self.finish_unit_if_done(u);
+        }
+    }
+
+    /// Handlers returned: their slots are free for other nodes at once (their ends are queued
+    /// before any later start, so the journal never shows more running than the limits
+    /// allow); what their results decide waits for the commit.
+    fn returned(&mut self, batch: Vec<Returned>) {
+        for r in &batch {
+            self.running -= 1;
+            self.recording += 1;
+            self.limits.finish(&self.nodes[r.idx].class);
+            self.events
+                .push(end_event(&self.nodes[r.idx].id, &r.result));
+            // A PR a node opened is its unit's from the same commit on (a resumed run needs it
+            // for merge).
+            if let NodeResult::Done { pr: Some(pr), .. } = &r.result {
+                self.events.push(RunEvent::PrOpened {
+                    unit: self.units[self.nodes[r.idx].unit].run.unit().id.clone(),
+                    pr: pr.reference.clone(),
+                });
+            }
+        }
+        let committed = self.committed_tx.clone();
+        let events = std::mem::take(&mut self.events);
+        for event in &events {
+            self.ex.reporter.event(event);
+        }
+        // Straight from the writer to the dispatcher: the results take effect at once.
+        self.ex
+            .journal
+            .record_then(&self.ex.run_id, events, move |written| {
+                let _ = committed.send((batch, written));
+            });
+    }
+
+    /// The ends of a batch are committed: their results take effect, and only now may their
+    /// containers go. A journal that fails stops scheduling.
+    fn committed(&mut self, batch: Vec<Returned>, written: Result<(), String>) {
+        match written {
+            Ok(()) => self.remove_containers(&batch),
+            Err(error) => self.begin_cancel(CancelReason::JournalFailed(error)),
+        }
+        for r in batch {
+            self.recording -= 1;
+            self.node_ended(r.idx, r.result);
+        }
+    }
+
+    /// A node's end is committed: what its result decides.
+    fn node_ended(&mut self, idx: usize, result: NodeResult) {
+        let u = self.nodes[idx].unit;
+        match result {
+            NodeResult::Done { base, pr, outcome } => {
+                let progress = &mut self.units[u].progress;
+                if base.is_some() {
+                    progress.base = base;
+                }
+                if pr.is_some() {
+                    progress.pr = pr;
+                }
+                if outcome.is_some() {
+                    progress.reached = outcome;
+                }
+                if self.nodes[idx].kind == NodeKind::Qa {
+                    progress.qa_passed = true;
+                }
+                self.set(idx, NodeStatus::Done);
+            }
+            NodeResult::Stop {
+                outcome: Outcome::InfraError,
+                reason,
+                ..
+            } if self.retry_left(idx) => self.retry_later(idx, reason),
+            NodeResult::Stop {
+                outcome, reason, ..
+            } => {
+                self.set(idx, status_of(outcome));
+                self.decide(u, outcome, reason, self.nodes[idx].kind);
+            }
+            NodeResult::QaFailed { step, tail } => {
+                let failure = format!("{step}\n{tail}");
+                if self.units[u].progress.fixes_left > 0 && self.cancel.is_none() {
+                    self.fix_attempt(idx, failure);
+                } else {
+                    self.set(idx, NodeStatus::Failed);
+                    self.decide(u, Outcome::QaFailed, failure, NodeKind::Qa);
+                }
+            }
+        }
+    }
+
+    /// Whether a transient failure of this node may be retried: the run goes on and the job's
+    /// `retries` are not used up.
+    fn retry_left(&self, idx: usize) -> bool {
+        let unit = self.units[self.nodes[idx].unit].run.unit();
+        self.cancel.is_none() && self.nodes[idx].attempt <= unit.retries
+    }
+
+    /// Puts a node that hit a transient failure back after a backoff.
+    fn retry_later(&mut self, idx: usize, reason: String) {
+        let after = retry_delay(self.nodes[idx].attempt);
+        self.events.push(RunEvent::NodeReset {
+            node: self.nodes[idx].id.clone(),
+            cause: ResetCause::Retry { after, reason },
+        });
+        self.set(idx, NodeStatus::Pending);
+        self.delayed.push(Reverse((Instant::now() + after, idx)));
+    }
+
+    /// QA failed with a fix attempt left: the agent runs again with the failure, then QA.
+    fn fix_attempt(&mut self, qa: usize, failure: String) {
+        let u = self.nodes[qa].unit;
+        let progress = &mut self.units[u].progress;
+        progress.fixes_left -= 1;
+        progress.qa_failure = Some(failure);
+        let agent = self.units[u]
+            .nodes
+            .iter()
+            .copied()
+            .find(|&n| self.nodes[n].kind == NodeKind::Agent)
+            .expect("the planner gives every unit with QA an agent node");
+        for idx in [agent, qa] {
+            self.events.push(RunEvent::NodeReset {
+                node: self.nodes[idx].id.clone(),
+                cause: ResetCause::FixAttempt,
+            });
+        }
+        self.set(qa, NodeStatus::Pending);
+        self.nodes[qa].waiting = 1;
+        self.set(agent, NodeStatus::Ready);
+    }
+
+    /// A node of unit `u` (of kind `by`) ended it with `outcome`: the outcome is decided
+    /// (unless something decided it before) and the unit's nodes that did not run are skipped.
+    fn decide(&mut self, u: usize, outcome: Outcome, reason: String, by: NodeKind) {
+        if self.units[u].phase == UnitPhase::Open {
+            self.units[u].phase = UnitPhase::Decided { outcome, reason };
+        }
+        self.skip_rest(u, &format!("{} ended {outcome}", by.as_str()));
+    }
+
+    /// Skips every node of unit `u` that neither ran to its end nor runs now.
+    fn skip_rest(&mut self, u: usize, reason: &str) {
+        for i in 0..self.units[u].nodes.len() {
+            let n = self.units[u].nodes[i];
+            let status = self.nodes[n].status;
+            if !status.is_terminal() && status != NodeStatus::Running {
+                self.end_unrun(n, NodeStatus::Skipped, reason);
+            }
+        }
+    }
+
+    /// Ends a node that never ran (skipped or cancelled), with the reason.
+    fn end_unrun(&mut self, idx: usize, status: NodeStatus, reason: &str) {
+        self.events.push(RunEvent::NodeFinished {
+            node: self.nodes[idx].id.clone(),
+            status,
+            outcome: None,
+            exit_code: None,
+            reason: Some(reason.to_owned()),
+        });
+        self.set(idx, status);
+    }
+
+    /// The one place a node's status changes. A node that becomes terminal is queued for
+    /// [`Self::propagate`]; a node that becomes ready joins its class's queue, and one that
+    /// stops being ready leaves it.
+    fn set(&mut self, idx: usize, to: NodeStatus) {
+        let from = self.nodes[idx].status;
+        debug_assert!(
+            matches!(
+                (from, to),
+                (NodeStatus::Pending, NodeStatus::Ready)
+                    | (NodeStatus::Ready, NodeStatus::Running)
+                    | (NodeStatus::Running, _)
+                    | (NodeStatus::Pending | NodeStatus::Ready, NodeStatus::Skipped)
+                    | (
+                        NodeStatus::Pending | NodeStatus::Ready,
+                        NodeStatus::Cancelled
+                    )
+                    | (NodeStatus::Done, NodeStatus::Ready)
+            ),
+            "node {} cannot go from {from} to {to}",
+            self.nodes[idx].id
+        );
+        if from == NodeStatus::Ready && to != NodeStatus::Running {
+            if let Some(queue) = self.ready.get_mut(&self.nodes[idx].class) {
+                queue.retain(|&n| n != idx);
+            }
+        }
+        self.nodes[idx].status = to;
+        if to == NodeStatus::Ready {
+            // The class is cloned only for a queue that does not exist yet.
+            match self.ready.get_mut(&self.nodes[idx].class) {
+                Some(queue) => queue.push_back(idx),
+                None => {
+                    let class = self.nodes[idx].class.clone();
+                    self.ready.insert(class, VecDeque::from([idx]));
+                }
+            }
+        }
+        if to.is_terminal() {
+            self.settled.push_back(idx);
+        }
+    }
+
+    /// Tells the dependents of every node that became terminal: a done node (or one skipped
+    /// while its unit still succeeds) releases them, any other end skips them (a dependent of
+    /// another unit skips its whole unit). A unit whose nodes are all terminal finishes.
+    fn propagate(&mut self) {
+        while let Some(idx) = self.settled.pop_front() {
+            let u = self.nodes[idx].unit;
+            let decided = self.units[u].phase.outcome();
+            let unit_ok = decided.is_none_or(Outcome::is_success);
+            let ok = match self.nodes[idx].status {
+                NodeStatus::Done => true,
+                NodeStatus::Skipped => unit_ok,
+                _ => false,
+            };
+            for i in 0..self.nodes[idx].dependents.len() {
+                let d = self.nodes[idx].dependents[i];
+                let status = self.nodes[d].status;
+                if status.is_terminal() || status == NodeStatus::Running {
+                    continue;
+                }
+                if ok {
+                    self.nodes[d].waiting = self.nodes[d].waiting.saturating_sub(1);
+                    if self.nodes[d].waiting == 0 && status == NodeStatus::Pending {
+                        self.set(d, NodeStatus::Ready);
+                    }
+                    continue;
+                }
+                let ended = decided.unwrap_or(Outcome::Skipped);
+                let reason = format!("needs {} which ended {ended}", self.nodes[idx].id);
+                let du = self.nodes[d].unit;
+                if du == u {
+                    self.end_unrun(d, NodeStatus::Skipped, &reason);
+                } else {
+                    if self.units[du].phase == UnitPhase::Open {
+                        self.units[du].phase = UnitPhase::Decided {
+                            outcome: Outcome::Skipped,
+                            reason: reason.clone(),
+                        };
+                    }
+                    self.skip_rest(du, &reason);
+                }
+            }
+            self.finish_unit_if_done(u);
+        }
+    }
+
+    /// A unit whose nodes are all terminal gets its one outcome: the decided one, else what
+    /// its nodes reached (an agent that ran to its end changed the repository).
+    fn finish_unit_if_done(&mut self, u: usize) {
+        let unit = &self.units[u];
+        if matches!(unit.phase, UnitPhase::Finished(_))
+            || !unit
+                .nodes
+                .iter()
+                .all(|&n| self.nodes[n].status.is_terminal())
+        {
+            return;
+        }
+        let (outcome, reason) = match &unit.phase {
+            UnitPhase::Decided { outcome, reason } => (*outcome, Some(reason.clone())),
+            _ => (unit.progress.reached.unwrap_or(Outcome::Changed), None),
+        };
+        let result = UnitResult {
+            id: unit.run.unit().id.clone(),
+            outcome,
+            reason,
+            pr: unit.progress.pr.as_ref().map(|p| p.reference.clone()),
+            meta: unit.run.meta_dir(),
+        };
+        self.units[u].phase = UnitPhase::Finished(outcome);
+        tracing::info!(unit = %result.id, outcome = %outcome, "unit finished");
+        self.events.push(RunEvent::UnitFinished {
+            unit: result.id.clone(),
+            outcome,
+            reason: result.reason.clone(),
+            pr: result.pr.clone(),
+        });
+        self.write_status(u, &result);
+        self.results[u] = Some(result);
+    }
+
+    /// Sets the reason the run stops early, unless it has as good a reason already; a forced
+    /// stop stops the running containers.
+    fn begin_cancel(&mut self, reason: CancelReason) {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|current| *current >= reason)
+        {
+            return;
+        }
+        if reason == CancelReason::Forced {
+            let _ = self.cancel_tx.send(true);
+        }
+        self.cancel = Some(reason.clone());
+        self.events.push(RunEvent::Cancelling { reason });
+    }
+
+    /// Starts every ready node that limits allow (nothing once the run stops early); returns
+    /// when a rate limit or a retry backoff next allows one.
+    fn start_ready(&mut self) -> Option<Instant> {
+        if self.cancel.is_some() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut wake: Option<Instant> = None;
+        while let Some(Reverse((at, idx))) = self.delayed.peek().copied() {
+            if at > now {
+                wake = Some(at);
+                break;
+            }
+            self.delayed.pop();
+            self.set(idx, NodeStatus::Ready);
+        }
+        let mut starting = Vec::new();
+        for (class, queue) in &mut self.ready {
+            while let Some(&idx) = queue.front() {
+                match self.limits.check(class, now) {
+                    Admission::Now => {
+                        queue.pop_front();
+                        self.limits.start(class, now);
+                        starting.push(idx);
+                    }
+                    Admission::At(at) => {
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                        break;
+                    }
+                    Admission::Full => break,
+                }
+            }
+        }
+        self.ready.retain(|_, q| !q.is_empty());
+        if starting.is_empty() {
+            return wake;
+        }
+        for &idx in &starting {
+            self.set(idx, NodeStatus::Running);
+            let node = &mut self.nodes[idx];
+            node.attempt += 1;
+            let pool = match &node.class {
+                Class::Agent { pool, model } => Some(PoolStart {
+                    pool: pool.clone(),
+                    model: model.clone(),
+                }),
+                _ => None,
+            };
+            self.events.push(RunEvent::NodeStarted {
+                node: node.id.clone(),
+                attempt: node.attempt,
+                pool,
+            });
+        }
+        // The starts are queued before the tasks exist, so each commits before anything its
+        // task writes (the container id above all, waited for before the container starts).
+        self.flush();
+        for idx in starting {
+            self.spawn(idx);
+        }
+        wake
+    }
+
+    /// Runs a node whose start is queued as a task of its own.
+    fn spawn(&mut self, idx: usize) {
+        tracing::debug!(node = %self.nodes[idx].id, "start");
+        self.running += 1;
+        let node = &mut self.nodes[idx];
+        let unit = &self.units[node.unit];
+        let ctx = NodeCtx {
+            loaded: self.ex.loaded.clone(),
+            unit: unit.run.clone(),
+            node: node.id.clone(),
+            kind: node.kind,
+            attempt: node.attempt,
+            qa_failure: unit.progress.qa_failure.clone(),
+            base: unit.progress.base.clone(),
+            qa_passed: unit.progress.qa_passed,
+            pr: unit.progress.pr.clone(),
+            runtime: self.ex.runtime.clone(),
+            forge: self.ex.forge.clone(),
+            journal: self.ex.journal.clone(),
+            run_id: self.ex.run_id.clone(),
+            keep_containers: self.ex.options.keep_containers,
+            cancel: self.cancel_tx.subscribe(),
+            reattach: node.reattach.take(),
+            containers: node::Containers::default(),
+            cache_dir: self.cache_dir.clone(),
+            state_dir: self.ex.state_dir.clone(),
+        };
+        let returned = self.returned_tx.clone();
+        let runner = self.ex.runner.clone();
+        let containers = ctx.containers.clone();
+        tokio::spawn(async move {
+            let result = runner.run(ctx).await;
+            let _ = returned.send(Returned {
+                idx,
+                result,
+                containers: containers.take(),
+            });
+        });
+    }
+
+    /// Reports and journals the events decided so far (the reporter first, by reference).
+    fn flush(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.events);
+        for event in &events {
+            self.ex.reporter.event(event);
+        }
+        self.ex.journal.record(&self.ex.run_id, events);
+    }
+
+    /// Removes the containers of nodes whose ends are committed (unless they are kept), in a
+    /// task of its own: dependents and freed slots need not wait for it.
+    fn remove_containers(&mut self, batch: &[Returned]) {
+        if self.ex.options.keep_containers || batch.iter().all(|r| r.containers.is_empty()) {
+            return;
+        }
+        let containers: Vec<String> = batch
+            .iter()
+            .flat_map(|r| r.containers.iter().cloned())
+            .collect();
+        let runtime = self.ex.runtime.clone();
+        self.writes.retain(|task| !task.is_finished());
+        self.writes.push(tokio::spawn(async move {
+            for id in containers {
+                if let Err(error) = runtime.remove(&id).await {
+                    tracing::warn!(container = %id, %error, "cannot remove a finished container");
+                }
+            }
+        }));
+    }
+
+    /// Writes `meta/status.json`, the derived view of a finished unit for people and scripts
+    /// (atomically: a temporary file renamed into place). Units that never reached prep have
+    /// no workspace and get none.
+    fn write_status(&mut self, u: usize, result: &UnitResult) {
+        if !result.meta.is_dir() {
+            return;
+        }
+        let nodes: Vec<serde_json::Value> = self.units[u]
+            .nodes
+            .iter()
+            .map(|&n| serde_json::json!({ "id": self.nodes[n].id, "status": self.nodes[n].status, "attempts": self.nodes[n].attempt }))
+            .collect();
+        let status = serde_json::json!({
+            "run": self.ex.run_id,
+            "unit": result.id,
+            "outcome": result.outcome,
+            "reason": result.reason,
+            "pr": result.pr,
+            "nodes": nodes,
+        });
+        let path = result.meta.join("status.json");
+        self.writes.push(tokio::spawn(async move {
+            let text = format!("{status:#}\n");
+            if let Err(error) = crate::runtime::mounted::write(&path, text.as_bytes()).await {
+                tracing::warn!(%error, path = %path.display(), "cannot write the unit's status.json");
+            }
+        }));
+    }
+
+    /// After the loop: whatever never ran was cancelled (the run stopped) or is unreachable.
+    /// Waits for the writes still under way; returns every unit's result in plan order.
+    pub(super) async fn finish(mut self) -> (Executor<R, F, N>, bool, Vec<UnitResult>) {
+        for u in 0..self.units.len() {
+            if matches!(self.units[u].phase, UnitPhase::Finished(_)) {
+                continue;
+            }
+            if self.units[u].phase == UnitPhase::Open {
+                self.units[u].phase = UnitPhase::Decided {
+                    outcome: Outcome::Cancelled,
+                    reason: "the run was stopped before this unit finished".to_owned(),
+                };
+            }
+            for i in 0..self.units[u].nodes.len() {
+                let n = self.units[u].nodes[i];
+                if !self.nodes[n].status.is_terminal() {
+                    self.end_unrun(n, NodeStatus::Cancelled, "the run was stopped");
+                }
+            }
+            self.settled.clear();
+            self.finish_unit_if_done(u);
+        }
+        self.flush();
+        for write in std::mem::take(&mut self.writes) {
+            let _ = write.await;
+        }
+        let cancelled = self.cancel.is_some();
+        let results = self.results.into_iter().flatten().collect();
+        (self.ex, cancelled, results)
+    }
+
+    /// Restores a node to what the journal recorded of it (`dispatch resume`); not a
+    /// transition, so it bypasses [`Self::set`].
+    pub(super) fn restore(&mut self, idx: usize, status: NodeStatus, attempt: u32) {
+        self.nodes[idx].status = status;
+        self.nodes[idx].attempt = attempt;
+    }
+}
+
+/// Which end of the loop's wait came first.
+pub(super) async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,216 @@
+//! What the journal records: a run with its units and nodes ([`NewRun`]), then the typed
+//! [`RunEvent`]s of its life.
+//!
+//! The dispatcher decides and emits each event once; the same value goes to the journal
+//! ([`crate::state::Journal::record`]) and to the reporter, so what a person sees and what
+//! `dispatch status` reads later never disagree.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::vocab::{CancelReason, NodeKind, NodeStatus, Outcome, UnknownWord};
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// A runner works on it (or died and left it for `dispatch resume`).
+    Running,
+    /// Every unit ended.
+    Finished,
+    /// It was stopped before every unit ended.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 3] = [
+        RunStatus::Running,
+        RunStatus::Finished,
+        RunStatus::Cancelled,
+    ];
+
+    /// The status as the journal and the JSON outputs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| UnknownWord {
+                what: "run status",
+                found: text.to_owned(),
+            })
+    }
+}
+
+/// A run to record before it starts: its units and their nodes, in plan order.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Run id.
+    pub id: String,
+    /// The spec file, absolute.
+    pub spec_path: String,
+    /// The spec's name.
+    pub spec_name: String,
+    /// The plan's fingerprint, for `dispatch resume` to compare.
+    pub plan: String,
+    /// What the forge answered for the spec's `select` entries and PR targets (JSON), so a
+    /// resume plans the same units; `None` when the spec asked nothing.
+    pub found: Option<String>,
+    /// The units, in plan order.
+    pub units: Vec<NewUnit>,
+}
+
+/// A unit of a [`NewRun`].
+#[derive(Clone, Debug)]
+pub struct NewUnit {
+    /// Unit id.
+    pub id: String,
+    /// Job id.
+    pub job: String,
+    /// Organisation.
+    pub org: String,
+    /// Repository.
+    pub repo: String,
+    /// Workspace key.
+    pub key: String,
+    /// Workspace, relative to the state directory.
+    pub workspace: String,
+    /// Its nodes in order: id and kind.
+    pub nodes: Vec<(String, NodeKind)>,
+}
+
+/// The agent pool (and model) whose start a node's start counts against, for `daily_limit`
+/// in later runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolStart {
+    /// Pool (the agent reference before `:`).
+    pub pool: String,
+    /// Model, if any.
+    pub model: Option<String>,
+}
+
+/// Why a node that ran goes back to `pending`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResetCause {
+    /// A transient failure: it runs again after `after`.
+    Retry {
+        /// The backoff before the next attempt.
+        after: Duration,
+        /// What failed.
+        reason: String,
+    },
+    /// QA failed and a fix attempt is left: the agent runs again with the failure, then QA.
+    FixAttempt,
+}
+
+impl fmt::Display for ResetCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResetCause::Retry { after, reason } => write!(
+                f,
+                "retrying in {:.1}s after: {}",
+                after.as_secs_f64(),
+                reason.lines().next().unwrap_or("")
+            ),
+            ResetCause::FixAttempt => f.write_str("QA failed; the agent gets another attempt"),
+        }
+    }
+}
+
+/// One thing that happened in a run, as the dispatcher decided it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunEvent {
+    /// A node started (its attempt, counted from 1).
+    NodeStarted {
+        /// Node id.
+        node: String,
+        /// Attempt.
+        attempt: u32,
+        /// The agent start it counts as, if it runs an agent.
+        pool: Option<PoolStart>,
+    },
+    /// A container was created for a node; recorded before the container starts, so a
+    /// restarted runner can find it.
+    ContainerCreated {
+        /// Node id.
+        node: String,
+        /// Container id.
+        container: String,
+    },
+    /// A node ended in a terminal status.
+    NodeFinished {
+        /// Node id.
+        node: String,
+        /// `done`, `failed`, `skipped` or `cancelled`.
+        status: NodeStatus,
+        /// The outcome it decided for its unit, if any.
+        outcome: Option<Outcome>,
+        /// Its container's exit code, if one ran.
+        exit_code: Option<i64>,
+        /// Why, for anything but a plain `done`.
+        reason: Option<String>,
+    },
+    /// A node that ran is pending again.
+    NodeReset {
+        /// Node id.
+        node: String,
+        /// Why.
+        cause: ResetCause,
+    },
+    /// An agent's result was taken from the cache instead of running it.
+    CacheHit {
+        /// Node id.
+        node: String,
+        /// The cache key.
+        key: String,
+    },
+    /// A unit has a PR (recorded with the end of the node that opened it).
+    PrOpened {
+        /// Unit id.
+        unit: String,
+        /// The PR's reference, e.g. `local:core/go-io#3`.
+        pr: String,
+    },
+    /// A unit ended with its one outcome.
+    UnitFinished {
+        /// Unit id.
+        unit: String,
+        /// The outcome.
+        outcome: Outcome,
+        /// Why, when there is something to say.
+        reason: Option<String>,
+        /// Its PR, if it has one.
+        pr: Option<String>,
+    },
+    /// The run stops scheduling (or, forced, stops its containers).
+    Cancelling {
+        /// Why; it only ever escalates.
+        reason: CancelReason,
+    },
+    /// The run ended.
+    RunFinished {
+        /// `finished` or `cancelled`.
+        status: RunStatus,
+    },
+}
