@@ -17,6 +17,7 @@ use super::github::GithubForge;
 use super::http::{HttpClient, RetryPolicy, Secret};
 use super::local::LocalForge;
 use super::{Forge, ForgeError, PrRef, PrRequest};
+use crate::backoff::Backoff;
 use crate::spec::model::{Forge as ForgeSpec, ForgeKind};
 
 /// What publish does beyond title and body.
@@ -257,7 +258,7 @@ where
     Fut: std::future::Future<Output = Result<Checks, ForgeError>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_secs(10);
+    let mut pauses = Backoff::new(Duration::from_secs(10)).cap(Duration::from_secs(60));
     loop {
         match checks().await? {
             Checks::Green => return Ok(()),
@@ -268,6 +269,7 @@ where
                 })
             }
             Checks::Pending(detail) => {
+                let pause = pauses.next().expect("a backoff without a limit never ends");
                 if tokio::time::Instant::now() + pause > deadline {
                     return Err(ForgeError::NotGreen {
                         reference: reference.to_owned(),
@@ -275,7 +277,6 @@ where
                     });
                 }
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(60));
             }
         }
     }
