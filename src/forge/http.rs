@@ -1,5 +1,6 @@
 //! The one HTTP client both remote forges use: reqwest over rustls, with the forge's token in
-//! an auth header, bounded retries, rate-limit pacing and a write budget.
+//! an auth header, bounded retries, rate-limit pacing and a write budget; and the two helpers
+//! of their APIs, [`text`] (a string field of forge JSON) and [`seg`] (a path segment).
 //!
 //! What it guarantees:
 //!
@@ -521,6 +522,24 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A string field of forge JSON, empty when absent.
+pub(super) fn text(value: &serde_json::Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// Percent-encodes one path segment.
+pub(super) fn seg(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The forge's `message` field, or the start of the body.
