@@ -99,7 +99,7 @@ fn token_scopes(report: &mut Report, forge: &AnyForge) {
 async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report {
     let mut report = Report::default();
     if !loaded.selections.is_empty() {
-        match super::targets::find(loaded, state_dir).await {
+        match crate::plan::resolve::find(loaded, state_dir).await {
             Ok(found) => {
                 for (entry, repos) in &found.selections {
                     let units: usize = repos.iter().map(|r| r.issues.len().max(1)).sum();

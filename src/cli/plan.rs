@@ -82,7 +82,7 @@ async fn preview_publish(
     let remote = AnyForge::from_spec(&loaded.spec.forge, RemoteOptions::default())
         .map_err(|e| e.to_string())?;
     let local_prs = match &remote {
-        None => super::targets::local_prs(state_dir)?,
+        None => crate::plan::resolve::local_prs(state_dir)?,
         Some(_) => Vec::new(),
     };
     let mut default_branches: std::collections::HashMap<(String, String), Option<String>> =
