@@ -1,4 +1,4 @@
-//! Retry pacing: [`Backoff`], the one iterator of pauses every retry loop in dispatch takes
+//! Retry pacing: [`Backoff`](crate::backoff::Backoff), the one iterator of pauses every retry loop in dispatch takes
 //! its delays from (the forge's HTTP retries, the wait for a PR's checks, the executor's
 //! retry of `infra_error` nodes).
 //!

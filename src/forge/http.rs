@@ -1,6 +1,6 @@
 //! The one HTTP client both remote forges use: reqwest over rustls, with the forge's token in
 //! an auth header, bounded retries, rate-limit pacing and a write budget; and the two helpers
-//! of their APIs, [`text`] (a string field of forge JSON) and [`seg`] (a path segment).
+//! of their APIs, `text` (a string field of forge JSON) and `seg` (a path segment).
 //!
 //! What it guarantees:
 //!

@@ -1,6 +1,6 @@
 //! Pull requests on a remote forge after publish: the PR a branch already has
 //! ([`ExistingPr`], what `plan --remote` compares with what publish would send) and the
-//! guarded merge ([`Checks`], [`wait_for_green`], [`guarded_merge`]).
+//! guarded merge ([`Checks`], `wait_for_green`, `guarded_merge`).
 //!
 //! Invariants: a merge happens only after the head commit's checks are green and the forge
 //! calls the PR mergeable; pending checks are asked again after the pauses of a [`Backoff`]
