@@ -7,6 +7,8 @@
 //! mounts; [`prompt`] renders every template; [`cli`] maps commands onto these layers.
 
 pub mod agents;
+/// Retry pacing: the one iterator of backoff delays.
+pub mod backoff;
 pub mod cli;
 pub mod exec;
 pub mod forge;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Ui, EXIT_FAILURE};
 use crate::agents::{self, ArgvContext};
-use crate::forge::remote::{RemoteForge, RemoteOptions};
+use crate::forge::{any::AnyForge, options::RemoteOptions};
 use crate::forge::{Forge, ForgeError};
 use crate::plan;
 use crate::runtime::{docker::Docker, image, Runtime};
@@ -69,7 +69,7 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
 
 /// What the forge says of the token's scopes (GitHub's classic tokens report them with every
 /// answer): publishing needs `repo` (`public_repo` reaches public repositories only).
-fn token_scopes(report: &mut Report, forge: &RemoteForge) {
+fn token_scopes(report: &mut Report, forge: &AnyForge) {
     match forge.scopes() {
         None => report.ok(&format!(
             "the {} forge does not report the token's scopes; a missing permission shows as a \
@@ -99,7 +99,7 @@ fn token_scopes(report: &mut Report, forge: &RemoteForge) {
 async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report {
     let mut report = Report::default();
     if !loaded.selections.is_empty() {
-        match super::targets::find(loaded, state_dir).await {
+        match crate::plan::resolve::find(loaded, state_dir).await {
             Ok(found) => {
                 for (entry, repos) in &found.selections {
                     let units: usize = repos.iter().map(|r| r.issues.len().max(1)).sum();
@@ -143,7 +143,7 @@ async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report
         .map(|u| (u.org.clone(), u.repo.clone(), u.url.clone()))
         .collect();
     let spec_dir = loaded.path.parent().unwrap_or(Path::new("."));
-    match RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
+    match AnyForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
         Ok(Some(forge)) => {
             report.ok(&format!("the {} forge's token is set", forge.name()));
             for (org, repo, url) in &targets {

@@ -77,12 +77,12 @@ async fn preview_publish(
     plan: &mut plan::Plan,
     state_dir: &std::path::Path,
 ) -> Result<(), String> {
-    use crate::forge::remote::{ExistingPr, RemoteForge, RemoteOptions};
+    use crate::forge::{any::AnyForge, options::RemoteOptions, pr::ExistingPr};
     use plan::{PublishAction, PublishPreview};
-    let remote = RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default())
+    let remote = AnyForge::from_spec(&loaded.spec.forge, RemoteOptions::default())
         .map_err(|e| e.to_string())?;
     let local_prs = match &remote {
-        None => super::targets::local_prs(state_dir)?,
+        None => crate::plan::resolve::local_prs(state_dir)?,
         Some(_) => Vec::new(),
     };
     let mut default_branches: std::collections::HashMap<(String, String), Option<String>> =
@@ -156,7 +156,7 @@ async fn preview_publish(
 /// The default branch of `org/repo`: the remote forge's, else the one HEAD of the local forge's
 /// bare repository names.
 async fn default_branch(
-    remote: Option<&crate::forge::remote::RemoteForge>,
+    remote: Option<&crate::forge::any::AnyForge>,
     state_dir: &std::path::Path,
     org: &str,
     repo: &str,

@@ -10,7 +10,7 @@ use super::runs::fail;
 use super::{Ui, EXIT_FAILURE};
 use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions, Signal};
 use crate::forge::local::LocalForge;
-use crate::forge::remote::{AnyForge, RemoteForge, RemoteOptions};
+use crate::forge::{any::AnyForge, options::RemoteOptions};
 use crate::plan::{self, target::Found, Plan};
 use crate::report;
 use crate::runtime::{docker::Docker, image};
@@ -182,8 +182,8 @@ async fn session(
         eprintln!("error: {error}");
         EXIT_FAILURE
     })?;
-    let forge = match RemoteForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
-        Ok(Some(remote)) => AnyForge::Remote(Box::new(remote)),
+    let forge = match AnyForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
+        Ok(Some(remote)) => remote,
         Ok(None) => {
             let local = LocalForge::new(LocalForge::root_in(&state_dir), journal.clone());
             if let Some(seed) = &loaded.spec.forge.seed {

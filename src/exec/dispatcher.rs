@@ -48,6 +48,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::limits::{Admission, Class, Limits};
+use crate::backoff::Backoff;
 use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
 use super::{cache, Executor, UnitResult};
 use crate::forge::{Forge, PrRef};
@@ -250,16 +251,12 @@ fn status_of(outcome: Outcome) -> NodeStatus {
     }
 }
 
-/// The backoff before retry `attempt` (counted from 1) of a transient failure: 1 s, 2 s,
-/// 4 s ... up to a minute, plus up to a quarter more.
+/// The backoff before retry `attempt` (counted from 1) of a transient failure
+/// ([`Backoff::node_retry`]: 1 s, 2 s, 4 s ... up to a minute, plus up to a quarter more).
 fn retry_delay(attempt: u32) -> Duration {
-    let base =
-        Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60));
-    let jitter = Duration::from_millis(
-        u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761))
-            % (base.as_millis() as u64 / 4 + 1),
-    );
-    base + jitter
+    Backoff::node_retry(u64::from(std::process::id()))
+        .nth(attempt.saturating_sub(1) as usize)
+        .expect("the node retry backoff has no limit")
 }
 
 impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {

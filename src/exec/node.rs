@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{cache, qa};
 use crate::agents::{self, ArgvContext, Invocation};
-use crate::forge::remote::PublishOptions;
+use crate::forge::PublishOptions;
 use crate::forge::{Forge, ForgeError, PrRef, PrRequest};
 use crate::git;
 use crate::plan::{NodeKind, Plan, Qa, Unit};

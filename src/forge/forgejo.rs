@@ -11,15 +11,14 @@ use std::path::Path;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
-use super::remote::text;
-use super::remote::{
-    self, seg, Checks, ExistingPr, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo,
-    RepoFilter, DEFAULT_LABEL_COLOUR,
-};
+use super::http::{seg, text, AuthScheme, HttpClient, HttpConfig, Secret};
+use super::options::RemoteOptions;
+use super::pr::{self, Checks, ExistingPr};
+use super::push;
+use super::target::{RemoteIssue, RemoteRepo, RepoFilter};
 use super::{
-    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, NEEDS_REVIEW,
-    NEEDS_REVIEW_COLOUR,
+    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, PublishOptions,
+    DEFAULT_LABEL_COLOUR, NEEDS_REVIEW, NEEDS_REVIEW_COLOUR,
 };
 
 /// Page size of list requests.
@@ -114,7 +113,7 @@ impl GiteaForge {
         }
     }
 
-    /// The HTTP client (what the forges share goes through it in [`RemoteForge`]).
+    /// The HTTP client (what the forges share goes through it in [`super::any::AnyForge`]).
     pub(super) fn http(&self) -> &HttpClient {
         &self.http
     }
@@ -342,7 +341,7 @@ impl Forge for GiteaForge {
     ) -> Result<PrRef, ForgeError> {
         let (org, repo) = (request.org.as_str(), request.repo.as_str());
         let url = self.clone_source(org, repo)?;
-        remote::push(repo_dir, &url, request, self.http.token()).await?;
+        push::push(repo_dir, &url, request, self.http.token()).await?;
         let title = if options.draft && !request.title.starts_with("WIP:") {
             format!("WIP: {}", request.title)
         } else {
@@ -413,7 +412,7 @@ impl Forge for GiteaForge {
         let pull = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
         let checks = |sha: String| async move { self.checks(org, repo, &sha).await };
         let flavour = self.flavour;
-        remote::guarded_merge(
+        pr::guarded_merge(
             &self.http,
             &pull,
             pr,

@@ -13,14 +13,14 @@ use std::path::Path;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::http::{AuthScheme, HttpClient, HttpConfig, Secret};
-use super::remote::text;
-use super::remote::{
-    self, seg, Checks, ExistingPr, PublishOptions, RemoteIssue, RemoteOptions, RemoteRepo,
-    RepoFilter,
-};
+use super::http::{seg, text, AuthScheme, HttpClient, HttpConfig, Secret};
+use super::options::RemoteOptions;
+use super::pr::{self, Checks, ExistingPr};
+use super::push;
+use super::target::{RemoteIssue, RemoteRepo, RepoFilter};
 use super::{
-    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, NEEDS_REVIEW,
+    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, PublishOptions,
+    NEEDS_REVIEW,
 };
 
 /// The public API root.
@@ -94,7 +94,7 @@ impl GithubForge {
         }
     }
 
-    /// The HTTP client (what the forges share goes through it in [`RemoteForge`]).
+    /// The HTTP client (what the forges share goes through it in [`super::any::AnyForge`]).
     pub(super) fn http(&self) -> &HttpClient {
         &self.http
     }
@@ -220,7 +220,7 @@ impl Forge for GithubForge {
     ) -> Result<PrRef, ForgeError> {
         let (org, repo) = (request.org.as_str(), request.repo.as_str());
         let url = self.clone_source(org, repo)?;
-        remote::push(repo_dir, &url, request, self.http.token()).await?;
+        push::push(repo_dir, &url, request, self.http.token()).await?;
         let pulls = format!("{}/pulls", Self::repo_path(org, repo));
         let existing = self
             .http
@@ -308,7 +308,7 @@ impl Forge for GithubForge {
         let (org, repo) = (request.org.as_str(), request.repo.as_str());
         let pull = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
         let checks = |sha: String| async move { self.checks(org, repo, &sha).await };
-        remote::guarded_merge(
+        pr::guarded_merge(
             &self.http,
             &pull,
             pr,

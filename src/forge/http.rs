@@ -1,13 +1,15 @@
 //! The one HTTP client both remote forges use: reqwest over rustls, with the forge's token in
-//! an auth header, bounded retries, rate-limit pacing and a write budget.
+//! an auth header, bounded retries, rate-limit pacing and a write budget; and the two helpers
+//! of their APIs, `text` (a string field of forge JSON) and `seg` (a path segment).
 //!
 //! What it guarantees:
 //!
 //! - The token lives in a [`Secret`] whose `Debug`/`Display` print `***`; it is only ever put
 //!   into a header marked sensitive. Error messages quote the forge's own message with the token
 //!   text replaced, never a header, and URLs never carry it.
-//! - 5xx answers and connection errors are retried with exponential backoff and jitter, at most
-//!   [`RetryPolicy::attempts`] times; then the error is [`ForgeError::Transient`].
+//! - 5xx answers and connection errors are retried after the pauses of a
+//!   [`Backoff`] (doubling, capped, jittered), at most [`RetryPolicy::attempts`] attempts in
+//!   all; then the error is [`ForgeError::Transient`].
 //! - 429, and GitHub's secondary limit (403 with `retry-after`, or `x-ratelimit-remaining: 0`
 //!   with `x-ratelimit-reset`), wait as long as the forge asks (bounded by
 //!   [`RetryPolicy::max_wait`]) and retry. When `x-ratelimit-remaining` runs low, requests are
@@ -27,6 +29,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::ForgeError;
+use crate::backoff::Backoff;
 
 /// A token: printed as `***` by `Debug` and `Display`.
 #[derive(Clone)]
@@ -102,6 +105,20 @@ pub struct RetryPolicy {
     pub max_wait: Duration,
     /// When `x-ratelimit-remaining` is at or below this, requests are spread until the reset.
     pub low_remaining: u64,
+}
+
+impl RetryPolicy {
+    /// The pauses after failed attempts, one fewer than [`RetryPolicy::attempts`]: doubling
+    /// from `base_delay`, at most `max_delay`, each a random point of its upper half (so
+    /// clients that failed together do not retry together). A rate-limit wait takes the
+    /// place of a pause, so the pause after attempt `n` is always the `n`-th.
+    fn pauses(&self) -> Backoff {
+        // A point of the upper half of `d` is `d / 2` plus up to all of `d / 2` again.
+        Backoff::new(self.base_delay / 2)
+            .cap(self.max_delay / 2)
+            .jitter(1.0, RandomState::new().build_hasher().finish())
+            .limit(self.attempts.saturating_sub(1))
+    }
 }
 
 impl Default for RetryPolicy {
@@ -287,6 +304,7 @@ impl HttpClient {
         let what = format!("{method} {path}");
         let retry = self.config.retry;
         let mut last = String::new();
+        let mut pauses = retry.pauses();
         for attempt in 0..retry.attempts {
             if write {
                 if let Some(hint) = self.denied.get() {
@@ -311,9 +329,8 @@ impl HttpClient {
                 Err(e) => {
                     last = self.config.token.redact(&without_url(&e).to_string());
                     tracing::debug!(forge = %self.config.forge, %what, attempt, error = %last, "forge request failed");
-                    if attempt + 1 < retry.attempts {
-                        tokio::time::sleep(backoff(&retry, attempt)).await;
-                    }
+                    let Some(pause) = pauses.next() else { break };
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };
@@ -348,9 +365,10 @@ impl HttpClient {
                 }
                 tracing::info!(forge = %self.config.forge, %what, wait_s = wait.as_secs_f64(), "forge rate limit: waiting");
                 last = format!("HTTP {}: rate limited ({message})", status.as_u16());
-                if attempt + 1 < retry.attempts {
-                    tokio::time::sleep(wait).await;
+                if pauses.next().is_none() {
+                    break;
                 }
+                tokio::time::sleep(wait).await;
                 continue;
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -366,9 +384,8 @@ impl HttpClient {
             if status.is_server_error() {
                 last = format!("HTTP {}: {message}", status.as_u16());
                 tracing::debug!(forge = %self.config.forge, %what, attempt, error = %last, "forge server error");
-                if attempt + 1 < retry.attempts {
-                    tokio::time::sleep(backoff(&retry, attempt)).await;
-                }
+                let Some(pause) = pauses.next() else { break };
+                tokio::time::sleep(pause).await;
                 continue;
             }
             return Err(ForgeError::Http {
@@ -507,15 +524,22 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The backoff before attempt `attempt + 1`: doubling from `base_delay`, capped, with jitter in
-/// its upper half.
-fn backoff(retry: &RetryPolicy, attempt: u32) -> Duration {
-    let full = retry
-        .base_delay
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(retry.max_delay);
-    let jitter = RandomState::new().build_hasher().finish() % 1000;
-    full / 2 + full / 2 * (jitter as u32) / 1000
+/// A string field of forge JSON, empty when absent.
+pub(super) fn text(value: &serde_json::Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// Percent-encodes one path segment.
+pub(super) fn seg(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The forge's `message` field, or the start of the body.
@@ -628,6 +652,28 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(rate_limit_wait(StatusCode::BAD_GATEWAY, &headers), None);
+    }
+
+    #[test]
+    fn retries_pause_in_the_upper_half_of_a_doubling_capped_delay() {
+        let retry = RetryPolicy {
+            attempts: 7,
+            ..RetryPolicy::default()
+        };
+        let pauses: Vec<Duration> = retry.pauses().collect();
+        assert_eq!(pauses.len(), 6, "one pause fewer than attempts");
+        for (pause, full) in pauses.iter().zip([500, 1_000, 2_000, 4_000, 8_000, 8_000]) {
+            let full = Duration::from_millis(full);
+            assert!(
+                *pause >= full / 2 && *pause < full,
+                "{pause:?} is not in the upper half of {full:?}"
+            );
+        }
+        let once = RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(once.pauses().count(), 0);
     }
 
     #[test]

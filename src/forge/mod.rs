@@ -5,13 +5,28 @@
 //! GitHub implement the same trait over their HTTP APIs: `clone_source` becomes an HTTPS or
 //! SSH URL, `publish` pushes with a credential helper and creates or updates the PR through
 //! the API, `merge` asks the forge. Only publish and merge nodes hold a forge.
+//!
+//! The modules depend on each other one way only, from the bottom up:
+//!
+//! - this module: the [`Forge`] trait and the values it speaks in;
+//! - [`http`] (the HTTP client, with its JSON and path helpers), then [`options`],
+//!   [`target`], [`pr`] and [`push`], what the remote forges share;
+//! - the forges themselves: [`local`], [`forgejo`], [`github`], each using only the above;
+//! - [`any`]: [`any::AnyForge`], the one forge a run uses, built from the spec;
+//! - [`remote`]: the names callers used before this layout, re-exported.
 
+pub mod any;
 pub mod forgejo;
 pub mod github;
 pub mod http;
 pub mod local;
+pub mod options;
+pub mod pr;
+pub mod push;
 pub mod remote;
+pub mod target;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 
@@ -39,6 +54,25 @@ pub struct PrRequest {
     /// the branch belongs to dispatch's unit and is forced.
     pub lease: Option<String>,
 }
+
+/// What publish does beyond title and body.
+#[derive(Clone, Debug, Default)]
+pub struct PublishOptions {
+    /// The unit's issue: the PR link is commented on it.
+    pub issue: Option<u64>,
+    /// Labels to add to the PR (created when missing).
+    pub labels: Vec<String>,
+    /// Colours (`#rrggbb`) of labels dispatch creates; others get [`DEFAULT_LABEL_COLOUR`].
+    pub label_colours: BTreeMap<String, String>,
+    /// Open the PR as a draft (GitHub `draft`; Forgejo/Gitea a `WIP: ` title prefix).
+    pub draft: bool,
+    /// Users asked to review (Gitea, on creation only; Forgejo's and GitHub's API subsets
+    /// have no field or endpoint for it, so they log a warning).
+    pub reviewers: Vec<String>,
+}
+
+/// Colour of labels created without one from the spec.
+pub const DEFAULT_LABEL_COLOUR: &str = "#ededed";
 
 /// A pull request the forge holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,7 +202,7 @@ pub trait Forge: Send + Sync + 'static {
         &self,
         repo_dir: &Path,
         request: &PrRequest,
-        options: &remote::PublishOptions,
+        options: &PublishOptions,
     ) -> impl Future<Output = Result<PrRef, ForgeError>> + Send {
         let _ = options;
         self.publish(repo_dir, request)

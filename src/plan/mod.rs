@@ -10,9 +10,11 @@
 //!
 //! Node ids are `<job>/<org>/<repo>[/<key>]:<kind>`, the key omitted when it is the job id.
 //! Everything here is deterministic: the JSON form is byte-identical across runs, machines
-//! and source formats.
+//! and source formats. The forge is asked only before, by [`resolve`] (the targets of
+//! `select` entries and PR targets), and what it said reaches the planner as data.
 
 pub mod render;
+pub mod resolve;
 pub mod target;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,197 @@
+//! Pull requests on a remote forge after publish: the PR a branch already has
+//! ([`ExistingPr`], what `plan --remote` compares with what publish would send) and the
+//! guarded merge ([`Checks`], `wait_for_green`, `guarded_merge`).
+//!
+//! Invariants: a merge happens only after the head commit's checks are green and the forge
+//! calls the PR mergeable; pending checks are asked again after the pauses of a [`Backoff`]
+//! (10 s doubling to 60 s) and never past the checks timeout; failing checks end the wait at
+//! once. A PR that is merged already counts as merged.
+
+use std::time::Duration;
+
+use super::http::{text, HttpClient};
+use super::{ForgeError, PrRef, PrRequest};
+use crate::backoff::Backoff;
+
+/// The PR a branch had or has, as `plan --remote` compares it with what publish would send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingPr {
+    /// How people refer to it (its web URL, or `local:org/repo#N`).
+    pub reference: String,
+    /// Open (neither closed nor merged).
+    pub open: bool,
+    /// Merged.
+    pub merged: bool,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+}
+
+impl ExistingPr {
+    /// A PR from the forge's JSON (the same fields on every forge).
+    pub(super) fn from_api(p: &serde_json::Value) -> Self {
+        Self {
+            reference: text(p, "html_url"),
+            open: text(p, "state") == "open" && p["merged"].as_bool() != Some(true),
+            merged: p["merged"].as_bool() == Some(true),
+            title: text(p, "title"),
+            body: text(p, "body"),
+        }
+    }
+
+    /// The open one among `prs` (all of one head branch), else the newest.
+    pub fn pick(prs: Vec<ExistingPr>) -> Option<ExistingPr> {
+        let open = prs.iter().position(|p| p.open);
+        let mut prs = prs;
+        match open {
+            Some(i) => Some(prs.swap_remove(i)),
+            None => prs.into_iter().next(),
+        }
+    }
+}
+
+/// What the head commit's statuses and checks say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checks {
+    /// Everything reported passed (or nothing is reported: dispatch's own QA was green).
+    Green,
+    /// Something is still running.
+    Pending(String),
+    /// Something failed.
+    Failing(String),
+}
+
+/// Waits for `checks` to settle: returns on green, fails on red, and re-asks pending checks
+/// with doubling pauses (from 10 s, at most 60 s) until `timeout` has passed.
+pub(crate) async fn wait_for_green<F, Fut>(
+    reference: &str,
+    timeout: Duration,
+    mut checks: F,
+) -> Result<(), ForgeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Checks, ForgeError>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pauses = Backoff::new(Duration::from_secs(10)).cap(Duration::from_secs(60));
+    loop {
+        match checks().await? {
+            Checks::Green => return Ok(()),
+            Checks::Failing(detail) => {
+                return Err(ForgeError::NotGreen {
+                    reference: reference.to_owned(),
+                    detail,
+                })
+            }
+            Checks::Pending(detail) => {
+                let pause = pauses.next().expect("a backoff without a limit never ends");
+                if tokio::time::Instant::now() + pause > deadline {
+                    return Err(ForgeError::NotGreen {
+                        reference: reference.to_owned(),
+                        detail: format!("still pending: {detail}"),
+                    });
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// The guarded merge of both remote forges: the PR at `pull` (its API path) is merged by the
+/// request `merge(head sha, title)` builds, once `checks(head sha)` is green and the forge
+/// calls it mergeable. A PR merged already is fine; a merge refused (405, 409) or a PR the
+/// forge calls unmergeable is a conflict.
+pub(super) async fn guarded_merge<C, Fut>(
+    http: &HttpClient,
+    pull: &str,
+    pr: &PrRef,
+    request: &PrRequest,
+    checks_timeout: Duration,
+    checks: C,
+    merge: impl FnOnce(String, String) -> (reqwest::Method, serde_json::Value),
+) -> Result<(), ForgeError>
+where
+    C: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Checks, ForgeError>>,
+{
+    let current = http.get(pull, &[]).await?;
+    if current["merged"].as_bool() == Some(true) {
+        return Ok(());
+    }
+    let sha = text(&current["head"], "sha");
+    wait_for_green(&pr.reference, checks_timeout, || checks(sha.clone())).await?;
+    if current["mergeable"].as_bool() == Some(false) {
+        return Err(ForgeError::Conflict(pr.reference.clone()));
+    }
+    let (method, body) = merge(sha, format!("{} (#{})", request.title, pr.number));
+    match http
+        .send(method, &format!("{pull}/merge"), &[], Some(&body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ForgeError::Http {
+            status: 405 | 409, ..
+        }) => Err(ForgeError::Conflict(pr.reference.clone())),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_checks_are_asked_again_with_growing_pauses_until_green() {
+        let start = tokio::time::Instant::now();
+        let mut asked = Vec::new();
+        let answers = std::cell::RefCell::new(
+            vec![
+                Checks::Pending("ci is running".to_owned()),
+                Checks::Pending("ci is running".to_owned()),
+                Checks::Green,
+            ]
+            .into_iter(),
+        );
+        let result = wait_for_green("pr#1", Duration::from_secs(20 * 60), || {
+            asked.push(start.elapsed().as_secs());
+            let next = answers.borrow_mut().next().expect("asked too often");
+            async move { Ok(next) }
+        })
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(asked, [0, 10, 30], "pauses of 10 s, then 20 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_still_pending_at_the_deadline_are_not_green() {
+        let start = tokio::time::Instant::now();
+        let mut asked = 0;
+        let result = wait_for_green("pr#1", Duration::from_secs(5 * 60), || {
+            asked += 1;
+            async { Ok(Checks::Pending("ci is queued".to_owned())) }
+        })
+        .await;
+        match result {
+            Err(ForgeError::NotGreen { detail, .. }) => {
+                assert!(detail.contains("still pending: ci is queued"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // 10 + 20 + 40 + 60 + 60 + 60 s = 250 s of pauses; the next would pass 300 s.
+        assert_eq!(asked, 7);
+        assert!(start.elapsed() <= Duration::from_secs(5 * 60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_checks_end_the_wait_at_once() {
+        let result = wait_for_green("pr#1", Duration::from_secs(600), || async {
+            Ok(Checks::Failing("ci failed".to_owned()))
+        })
+        .await;
+        assert!(
+            matches!(result, Err(ForgeError::NotGreen { .. })),
+            "{result:?}"
+        );
+    }
+}
