@@ -1,0 +1,349 @@
+//! Runs that stop and go on: Ctrl-C, `dispatch cancel`, a killed runner and `dispatch resume`,
+//! `dispatch answer` and `dispatch retry` continuing the same run, and the crash harness.
+//!
+//! When the engine is unreachable these tests skip, unless DISPATCH_REQUIRE_DOCKER=1 (CI),
+//! where they fail.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::docker::{available, leftovers};
+use crate::support::{outcomes, Test};
+
+/// `dispatch run spec.yaml --output json`.
+const RUN: &[&str] = &["run", "spec.yaml", "--output", "json"];
+
+/// How many units of a report ended with `outcome`.
+fn count(report: &Value, outcome: &str) -> usize {
+    outcomes(report).values().filter(|o| *o == outcome).count()
+}
+
+#[test]
+fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
+    if !available() {
+        return;
+    }
+    // First Ctrl-C: the running agent finishes, nothing new starts.
+    let t = Test::new("sigint1")
+        .scripted_repos(&[("x1", "nap"), ("x2", "nap"), ("x3", "nap")])
+        .scripted_spec(
+            r#"
+            limits: { total: 1 }
+            jobs:
+              - { id: j, task: t, repos: [x1, x2, x3], qa: [], publish: false }
+            "#,
+        );
+    let running = t.spawn(RUN);
+    t.wait_for_container();
+    running.interrupt();
+    let out = running.wait().expect_status(1);
+    assert!(
+        out.stderr.contains("Stopping: no new nodes start"),
+        "{}",
+        out.stderr
+    );
+    let report = out.json();
+    assert_eq!(
+        count(&report, "changed"),
+        1,
+        "the running unit finished: {report}"
+    );
+    assert_eq!(
+        count(&report, "cancelled"),
+        2,
+        "the others never started: {report}"
+    );
+
+    // Second Ctrl-C: the running container is stopped and its unit cancelled.
+    let t = Test::new("sigint2")
+        .scripted_repos(&[("y1", "long"), ("y2", "long")])
+        .scripted_spec(
+            r#"
+            limits: { total: 1 }
+            jobs:
+              - { id: j, task: t, timeout: 2m, repos: [y1, y2], qa: [], publish: false }
+            "#,
+        );
+    let running = t.spawn(RUN);
+    t.wait_for_container();
+    running.interrupt();
+    std::thread::sleep(Duration::from_millis(300));
+    running.interrupt();
+    let report = running.wait().json();
+    assert_eq!(count(&report, "cancelled"), 2, "{report}");
+    assert_eq!(
+        leftovers(report["run"].as_str().unwrap()),
+        0,
+        "the stopped container was removed"
+    );
+}
+
+#[test]
+fn cancel_from_another_process_stops_the_run() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("cancel")
+        .scripted_repos(&[("z1", "long"), ("z2", "long"), ("z3", "long")])
+        .scripted_spec(
+            r#"
+            limits: { total: 2 }
+            jobs:
+              - { id: j, task: t, timeout: 2m, repos: [z1, z2, z3], qa: [], publish: false }
+            "#,
+        );
+    let running = t.spawn(RUN);
+    let run = t.wait_for_container();
+    t.run(&["cancel", &run]).expect_status(0);
+    let report = running.wait().json();
+    assert_eq!(count(&report, "cancelled"), 3, "{report}");
+    assert_eq!(leftovers(&run), 0, "no container of the run remains");
+    let status = t.run(&["status", &run, "--json"]).expect_status(0).json();
+    assert_eq!(status["run"]["status"], "cancelled");
+    assert_eq!(count(&status, "cancelled"), 3, "{status}");
+}
+
+#[test]
+fn resume_refuses_a_spec_that_plans_another_dag_and_finishes_the_same_one() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("replan")
+        .scripted_repos(&[("p1", "nap"), ("p2", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [p1], qa: [] }
+            "#,
+        );
+    let running = t.spawn(RUN);
+    let run = t.wait_for_container();
+    running.kill(); // the run stays unfinished
+    let runs = t.run(&["runs", "--json"]).expect_status(0).json();
+    assert_eq!(runs[0]["id"], run.as_str(), "{runs}");
+    assert_eq!(runs[0]["status"], "running", "{runs}");
+
+    // Another QA, so another DAG for the same unit (units the run never had are left out,
+    // like those of `--only`).
+    let t = t.scripted_spec(
+        r#"
+        jobs:
+          - { id: j, task: t, repos: [p1, p2], qa: [{ run: 'true' }] }
+        "#,
+    );
+    let refused = t.run(&["resume", &run]).expect_status(1);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("changed since run {run} started"))
+            && refused.stderr.contains("dispatch run --new"),
+        "{}",
+        refused.stderr
+    );
+
+    // The same DAG for every unit of the run: resume finishes it, and names the unit the run
+    // never had instead of running it.
+    let t = t.scripted_spec(
+        r#"
+        jobs:
+          - { id: j, task: t, repos: [p1, p2], qa: [] }
+        "#,
+    );
+    let out = t
+        .run(&["resume", &run, "--output", "json"])
+        .expect_status(0);
+    assert!(
+        out.stderr.contains(&format!(
+            "note: 1 unit the spec plans now is not part of run {run}"
+        )),
+        "{}",
+        out.stderr
+    );
+    let report = out.json();
+    assert_eq!(outcomes(&report).len(), 1, "{report}");
+    assert_eq!(outcomes(&report)["j/t/p1"], "changed", "{report}");
+}
+
+#[test]
+fn answer_a_blocked_unit_and_retry_failed_ones() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("answer")
+        .scripted_repos(&[("ask1", "ask"), ("flaky1", "flaky"), ("ok1", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [ask1, flaky1, ok1], qa: [{ run: sh test.sh }] }
+            "#,
+        );
+    let report = t.run(RUN).expect_status(1).json();
+    let got = outcomes(&report);
+    assert_eq!(
+        (
+            got["j/t/ask1"].as_str(),
+            got["j/t/flaky1"].as_str(),
+            got["j/t/ok1"].as_str()
+        ),
+        ("blocked", "agent_failed", "changed")
+    );
+    let run = report["run"].as_str().unwrap().to_owned();
+
+    // The answer reaches the agent with the stored prompt, the question and the answer.
+    let answered = t
+        .run(&[
+            "answer",
+            &run,
+            "j/t/ask1",
+            "Use port 8080",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(outcomes(&answered)["j/t/ask1"], "changed", "{answered}");
+    let prompt = std::fs::read_to_string(t.meta("ask1", "j").join("prompt.md")).unwrap();
+    assert!(
+        prompt.contains("Which port should the service use?") && prompt.contains("Use port 8080"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("# Task"),
+        "the original prompt stays: {prompt}"
+    );
+    assert_eq!(t.agent_runs("ask1", "j"), 2);
+    let files = t.git(
+        ".dispatch/forge/t/ask1.git",
+        &["ls-tree", "--name-only", "agent/j"],
+    );
+    assert!(
+        !files.contains("ANSWER.md") && !files.contains("BLOCKED.md"),
+        "{files}"
+    );
+
+    // Retry --failed re-runs the failed unit only.
+    let out = t.run(&["retry", &run, "--failed", "--output", "json"]);
+    // retry names what it re-runs before the report.
+    let report = out
+        .stdout
+        .find("\n{")
+        .map_or(&out.stdout[..], |at| &out.stdout[at..]);
+    let retried: Value = serde_json::from_str(report)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+    assert_eq!(outcomes(&retried)["j/t/flaky1"], "changed", "{retried}");
+    assert_eq!(t.agent_runs("flaky1", "j"), 2);
+    assert_eq!(
+        t.agent_runs("ok1", "j"),
+        1,
+        "a unit that succeeded is not run again"
+    );
+    let runs = t.run(&["runs", "--json"]).expect_status(0).json();
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "retry and answer continue the same run"
+    );
+    assert_eq!(leftovers(&run), 0);
+}
+
+/// The agent of the crash harness: it counts its runs, takes a second, and records its
+/// repository's name.
+const CRASH_AGENT: &str = r#"#!/bin/sh
+echo run >> /workspace/.meta/agent-runs
+sleep 1
+echo "$(cat name)" >> changes.txt
+"#;
+
+/// One crash: a run of 10 units killed with SIGKILL after `kill_after`, then resumed (or run,
+/// when it was killed before it recorded the run).
+fn crash_and_resume(case: usize, kill_after: Duration) {
+    let repos: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    let t = repos
+        .iter()
+        .fold(Test::new(&format!("crash{case}")), |t, repo| {
+            t.repo(repo, &[("name", &format!("{repo}\n"))])
+        })
+        .agent(CRASH_AGENT)
+        .scripted_spec(&format!(
+            r#"
+            limits: {{ total: 4 }}
+            jobs:
+              - id: j
+                task: t
+                timeout: 1m
+                repos: [{}]
+                qa: [{{ run: "cat changes.txt" }}]
+            "#,
+            repos.join(", ")
+        ));
+    let running = t.spawn(RUN);
+    std::thread::sleep(kill_after);
+    running.kill();
+
+    let case = format!("case {case} (kill after {kill_after:?})");
+    // Killed before the state database existed, `runs` finds none.
+    let runs = t.run(&["runs", "--json"]);
+    let runs = if runs.status == 0 {
+        runs.json()
+    } else {
+        Value::Null
+    };
+    match runs.as_array().and_then(|r| r.first()) {
+        Some(run) if run["status"] == "running" => {
+            let run = run["id"].as_str().unwrap();
+            t.run(&["resume", run, "--output", "json"]).expect_status(0);
+        }
+        // Killed after the run ended: nothing to do.
+        Some(_) => {}
+        // Killed before the run was recorded: a plain run.
+        None => {
+            t.run(RUN).expect_status(0);
+        }
+    }
+    let status = t.run(&["status", "--json"]).expect_status(0).json();
+    assert_eq!(status["run"]["status"], "finished", "{case}");
+    let got = outcomes(&status);
+    assert_eq!(got.len(), 10, "{case}: {got:?}");
+    assert!(
+        got.values().all(|o| o == "changed"),
+        "{case}: every unit ends, and ends as it should: {got:?}"
+    );
+    for repo in &repos {
+        assert_eq!(
+            t.agent_runs(repo, "j"),
+            1,
+            "{case}: the agent of {repo} ran once"
+        );
+        assert_eq!(
+            t.git(
+                &format!(".dispatch/forge/t/{repo}.git"),
+                &["show", "agent/j:changes.txt"]
+            ),
+            *repo,
+            "{case}: the forge has the agent's change of {repo}, once"
+        );
+    }
+    let prs = t.run(&["prs", "--json"]).expect_status(0).json();
+    assert_eq!(
+        prs.as_array().unwrap().len(),
+        10,
+        "{case}: one PR per changed unit, never two"
+    );
+    let run = status["run"]["id"].as_str().unwrap();
+    assert_eq!(leftovers(run), 0, "{case}: no container of the run remains");
+}
+
+/// Crash harness: a run of 10 units with scripted agents is killed with SIGKILL at many points
+/// (during prep, while agents run, between an agent's exit and its commit, during QA and
+/// publish, between units), then `dispatch resume` finishes it. Each case checks: every unit
+/// ends with an outcome, no agent ran twice, no container of the run remains, and
+/// `dispatch status` agrees with the local forge's PRs.
+#[test]
+fn killed_runs_resume_to_the_same_end_without_running_anything_twice() {
+    if !available() {
+        return;
+    }
+    for case in 0..20 {
+        crash_and_resume(case, Duration::from_millis(150 + 230 * case as u64));
+    }
+}
