@@ -6,4 +6,4 @@ pub mod docker;
 mod scripted;
 mod test;
 
-pub use test::{dispatch, outcomes, unit, Test};
+pub use test::{dispatch, outcomes, unit, Output, Test};

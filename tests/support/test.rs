@@ -90,8 +90,16 @@ impl Test {
     /// Writes `spec.yaml`: the head that runs the scripted agent on the local forge seeded
     /// from `repos/`, with org `t` (see `scripted::head`), followed by `rest` (unindented).
     pub fn scripted_spec(self, rest: &str) -> Self {
-        let head = head(LOCAL_FORGE, "t");
-        self.file("spec.yaml", &format!("{head}{}", unindent(rest)))
+        self.scripted_spec_on(LOCAL_FORGE, "t", rest)
+    }
+
+    /// Writes `spec.yaml`: the head that runs the scripted agent on `forge` (a YAML flow
+    /// mapping) with org `org`, followed by `rest` (unindented).
+    pub fn scripted_spec_on(self, forge: &str, org: &str, rest: &str) -> Self {
+        self.file(
+            "spec.yaml",
+            &format!("{}{}", head(forge, org), unindent(rest)),
+        )
     }
 
     /// Sets an environment variable for every run of the binary.
