@@ -12,8 +12,7 @@
 //! - [`http`] (the HTTP client, with its JSON and path helpers), then [`options`],
 //!   [`target`], [`pr`] and [`push`], what the remote forges share;
 //! - the forges themselves: [`local`], [`forgejo`], [`github`], each using only the above;
-//! - [`any`]: [`any::AnyForge`], the one forge a run uses, built from the spec;
-//! - [`remote`]: the names callers used before this layout, re-exported.
+//! - [`any`]: [`any::AnyForge`], the one forge a run uses, built from the spec.
 
 pub mod any;
 pub mod forgejo;
@@ -23,7 +22,6 @@ pub mod local;
 pub mod options;
 pub mod pr;
 pub mod push;
-pub mod remote;
 pub mod target;
 
 use std::collections::BTreeMap;

@@ -29,6 +29,18 @@ impl Db {
         })
     }
 
+    /// Opens an existing database read-only, neither creating nor migrating it: for a reader
+    /// that watches a run its runner may still be setting up.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|error| StateError::Sqlite {
+                path: path.clone(),
+                error,
+            })?;
+        Ok(Self { conn, path })
+    }
+
     /// Whether a state directory holds a database (commands that only read say so when not).
     pub fn exists_in(dir: &Path) -> bool {
         dir.join(DB_FILE).exists()

@@ -231,31 +231,35 @@ fn connect(dir: &Path) -> Result<Connection, StateError> {
         [],
     )
     .map_err(fail)?;
-    let version: i64 = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()
-        .map_err(fail)?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if version > SCHEMA_VERSION {
-        return Err(StateError::Newer {
-            path,
-            found: version,
-        });
-    }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let next = (i + 1).to_string();
+    // One migration per transaction; the version is read inside it, so two processes opening
+    // a new database at once (a runner and a `status`) never apply the same migration twice.
+    loop {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(fail)?;
+        let version: i64 = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(fail)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if version > SCHEMA_VERSION {
+            return Err(StateError::Newer {
+                path,
+                found: version,
+            });
+        }
+        let Some(migration) = MIGRATIONS.get(version as usize) else {
+            break;
+        };
         tx.execute_batch(migration).map_err(fail)?;
         tx.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-            [next],
+            [(version + 1).to_string()],
         )
         .map_err(fail)?;
         tx.commit().map_err(fail)?;

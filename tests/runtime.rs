@@ -1,4 +1,5 @@
-//! The Docker runtime against the real engine, with the busybox image built on the spot.
+//! The Docker runtime against the real engine, with the busybox image built once per test
+//! binary.
 //!
 //! Every test skips (with a note) when no engine answers, and fails instead when
 //! `DISPATCH_REQUIRE_DOCKER=1`. Each test labels its containers with its own run id, removes
@@ -9,22 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dispatch::runtime::docker::Docker;
-use dispatch::runtime::image::{busybox_image_tag, ensure_busybox_image, ensure_image_with_files};
+use dispatch::runtime::image::{busybox_image_tag, ensure_image_with_files};
 use dispatch::runtime::{ContainerSpec, Exit, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN};
 
-/// The engine, or `None` (after a note) when it is unreachable and not required.
-async fn engine() -> Option<Docker> {
-    match Docker::connect().await {
-        Ok(docker) => Some(docker),
-        Err(e) if std::env::var("DISPATCH_REQUIRE_DOCKER").as_deref() == Ok("1") => {
-            panic!("DISPATCH_REQUIRE_DOCKER=1 but the engine is unreachable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
-}
+use crate::support::docker::available;
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
@@ -37,10 +26,10 @@ struct Run {
 
 impl Run {
     async fn start() -> Option<Run> {
-        let docker = engine().await?;
-        ensure_busybox_image(&docker, busybox_image_tag())
-            .await
-            .expect("the busybox image builds");
+        if !available() {
+            return None;
+        }
+        let docker = Docker::connect().await.expect("the engine answers");
         let id = format!(
             "rt-{}-{}",
             std::process::id(),

@@ -8,8 +8,6 @@
 //! schema (required ones present). Violations are recorded; tests assert there are none.
 //! Faults (429 with `Retry-After`, 500, 401) are programmed per method and path.
 
-#![allow(dead_code)] // Each test binary uses a different part of the fake.
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

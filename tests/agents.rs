@@ -1,8 +1,7 @@
-//! `dispatch agents`: what a user sees when asking which argv each agent runs.
+//! `dispatch agents`: what a user sees when asking which argv each agent runs. The listing is
+//! text for people, so the tests read its lines.
 
-mod common;
-
-use common::{dispatch, TempDir};
+use crate::support::{dispatch, Test};
 
 /// The block `dispatch agents` prints for agent `name`: its header line up to the next blank.
 fn block<'a>(stdout: &'a str, name: &str) -> &'a str {
@@ -14,6 +13,7 @@ fn block<'a>(stdout: &'a str, name: &str) -> &'a str {
     rest.find("\n\n").map_or(rest, |end| &rest[..end])
 }
 
+/// The line of `block` that starts with `key`.
 fn line<'a>(block: &'a str, key: &str) -> &'a str {
     block
         .lines()
@@ -23,8 +23,7 @@ fn line<'a>(block: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn agents_lists_every_preset_with_its_exact_argv() {
-    let out = dispatch(&["agents"]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
+    let out = dispatch(&["agents"]).expect_status(0);
     let codex = block(&out.stdout, "codex");
     let argv = line(codex, "argv");
     assert!(argv.contains("codex exec "), "{argv}");
@@ -75,24 +74,25 @@ fn agents_lists_every_preset_with_its_exact_argv() {
 
 #[test]
 fn agents_shows_a_specs_custom_agents_and_overrides() {
-    let dir = TempDir::new("agents-cli");
-    let spec = dir.write(
-        "spec.yaml",
-        r#"version: 1
-name: custom
-defaults: { base: develop }
-agents:
-  my-agent: { command: [my-agent, "--prompt-file={{ prompt_file }}"], env: [MY_API_KEY], image: my-image }
-  codex: { image: codex-image }
-jobs:
-  - id: one
-    task: Do it
-    agent: my-agent
-    repos: [core/go-io]
-"#,
+    let t = Test::new("agents-cli").spec(
+        r#"
+        version: 1
+        name: custom
+        defaults: { base: develop }
+        agents:
+          my-agent:
+            command: [my-agent, "--prompt-file={{ prompt_file }}"]
+            env: [MY_API_KEY]
+            image: my-image
+          codex: { image: codex-image }
+        jobs:
+          - id: one
+            task: Do it
+            agent: my-agent
+            repos: [core/go-io]
+        "#,
     );
-    let out = dispatch(&["agents", spec.to_str().unwrap()]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
+    let out = t.run(&["agents", "spec.yaml"]).expect_status(0);
     let mine = block(&out.stdout, "my-agent");
     assert!(
         line(mine, "argv").ends_with("my-agent --prompt-file=/workspace/.meta/prompt.md"),
@@ -104,15 +104,4 @@ jobs:
     let codex = block(&out.stdout, "codex");
     assert!(line(codex, "image").ends_with("codex-image"), "{codex}");
     assert!(line(block(&out.stdout, "codex:review"), "argv").contains("--base develop"));
-}
-
-#[test]
-fn agents_help_has_an_example() {
-    let out = dispatch(&["agents", "--help"]);
-    assert_eq!(out.status, 0);
-    assert!(
-        out.stdout.contains("Example:\n  dispatch agents"),
-        "{}",
-        out.stdout
-    );
 }

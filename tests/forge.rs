@@ -1,22 +1,46 @@
 //! The Forgejo/Gitea and GitHub forges against a fake server that checks every request
 //! against the published API descriptions, with git pushes going to real bare repositories.
 
-mod common;
-mod forge_fake;
+mod fake;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 use dispatch::forge::forgejo::{Flavour as GiteaFlavour, GiteaForge};
 use dispatch::forge::github::GithubForge;
 use dispatch::forge::http::{RetryPolicy, Secret};
-use dispatch::forge::remote::{PublishOptions, RemoteForge, RemoteOptions, RepoFilter};
+use dispatch::forge::any::AnyForge;
+use dispatch::forge::options::RemoteOptions;
+use dispatch::forge::target::RepoFilter;
+use dispatch::forge::PublishOptions;
 use dispatch::forge::{Forge, ForgeError, PrRequest};
-use forge_fake::{git, temp_dir, FakeForge, Flavour};
+use fake::{git, temp_dir, FakeForge, Flavour};
+
+use crate::support::docker::available;
+use crate::support::{outcomes, unit, Output, Test};
 
 const TOKEN: &str = "tok-3f9a1c-very-secret";
 const ORG: &str = "core";
+
+/// The tests of `check` on every forge: `gitea` runs it against Gitea and Forgejo, `github`
+/// against GitHub.
+macro_rules! on_every_forge {
+    ($check:ident: $gitea:ident, $github:ident) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $gitea() {
+            $check(Flavour::Gitea).await;
+            $check(Flavour::Forgejo).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $github() {
+            $check(Flavour::Github).await;
+        }
+    };
+}
 
 fn options(fake: &FakeForge) -> RemoteOptions {
     RemoteOptions {
@@ -33,10 +57,10 @@ fn options(fake: &FakeForge) -> RemoteOptions {
     }
 }
 
-fn client(fake: &FakeForge, flavour: Flavour, token: &str) -> RemoteForge {
+fn client(fake: &FakeForge, flavour: Flavour, token: &str) -> AnyForge {
     let token = Secret::new(token);
     match flavour {
-        Flavour::Gitea | Flavour::Forgejo => RemoteForge::Gitea(
+        Flavour::Gitea | Flavour::Forgejo => AnyForge::Gitea(
             GiteaForge::new(
                 if flavour == Flavour::Gitea {
                     GiteaFlavour::Gitea
@@ -50,7 +74,7 @@ fn client(fake: &FakeForge, flavour: Flavour, token: &str) -> RemoteForge {
             )
             .expect("forgejo client"),
         ),
-        Flavour::Github => RemoteForge::Github(
+        Flavour::Github => AnyForge::Github(
             GithubForge::new(Some(&fake.url), token, "GITHUB_TOKEN", options(fake))
                 .expect("github client"),
         ),
@@ -64,7 +88,7 @@ async fn fake_with_repo(flavour: Flavour, repo: &str) -> FakeForge {
 }
 
 /// A clone of `repo` from the forge's clone source with one commit on `branch`.
-fn workspace(forge: &RemoteForge, repo: &str, branch: &str, text: &str) -> PathBuf {
+fn workspace(forge: &AnyForge, repo: &str, branch: &str, text: &str) -> PathBuf {
     let dir = temp_dir("ws").join("repo");
     let source = forge.clone_source(ORG, repo).expect("clone source");
     git(
@@ -181,16 +205,11 @@ async fn publish_creates_then_updates(flavour: Flavour) {
     assert_valid(&fake);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_publish_creates_then_updates_the_pr() {
-    publish_creates_then_updates(Flavour::Gitea).await;
-    publish_creates_then_updates(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_publish_creates_then_updates_the_pr() {
-    publish_creates_then_updates(Flavour::Github).await;
-}
+on_every_forge!(
+    publish_creates_then_updates:
+    gitea_publish_creates_then_updates_the_pr,
+    github_publish_creates_then_updates_the_pr
+);
 
 async fn rate_limit_is_honoured(flavour: Flavour) {
     let fake = fake_with_repo(flavour, "go-io").await;
@@ -219,16 +238,11 @@ async fn rate_limit_is_honoured(flavour: Flavour) {
     assert_valid(&fake);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_429_with_retry_after_is_honoured() {
-    rate_limit_is_honoured(Flavour::Gitea).await;
-    rate_limit_is_honoured(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_429_with_retry_after_is_honoured() {
-    rate_limit_is_honoured(Flavour::Github).await;
-}
+on_every_forge!(
+    rate_limit_is_honoured:
+    gitea_429_with_retry_after_is_honoured,
+    github_429_with_retry_after_is_honoured
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn github_secondary_limit_403_with_retry_after_is_retried() {
@@ -270,16 +284,11 @@ async fn server_error_then_success(flavour: Flavour) {
     assert_valid(&fake);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_500_then_success() {
-    server_error_then_success(Flavour::Gitea).await;
-    server_error_then_success(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_500_then_success() {
-    server_error_then_success(Flavour::Github).await;
-}
+on_every_forge!(
+    server_error_then_success:
+    gitea_500_then_success,
+    github_500_then_success
+);
 
 async fn unauthorized_is_clear(flavour: Flavour) {
     let fake = fake_with_repo(flavour, "go-io").await;
@@ -318,16 +327,11 @@ async fn unauthorized_is_clear(flavour: Flavour) {
     assert_valid(&fake);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_401_is_clear_and_other_clients_continue() {
-    unauthorized_is_clear(Flavour::Gitea).await;
-    unauthorized_is_clear(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_401_is_clear_and_other_clients_continue() {
-    unauthorized_is_clear(Flavour::Github).await;
-}
+on_every_forge!(
+    unauthorized_is_clear:
+    gitea_401_is_clear_and_other_clients_continue,
+    github_401_is_clear_and_other_clients_continue
+);
 
 async fn merge_is_guarded(flavour: Flavour) {
     let fake = fake_with_repo(flavour, "go-io").await;
@@ -401,16 +405,11 @@ async fn merge_is_guarded(flavour: Flavour) {
     assert_valid(&fake);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_merge_is_blocked_by_a_failing_status_and_merges_when_green() {
-    merge_is_guarded(Flavour::Gitea).await;
-    merge_is_guarded(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_merge_is_blocked_by_failing_checks_and_merges_when_green() {
-    merge_is_guarded(Flavour::Github).await;
-}
+on_every_forge!(
+    merge_is_guarded:
+    gitea_merge_is_blocked_by_a_failing_status_and_merges_when_green,
+    github_merge_is_blocked_by_failing_checks_and_merges_when_green
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gitea_stopwatch_starts_and_stops() {
@@ -467,7 +466,7 @@ async fn org_listing_filters(flavour: Flavour) {
     }
     fake.add_repo("other", "go-elsewhere", false, false);
     let forge = client(&fake, flavour, TOKEN);
-    let names = |repos: Vec<dispatch::forge::remote::RemoteRepo>| {
+    let names = |repos: Vec<dispatch::forge::target::RemoteRepo>| {
         let mut names: Vec<String> = repos.into_iter().map(|r| r.name).collect();
         names.sort();
         names
@@ -515,16 +514,11 @@ async fn gitea_lists_the_token_users_own_repositories_when_the_owner_is_no_org()
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_org_repositories_are_filtered() {
-    org_listing_filters(Flavour::Gitea).await;
-    org_listing_filters(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_org_repositories_are_filtered() {
-    org_listing_filters(Flavour::Github).await;
-}
+on_every_forge!(
+    org_listing_filters:
+    gitea_org_repositories_are_filtered,
+    github_org_repositories_are_filtered
+);
 
 async fn issues_across_repositories(flavour: Flavour) {
     let fake = FakeForge::start(flavour, TOKEN).await;
@@ -566,16 +560,11 @@ async fn issues_across_repositories(flavour: Flavour) {
     assert_valid(&fake);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_issues_with_labels_across_three_repositories() {
-    issues_across_repositories(Flavour::Gitea).await;
-    issues_across_repositories(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_issues_with_labels_across_three_repositories() {
-    issues_across_repositories(Flavour::Github).await;
-}
+on_every_forge!(
+    issues_across_repositories:
+    gitea_issues_with_labels_across_three_repositories,
+    github_issues_with_labels_across_three_repositories
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_never_appears_in_errors_or_debug_output() {
@@ -637,39 +626,65 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
     assert_valid(&fake);
 }
 
+/// The name `forge:` gives the fake's flavour.
+fn kind(flavour: Flavour) -> &'static str {
+    match flavour {
+        Flavour::Gitea => "gitea",
+        Flavour::Forgejo => "forgejo",
+        Flavour::Github => "github",
+    }
+}
+
+/// A fixture whose spec runs the scripted agent on the fake forge (org `core`), with the
+/// fake's token in `FAKE_FORGE_TOKEN`: the scripted spec head, then `rest`.
+fn on_fake(fake: &FakeForge, flavour: Flavour, rest: &str) -> Test {
+    let forge = format!(
+        r#"{{ kind: {}, url: "{}", token_env: FAKE_FORGE_TOKEN, git_url: "{}" }}"#,
+        kind(flavour),
+        fake.url,
+        fake.git_root.display()
+    );
+    Test::new("remote")
+        .env("FAKE_FORGE_TOKEN", TOKEN)
+        .scripted_spec_on(&forge, ORG, rest)
+}
+
+/// `dispatch ARGS` in the fixture, off the runtime's worker (the fake forge answers on them).
+fn cli(t: &Test, args: &[&str]) -> Output {
+    tokio::task::block_in_place(|| t.run(args))
+}
+
+/// The units of `dispatch plan spec.yaml --format json ARGS`.
+fn plan_units(t: &Test, args: &[&str]) -> Vec<Value> {
+    let plan = cli(
+        t,
+        &[&["plan", "spec.yaml", "--format", "json"], args].concat(),
+    )
+    .expect_status(0)
+    .json();
+    plan["units"].as_array().expect("units").clone()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_checks_the_token_and_every_target_repository() {
     let fake = FakeForge::start(Flavour::Gitea, TOKEN).await;
     fake.add_repo(ORG, "present", false, false);
-    let dir = temp_dir("doctor");
-    let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "version: 1\nname: d\nforge: {{ kind: gitea, url: \"{}\", token_env: DOCTOR_TOKEN }}\ndefaults: {{ org: {ORG}, agent: codex }}\njobs:\n  - {{ id: j, task: t, repos: [present, absent] }}\n",
+    let t = Test::new("doctor")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("DOCTOR_TOKEN", TOKEN)
+        .spec(&format!(
+            r#"
+            version: 1
+            name: d
+            forge: {{ kind: gitea, url: "{}", token_env: DOCTOR_TOKEN }}
+            defaults: {{ org: {ORG}, agent: codex }}
+            jobs:
+              - {{ id: j, task: t, repos: [present, absent] }}
+            "#,
             fake.url
-        ),
-    )
-    .expect("write spec");
-    let doctor = |token: &'static str| {
-        let spec = spec.clone();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
-                .args(["--color", "never", "doctor", &spec.to_string_lossy()])
-                .env("DOCTOR_TOKEN", token)
-                .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-                .output()
-                .await
-                .expect("dispatch runs")
-        }
-    };
-    let good = doctor(TOKEN).await;
-    let text = String::from_utf8_lossy(&good.stdout).to_string();
-    assert_eq!(
-        good.status.code(),
-        Some(1),
-        "the engine and one repository are missing:\n{text}"
-    );
+        ));
+    let text = cli(&t, &["doctor", "spec.yaml"]).expect_status(1).stdout;
+    // The engine and one repository are missing.
     assert!(
         text.contains(&format!("ok    {ORG}/present is reachable")),
         "{text}"
@@ -680,8 +695,8 @@ async fn doctor_checks_the_token_and_every_target_repository() {
         "{text}"
     );
 
-    let bad = doctor("wrong-token").await;
-    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    let t = t.env("DOCTOR_TOKEN", "wrong-token");
+    let text = cli(&t, &["doctor", "spec.yaml"]).stdout;
     assert!(
         text.contains("DOCTOR_TOKEN"),
         "the message names the variable: {text}"
@@ -691,57 +706,7 @@ async fn doctor_checks_the_token_and_every_target_repository() {
         "no token text: {text}"
     );
     assert!(!text.contains(&format!("ok    {ORG}/present")), "{text}");
-    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
-}
-
-/// Runs the real binary with the fake's token in `FAKE_FORGE_TOKEN` (off the runtime's worker
-/// threads: the fake forge answers on them).
-async fn dispatch_cli(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
-            .args(["--color", "never"])
-            .args(&args)
-            .env("FAKE_FORGE_TOKEN", TOKEN)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("the dispatch binary runs");
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr,
-        )
-    })
-    .await
-    .expect("the binary's thread")
-}
-
-/// A spec on the fake forge whose one job has `repos` (YAML flow text).
-fn forge_spec(fake: &FakeForge, flavour: Flavour, repos: &str) -> PathBuf {
-    let kind = match flavour {
-        Flavour::Gitea => "gitea",
-        Flavour::Forgejo => "forgejo",
-        Flavour::Github => "github",
-    };
-    let dir = temp_dir("spec");
-    let path = dir.join("spec.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "version: 1\nname: remote\nforge: {{ kind: {kind}, url: \"{}\", token_env: FAKE_FORGE_TOKEN, git_url: \"{}\" }}\ndefaults: {{ org: {ORG}, image: dispatch-busybox }}\njobs:\n  - id: fix\n    task: Fix what the issue says\n    repos: {repos}\n",
-            fake.url,
-            fake.git_root.display()
-        ),
-    )
-    .expect("write spec");
-    path
-}
-
-fn plan_units(stdout: &str) -> Vec<serde_json::Value> {
-    let plan: serde_json::Value = serde_json::from_str(stdout).expect("plan JSON");
-    plan["units"].as_array().expect("units").clone()
+    assert_valid(&fake);
 }
 
 async fn plan_selects_targets(flavour: Flavour) {
@@ -765,117 +730,103 @@ async fn plan_selects_targets(flavour: Flavour) {
     fake.add_issue(ORG, "go-old", "Archived", &["agentic"]);
 
     // Repositories by pattern: archived repositories and forks are left out.
-    let spec = forge_spec(
+    let t = on_fake(
         &fake,
         flavour,
-        "[{ select: { include: [\"go-*\"], exclude: [go-log] } }]",
+        r#"
+        jobs:
+          - id: fix
+            task: Fix what the issue says
+            repos: [{ select: { include: ["go-*"], exclude: [go-log] } }]
+        "#,
     );
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
-    assert_eq!(status, 0, "{stderr}");
-    let ids: Vec<String> = plan_units(&stdout)
+    let ids: Vec<Value> = plan_units(&t, &[])
         .iter()
-        .map(|u| u["id"].as_str().unwrap_or_default().to_owned())
+        .map(|u| u["id"].clone())
         .collect();
-    assert_eq!(ids, ["fix/core/go-io", "fix/core/go-process"]);
+    assert_eq!(ids, [json!("fix/core/go-io"), json!("fix/core/go-process")]);
 
     // Issues with a label across the repositories: one unit per issue, task-N.
-    let spec = forge_spec(
+    let t = on_fake(
         &fake,
         flavour,
-        "[{ select: { include: [\"go-*\"], issues: { labels: [agentic] } } }]",
+        r#"
+        jobs:
+          - id: fix
+            task: Fix what the issue says
+            repos: [{ select: { include: ["go-*"], issues: { labels: [agentic] } } }]
+        "#,
     );
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
-    assert_eq!(status, 0, "{stderr}");
-    let units: Vec<(String, String, String)> = plan_units(&stdout)
+    let units: Vec<Value> = plan_units(&t, &[])
         .iter()
-        .map(|u| {
-            (
-                u["id"].as_str().unwrap_or_default().to_owned(),
-                u["workspace"].as_str().unwrap_or_default().to_owned(),
-                u["issue_title"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(|u| json!([u["id"], u["workspace"], u["issue_title"]]))
         .collect();
     assert_eq!(
         units,
         [
-            (
-                "fix/core/go-io/task-1".to_owned(),
-                "workspaces/core/go-io/task-1".to_owned(),
-                "Flaky test".to_owned()
-            ),
-            (
-                "fix/core/go-log/task-1".to_owned(),
-                "workspaces/core/go-log/task-1".to_owned(),
-                "Rotate logs".to_owned()
-            ),
-            (
-                "fix/core/go-process/task-2".to_owned(),
-                "workspaces/core/go-process/task-2".to_owned(),
-                "Signals".to_owned()
-            ),
+            json!([
+                "fix/core/go-io/task-1",
+                "workspaces/core/go-io/task-1",
+                "Flaky test"
+            ]),
+            json!([
+                "fix/core/go-log/task-1",
+                "workspaces/core/go-log/task-1",
+                "Rotate logs"
+            ]),
+            json!([
+                "fix/core/go-process/task-2",
+                "workspaces/core/go-process/task-2",
+                "Signals"
+            ]),
         ]
     );
     // The issue's title and body reach the prompt.
-    let (status, stdout, stderr) = dispatch_cli(&["run", &spec_arg, "--dry-run"]).await;
-    assert_eq!(status, 0, "{stderr}");
-    assert!(stdout.contains("#2 — Signals"), "{stdout}");
-    assert!(stdout.contains("Body of Rotate logs"), "{stdout}");
-    let (status, stdout, stderr) = dispatch_cli(&[
-        "render", &spec_arg, "--job", "fix", "--repo", "go-io", "--key", "task-1",
-    ])
-    .await;
-    assert_eq!(status, 0, "{stderr}");
-    assert!(stdout.contains("#1 — Flaky test"), "{stdout}");
-    assert!(stdout.contains("Body of Flaky test"), "{stdout}");
+    let out = cli(&t, &["run", "spec.yaml", "--dry-run"]).expect_status(0);
+    assert!(out.stdout.contains("#2 — Signals"), "{}", out.stdout);
+    assert!(out.stdout.contains("Body of Rotate logs"), "{}", out.stdout);
+    let out = cli(
+        &t,
+        &[
+            "render",
+            "spec.yaml",
+            "--job",
+            "fix",
+            "--repo",
+            "go-io",
+            "--key",
+            "task-1",
+        ],
+    )
+    .expect_status(0);
+    assert!(out.stdout.contains("#1 — Flaky test"), "{}", out.stdout);
+    assert!(out.stdout.contains("Body of Flaky test"), "{}", out.stdout);
 
     // Offline: the forge is asked nothing and the plan says what it could not resolve.
     let asked = fake.seen().len();
-    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--offline"]).await;
-    assert_eq!(status, 0, "{stderr}");
+    let out = cli(&t, &["plan", "spec.yaml", "--offline"]).expect_status(0);
     assert_eq!(fake.seen().len(), asked, "--offline sent requests");
     assert!(
-        stdout.contains("not resolved: job fix jobs[0].repos[0]: open issues labelled agentic"),
-        "{stdout}"
+        out.stdout
+            .contains("not resolved: job fix jobs[0].repos[0]: open issues labelled agentic"),
+        "{}",
+        out.stdout
     );
-    assert!(stdout.contains("0 units"), "{stdout}");
+    assert!(out.stdout.contains("0 units"), "{}", out.stdout);
 
     // A wrong token: one clear error naming the variable, never the token.
-    let (status, _, stderr) = tokio::task::spawn_blocking({
-        let spec_arg = spec_arg.clone();
-        move || {
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
-                .args(["--color", "never", "plan", &spec_arg])
-                .env("FAKE_FORGE_TOKEN", "not-the-token")
-                .output()
-                .expect("the dispatch binary runs");
-            (
-                output.status.code().unwrap_or(-1),
-                String::new(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-            )
-        }
-    })
-    .await
-    .expect("thread");
-    assert_eq!(status, 1, "{stderr}");
-    assert!(stderr.contains("FAKE_FORGE_TOKEN"), "{stderr}");
-    assert!(!stderr.contains("not-the-token"), "{stderr}");
+    let t = t.env("FAKE_FORGE_TOKEN", "not-the-token");
+    let out = cli(&t, &["plan", "spec.yaml"]).expect_status(1);
+    assert!(out.stderr.contains("FAKE_FORGE_TOKEN"), "{}", out.stderr);
+    assert!(!out.stderr.contains("not-the-token"), "{}", out.stderr);
     assert_valid(&fake);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gitea_plan_selects_repositories_and_issues() {
-    plan_selects_targets(Flavour::Gitea).await;
-    plan_selects_targets(Flavour::Forgejo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn github_plan_selects_repositories_and_issues() {
-    plan_selects_targets(Flavour::Github).await;
-}
+on_every_forge!(
+    plan_selects_targets:
+    gitea_plan_selects_repositories_and_issues,
+    github_plan_selects_repositories_and_issues
+);
 
 async fn pr_target_works_on_the_pr_head(flavour: Flavour) {
     let fake = fake_with_repo(flavour, "go-io").await;
@@ -885,25 +836,27 @@ async fn pr_target_works_on_the_pr_head(flavour: Flavour) {
         .publish(&dir, &request("go-io", "feature/x", "Feature"))
         .await
         .expect("publish");
-    let spec = forge_spec(
+    let t = on_fake(
         &fake,
         flavour,
-        &format!("[{{ repo: go-io, pr: {} }}]", pr.number),
+        &format!(
+            r#"
+            jobs:
+              - id: fix
+                task: Fix what the issue says
+                repos: [{{ repo: go-io, pr: {} }}]
+            "#,
+            pr.number
+        ),
     );
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
-    assert_eq!(status, 0, "{stderr}");
-    let unit = &plan_units(&stdout)[0];
+    let unit = &plan_units(&t, &[])[0];
     assert_eq!(unit["key"], format!("pr-{}", pr.number));
     assert_eq!(unit["branch"], "feature/x", "{unit}");
     assert_eq!(unit["existing_branch"], true, "{unit}");
     assert_eq!(unit["base"], "main", "{unit}");
 
     // Offline, the PR's head is unknown: the unit gets a branch of its own.
-    let (status, stdout, stderr) =
-        dispatch_cli(&["plan", &spec_arg, "--format", "json", "--offline"]).await;
-    assert_eq!(status, 0, "{stderr}");
-    let unit = &plan_units(&stdout)[0];
+    let unit = &plan_units(&t, &["--offline"])[0];
     assert_eq!(unit["branch"], format!("agent/fix-pr-{}", pr.number));
     assert!(unit.get("existing_branch").is_none(), "{unit}");
 
@@ -950,25 +903,19 @@ async fn doctor_reports_selections_and_the_token_scopes() {
         fake.add_repo(ORG, repo, false, false);
     }
     fake.add_issue(ORG, "go-io", "Flaky test", &["agentic"]);
-    let spec = forge_spec(
+    let t = on_fake(
         &fake,
         Flavour::Github,
-        "[{ select: { include: [\"go-*\"] } }]",
-    );
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let doctor = || {
-        let spec_arg = spec_arg.clone();
-        tokio::task::spawn_blocking(move || {
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
-                .args(["--color", "never", "doctor", &spec_arg])
-                .env("FAKE_FORGE_TOKEN", TOKEN)
-                .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-                .output()
-                .expect("dispatch runs");
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        })
-    };
-    let text = doctor().await.expect("thread");
+        r#"
+        jobs:
+          - id: fix
+            task: Fix what the issue says
+            repos: [{ select: { include: ["go-*"] } }]
+        "#,
+    )
+    .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let doctor = || cli(&t, &["doctor", "spec.yaml"]).stdout;
+    let text = doctor();
     assert!(
         text.contains("ok    jobs[0].repos[0] selects 2 targets in 2 repositories"),
         "{text}"
@@ -980,7 +927,7 @@ async fn doctor_reports_selections_and_the_token_scopes() {
     );
 
     fake.set_scopes("read:org, public_repo");
-    let text = doctor().await.expect("thread");
+    let text = doctor();
     assert!(
         text.contains(
             "warn  the token's scopes (read:org, public_repo) reach public repositories only"
@@ -988,13 +935,13 @@ async fn doctor_reports_selections_and_the_token_scopes() {
         "{text}"
     );
     fake.set_scopes("read:org");
-    let text = doctor().await.expect("thread");
+    let text = doctor();
     assert!(
         text.contains("FAIL  the token's scopes (read:org) do not include `repo`"),
         "{text}"
     );
     fake.set_scopes("repo, workflow");
-    let text = doctor().await.expect("thread");
+    let text = doctor();
     assert!(
         text.contains("ok    the token's scopes (repo, workflow) allow publishing"),
         "{text}"
@@ -1002,45 +949,31 @@ async fn doctor_reports_selections_and_the_token_scopes() {
     assert_valid(&fake);
 }
 
-/// Whether the Docker engine answers (asked off the runtime: the check blocks).
-async fn docker_available() -> bool {
-    tokio::task::spawn_blocking(common::docker_available)
-        .await
-        .expect("the check's thread")
-}
-
 /// The scripted agent of the end-to-end runs: it adds `fix.txt`.
 const FIXING_AGENT: &str = "#!/bin/sh\necho fixed > fix.txt\n";
 
 /// `dispatch run` on the fake forge with a scripted agent that adds `fix.txt`, QA that counts
-/// its runs in the log, and `merge: when_green`. Returns the unit's outcome and the QA log.
-async fn run_with_guarded_merge(fake: &FakeForge, flavour: Flavour) -> (String, String) {
-    let spec = forge_spec(fake, flavour, "[svc]");
-    let dir = spec.parent().expect("spec dir").to_owned();
-    std::fs::write(dir.join("agent.sh"), FIXING_AGENT).expect("agent");
-    let mut text = std::fs::read_to_string(&spec).expect("spec");
-    text = text.replace(
-        "defaults: { org: core, image: dispatch-busybox }",
-        "defaults: { org: core, image: dispatch-busybox, agent: scripted }\nagents:\n  scripted:\n    command: [sh, /opt/agent.sh]\n    mounts: [{ source: agent.sh, target: /opt/agent.sh }]\n    network: none",
-    );
-    text.push_str("    qa: [{ run: \"test -f fix.txt && echo qa-green\" }]\n    pr: { merge: when_green, labels: [agentic] }\n");
-    std::fs::write(&spec, text).expect("spec");
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = dispatch_cli(&["run", &spec_arg, "--output", "json"]).await;
-    let json: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}), exit {status}:\n{stdout}\n{stderr}"));
-    let unit = &json["units"][0];
-    let qa_log = std::fs::read_to_string(dir.join(".dispatch/workspaces/core/svc/fix/meta/qa.log"))
-        .unwrap_or_default();
-    assert!(!stderr.contains(TOKEN), "{stderr}");
-    (
-        format!(
-            "{} ({})",
-            unit["outcome"].as_str().unwrap_or_default(),
-            unit["reason"]
-        ),
-        qa_log,
+/// its runs in the log, and `merge: when_green`. Returns the unit and the QA log.
+fn run_with_guarded_merge(fake: &FakeForge, flavour: Flavour) -> (Value, String) {
+    let t = on_fake(
+        fake,
+        flavour,
+        r#"
+        jobs:
+          - id: fix
+            task: Fix what the issue says
+            repos: [svc]
+            qa: [{ run: "test -f fix.txt && echo qa-green" }]
+            pr: { merge: when_green, labels: [agentic] }
+        "#,
     )
+    .agent(FIXING_AGENT);
+    let out = cli(&t, &["run", "spec.yaml", "--output", "json"]);
+    assert!(!out.stderr.contains(TOKEN), "{}", out.stderr);
+    let report = out.json();
+    let qa_log = std::fs::read_to_string(t.path(".dispatch/workspaces/core/svc/fix/meta/qa.log"))
+        .unwrap_or_default();
+    (unit(&report, "fix/core/svc").clone(), qa_log)
 }
 
 async fn conflict_is_rebased_then_merged(flavour: Flavour) {
@@ -1048,8 +981,8 @@ async fn conflict_is_rebased_then_merged(flavour: Flavour) {
     fake.require_up_to_date(ORG, "svc");
     // Someone merges an unrelated change while the PR waits: the PR is behind its base.
     fake.advance_base_after_next_pr(ORG, "svc", "other.txt", "someone else\n");
-    let (outcome, qa_log) = run_with_guarded_merge(&fake, flavour).await;
-    assert!(outcome.starts_with("merged"), "{outcome}");
+    let (unit, qa_log) = run_with_guarded_merge(&fake, flavour);
+    assert_eq!(unit["outcome"], "merged", "{unit}");
     assert_eq!(
         qa_log.matches("qa-green").count(),
         2,
@@ -1061,12 +994,11 @@ async fn conflict_is_rebased_then_merged(flavour: Flavour) {
         pulls[0].pull.as_ref().is_some_and(|p| p.merged),
         "{pulls:?}"
     );
-    let bare = fake.git_root.join(ORG).join("svc.git");
     let head = fake.head(ORG, "svc", "agent/fix");
     let main = fake.head(ORG, "svc", "main");
     let rebased = std::process::Command::new("git")
         .args(["merge-base", "--is-ancestor", &main, &head])
-        .current_dir(&bare)
+        .current_dir(fake.git_root.join(ORG).join("svc.git"))
         .status()
         .expect("git");
     assert!(rebased.success(), "the pushed branch sits on the new base");
@@ -1083,11 +1015,14 @@ async fn conflict_that_rebase_cannot_resolve_needs_review(flavour: Flavour) {
     // Someone adds the very file the agent adds, differently: the rebase conflicts.
     fake.advance_base_after_next_pr(ORG, "svc", "fix.txt", "someone else's fix\n");
     let before = fake.head(ORG, "svc", "main");
-    let (outcome, _) = run_with_guarded_merge(&fake, flavour).await;
-    assert!(outcome.starts_with("needs_review"), "{outcome}");
+    let (unit, _) = run_with_guarded_merge(&fake, flavour);
+    assert_eq!(unit["outcome"], "needs_review", "{unit}");
     assert!(
-        outcome.contains("fix.txt"),
-        "the reason names the conflict: {outcome}"
+        unit["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fix.txt"),
+        "the reason names the conflict: {unit}"
     );
     let pulls = fake.pulls(ORG, "svc");
     assert_eq!(pulls.len(), 1);
@@ -1118,7 +1053,7 @@ async fn conflict_that_rebase_cannot_resolve_needs_review(flavour: Flavour) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gitea_conflict_rebase_and_merge_through_dispatch_run() {
-    if !docker_available().await {
+    if !available() {
         return;
     }
     conflict_is_rebased_then_merged(Flavour::Gitea).await;
@@ -1127,7 +1062,7 @@ async fn gitea_conflict_rebase_and_merge_through_dispatch_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn github_conflict_rebase_and_merge_through_dispatch_run() {
-    if !docker_available().await {
+    if !available() {
         return;
     }
     conflict_is_rebased_then_merged(Flavour::Github).await;
@@ -1139,8 +1074,17 @@ async fn plan_remote_shows_what_publish_would_do(flavour: Flavour) {
     for repo in ["new", "stale", "same", "gone"] {
         fake.add_repo(ORG, repo, false, false);
     }
-    let spec = forge_spec(&fake, flavour, "[new, stale, same, gone]");
-    let loaded = dispatch::spec::load(&spec).expect("spec loads");
+    let t = on_fake(
+        &fake,
+        flavour,
+        r#"
+        jobs:
+          - id: fix
+            task: Fix what the issue says
+            repos: [new, stale, same, gone]
+        "#,
+    );
+    let loaded = dispatch::spec::load(&t.path("spec.yaml")).expect("spec loads");
     let forge = client(&fake, flavour, TOKEN);
     let open_pr = |repo: &'static str, title: String, body: String| {
         let forge = &forge;
@@ -1161,44 +1105,35 @@ async fn plan_remote_shows_what_publish_would_do(flavour: Flavour) {
     let gone = open_pr("gone", "Done".to_owned(), body).await;
     fake.close_pull(ORG, "gone", gone.number as u64, true);
 
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let (status, stdout, stderr) =
-        dispatch_cli(&["plan", &spec_arg, "--remote", "--format", "json"]).await;
-    assert_eq!(status, 0, "{stderr}");
-    let actions: Vec<(String, String, String)> = plan_units(&stdout)
+    let actions: Vec<Value> = plan_units(&t, &["--remote"])
         .iter()
-        .map(|u| {
-            (
-                u["repo"].as_str().unwrap_or_default().to_owned(),
-                u["publish"]["action"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                u["publish"]["pr"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(|u| json!([u["repo"], u["publish"]["action"], u["publish"]["pr"]]))
         .collect();
-    assert_eq!(
-        actions[0],
-        ("new".to_owned(), "create".to_owned(), String::new())
-    );
-    assert_eq!(actions[1].1, "update", "{actions:?}");
+    assert_eq!(actions[0], json!(["new", "create", null]), "{actions:?}");
+    assert_eq!(actions[1][1], "update", "{actions:?}");
     assert_eq!(
         actions[2],
-        ("same".to_owned(), "unchanged".to_owned(), same.reference)
+        json!(["same", "unchanged", same.reference]),
+        "{actions:?}"
     );
-    assert_eq!(actions[3].1, "closed", "{actions:?}");
-    assert!(actions[3].2.ends_with(", merged"), "{actions:?}");
-    let (status, stdout, stderr) = dispatch_cli(&["plan", &spec_arg, "--remote"]).await;
-    assert_eq!(status, 0, "{stderr}");
-    assert!(stdout.contains("publish: closed already"), "{stdout}");
-    // Without --remote the plan is the same as ever: no forge state in it.
-    let (_, plain, _) = dispatch_cli(&["plan", &spec_arg, "--format", "json"]).await;
+    assert_eq!(actions[3][1], "closed", "{actions:?}");
     assert!(
-        plan_units(&plain)
-            .iter()
-            .all(|u| u.get("publish").is_none()),
-        "{plain}"
+        actions[3][2]
+            .as_str()
+            .is_some_and(|pr| pr.ends_with(", merged")),
+        "{actions:?}"
+    );
+    let out = cli(&t, &["plan", "spec.yaml", "--remote"]).expect_status(0);
+    assert!(
+        out.stdout.contains("publish: closed already"),
+        "{}",
+        out.stdout
+    );
+    // Without --remote the plan is the same as ever: no forge state in it.
+    let plain = plan_units(&t, &[]);
+    assert!(
+        plain.iter().all(|u| u.get("publish").is_none()),
+        "{plain:?}"
     );
     assert_valid(&fake);
 }
@@ -1225,7 +1160,7 @@ esac
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issue_sweep_runs_one_unit_per_labelled_issue_with_stopwatches_on_every_outcome() {
-    if !docker_available().await {
+    if !available() {
         return;
     }
     let flavour = Flavour::Forgejo;
@@ -1235,43 +1170,36 @@ async fn issue_sweep_runs_one_unit_per_labelled_issue_with_stopwatches_on_every_
         fake.add_issue(ORG, repo, "Unlabelled", &[]);
         fake.add_issue(ORG, repo, &format!("Fix {repo}"), &["agentic"]);
     }
-    let spec = forge_spec(
+    let t = on_fake(
         &fake,
         flavour,
-        "[{ select: { include: [\"svc-*\"], issues: { labels: [agentic] } } }]",
+        r##"
+        jobs:
+          - id: fix
+            task: Fix what the issue says
+            timeout: 3s
+            repos: [{ select: { include: ["svc-*"], issues: { labels: [agentic] } } }]
+            qa: []
+            pr: { labels: [agentic, bot], label_colours: { bot: "#123456" } }
+        "##,
+    )
+    .agent(SWEEP_AGENT);
+    // Not every unit changed.
+    let report = cli(&t, &["run", "spec.yaml", "--output", "json"])
+        .expect_status(1)
+        .json();
+    assert_eq!(
+        outcomes(&report),
+        [
+            ("fix/core/svc-ask/task-2", "blocked"),
+            ("fix/core/svc-fail/task-2", "agent_failed"),
+            ("fix/core/svc-ok/task-2", "changed"),
+            ("fix/core/svc-slow/task-2", "timed_out"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect::<BTreeMap<_, _>>()
     );
-    let dir = spec.parent().expect("spec dir").to_owned();
-    std::fs::write(dir.join("agent.sh"), SWEEP_AGENT).expect("agent");
-    let text = std::fs::read_to_string(&spec).expect("spec").replace(
-        "defaults: { org: core, image: dispatch-busybox }",
-        "defaults: { org: core, image: dispatch-busybox, agent: scripted, timeout: 3s }\nagents:\n  scripted:\n    command: [sh, /opt/agent.sh, \"{{ prompt_file }}\"]\n    mounts: [{ source: agent.sh, target: /opt/agent.sh }]\n    network: none",
-    ) + "    qa: []\n    pr: { labels: [agentic, bot], label_colours: { bot: \"#123456\" } }\n";
-    std::fs::write(&spec, text).expect("spec");
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = dispatch_cli(&["run", &spec_arg, "--output", "json"]).await;
-    assert_eq!(status, 1, "not every unit changed:\n{stdout}\n{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-    let outcomes: BTreeMap<String, String> = json["units"]
-        .as_array()
-        .expect("units")
-        .iter()
-        .map(|u| {
-            (
-                u["id"].as_str().unwrap_or_default().to_owned(),
-                u["outcome"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    let expected: BTreeMap<String, String> = [
-        ("fix/core/svc-ask/task-2", "blocked"),
-        ("fix/core/svc-fail/task-2", "agent_failed"),
-        ("fix/core/svc-ok/task-2", "changed"),
-        ("fix/core/svc-slow/task-2", "timed_out"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    assert_eq!(outcomes, expected);
     for repo in ["svc-ok", "svc-fail", "svc-ask", "svc-slow"] {
         let issues = fake.issues(ORG, repo);
         assert_eq!(
@@ -1334,7 +1262,7 @@ async fn an_ssh_push_never_sees_the_token() {
         ],
     );
     git(&dir, &["config", "ssh.variant", "ssh"]);
-    let over_ssh = RemoteForge::Gitea(
+    let over_ssh = AnyForge::Gitea(
         GiteaForge::new(
             GiteaFlavour::Gitea,
             &fake.url,

@@ -1,0 +1,14 @@
+//! dispatch's integration tests, one binary: each module drives the real `dispatch` binary (or,
+//! for the runtime and the forges, the library) in one area, through the builder in `support`.
+
+mod support;
+
+mod agents;
+mod crash;
+mod forge;
+mod fuzz;
+mod plan;
+mod resume;
+mod run;
+mod runtime;
+mod spec;

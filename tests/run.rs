@@ -1,0 +1,542 @@
+//! `dispatch run` against the real Docker engine (a busybox image built once, scripted agents,
+//! the local forge's bare repositories, the real journal), and what `run`, `status`, `runs`
+//! and `prs` say when there is nothing to run against.
+//!
+//! When the engine is unreachable the Docker tests skip, unless DISPATCH_REQUIRE_DOCKER=1
+//! (CI), where they fail.
+
+use std::collections::BTreeMap;
+
+use dispatch::state::views::EventRow;
+
+use crate::support::docker::{available, leftovers};
+use crate::support::{outcomes, unit, Test};
+
+/// `dispatch run spec.yaml --output json`.
+const RUN: &[&str] = &["run", "spec.yaml", "--output", "json"];
+
+fn want(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(unit, outcome)| (unit.to_string(), outcome.to_string()))
+        .collect()
+}
+
+#[test]
+fn ten_units_end_with_honest_mixed_outcomes() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("mixed")
+        .scripted_repos(&[
+            ("c1", "change"),
+            ("c2", "change"),
+            ("n1", "none"),
+            ("b1", "block"),
+            ("f1", "fail"),
+            ("s1", "sleep"),
+            ("l1", "loud"),
+            ("r1", "fix-on-retry"),
+            ("q1", "qa-fails"),
+            ("m1", "change"),
+        ])
+        .scripted_spec(
+            r#"
+            limits: { total: 4 }
+            jobs:
+              - id: mixed
+                task: Do the thing
+                timeout: 6s
+                repos: [c1, c2, n1, b1, f1, s1, r1, q1]
+                qa: [{ run: sh test.sh }]
+                fix_attempts: 1
+              - id: loud
+                task: Print a lot
+                timeout: 2m
+                repos: [l1]
+                qa: [{ run: sh test.sh }]
+              - id: missing
+                task: Do the thing
+                image: dispatch-no-such-image:1
+                repos: [m1]
+            "#,
+        );
+    let report = t.run(RUN).expect_status(1).json();
+    assert_eq!(report["success"], false, "a failed unit makes the run fail");
+    assert_eq!(
+        outcomes(&report),
+        want(&[
+            ("mixed/t/c1", "changed"),
+            ("mixed/t/c2", "changed"),
+            ("mixed/t/n1", "no_changes"),
+            ("mixed/t/b1", "blocked"),
+            ("mixed/t/f1", "agent_failed"),
+            ("mixed/t/s1", "timed_out"),
+            ("loud/t/l1", "changed"),
+            ("mixed/t/r1", "changed"),
+            ("mixed/t/q1", "qa_failed"),
+            ("missing/t/m1", "infra_error"),
+        ])
+    );
+    let reason = |id: &str| {
+        unit(&report, id)["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        reason("mixed/t/b1").contains("Which database"),
+        "the question is the reason"
+    );
+    assert!(
+        t.meta("b1", "mixed").join("BLOCKED.md").exists(),
+        "BLOCKED.md moves to meta/"
+    );
+    assert!(reason("mixed/t/f1").contains("exited with code 7"));
+    assert!(
+        reason("mixed/t/f1").contains("boom: cannot continue"),
+        "the log tail is in the reason"
+    );
+    assert!(
+        reason("missing/t/m1").contains("dispatch-no-such-image:1"),
+        "the missing image is named"
+    );
+    assert!(
+        reason("mixed/t/q1").contains("qa-says-not-ok"),
+        "the failing step's output is in the reason"
+    );
+    let loud = std::fs::metadata(t.meta("l1", "loud").join("agent.log"))
+        .unwrap()
+        .len();
+    assert!(
+        loud >= 52_428_800,
+        "the whole 50 MB burst reached the log ({loud} bytes)"
+    );
+    assert_eq!(
+        t.agent_runs("r1", "mixed"),
+        2,
+        "one fix attempt ran the agent twice"
+    );
+    assert_eq!(
+        t.agent_runs("q1", "mixed"),
+        2,
+        "fix_attempts bounds the loop"
+    );
+
+    // `dispatch status` agrees, in JSON and in the summary people read.
+    let status = t.run(&["status", "--json"]).expect_status(0).json();
+    assert_eq!(outcomes(&status), outcomes(&report));
+    let summary = t.run(&["status"]).expect_status(0).stdout;
+    for (id, outcome) in outcomes(&report) {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([outcome.as_str(), &id])),
+            "the summary shows {id} as {outcome}:\n{summary}"
+        );
+    }
+
+    let prs = t.run(&["prs", "--json"]).expect_status(0).json();
+    let mut repos: Vec<&str> = prs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["repo"].as_str().unwrap())
+        .collect();
+    repos.sort();
+    assert_eq!(
+        repos,
+        ["c1", "c2", "l1", "r1"],
+        "changed units and only those have PRs"
+    );
+    let files = t.git(
+        ".dispatch/forge/t/c1.git",
+        &["ls-tree", "--name-only", "agent/mixed"],
+    );
+    assert!(
+        files.contains("file.txt") && !files.contains("BLOCKED.md"),
+        "{files}"
+    );
+    assert_eq!(
+        leftovers(report["run"].as_str().unwrap()),
+        0,
+        "no container is left behind"
+    );
+
+    // A second run of the same spec updates the PRs; it never opens a second one.
+    let again = t.run(RUN).json();
+    assert_eq!(outcomes(&again)["mixed/t/c1"], "changed");
+    let prs = t.run(&["prs", "--json"]).expect_status(0).json();
+    assert_eq!(prs.as_array().unwrap().len(), 4);
+}
+
+/// The agent nodes of `events` whose id starts with `prefix`.
+fn agent_events<'a>(events: &'a [EventRow], prefix: &'a str) -> impl Iterator<Item = &'a EventRow> {
+    events.iter().filter(move |e| {
+        e.node
+            .as_deref()
+            .is_some_and(|n| n.starts_with(prefix) && n.ends_with(":agent"))
+    })
+}
+
+/// The most agent nodes starting with `prefix` that ran at once.
+fn max_concurrent(events: &[EventRow], prefix: &str) -> usize {
+    let (mut now, mut max) = (0usize, 0usize);
+    for event in agent_events(events, prefix) {
+        match event.kind.as_str() {
+            "started" => {
+                now += 1;
+                max = max.max(now);
+            }
+            "done" | "failed" | "cancelled" => now -= 1,
+            _ => {}
+        }
+    }
+    max
+}
+
+/// When the agent nodes starting with `prefix` started (ms).
+fn starts(events: &[EventRow], prefix: &str) -> Vec<i64> {
+    agent_events(events, prefix)
+        .filter(|e| e.kind == "started")
+        .map(|e| e.at_ms)
+        .collect()
+}
+
+#[test]
+fn pool_limits_and_min_delay_hold_while_other_pools_run() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("limits")
+        .scripted_repos(&[
+            ("a1", "nap"),
+            ("a2", "nap"),
+            ("a3", "nap"),
+            ("b1", "nap"),
+            ("b2", "nap"),
+            ("b3", "nap"),
+            ("b4", "nap"),
+        ])
+        .scripted_spec(
+            r#"
+              other:
+                command: [sh, /opt/agent.sh, "{{ prompt_file }}"]
+                mounts: [{ source: agent.sh, target: /opt/agent.sh }]
+                network: none
+            limits:
+              total: 3
+              agents: { scripted: 1, other: 2 }
+              rates: { scripted: { min_delay: 3s } }
+            jobs:
+              - { id: ja, task: t, repos: [a1, a2, a3], qa: [], publish: false }
+              - { id: jb, task: t, agent: other, repos: [b1, b2, b3, b4], qa: [], publish: false }
+            "#,
+        );
+    let report = t.run(RUN).expect_status(0).json();
+    let run = report["run"].as_str().unwrap();
+    let events = t.events(run);
+    assert_eq!(
+        max_concurrent(&events, "ja/"),
+        1,
+        "pool `scripted` allows 1"
+    );
+    assert!(max_concurrent(&events, "jb/") <= 2, "pool `other` allows 2");
+    assert!(max_concurrent(&events, "") <= 3, "total allows 3");
+    let a = starts(&events, "ja/");
+    assert_eq!(a.len(), 3);
+    for pair in a.windows(2) {
+        // The journal's clock counts whole milliseconds beside the limiter's monotonic clock.
+        assert!(
+            pair[1] - pair[0] >= 2990,
+            "min_delay 3s between starts of one pool: {a:?}"
+        );
+    }
+    let b = starts(&events, "jb/");
+    assert!(
+        b.iter().any(|&at| at > a[0] && at < a[1]),
+        "the other pool starts while `scripted` waits: a={a:?} b={b:?}"
+    );
+    assert_eq!(leftovers(run), 0);
+}
+
+#[test]
+fn only_runs_each_chosen_unit_with_its_own_job_and_prompt() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("only")
+        .scripted_repos(&[("o1", "none"), ("o2", "none"), ("o3", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: first, task: Tidy the README, repos: [o1, o2], qa: [] }
+              - { id: second, task: Bump the version, repos: [o3], qa: [] }
+            "#,
+        );
+    let report = t
+        .run(&[RUN, &["--only", "first/o2", "--only", "second"]].concat())
+        .expect_status(0)
+        .json();
+    assert_eq!(
+        outcomes(&report),
+        want(&[("first/t/o2", "no_changes"), ("second/t/o3", "changed")])
+    );
+    // Each unit's prompt is its own: its repository and its job's task, not those of the
+    // units --only left out.
+    for (repo, key, task) in [
+        ("o2", "first", "Tidy the README"),
+        ("o3", "second", "Bump the version"),
+    ] {
+        let prompt = std::fs::read_to_string(t.meta(repo, key).join("prompt.md")).unwrap();
+        assert!(prompt.contains(&format!("`t/{repo}`")), "{repo}: {prompt}");
+        assert!(prompt.contains(task), "{repo}: {prompt}");
+    }
+    assert!(!t.meta("o1", "first").exists(), "o1 was left out");
+}
+
+#[test]
+fn an_unchanged_second_run_takes_agent_results_from_the_cache() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("cache")
+        .scripted_repos(&[("k1", "change"), ("k2", "none")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [k1, k2], qa: [{ run: sh test.sh }] }
+            "#,
+        );
+    let first = t.run(RUN).expect_status(0).json();
+    let second = t.run(RUN).expect_status(0).json();
+    assert_eq!(outcomes(&second), outcomes(&first));
+    assert_eq!(
+        t.agent_runs("k1", "j"),
+        1,
+        "the cached result spent no second agent run"
+    );
+    assert_eq!(t.agent_runs("k2", "j"), 1);
+    let run = second["run"].as_str().unwrap();
+    let status = t.run(&["status", run, "--json"]).expect_status(0).json();
+    let cached: Vec<(&str, bool)> = status["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|u| u["nodes"].as_array().unwrap())
+        .map(|n| (n["kind"].as_str().unwrap(), n["cached"] == true))
+        .filter(|(_, cached)| *cached)
+        .collect();
+    assert_eq!(
+        cached,
+        [("agent", true), ("agent", true)],
+        "dispatch status says both agent results came from the cache: {status}"
+    );
+    t.run(&[RUN, &["--no-cache"]].concat()).expect_status(0);
+    assert_eq!(t.agent_runs("k1", "j"), 2, "--no-cache runs the agent");
+}
+
+#[test]
+fn a_pr_target_continues_the_pr_branch_and_updates_the_pr() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("pr-target")
+        .scripted_repos(&[("p1", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [p1], qa: [] }
+            "#,
+        );
+    t.run(RUN).expect_status(0);
+    let bare = ".dispatch/forge/t/p1.git";
+    let first_head = t.git(bare, &["rev-parse", "refs/heads/agent/j"]);
+
+    // A second job works on PR #1: on its branch, from its head, and updates it.
+    let t = t.scripted_spec(
+        r#"
+        jobs:
+          - { id: k, task: t, repos: [{ repo: p1, pr: 1 }], qa: [] }
+        "#,
+    );
+    let plan = t
+        .run(&["plan", "spec.yaml", "--format", "json"])
+        .expect_status(0)
+        .json();
+    assert_eq!(plan["units"][0]["branch"], "agent/j", "{plan}");
+    assert_eq!(plan["units"][0]["key"], "pr-1", "{plan}");
+    let second = t.run(RUN).expect_status(0).json();
+    assert_eq!(outcomes(&second), want(&[("k/t/p1/pr-1", "changed")]));
+    let head = t.git(bare, &["rev-parse", "refs/heads/agent/j"]);
+    assert_ne!(head, first_head, "the PR's branch moved");
+    assert_eq!(
+        t.git(bare, &["rev-parse", "refs/heads/agent/j~1"]),
+        first_head,
+        "the new commit sits on the PR's head, nothing was overwritten"
+    );
+    assert_eq!(
+        t.git(bare, &["show", "refs/heads/agent/j:file.txt"]),
+        "changed\nchanged",
+        "the agent built on the PR's changes"
+    );
+    let prs = t.run(&["prs", "--json"]).expect_status(0).json();
+    assert_eq!(
+        prs.as_array().map(Vec::len),
+        Some(1),
+        "updated, not duplicated: {prs}"
+    );
+}
+
+/// An agent that tries to reach the host through what dispatch does after it: hooks and
+/// configuration in `.git` (git runs them on the host), and symlinks where dispatch reads or
+/// writes (`BLOCKED.md`, logs, `status.json`). VICTIM stands for a host file's path.
+const HOSTILE_AGENT: &str = r#"#!/bin/sh
+victim="VICTIM"
+printf '#!/bin/sh\ntouch "%s.hook-ran"\n' "$victim" > .git/hooks/post-commit 2>/dev/null && echo "wrote a hook"
+chmod +x .git/hooks/post-commit 2>/dev/null
+git config core.fsmonitor "touch $victim.fsmonitor-ran" 2>/dev/null && echo "wrote the config"
+echo "gitdir: /elsewhere" > .git/HEAD 2>/dev/null && echo "broke HEAD"
+ln -s "$victim" BLOCKED.md
+ln -s "$victim" /workspace/.meta/status.json.tmp
+ln -s "$victim" /workspace/.meta/qa.log
+echo "real work" > work.txt
+echo "agent done"
+"#;
+
+#[test]
+fn a_hostile_agent_cannot_reach_the_host_through_git_or_symlinks() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("hostile").file("victim.txt", "host secret\n");
+    let victim = t.path("victim.txt");
+    let t = t
+        .agent(&HOSTILE_AGENT.replace("VICTIM", &victim.display().to_string()))
+        .scripted_repos(&[("h1", "none")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [h1], retries: 0, qa: [{ run: "echo qa output" }] }
+            "#,
+        );
+    let report = t.run(RUN).expect_status(1).json();
+    // The planted log link stops QA (its output would have gone into the victim).
+    let h1 = unit(&report, "j/t/h1");
+    assert_eq!(h1["outcome"], "infra_error", "{report}");
+    assert!(
+        h1["reason"].as_str().unwrap_or_default().contains("qa.log"),
+        "the reason names the log: {report}"
+    );
+    let meta = t.meta("h1", "j");
+    let agent_log = std::fs::read_to_string(meta.join("agent.log")).unwrap();
+    assert!(agent_log.contains("agent done"), "{agent_log}");
+    for attempt in ["wrote a hook", "wrote the config", "broke HEAD"] {
+        assert!(
+            !agent_log.contains(attempt),
+            "the agent could write .git: {agent_log}"
+        );
+    }
+    assert_eq!(t.read("victim.txt"), "host secret\n");
+    for ran in ["hook-ran", "fsmonitor-ran"] {
+        assert!(
+            !t.path(&format!("victim.txt.{ran}")).exists(),
+            "{ran}: the agent's code ran on the host"
+        );
+    }
+    // The planted BLOCKED.md link is no question (its target is never read), and it is not
+    // committed; the real work is.
+    assert!(!report.to_string().contains("host secret"), "{report}");
+    assert_eq!(
+        t.git(
+            ".dispatch/workspaces/t/h1/j/repo",
+            &["show", "--name-only", "--format=", "HEAD"]
+        ),
+        "work.txt"
+    );
+    let status_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(meta.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status_json["outcome"], "infra_error", "{status_json}");
+    assert_eq!(t.read("victim.txt"), "host secret\n");
+}
+
+#[test]
+fn an_unreachable_engine_exits_3_and_says_how_to_start_it() {
+    let t = Test::new("noengine")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .scripted_repos(&[("e1", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [e1] }
+            "#,
+        );
+    let out = t.run(&["run", "spec.yaml"]).expect_status(3);
+    assert!(
+        out.stderr.contains("Start the Docker engine"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_invalid_spec_exits_2_before_anything_runs() {
+    let t = Test::new("invalid-run").spec(
+        r#"
+        version: 1
+        name: cycle
+        defaults: { org: core }
+        jobs:
+          - { id: a, task: t, repos: [go-io], needs: [b] }
+          - { id: b, task: t, repos: [go-io], needs: [a] }
+        "#,
+    );
+    let out = t.run(&["run", "spec.yaml"]).expect_status(2);
+    assert!(
+        out.stderr.contains("`needs` forms a cycle"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !t.path(".dispatch").exists(),
+        "nothing ran, nothing was recorded"
+    );
+}
+
+#[test]
+fn prs_without_a_state_directory_says_so() {
+    let out = Test::new("noprs").run(&["prs"]).expect_status(1);
+    assert!(out.stderr.contains("no state database"), "{}", out.stderr);
+}
+
+#[test]
+fn a_broken_state_database_is_named_with_what_to_do() {
+    let t = Test::new("corrupt").file(
+        ".dispatch/dispatch.db",
+        &"this is not a database ".repeat(200),
+    );
+    let out = t.run(&["status"]).expect_status(1);
+    assert!(
+        out.stderr.contains("dispatch.db") && out.stderr.contains("damaged"),
+        "{}",
+        out.stderr
+    );
+
+    // A database of a newer schema version: only SQL can make one, since no dispatch writes it.
+    let t = Test::new("newer");
+    std::fs::create_dir_all(t.path(".dispatch")).unwrap();
+    rusqlite::Connection::open(t.path(".dispatch/dispatch.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '99');",
+        )
+        .unwrap();
+    let out = t.run(&["runs"]).expect_status(1);
+    assert!(
+        out.stderr
+            .contains("schema version 99, newer than this dispatch understands"),
+        "{}",
+        out.stderr
+    );
+}
