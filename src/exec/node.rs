@@ -52,19 +52,13 @@ impl UnitRun {
     pub fn new(loaded: &LoadedSpec, plan: &Arc<Plan>, index: usize, state_dir: &Path) -> Self {
         let unit = &plan.units[index];
         let job = loaded.targets[unit.target].job;
-        let agent = AgentRef::parse(&unit.agent).unwrap_or_else(|_| {
-            AgentRef::parse(crate::plan::DEFAULT_AGENT).expect("the default agent parses")
-        });
         Self {
             plan: Arc::clone(plan),
             index,
             job,
             workspace: state_dir.join(&unit.workspace),
-            agent,
-            review: loaded.spec.jobs[job]
-                .review
-                .as_ref()
-                .map(|r| r.agent.clone()),
+            agent: unit.agent.clone(),
+            review: unit.review.clone(),
         }
     }
 
@@ -435,8 +429,8 @@ fn user() -> String {
 }
 
 /// Image of a unit: the agent's own, the job's, else `DISPATCH_IMAGE` or `core-dev`.
-fn unit_image(ctx_unit: &Unit, spec_sets_image: bool) -> String {
-    if !spec_sets_image {
+fn unit_image(ctx_unit: &Unit) -> String {
+    if !ctx_unit.image_from_spec {
         if let Ok(image) = std::env::var("DISPATCH_IMAGE") {
             if !image.is_empty() {
                 return image;
@@ -538,8 +532,6 @@ fn agent_container<R: Runtime, F: Forge>(
     invocation: &Invocation,
     step: usize,
 ) -> ContainerSpec {
-    let spec = &ctx.loaded.spec;
-    let job = &spec.jobs[ctx.unit.job];
     let spec_dir = ctx
         .loaded
         .path
@@ -575,13 +567,12 @@ fn agent_container<R: Runtime, F: Forge>(
             env.push((name.clone(), value));
         }
     }
-    let spec_sets_image = job.image.is_some() || spec.defaults.image.is_some();
     ContainerSpec {
         name: container_name(&ctx.run_id, &ctx.node, ctx.attempt, step),
         image: invocation
             .image
             .clone()
-            .unwrap_or_else(|| unit_image(ctx.unit.unit(), spec_sets_image)),
+            .unwrap_or_else(|| unit_image(ctx.unit.unit())),
         argv: invocation.argv.clone(),
         env,
         workdir: invocation.workdir.clone(),
@@ -590,7 +581,7 @@ fn agent_container<R: Runtime, F: Forge>(
         network: invocation.network.clone(),
         labels: labels(&ctx.run_id, &ctx.node),
         stdin: invocation.prompt == PromptHandoff::Stdin,
-        resources: resources(job.resources.as_ref().or(spec.defaults.resources.as_ref())),
+        resources: resources(ctx.unit.unit().resources.as_ref()),
         extra_hosts: invocation.extra_hosts.clone(),
     }
 }
@@ -621,9 +612,7 @@ async fn run_agent<R: Runtime, F: Forge>(
         .map_err(|e| stop(Outcome::InfraError, format!("agent `{agent}`: {e}")))?;
     let container = agent_container(ctx, &invocation, 0);
     let stdin = container.stdin.then(|| prompt.into_bytes());
-    let timeout = crate::spec::values::Duration::parse(&ctx.unit.unit().timeout)
-        .map(|d| d.get())
-        .unwrap_or(Duration::from_secs(3600));
+    let timeout = ctx.unit.unit().timeout.get();
     if let Some(id) = &ctx.reattach {
         match ctx
             .runtime
@@ -865,9 +854,7 @@ async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     };
     let log = ctx.unit.meta_dir().join("qa.log");
     for (i, step) in steps.iter().enumerate() {
-        let timeout = crate::spec::values::Duration::parse(&step.timeout)
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(600));
+        let timeout = step.timeout.get();
         let container = ContainerSpec {
             name: container_name(&ctx.run_id, &ctx.node, ctx.attempt, i + 1),
             image: qa_image(ctx, &step.image),
@@ -909,12 +896,10 @@ async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
 /// The QA image: the step's own when the spec set one, else the unit's (which follows
 /// `DISPATCH_IMAGE` when the spec names no image).
 fn qa_image<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, step_image: &str) -> String {
-    let spec = &ctx.loaded.spec;
-    let spec_sets_image = spec.jobs[ctx.unit.job].image.is_some() || spec.defaults.image.is_some();
     if step_image != ctx.unit.unit().image {
         step_image.to_owned()
     } else {
-        unit_image(ctx.unit.unit(), spec_sets_image)
+        unit_image(ctx.unit.unit())
     }
 }
 

@@ -53,7 +53,7 @@ pub fn detect(repo: &Path, image: &str) -> Vec<QaStepPlan> {
             name: run.clone(),
             run,
             image: image.to_owned(),
-            timeout: Duration::from_secs(DEFAULT_QA_TIMEOUT_SECS).to_string(),
+            timeout: Duration::from_secs(DEFAULT_QA_TIMEOUT_SECS),
             network: "none".to_owned(),
         })
         .collect()
