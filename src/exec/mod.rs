@@ -23,10 +23,13 @@
 //! stops running containers (their units end `cancelled`).
 
 pub mod cache;
+pub mod error;
 pub mod limits;
 pub mod node;
 pub mod outcome;
 pub mod qa;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -359,6 +362,11 @@ fn finished_change(result: &NodeResult) -> NodeChange {
             exit_code,
         } => ("failed", *exit_code, Some(format!("{outcome}: {reason}"))),
         NodeResult::QaFailed { step, .. } => ("failed", None, Some(format!("qa_failed: {step}"))),
+        NodeResult::Failed(error) => (
+            "failed",
+            None,
+            Some(format!("{}: {error}", error.verdict().outcome)),
+        ),
     };
     NodeChange::Finished {
         status,
@@ -846,15 +854,16 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 self.settle(idx);
             }
             NodeResult::Stop {
-                outcome: Outcome::InfraError,
-                reason,
-                ..
-            } if self.retry_left(idx) && !self.stopping => {
-                self.retry_later(idx, reason);
-            }
-            NodeResult::Stop {
                 outcome, reason, ..
             } => self.stop_unit(idx, outcome, reason),
+            NodeResult::Failed(error) => {
+                let verdict = error.verdict();
+                if verdict.retry && self.retry_left(idx) && !self.stopping {
+                    self.retry_later(idx, error.to_string());
+                } else {
+                    self.stop_unit(idx, verdict.outcome, error.to_string());
+                }
+            }
             NodeResult::QaFailed { step, tail } => {
                 let reason = format!("{step}\n{tail}");
                 if self.units[u].fixes_left > 0 && !self.stopping {
@@ -1140,33 +1149,13 @@ mod tests {
         for i in 0..12 {
             text.push_str(&format!("      - r{i:02}\n"));
         }
-        let loaded = crate::spec::load_text(std::path::Path::new("pipelines/limits.yaml"), text)
-            .expect("the spec is valid");
-        let plan = Arc::new(plan::build(&loaded));
-        let state = std::env::temp_dir().join(format!(
-            "dispatch-exec-limits-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&state);
-        let journal = Journal::start(&state).expect("the journal starts");
-        record_run(&journal, "r1", "limits.yaml", &plan)
-            .await
-            .expect("the run is recorded");
-        let limits = Limits::new(&loaded.spec, |_, _| 0);
-        let executor = Executor {
-            loaded: Arc::new(loaded),
-            runtime: Arc::new(Noop::with_delay(Duration::from_millis(3))),
-            forge: Arc::new(LocalForge::new(state.join("forge"), journal.clone())),
-            journal,
-            run_id: "r1".to_owned(),
-            state_dir: state.clone(),
-            options: RunOptions::default(),
-            reporter: Arc::new(crate::report::Lines::new()),
-            runner: Arc::new(NoopNodes),
-        };
-        let (_interrupt, interrupts) = mpsc::unbounded_channel();
-        let results = execute(executor, &plan, limits, interrupts, None).await;
+        let (results, state) = testing::run(
+            "limits",
+            text,
+            Noop::with_delay(Duration::from_millis(3)),
+            Arc::new(NoopNodes),
+        )
+        .await;
         assert!(
             results.iter().all(|r| r.outcome.is_success()),
             "{results:?}"

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::error::{FileAction, NodeError, Step};
 use super::outcome::Outcome;
 use super::{cache, qa};
 use crate::agents::{self, ArgvContext, Invocation};
@@ -177,7 +178,8 @@ pub enum NodeResult {
         /// The unit's outcome so far (publish: changed, merge: merged).
         outcome: Option<Outcome>,
     },
-    /// The unit ends here with this outcome; its remaining nodes are skipped.
+    /// A decided end (no_changes, blocked, agent_failed, timed_out, cancelled, needs_review);
+    /// never infra_error. The unit ends here; its remaining nodes are skipped.
     Stop {
         /// The outcome.
         outcome: Outcome,
@@ -193,6 +195,9 @@ pub enum NodeResult {
         /// The tail of its output.
         tail: String,
     },
+    /// The node failed with an error; the dispatcher asks [`NodeError::verdict`] for the
+    /// outcome and whether to retry.
+    Failed(NodeError),
 }
 
 fn stop(outcome: Outcome, reason: impl Into<String>) -> NodeResult {
@@ -230,11 +235,9 @@ impl<R: Runtime, F: Forge> NodeRunner<R, F> for Handlers {
 
 /// Runs one node.
 pub async fn run_node<R: Runtime, F: Forge>(ctx: NodeCtx<R, F>) -> NodeResult {
-    if let Err(error) = tokio::fs::create_dir_all(ctx.unit.meta_dir()).await {
-        return stop(
-            Outcome::InfraError,
-            format!("cannot create {}: {error}", ctx.unit.meta_dir().display()),
-        );
+    let meta = ctx.unit.meta_dir();
+    if let Err(error) = tokio::fs::create_dir_all(&meta).await {
+        return NodeResult::Failed(Step::Workspace.io(FileAction::Create, &meta)(error));
     }
     match ctx.kind {
         NodeKind::Prep => prep(&ctx).await,
@@ -249,12 +252,12 @@ pub async fn run_node<R: Runtime, F: Forge>(ctx: NodeCtx<R, F>) -> NodeResult {
 async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     let unit = ctx.unit.unit();
     let repo = ctx.unit.repo_dir();
-    let result: Result<String, String> = async {
+    let result: Result<String, NodeError> = async {
         if repo.join(".git").exists() {
             // An unfinished unit: continue it, keep its branch.
             git::git(&repo, &["fetch", "--quiet", "--prune", "origin"])
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(Step::Prep.git())?;
         } else {
             let source = match &unit.url {
                 Some(url) if is_local_path(url) => {
@@ -265,7 +268,7 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 None => ctx
                     .forge
                     .clone_source(&unit.org, &unit.repo)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(Step::Prep.forge())?,
             };
             // Cloned beside and renamed into place: a clone cut short by a crash is never
             // taken for an unfinished unit's workspace.
@@ -274,19 +277,17 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             let _ = tokio::fs::remove_dir_all(&repo).await;
             git::clone(&source, &partial)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(Step::Prep.git())?;
             tokio::fs::rename(&partial, &repo)
                 .await
-                .map_err(|e| format!("cannot move the clone into {}: {e}", repo.display()))?;
+                .map_err(Step::Prep.io(FileAction::MoveClone, &repo))?;
         }
         // One look at every ref: the default branch, the unit's branch, its start.
-        let refs = git::refs(&repo).await.map_err(|e| e.to_string())?;
+        let refs = git::refs(&repo).await.map_err(Step::Prep.git())?;
         let base = match (&unit.base, refs.default_branch()) {
             (Some(base), _) => base.clone(),
             (None, Some(default)) => default.to_owned(),
-            (None, None) => git::default_branch(&repo)
-                .await
-                .map_err(|e| e.to_string())?,
+            (None, None) => git::default_branch(&repo).await.map_err(Step::Prep.git())?,
         };
         let start_file = ctx.unit.note(START_NOTE);
         let has_branch = refs
@@ -301,21 +302,21 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             Some(sha) => {
                 git::git(&repo, &["checkout", "--quiet", &unit.branch])
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(Step::Prep.git())?;
                 sha
             }
             None => {
                 let sha = start_point(&repo, &refs, unit, &base).await?;
                 git::git(&repo, &["checkout", "--quiet", "-B", &unit.branch, &sha])
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(Step::Prep.git())?;
                 sha
             }
         };
         // The commit the work starts from: what "changed", the cache and leases compare with.
-        write_file(&start_file, &format!("{start_sha}\n")).await?;
-        write_file(&ctx.unit.note(BASE_NOTE), &format!("{base}\n")).await?;
-        write_prompt(ctx, Some(&base), 1, None).await?;
+        write_file(Step::Prep, &start_file, &format!("{start_sha}\n")).await?;
+        write_file(Step::Prep, &ctx.unit.note(BASE_NOTE), &format!("{base}\n")).await?;
+        write_prompt(ctx, Step::Prep, Some(&base), 1, None).await?;
         Ok(base)
     }
     .await;
@@ -325,7 +326,7 @@ async fn prep<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             pr: None,
             outcome: None,
         },
-        Err(reason) => stop(Outcome::InfraError, format!("prep: {reason}")),
+        Err(error) => NodeResult::Failed(error),
     }
 }
 
@@ -336,7 +337,7 @@ async fn start_point(
     refs: &git::Refs,
     unit: &Unit,
     base: &str,
-) -> Result<String, String> {
+) -> Result<String, NodeError> {
     let (start, missing) = if unit.existing_branch {
         (
             format!("refs/remotes/origin/{}", unit.branch),
@@ -354,11 +355,12 @@ async fn start_point(
             ],
         )
         .await
-        .map_err(|_| {
-            format!(
-                "pull request #{pr} of {}/{} has no head the forge serves (refs/pull/{pr}/head)",
-                unit.org, unit.repo
-            )
+        .map_err(|source| NodeError::MissingPrHead {
+            step: Step::Prep,
+            pr,
+            org: unit.org.clone(),
+            repo: unit.repo.clone(),
+            source,
         })?;
         (local, format!("pull request #{pr}"))
     } else if let Some(tag) = &unit.tag {
@@ -374,26 +376,32 @@ async fn start_point(
         // Fetched just now (a PR's head) or otherwise not among the refs read before.
         None => git::rev_parse(repo, &start).await,
     };
-    found.map_err(|_| format!("{missing} does not exist in {}/{}", unit.org, unit.repo))
+    found.map_err(|_| NodeError::MissingStart {
+        step: Step::Prep,
+        what: missing,
+        org: unit.org.clone(),
+        repo: unit.repo.clone(),
+    })
 }
 
 fn is_local_path(url: &str) -> bool {
     !url.contains("://") && !url.contains('@')
 }
 
-async fn write_file(path: &Path, text: &str) -> Result<(), String> {
+async fn write_file(step: Step, path: &Path, text: &str) -> Result<(), NodeError> {
     mounted::write(path, text.as_bytes())
         .await
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(step.io(FileAction::Write, path))
 }
 
 /// Renders the prompt of an agent run into `meta/prompt.md` and returns it.
 async fn write_prompt<R: Runtime, F: Forge>(
     ctx: &NodeCtx<R, F>,
+    step: Step,
     base: Option<&str>,
     attempt: u32,
     qa_failure: Option<String>,
-) -> Result<String, String> {
+) -> Result<String, NodeError> {
     let mut context = ctx.unit.context(&ctx.loaded);
     context.base = base.map(str::to_owned).or(context.base);
     context.attempt = attempt;
@@ -403,7 +411,7 @@ async fn write_prompt<R: Runtime, F: Forge>(
         .loaded
         .templates
         .prompt(parts, &context)
-        .map_err(|e| e.to_string())?;
+        .map_err(step.clone().template())?;
     // A blocked unit that was answered (`dispatch answer`): the original prompt, then the
     // agent's question and the answer.
     let meta = ctx.unit.meta_dir();
@@ -417,7 +425,7 @@ async fn write_prompt<R: Runtime, F: Forge>(
             answer.trim()
         ));
     }
-    write_file(&meta.join("prompt.md"), &prompt).await?;
+    write_file(step, &meta.join("prompt.md"), &prompt).await?;
     Ok(prompt)
 }
 
@@ -490,12 +498,17 @@ fn base_mounts(unit: &UnitRun) -> Vec<Mount> {
 /// Runs one container to its end: create (recorded in the journal first), run, remove.
 async fn run_container<R: Runtime, F: Forge>(
     ctx: &NodeCtx<R, F>,
+    step: Step,
     spec: ContainerSpec,
     stdin: Option<Vec<u8>>,
     log: &Path,
     timeout: Duration,
-) -> Result<Exit, String> {
-    let id = ctx.runtime.create(&spec).await.map_err(|e| e.to_string())?;
+) -> Result<Exit, NodeError> {
+    let id = ctx
+        .runtime
+        .create(&spec)
+        .await
+        .map_err(step.clone().runtime())?;
     if let Err(error) = ctx
         .journal
         .node(
@@ -506,7 +519,10 @@ async fn run_container<R: Runtime, F: Forge>(
         .await
     {
         let _ = ctx.runtime.remove(&id).await;
-        return Err(error.to_string());
+        return Err(NodeError::State {
+            step,
+            source: error,
+        });
     }
     let exit = ctx
         .runtime
@@ -515,7 +531,7 @@ async fn run_container<R: Runtime, F: Forge>(
     // Removed by the dispatcher once the node's end is committed: a runner killed before
     // that leaves the container for `dispatch resume` to collect.
     ctx.containers.push(id);
-    exit.map_err(|e| e.to_string())
+    exit.map_err(step.runtime())
 }
 
 fn labels(ctx_run: &str, node: &str) -> std::collections::BTreeMap<String, String> {
@@ -600,16 +616,23 @@ fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// Runs an agent container with the unit's prompt; returns the exit or a stop.
+/// Runs an agent container with the unit's prompt; returns how it exited.
 async fn run_agent<R: Runtime, F: Forge>(
     ctx: &NodeCtx<R, F>,
     agent: &AgentRef,
     prompt: String,
     log: &Path,
-) -> Result<Exit, NodeResult> {
-    let base = ctx.base.clone().unwrap_or_else(|| "main".to_owned());
-    let invocation = agents::invocation(agent, &ctx.loaded.spec.agents, &ArgvContext::new(&base))
-        .map_err(|e| stop(Outcome::InfraError, format!("agent `{agent}`: {e}")))?;
+) -> Result<Exit, NodeError> {
+    let step = || Step::Agent(agent.clone());
+    let base = ctx
+        .base
+        .as_deref()
+        .ok_or_else(|| NodeError::MissingBase { step: step() })?;
+    let invocation = agents::invocation(agent, &ctx.loaded.spec.agents, &ArgvContext::new(base))
+        .map_err(|message| NodeError::Config {
+            step: step(),
+            message,
+        })?;
     let container = agent_container(ctx, &invocation, 0);
     let stdin = container.stdin.then(|| prompt.into_bytes());
     let timeout = ctx.unit.unit().timeout.get();
@@ -627,17 +650,10 @@ async fn run_agent<R: Runtime, F: Forge>(
             Ok(None) => {
                 let _ = ctx.runtime.remove(id).await;
             }
-            Err(e) => {
-                return Err(stop(
-                    Outcome::InfraError,
-                    format!("re-attaching to container {id}: {e}"),
-                ))
-            }
+            Err(error) => return Err(Step::Reattach(id.clone()).runtime()(error)),
         }
     }
-    run_container(ctx, container, stdin, log, timeout)
-        .await
-        .map_err(|e| stop(Outcome::InfraError, e))
+    run_container(ctx, Step::Container, container, stdin, log, timeout).await
 }
 
 async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
@@ -651,6 +667,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     } else {
         match write_prompt(
             ctx,
+            Step::Prompt,
             ctx.base.as_deref(),
             ctx.attempt,
             ctx.qa_failure.clone(),
@@ -658,7 +675,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         .await
         {
             Ok(prompt) => prompt,
-            Err(e) => return stop(Outcome::InfraError, format!("prompt: {e}")),
+            Err(error) => return NodeResult::Failed(error),
         }
     };
     let log = meta.join("agent.log");
@@ -694,10 +711,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                         ),
                     }
                 }
-                Err(e) => stop(
-                    Outcome::InfraError,
-                    format!("applying the cached agent result: {e}"),
-                ),
+                Err(error) => NodeResult::Failed(Step::CacheApply.git()(error)),
             };
         }
     }
@@ -707,7 +721,7 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     stopwatch(ctx, false).await;
     let exit = match exit {
         Ok(exit) => exit,
-        Err(result) => return result,
+        Err(error) => return NodeResult::Failed(error),
     };
     match exit {
         Exit::TimedOut => {
@@ -738,29 +752,29 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         }
         let _ = tokio::fs::remove_file(&blocked).await;
     }
-    let start = start_commit(ctx).await;
-    // Whether the branch holds work since its start: committed here, or by the agent.
-    let committed: Result<bool, String> = async {
-        let start = start.as_deref().map_err(Clone::clone)?;
+    // Whether the branch holds work since its start (which it returns): committed here, or
+    // by the agent.
+    let committed: Result<(String, bool), NodeError> = async {
+        let start = start_commit(ctx, Step::Commit).await?;
         let status = git::status(&repo, NEVER_COMMITTED)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Step::Commit.git())?;
         if !status.changed.is_empty() {
             git::commit_all(&repo, &commit_message(ctx), NEVER_COMMITTED)
                 .await
-                .map_err(|e| e.to_string())?;
-            return Ok(true);
+                .map_err(Step::Commit.git())?;
+            return Ok((start, true));
         }
         if status.head == start {
-            return Ok(false);
+            return Ok((start, false));
         }
-        git::commits_ahead(&repo, start)
+        let ahead = git::commits_ahead(&repo, &start)
             .await
-            .map(|ahead| ahead > 0)
-            .map_err(|e| e.to_string())
+            .map_err(Step::Commit.git())?;
+        Ok((start, ahead > 0))
     }
     .await;
-    if let (Ok(changed), Some(key), Ok(start)) = (&committed, &key, &start) {
+    if let (Ok((start, changed)), Some(key)) = (&committed, &key) {
         if let Err(error) =
             cache::store(&cache::dir(&ctx.state_dir), key, &repo, start, *changed).await
         {
@@ -768,13 +782,13 @@ async fn agent<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         }
     }
     match committed {
-        Ok(false) => stop(Outcome::NoChanges, "the agent changed nothing"),
-        Ok(true) => NodeResult::Done {
+        Ok((_, false)) => stop(Outcome::NoChanges, "the agent changed nothing"),
+        Ok((_, true)) => NodeResult::Done {
             base: None,
             pr: None,
             outcome: Some(Outcome::Changed),
         },
-        Err(e) => stop(Outcome::InfraError, format!("commit: {e}")),
+        Err(error) => NodeResult::Failed(error),
     }
 }
 
@@ -790,16 +804,20 @@ async fn cache_key<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, prompt: &str) -> O
     .ok()?;
     let image = agent_container(ctx, &invocation, 0).image;
     let image_id = ctx.runtime.image_id(&image).await.ok()??;
-    let start = start_commit(ctx).await.ok()?;
+    let start = start_commit(ctx, Step::Commit).await.ok()?;
     Some(cache::key(prompt, &invocation.argv, &image_id, &start))
 }
 
 /// The commit the unit's work started from, as prep noted it.
-async fn start_commit<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<String, String> {
-    tokio::fs::read_to_string(ctx.unit.note(START_NOTE))
+async fn start_commit<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    step: Step,
+) -> Result<String, NodeError> {
+    let note = ctx.unit.note(START_NOTE);
+    tokio::fs::read_to_string(&note)
         .await
         .map(|sha| sha.trim().to_owned())
-        .map_err(|e| format!("the starting commit is unknown: {e}"))
+        .map_err(step.io(FileAction::ReadStart, &note))
 }
 
 /// Starts or stops the stopwatch of the unit's issue; a forge that refuses is logged, never a
@@ -870,14 +888,15 @@ async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             extra_hosts: Vec::new(),
         };
         let from = log_len(&log);
-        match run_container(ctx, container, None, &log, timeout).await {
+        let run_step = Step::QaStep(step.run.clone());
+        match run_container(ctx, run_step, container, None, &log, timeout).await {
             Ok(Exit::Code(0)) => {}
             Ok(Exit::Code(code)) => {
                 let step = format!("`{}` exited with code {code}", step.run);
                 let tail = tail(&log, from).await;
                 // Kept for a fix attempt that a resumed run starts afresh.
-                let _ =
-                    write_file(&ctx.unit.note(QA_FAILURE_NOTE), &format!("{step}\n{tail}")).await;
+                let note = ctx.unit.note(QA_FAILURE_NOTE);
+                let _ = write_file(Step::Workspace, &note, &format!("{step}\n{tail}")).await;
                 return NodeResult::QaFailed { step, tail };
             }
             Ok(Exit::TimedOut) => {
@@ -887,7 +906,7 @@ async fn qa_node<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                 )
             }
             Ok(Exit::Cancelled) => return stop(Outcome::Cancelled, "QA stopped by Ctrl-C"),
-            Err(e) => return stop(Outcome::InfraError, format!("QA step `{}`: {e}", step.run)),
+            Err(error) => return NodeResult::Failed(error),
         }
     }
     done()
@@ -903,9 +922,10 @@ fn qa_image<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, step_image: &str) -> Stri
     }
 }
 
-async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, String> {
+async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrRequest, NodeError> {
     let unit = ctx.unit.unit();
-    let body = crate::plan::pr_body(&ctx.loaded, ctx.unit.job, &pr_context(ctx))?;
+    let body = crate::plan::pr_body(&ctx.loaded, ctx.unit.job, &pr_context(ctx))
+        .map_err(Step::PrText.template())?;
     Ok(PrRequest {
         org: unit.org.clone(),
         repo: unit.repo.clone(),
@@ -913,13 +933,13 @@ async fn pr_request<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Result<PrReque
         base: ctx
             .base
             .clone()
-            .ok_or("the base branch is unknown: prep did not record it")?,
-        title: pr_title(ctx)?,
+            .ok_or(NodeError::MissingBase { step: Step::PrText })?,
+        title: pr_title(ctx).map_err(Step::PrText.template())?,
         body,
         run_id: ctx.run_id.clone(),
         unit_id: unit.id.clone(),
         lease: match unit.existing_branch {
-            true => Some(start_commit(ctx).await?),
+            true => Some(start_commit(ctx, Step::PrText).await?),
             false => None,
         },
     })
@@ -945,7 +965,7 @@ fn publish_options<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> PublishOptions 
 async fn publish<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
     let request = match pr_request(ctx).await {
         Ok(request) => request,
-        Err(e) => return stop(Outcome::InfraError, format!("PR text: {e}")),
+        Err(error) => return NodeResult::Failed(error),
     };
     match ctx
         .forge
@@ -957,7 +977,7 @@ async fn publish<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             pr: Some(pr),
             outcome: Some(Outcome::Changed),
         },
-        Err(e) => stop(Outcome::InfraError, format!("publish: {e}")),
+        Err(error) => NodeResult::Failed(Step::Publish.forge()(error)),
     }
 }
 
@@ -973,10 +993,11 @@ async fn review<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         .unwrap_or("review");
     let prompt = match ctx.loaded.templates.render(template, &pr_context(ctx)) {
         Ok(prompt) => prompt,
-        Err(e) => return stop(Outcome::InfraError, format!("review prompt: {e}")),
+        Err(error) => return NodeResult::Failed(Step::ReviewPrompt.template()(error)),
     };
-    if let Err(e) = write_file(&ctx.unit.meta_dir().join("prompt.md"), &prompt).await {
-        return stop(Outcome::InfraError, e);
+    let file = ctx.unit.meta_dir().join("prompt.md");
+    if let Err(error) = write_file(Step::ReviewPromptFile, &file, &prompt).await {
+        return NodeResult::Failed(error);
     }
     let log = ctx.unit.meta_dir().join("review.log");
     match run_agent(ctx, &agent, prompt, &log).await {
@@ -993,7 +1014,7 @@ async fn review<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
             "the review agent ran past its timeout",
         ),
         Ok(Exit::Cancelled) => stop(Outcome::Cancelled, "review stopped by Ctrl-C"),
-        Err(result) => result,
+        Err(error) => NodeResult::Failed(error),
     }
 }
 
@@ -1005,11 +1026,11 @@ async fn merge<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
         );
     }
     let Some(pr) = ctx.pr.clone() else {
-        return stop(Outcome::InfraError, "merge without a PR");
+        return NodeResult::Failed(NodeError::MissingPr);
     };
     let request = match pr_request(ctx).await {
         Ok(request) => request,
-        Err(e) => return stop(Outcome::InfraError, format!("PR text: {e}")),
+        Err(error) => return NodeResult::Failed(error),
     };
     let scratch = ctx.unit.workspace.join("merge");
     let review = match ctx.forge.merge(&pr, &request, &scratch).await {
@@ -1022,13 +1043,13 @@ async fn merge<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
                     "rebased onto `{}` and pushed, still not mergeable: {e}",
                     request.base
                 )),
-                Err(e) => return stop(Outcome::InfraError, format!("merge: {e}")),
+                Err(error) => return NodeResult::Failed(Step::Merge.forge()(error)),
             },
             Err(Rebase::NeedsReview(reason)) => Some(reason),
             Err(Rebase::Stopped(result)) => return result,
         },
         Err(e) if e.needs_review() => Some(e.to_string()),
-        Err(e) => return stop(Outcome::InfraError, format!("merge: {e}")),
+        Err(error) => return NodeResult::Failed(Step::Merge.forge()(error)),
     };
     let Some(reason) = review else {
         return NodeResult::Done {
@@ -1050,7 +1071,7 @@ async fn merge<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
 enum Rebase {
     /// A person must look (conflicts, QA red after the rebase, a moved branch).
     NeedsReview(String),
-    /// QA stopped the unit (timed out, cancelled, infrastructure).
+    /// QA stopped the unit (timed out, cancelled, failed).
     Stopped(NodeResult),
 }
 
@@ -1062,11 +1083,8 @@ async fn rebase_onto_base<R: Runtime, F: Forge>(
 ) -> Result<PrRequest, Rebase> {
     let repo = ctx.unit.repo_dir();
     let review = |reason: String| Rebase::NeedsReview(reason);
-    let published = git::rev_parse(&repo, "HEAD")
-        .await
-        .map_err(|e| Rebase::Stopped(stop(Outcome::InfraError, format!("rebase: {e}"))))?;
-    let infra =
-        |e: git::GitError| Rebase::Stopped(stop(Outcome::InfraError, format!("rebase: {e}")));
+    let infra = |error| Rebase::Stopped(NodeResult::Failed(Step::Rebase.git()(error)));
+    let published = git::rev_parse(&repo, "HEAD").await.map_err(infra)?;
     git::git(&repo, &["fetch", "--quiet", "origin", &request.base])
         .await
         .map_err(infra)?;
