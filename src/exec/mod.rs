@@ -27,7 +27,6 @@ pub mod error;
 pub mod limits;
 pub mod node;
 pub mod outcome;
-pub mod qa;
 #[cfg(test)]
 mod testing;
 
