@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use dispatch::forge::any::AnyForge;
 use dispatch::forge::forgejo::{Flavour as GiteaFlavour, GiteaForge};
 use dispatch::forge::github::GithubForge;
 use dispatch::forge::http::{RetryPolicy, Secret};
-use dispatch::forge::any::AnyForge;
 use dispatch::forge::options::RemoteOptions;
 use dispatch::forge::target::RepoFilter;
 use dispatch::forge::PublishOptions;

@@ -207,12 +207,10 @@ async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report
             }
         }
     }
-    let agents: BTreeSet<String> = plan.units.iter().map(|u| u.agent.clone()).collect();
+    let agents: BTreeSet<&crate::spec::values::AgentRef> =
+        plan.units.iter().map(|u| &u.agent).collect();
     for agent in agents {
-        let Ok(reference) = crate::spec::values::AgentRef::parse(&agent) else {
-            continue;
-        };
-        match agents::invocation(&reference, &loaded.spec.agents, &ArgvContext::new("main")) {
+        match agents::invocation(agent, &loaded.spec.agents, &ArgvContext::new("main")) {
             Ok(invocation) => {
                 let missing: Vec<&String> = invocation
                     .env_names

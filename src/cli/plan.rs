@@ -213,7 +213,7 @@ fn detect_qa(
                 .lines()
                 .map(str::to_owned)
                 .collect();
-            detected.insert(unit.id.clone(), crate::exec::qa::commands_for(&files));
+            detected.insert(unit.id.clone(), crate::exec::node::qa::commands_for(&files));
         }
     }
     detected

@@ -63,15 +63,11 @@ pub async fn lookup(dir: &Path, key: &str) -> Option<Cached> {
 }
 
 /// Puts a cached result into the clone: the bundle's commits become the branch's.
-pub async fn apply(repo: &Path, cached: &Cached) -> Result<(), String> {
+pub async fn apply(repo: &Path, cached: &Cached) -> Result<(), git::GitError> {
     if let Cached::Changed(bundle) = cached {
         let bundle = git::path_arg(bundle);
-        git::git(repo, &["fetch", "--quiet", &bundle, "HEAD"])
-            .await
-            .map_err(|e| e.to_string())?;
-        git::git(repo, &["reset", "--quiet", "--hard", "FETCH_HEAD"])
-            .await
-            .map_err(|e| e.to_string())?;
+        git::git(repo, &["fetch", "--quiet", &bundle, "HEAD"]).await?;
+        git::git(repo, &["reset", "--quiet", "--hard", "FETCH_HEAD"]).await?;
     }
     Ok(())
 }

@@ -48,9 +48,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::limits::{Admission, Class, Limits};
-use crate::backoff::Backoff;
 use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
 use super::{cache, Executor, UnitResult};
+use crate::backoff::Backoff;
 use crate::forge::{Forge, PrRef};
 use crate::plan::Plan;
 use crate::runtime::Runtime;
@@ -231,6 +231,12 @@ fn end_event(node: &str, result: &NodeResult) -> RunEvent {
             Some(Outcome::QaFailed),
             None,
             Some(step.clone()),
+        ),
+        NodeResult::Failed(error) => (
+            NodeStatus::Failed,
+            Some(error.verdict().outcome),
+            None,
+            Some(error.to_string()),
         ),
     };
     RunEvent::NodeFinished {
@@ -450,11 +456,15 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 }
                 self.set(idx, NodeStatus::Done);
             }
-            NodeResult::Stop {
-                outcome: Outcome::InfraError,
-                reason,
-                ..
-            } if self.retry_left(idx) => self.retry_later(idx, reason),
+            NodeResult::Failed(error) => {
+                let verdict = error.verdict();
+                if verdict.retry && self.retry_left(idx) {
+                    self.retry_later(idx, error.to_string());
+                } else {
+                    self.set(idx, NodeStatus::Failed);
+                    self.decide(u, verdict.outcome, error.to_string(), self.nodes[idx].kind);
+                }
+            }
             NodeResult::Stop {
                 outcome, reason, ..
             } => {

@@ -4,10 +4,13 @@
 //!   limits, the ready queues, cancellation); its module doc gives a node's life and the
 //!   invariants the journal and the limits rely on.
 //! - [`resume`]: how a run whose runner died is taken over from the journal.
-//! - [`node`]: the node handlers (prep, agent, qa, publish, review, merge), run as tasks that
+//! - [`node`]: the node handlers, a file per kind (prep, agent, qa, publish, review, merge)
+//!   and the one place that configures containers (`node/container.rs`), run as tasks that
 //!   report back to the dispatcher.
+//! - [`error`]: the typed errors handlers fail with, and the one verdict that maps each to an
+//!   outcome and a retry decision.
 //! - [`limits`]: slots and start rates, decided without I/O; [`cache`]: agent results kept
-//!   for reuse; [`qa`]: QA steps detected from the repository.
+//!   for reuse.
 //!
 //! [`execute`] runs the loop: it waits on the handlers' returns, the journal's commits, the
 //! one timer a rate limit or a retry backoff asks for, and the user's signals, and hands each
@@ -17,9 +20,9 @@
 
 pub mod cache;
 pub mod dispatcher;
+pub mod error;
 pub mod limits;
 pub mod node;
-pub mod qa;
 pub mod resume;
 
 use std::path::PathBuf;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::error::Step;
 use super::*;
 use crate::forge::local::LocalForge;
+use crate::forge::ForgeError;
 use crate::runtime::noop::Noop;
 use crate::runtime::ContainerSpec;
 use crate::state::views::{EventRow, UnitRow};
@@ -182,6 +184,13 @@ fn stop(outcome: Outcome, reason: &str) -> Option<NodeResult> {
     })
 }
 
+/// A node that could not reach the engine (transient: retried).
+fn unreachable_engine(why: &str) -> Option<NodeResult> {
+    Some(NodeResult::Failed(Step::Container.runtime()(
+        crate::runtime::RuntimeError::Unreachable(why.to_owned()),
+    )))
+}
+
 const QA_AND_PUBLISH: &str = r#"
 version: 1
 name: dispatcher
@@ -322,17 +331,24 @@ jobs:
 "#;
     let h = Harness::new("retry", spec).await;
     let script = script(|node, attempt| match (node, attempt) {
-        ("j/core/flaky:agent", 1) => stop(Outcome::InfraError, "engine hiccup"),
-        ("j/core/down:agent", _) => stop(Outcome::InfraError, "engine down"),
+        ("j/core/flaky:agent", 1) => unreachable_engine("engine hiccup"),
+        ("j/core/down:agent", _) => unreachable_engine("engine down"),
         ("j/core/blocked:agent", _) => stop(Outcome::Blocked, "Which port?"),
         _ => None,
     });
     let results = h.run(script.clone(), no_signals(), None).await;
     assert_eq!(results["j/core/flaky"].0, Outcome::Changed);
+    let (outcome, reason) = &results["j/core/down"];
     assert_eq!(
-        results["j/core/down"],
-        (Outcome::InfraError, Some("engine down".to_owned())),
+        *outcome,
+        Outcome::InfraError,
         "retries: 1 gives two attempts"
+    );
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.ends_with("cannot reach the Docker engine: engine down")),
+        "{reason:?}"
     );
     assert_eq!(results["j/core/blocked"].0, Outcome::Blocked);
     assert_eq!(h.status("j/core/down:agent"), (NodeStatus::Failed, 2));
@@ -344,6 +360,75 @@ jobs:
         .and_then(|e| e.detail)
         .expect("the retry is journaled");
     assert!(retry.starts_with("retrying in 1."), "{retry}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dispatcher_retries_only_what_the_verdict_allows() {
+    let spec = r#"
+version: 1
+name: dispatcher
+defaults: { org: core }
+jobs:
+  - { id: j, task: t, qa: [], retries: 1, repos: [denied, flaky] }
+"#;
+    let h = Harness::new("verdicts", spec).await;
+    let script = script(|node, _| {
+        let source = match node {
+            "j/core/denied:publish" => ForgeError::Unauthorized {
+                forge: "forgejo".to_owned(),
+                hint: "HTTP 401; check FORGEJO_TOKEN".to_owned(),
+            },
+            "j/core/flaky:publish" => ForgeError::Transient {
+                forge: "forgejo".to_owned(),
+                what: "POST /repos/core/flaky/pulls".to_owned(),
+                message: "HTTP 503".to_owned(),
+            },
+            _ => return None,
+        };
+        Some(NodeResult::Failed(Step::Publish.forge()(source)))
+    });
+    let results = h.run(script.clone(), no_signals(), None).await;
+    assert_eq!(
+        results["j/core/denied"],
+        (
+            Outcome::InfraError,
+            Some("publish: the forgejo forge refused dispatch's credentials: HTTP 401; check FORGEJO_TOKEN".to_owned())
+        )
+    );
+    assert_eq!(
+        results["j/core/flaky"],
+        (
+            Outcome::InfraError,
+            Some("publish: forgejo: POST /repos/core/flaky/pulls failed: HTTP 503".to_owned())
+        )
+    );
+    let runs = |node: &str| {
+        script
+            .starts
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(n, _, _)| n == node)
+            .count()
+    };
+    assert_eq!(runs("j/core/denied:publish"), 1, "a 401 is not retried");
+    assert_eq!(
+        runs("j/core/flaky:publish"),
+        2,
+        "a 503 is retried as `retries: 1` allows"
+    );
+    assert_eq!(
+        runs("j/core/flaky:agent"),
+        1,
+        "only the failed node runs again"
+    );
+    let units = h.db().units("r1").expect("readable");
+    let publish = units[0]
+        .nodes
+        .iter()
+        .find(|n| n.kind == NodeKind::Publish)
+        .expect("publish");
+    assert_eq!(publish.outcome, Some(Outcome::InfraError));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

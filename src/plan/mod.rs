@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::prompt::{IssueContext, PromptContext};
-use crate::spec::model::{MergePolicy, Spec};
+use crate::spec::model::{MergePolicy, Resources, Spec};
+use crate::spec::values::{AgentRef, Duration};
 use crate::spec::LoadedSpec;
 use target::ResolvedTarget;
 
@@ -121,11 +122,23 @@ pub struct Unit {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Agent reference.
-    pub agent: String,
+    pub agent: AgentRef,
     /// Container image.
     pub image: String,
+    /// Whether the spec names the image (the job or `defaults`); when it does not, agent and
+    /// QA containers follow `DISPATCH_IMAGE`. Not part of the JSON.
+    #[serde(skip)]
+    pub image_from_spec: bool,
     /// Agent time limit.
-    pub timeout: String,
+    pub timeout: Duration,
+    /// The agent that reviews the PR (the job's `review.agent`). Not part of the JSON: the
+    /// review node says there is one.
+    #[serde(skip)]
+    pub review: Option<AgentRef>,
+    /// Limits of the unit's agent, review and QA containers: the job's `resources`, else
+    /// `defaults.resources`. Not part of the JSON.
+    #[serde(skip)]
+    pub resources: Option<Resources>,
     /// QA: `auto` (detected at run time), or the steps.
     pub qa: Qa,
     /// Extra agent runs after QA failures.
@@ -204,7 +217,7 @@ pub struct QaStepPlan {
     /// Image.
     pub image: String,
     /// Time limit.
-    pub timeout: String,
+    pub timeout: Duration,
     /// Network.
     pub network: String,
 }
@@ -302,7 +315,7 @@ pub fn unit_context(spec: &Spec, target: &ResolvedTarget) -> PromptContext {
     PromptContext {
         task: job.task.clone(),
         job: job.id.to_string(),
-        agent: agent_of(spec, target.job),
+        agent: agent_of(spec, target.job).to_string(),
         org: target.org.to_string(),
         repo: target.repo.to_string(),
         branch: branch_of(job.id.as_str(), target),
@@ -353,13 +366,14 @@ pub fn pr_body(loaded: &LoadedSpec, job: usize, context: &PromptContext) -> Resu
         .map_err(|e| e.to_string())
 }
 
-/// The agent reference a job uses.
-pub fn agent_of(spec: &Spec, job: usize) -> String {
+/// The agent reference a job uses: the job's, else `defaults.agent`, else [`DEFAULT_AGENT`].
+pub fn agent_of(spec: &Spec, job: usize) -> AgentRef {
     let job = &spec.jobs[job];
     job.agent
         .as_ref()
         .or(spec.defaults.agent.as_ref())
-        .map_or_else(|| DEFAULT_AGENT.to_owned(), ToString::to_string)
+        .cloned()
+        .unwrap_or_else(|| AgentRef::parse(DEFAULT_AGENT).expect("DEFAULT_AGENT is an agent ref"))
 }
 
 /// The branch a unit works on: the target's branch, else `agent/<job>[-<key>]`.
@@ -415,17 +429,12 @@ pub fn build(loaded: &LoadedSpec) -> Plan {
 fn unit(spec: &Spec, index: usize, target: &ResolvedTarget) -> Unit {
     let job = &spec.jobs[target.job];
     let id = unit_id(job.id.as_str(), target);
-    let image = job
-        .image
-        .clone()
-        .or_else(|| spec.defaults.image.clone())
-        .unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-    let timeout =
-        job.timeout
-            .or(spec.defaults.timeout)
-            .unwrap_or(crate::spec::values::Duration::from_secs(
-                DEFAULT_TIMEOUT_SECS,
-            ));
+    let named_image = job.image.as_ref().or(spec.defaults.image.as_ref());
+    let image = named_image.map_or_else(|| DEFAULT_IMAGE.to_owned(), Clone::clone);
+    let timeout = job
+        .timeout
+        .or(spec.defaults.timeout)
+        .unwrap_or(Duration::from_secs(DEFAULT_TIMEOUT_SECS));
     let qa = match &job.qa {
         None => Qa::Auto,
         Some(steps) if steps.is_empty() => Qa::None,
@@ -438,10 +447,7 @@ fn unit(spec: &Spec, index: usize, target: &ResolvedTarget) -> Unit {
                     image: s.image.clone().unwrap_or_else(|| image.clone()),
                     timeout: s
                         .timeout
-                        .unwrap_or(crate::spec::values::Duration::from_secs(
-                            DEFAULT_QA_TIMEOUT_SECS,
-                        ))
-                        .to_string(),
+                        .unwrap_or(Duration::from_secs(DEFAULT_QA_TIMEOUT_SECS)),
                     network: s.network.clone().unwrap_or_else(|| "none".to_owned()),
                 })
                 .collect(),
@@ -491,8 +497,15 @@ fn unit(spec: &Spec, index: usize, target: &ResolvedTarget) -> Unit {
         tag: target.tag.as_ref().map(ToString::to_string),
         url: target.url.clone(),
         agent: agent_of(spec, target.job),
+        image_from_spec: named_image.is_some(),
         image,
-        timeout: timeout.to_string(),
+        timeout,
+        review: job.review.as_ref().map(|r| r.agent.clone()),
+        resources: job
+            .resources
+            .as_ref()
+            .or(spec.defaults.resources.as_ref())
+            .cloned(),
         qa,
         fix_attempts: job.fix_attempts,
         retries: job

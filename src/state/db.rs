@@ -35,9 +35,9 @@ impl Db {
         let path = dir.join(DB_FILE);
         let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|error| StateError::Sqlite {
-                path: path.clone(),
-                error,
-            })?;
+            path: path.clone(),
+            error,
+        })?;
         Ok(Self { conn, path })
     }
 

@@ -1,9 +1,55 @@
-//! QA steps detected from marker files when a job names none.
+//! The QA node: run the job's QA steps, or the steps detected from marker files in the clone
+//! when the job names none, each in a container of its own (never on the host), in order,
+//! stopping at the first that fails.
 
 use std::path::Path;
 
-use crate::plan::{QaStepPlan, DEFAULT_QA_TIMEOUT_SECS};
+use super::{
+    container, done, log_len, stop, tail, write_file, NodeCtx, NodeResult, QA_FAILURE_NOTE,
+};
+use crate::exec::error::Step;
+use crate::forge::Forge;
+use crate::plan::{Qa, QaStepPlan, DEFAULT_QA_TIMEOUT_SECS};
+use crate::runtime::{Exit, Runtime};
 use crate::spec::values::Duration;
+use crate::vocab::Outcome;
+
+/// Runs the unit's QA steps; the first that fails ends the node.
+pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    let repo = ctx.unit.repo_dir();
+    let steps = match &ctx.unit.unit().qa {
+        Qa::Steps(steps) => steps.clone(),
+        Qa::Auto => detect(&repo, &ctx.unit.unit().image),
+        Qa::None => Vec::new(),
+    };
+    let log = ctx.unit.meta_dir().join("qa.log");
+    for (i, step) in steps.iter().enumerate() {
+        let timeout = step.timeout.get();
+        let container = container::qa(&ctx.unit, &ctx.owner(), step, i);
+        let from = log_len(&log);
+        let run_step = Step::QaStep(step.run.clone());
+        match container::run(ctx, run_step, container, None, &log, timeout).await {
+            Ok(Exit::Code(0)) => {}
+            Ok(Exit::Code(code)) => {
+                let step = format!("`{}` exited with code {code}", step.run);
+                let tail = tail(&log, from).await;
+                // Kept for a fix attempt that a resumed run starts afresh.
+                let note = ctx.unit.note(QA_FAILURE_NOTE);
+                let _ = write_file(Step::Workspace, &note, &format!("{step}\n{tail}")).await;
+                return NodeResult::QaFailed { step, tail };
+            }
+            Ok(Exit::TimedOut) => {
+                return stop(
+                    Outcome::TimedOut,
+                    format!("QA step `{}` ran past {}", step.run, step.timeout),
+                )
+            }
+            Ok(Exit::Cancelled) => return stop(Outcome::Cancelled, "QA stopped by Ctrl-C"),
+            Err(error) => return NodeResult::Failed(error),
+        }
+    }
+    done()
+}
 
 /// Marker file and the commands it implies, in detection order.
 pub const MARKERS: &[(&str, &[&str])] = &[
@@ -53,7 +99,7 @@ pub fn detect(repo: &Path, image: &str) -> Vec<QaStepPlan> {
             name: run.clone(),
             run,
             image: image.to_owned(),
-            timeout: Duration::from_secs(DEFAULT_QA_TIMEOUT_SECS).to_string(),
+            timeout: Duration::from_secs(DEFAULT_QA_TIMEOUT_SECS),
             network: "none".to_owned(),
         })
         .collect()

@@ -1,0 +1,314 @@
+//! The containers of a unit: the one place that builds their configs ([`ContainerSpec`]) for
+//! agent, review and QA nodes, and the one that runs them ([`run`]).
+//!
+//! Every container of a unit gets the same base: a name unique per run, node, attempt and
+//! step; the unit's image (or the agent's own, or a QA step's own; `DISPATCH_IMAGE` when the
+//! spec names none); the clone with its `.git` read-only and `meta/`; the invoking user's
+//! `uid:gid`; the labels `dispatch.run` and `dispatch.node`; the unit's resources (the job's,
+//! else `defaults.resources`, as the plan resolved them). An agent container adds its prompt
+//! file, the config files its CLI needs, its provider's keys (by name) and its network; a QA
+//! container runs `sh -c STEP` on the step's network (`none` unless asked).
+//!
+//! Not here: what an agent CLI needs (`crate::agents`), how the engine makes a container
+//! (`crate::runtime`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{NodeCtx, UnitRun};
+use crate::agents::{self, Invocation};
+use crate::exec::error::{NodeError, Step};
+use crate::forge::Forge;
+use crate::plan::{QaStepPlan, Unit};
+use crate::runtime::{ContainerSpec, Exit, Mount, Resources, Runtime, LABEL_NODE, LABEL_RUN};
+use crate::spec::model::{PromptHandoff, Resources as SpecResources};
+use crate::state::RunEvent;
+
+/// Whose a container is: the run, the node and the node's attempt (its name and labels).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Owner<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// Node id.
+    pub node: &'a str,
+    /// The node's attempt.
+    pub attempt: u32,
+}
+
+impl<R: Runtime, F: Forge> NodeCtx<R, F> {
+    /// Whose the node's containers are.
+    pub(super) fn owner(&self) -> Owner<'_> {
+        Owner {
+            run_id: &self.run_id,
+            node: &self.node,
+            attempt: self.attempt,
+        }
+    }
+
+    /// The spec's directory (relative config mounts of custom agents start there).
+    pub(super) fn spec_dir(&self) -> &Path {
+        self.loaded.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// The container of an agent run (the unit's agent or its reviewer): the unit's base, the
+/// prompt file read-only, the config files the agent's CLI needs that exist, its fixed
+/// environment and its provider's keys that are set.
+pub(super) fn agent(
+    unit: &UnitRun,
+    owner: &Owner<'_>,
+    spec_dir: &Path,
+    invocation: &Invocation,
+) -> ContainerSpec {
+    let mut container = base(unit, owner, 0, agent_image(unit.unit(), invocation));
+    container.mounts.push(Mount {
+        source: unit.meta_dir().join("prompt.md"),
+        target: agents::PROMPT_FILE.to_owned(),
+        read_only: true,
+    });
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    for config in &invocation.config_mounts {
+        let mut host = config.host_path(&home);
+        if host.is_relative() {
+            host = spec_dir.join(host);
+            host = std::path::absolute(&host).unwrap_or(host);
+        }
+        if host.exists() {
+            container.mounts.push(Mount {
+                source: host,
+                target: config.target.clone(),
+                read_only: config.read_only,
+            });
+        }
+    }
+    container.env = invocation.fixed_env.clone();
+    for name in &invocation.env_names {
+        if let Ok(value) = std::env::var(name) {
+            container.env.push((name.clone(), value));
+        }
+    }
+    container.argv = invocation.argv.clone();
+    container.workdir = invocation.workdir.clone();
+    container.network = invocation.network.clone();
+    container.stdin = invocation.prompt == PromptHandoff::Stdin;
+    container.extra_hosts = invocation.extra_hosts.clone();
+    container
+}
+
+/// The image an agent runs in: its own, else the unit's.
+pub(super) fn agent_image(unit: &Unit, invocation: &Invocation) -> String {
+    invocation.image.clone().unwrap_or_else(|| unit_image(unit))
+}
+
+/// The container of QA step `index` (from 0): `sh -c STEP` in the step's image on its network.
+pub(super) fn qa(
+    unit: &UnitRun,
+    owner: &Owner<'_>,
+    step: &QaStepPlan,
+    index: usize,
+) -> ContainerSpec {
+    // The step's own image when the spec gave it one, else the unit's.
+    let image = if step.image != unit.unit().image {
+        step.image.clone()
+    } else {
+        unit_image(unit.unit())
+    };
+    let mut container = base(unit, owner, index + 1, image);
+    container.argv = vec!["sh".to_owned(), "-c".to_owned(), step.run.clone()];
+    container.workdir = agents::WORKDIR.to_owned();
+    container.network = step.network.clone();
+    container
+}
+
+/// What every container of a unit has: name, image, mounts, user, labels, resources.
+fn base(unit: &UnitRun, owner: &Owner<'_>, number: usize, image: String) -> ContainerSpec {
+    ContainerSpec {
+        name: name(owner, number),
+        image,
+        mounts: base_mounts(unit),
+        user: Some(user()),
+        labels: labels(owner),
+        resources: resources(unit.unit().resources.as_ref()),
+        ..ContainerSpec::default()
+    }
+}
+
+/// The unit's image, or `DISPATCH_IMAGE` when the spec names none (the one place it is read).
+fn unit_image(unit: &Unit) -> String {
+    if !unit.image_from_spec {
+        if let Ok(image) = std::env::var("DISPATCH_IMAGE") {
+            if !image.is_empty() {
+                return image;
+            }
+        }
+    }
+    unit.image.clone()
+}
+
+/// The invoking user, `uid:gid`.
+fn user() -> String {
+    // SAFETY: getuid and getgid cannot fail and have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    format!("{uid}:{gid}")
+}
+
+/// The engine's limits from the spec's (pids 512 unless the spec sets them).
+fn resources(spec: Option<&SpecResources>) -> Resources {
+    let mut r = Resources::default();
+    if let Some(spec) = spec {
+        r.memory_bytes = spec.memory.map(|m| m.bytes());
+        r.cpus = spec.cpus;
+        if let Some(pids) = spec.pids {
+            r.pids = i64::from(pids);
+        }
+    }
+    r
+}
+
+/// `dispatch-RUN-HASH-ATTEMPT-NUMBER`: unique per run, node (hashed), attempt and container of
+/// the node (0 the agent, 1.. the QA steps).
+fn name(owner: &Owner<'_>, number: usize) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in owner.node.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(
+        "dispatch-{}-{hash:016x}-{}-{number}",
+        owner.run_id, owner.attempt
+    )
+}
+
+/// The labels a restarted runner finds the container by.
+fn labels(owner: &Owner<'_>) -> BTreeMap<String, String> {
+    [
+        (LABEL_RUN.to_owned(), owner.run_id.to_owned()),
+        (LABEL_NODE.to_owned(), owner.node.to_owned()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The mounts of a unit's containers: the clone (its `.git` read-only) and `meta/`.
+///
+/// dispatch runs git on the host on what a container leaves behind (commit, push, rebase), so
+/// the container must not be able to change the repository's configuration, hooks or object
+/// stores: a hook, a `core.fsmonitor`, a filter driver, a `commondir` or a remote URL written
+/// there would run or redirect git on the host. Agents leave their work in the tree and
+/// dispatch commits it.
+fn base_mounts(unit: &UnitRun) -> Vec<Mount> {
+    vec![
+        Mount {
+            source: unit.repo_dir(),
+            target: agents::WORKDIR.to_owned(),
+            read_only: false,
+        },
+        Mount {
+            source: unit.repo_dir().join(".git"),
+            target: format!("{}/.git", agents::WORKDIR),
+            read_only: true,
+        },
+        Mount {
+            source: unit.meta_dir(),
+            target: agents::META_DIR.to_owned(),
+            read_only: false,
+        },
+    ]
+}
+
+/// Runs one container to its end: create it, record its id in the journal (before it starts:
+/// a runner killed meanwhile leaves it for `dispatch resume`), run it, and hand it to the
+/// dispatcher for removal once the node's end is committed.
+pub(super) async fn run<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    step: Step,
+    spec: ContainerSpec,
+    stdin: Option<Vec<u8>>,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Exit, NodeError> {
+    let id = ctx
+        .runtime
+        .create(&spec)
+        .await
+        .map_err(step.clone().runtime())?;
+    let created = RunEvent::ContainerCreated {
+        node: ctx.node.clone(),
+        container: id.clone(),
+    };
+    if let Err(error) = ctx.journal.record_now(&ctx.run_id, created).await {
+        let _ = ctx.runtime.remove(&id).await;
+        return Err(NodeError::State {
+            step,
+            source: error,
+        });
+    }
+    let exit = ctx
+        .runtime
+        .run(&id, stdin, log, timeout, ctx.cancel.clone())
+        .await;
+    // Removed by the dispatcher once the node's end is committed: a runner killed before
+    // that leaves the container for `dispatch resume` to collect.
+    ctx.containers.push(id);
+    exit.map_err(step.runtime())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::agents::ArgvContext;
+    use crate::plan::Qa;
+
+    #[test]
+    fn qa_containers_get_the_resources_agent_containers_get() {
+        let text = "version: 1\nname: limits\ndefaults: { org: core, resources: { cpus: 1.5, memory: 2g, pids: 64 } }\njobs:\n  - { id: plain, task: t, qa: [{ run: go test ./... }], repos: [go-io] }\n  - { id: own, task: t, qa: [{ run: go test ./... }], repos: [go-io], resources: { memory: 512m } }\n";
+        let loaded = crate::spec::load_text(Path::new("pipelines/limits.yaml"), text.to_owned())
+            .expect("the spec is valid");
+        let plan = Arc::new(crate::plan::build(&loaded));
+        let containers = |index: usize| {
+            let unit = UnitRun::new(&loaded, &plan, index, Path::new("/state"));
+            let owner = Owner {
+                run_id: "r1",
+                node: &unit.unit().nodes[2].id,
+                attempt: 1,
+            };
+            let Qa::Steps(steps) = &unit.unit().qa else {
+                panic!("the job names its QA steps");
+            };
+            let qa = qa(&unit, &owner, &steps[0], 0);
+            let invocation =
+                agents::invocation(&unit.agent, &loaded.spec.agents, &ArgvContext::new("main"))
+                    .expect("codex is a preset");
+            (qa, agent(&unit, &owner, Path::new("."), &invocation))
+        };
+
+        let (qa, agent) = containers(0);
+        assert_eq!(
+            qa.resources,
+            Resources {
+                memory_bytes: Some(2 << 30),
+                cpus: Some(1.5),
+                pids: 64
+            },
+            "a job without resources runs QA with defaults.resources"
+        );
+        assert_eq!(agent.resources, qa.resources);
+        assert_eq!(qa.argv, ["sh", "-c", "go test ./..."]);
+
+        let (qa, agent) = containers(1);
+        assert_eq!(
+            qa.resources,
+            Resources {
+                memory_bytes: Some(512 << 20),
+                cpus: None,
+                pids: 512
+            },
+            "the job's own resources replace the defaults"
+        );
+        assert_eq!(agent.resources, qa.resources);
+    }
+}

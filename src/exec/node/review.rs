@@ -1,0 +1,48 @@
+//! The review node: a reviewing agent reads the PR's change and comments on it; an agent that
+//! fails or runs past its time leaves the unit `needs_review`.
+
+use super::agent::run_agent;
+use super::publish::pr_context;
+use super::{done, stop, write_file, NodeCtx, NodeResult};
+use crate::exec::error::Step;
+use crate::forge::Forge;
+use crate::runtime::{Exit, Runtime};
+use crate::vocab::Outcome;
+
+/// Runs the review node (a no-op for a job without `review`).
+pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    let Some(agent) = ctx.unit.review.clone() else {
+        return done();
+    };
+    let job = &ctx.loaded.spec.jobs[ctx.unit.job];
+    let template = job
+        .review
+        .as_ref()
+        .and_then(|r| r.template.as_deref())
+        .unwrap_or("review");
+    let prompt = match ctx.loaded.templates.render(template, &pr_context(ctx)) {
+        Ok(prompt) => prompt,
+        Err(error) => return NodeResult::Failed(Step::ReviewPrompt.template()(error)),
+    };
+    let file = ctx.unit.meta_dir().join("prompt.md");
+    if let Err(error) = write_file(Step::ReviewPromptFile, &file, &prompt).await {
+        return NodeResult::Failed(error);
+    }
+    let log = ctx.unit.meta_dir().join("review.log");
+    match run_agent(ctx, &agent, prompt, &log).await {
+        Ok(Exit::Code(0)) => done(),
+        Ok(Exit::Code(code)) => stop(
+            Outcome::NeedsReview,
+            format!(
+                "the review agent exited with code {code}; see {}",
+                log.display()
+            ),
+        ),
+        Ok(Exit::TimedOut) => stop(
+            Outcome::NeedsReview,
+            "the review agent ran past its timeout",
+        ),
+        Ok(Exit::Cancelled) => stop(Outcome::Cancelled, "review stopped by Ctrl-C"),
+        Err(error) => NodeResult::Failed(error),
+    }
+}
