@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::EXIT_FAILURE;
+use super::{state_dir, CommandError};
 use crate::state;
 
 /// Arguments of `dispatch prs`.
@@ -19,41 +19,25 @@ pub struct Args {
 }
 
 /// Lists the PRs.
-pub fn run(args: Args) -> u8 {
-    let dir = match (&args.state_dir, &args.spec) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(spec)) => super::run::state_dir(spec, None),
-        (None, None) => PathBuf::from(".dispatch"),
-    };
-    if !dir.join(state::DB_FILE).exists() {
-        eprintln!(
-            "error: no state database in {}; run a spec first or pass --state-dir",
-            dir.display()
-        );
-        return EXIT_FAILURE;
-    }
-    let rows = match state::open(&dir).and_then(|conn| {
-        state::prs(&conn).map_err(|error| state::StateError::Sqlite {
+pub fn run(args: Args) -> Result<u8, CommandError> {
+    let dir = state_dir::locate(args.state_dir.as_deref(), args.spec.as_deref());
+    let conn = state_dir::open(&dir)?;
+    let rows = state::prs(&conn)
+        .map_err(|error| state::StateError::Sqlite {
             path: dir.join(state::DB_FILE),
             error,
         })
-    }) {
-        Ok(rows) => rows,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_FAILURE;
-        }
-    };
+        .map_err(CommandError::failure)?;
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
-        return 0;
+        return Ok(0);
     }
     if rows.is_empty() {
         println!("no pull requests in {}", dir.display());
-        return 0;
+        return Ok(0);
     }
     println!(
         "{:<6} {:<8} {:<28} {:<32} {:<10} TITLE",
@@ -70,5 +54,5 @@ pub fn run(args: Args) -> u8 {
             pr.title
         );
     }
-    0
+    Ok(0)
 }
