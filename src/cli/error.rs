@@ -111,16 +111,24 @@ impl CommandError {
         self
     }
 
+    /// What [`CommandError::report`] prints: `error: {message}` (or the rendered
+    /// diagnostics), then each hint on a line of its own.
+    pub fn stderr(&self) -> String {
+        let mut out = match &self.text {
+            Text::Message(message) => format!("error: {message}\n"),
+            Text::Rendered(text) => text.clone(),
+            Text::Printed => String::new(),
+        };
+        for hint in &self.hints {
+            out.push_str(hint);
+            out.push('\n');
+        }
+        out
+    }
+
     /// Prints the error on stderr and gives its exit status.
     pub fn report(self) -> u8 {
-        match &self.text {
-            Text::Message(message) => eprintln!("error: {message}"),
-            Text::Rendered(text) => eprint!("{text}"),
-            Text::Printed => {}
-        }
-        for hint in &self.hints {
-            eprintln!("{hint}");
-        }
+        eprint!("{}", self.stderr());
         self.exit.code()
     }
 }
@@ -138,5 +146,19 @@ mod tests {
         for status in [1, 2, 3] {
             assert_eq!(CommandError::printed(status).exit.code(), status);
         }
+    }
+
+    #[test]
+    fn the_message_comes_first_and_each_hint_on_its_own_line() {
+        let error = CommandError::no_engine("cannot reach the Docker engine")
+            .hint("Start it.")
+            .hint("Or set DOCKER_HOST.");
+        assert_eq!(
+            error.stderr(),
+            "error: cannot reach the Docker engine\nStart it.\nOr set DOCKER_HOST.\n"
+        );
+        let rendered = CommandError::rendered("  x spec.yaml:1:1\n".to_owned());
+        assert_eq!(rendered.stderr(), "  x spec.yaml:1:1\n");
+        assert_eq!(CommandError::printed(1).stderr(), "");
     }
 }

@@ -81,3 +81,40 @@ impl StateDirArgs {
         Ok((dir, conn))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_wins_then_the_spec_then_the_working_directory() {
+        let spec = Path::new("pipelines/demo.yaml");
+        let beside = std::path::absolute("pipelines/.dispatch").unwrap();
+        assert_eq!(for_spec(spec, None), beside);
+        assert!(for_spec(spec, Some(Path::new("elsewhere"))).is_absolute());
+        // Commands that read runs show the directory as the user named it.
+        assert_eq!(
+            locate(Some(Path::new("elsewhere")), Some(spec)),
+            Path::new("elsewhere")
+        );
+        assert_eq!(locate(None, Some(spec)), beside);
+        assert_eq!(locate(None, None), Path::new(".dispatch"));
+    }
+
+    #[test]
+    fn a_missing_database_says_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("dispatch-no-db-{}", std::process::id()));
+        let error = open(&dir).err().map(|e| e.stderr());
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                format!(
+                    "error: no state database in {}; run a spec first, or pass --state-dir or --spec\n",
+                    dir.display()
+                )
+                .as_str()
+            )
+        );
+        assert!(!dir.exists(), "a failed open creates nothing");
+    }
+}
