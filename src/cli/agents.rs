@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use super::{Ui, EXIT_FAILURE};
+use super::{CommandError, Ui};
 use crate::agents::{self, handoff_name, ArgvContext, Invocation, PRESET_EXAMPLES};
 use crate::spec::values::{AgentRef, PRESET_POOLS};
 
@@ -22,21 +22,20 @@ pub struct Args {
     pub spec: Option<PathBuf>,
 }
 
-/// Prints every preset and, with a spec, its custom agents.
-pub fn run(ui: &Ui, args: Args) -> u8 {
+/// Prints every preset and, with a spec, its custom agents; an agent that does not resolve is
+/// reported where it comes and gives status 1, after the others are shown.
+pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let (custom, base) = match &args.spec {
-        Some(path) => match ui.load(path) {
-            Ok(loaded) => {
-                let base = loaded
-                    .spec
-                    .defaults
-                    .base
-                    .as_ref()
-                    .map_or_else(|| SHOWN_BASE.to_owned(), ToString::to_string);
-                (loaded.spec.agents, base)
-            }
-            Err(status) => return status,
-        },
+        Some(path) => {
+            let loaded = ui.load_spec(path)?;
+            let base = loaded
+                .spec
+                .defaults
+                .base
+                .as_ref()
+                .map_or_else(|| SHOWN_BASE.to_owned(), ToString::to_string);
+            (loaded.spec.agents, base)
+        }
         None => (BTreeMap::new(), SHOWN_BASE.to_owned()),
     };
     let ctx = ArgvContext::new(&base);
@@ -58,13 +57,12 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         match resolved {
             Ok(inv) => describe(&mut out, text, &inv),
             Err(message) => {
-                eprintln!("error: {message}");
-                status = EXIT_FAILURE;
+                status = CommandError::failure(message).report();
             }
         }
     }
     print!("{out}");
-    status
+    Ok(status)
 }
 
 fn describe(out: &mut String, name: &str, inv: &Invocation) {

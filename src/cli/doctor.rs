@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{Ui, EXIT_FAILURE};
+use super::{state_dir, CommandError, Ui, EXIT_FAILURE};
 use crate::agents::{self, ArgvContext};
 use crate::forge::{any::AnyForge, options::RemoteOptions};
 use crate::forge::{Forge, ForgeError};
@@ -43,27 +43,21 @@ impl Report {
 }
 
 /// Runs the checks.
-pub fn run(ui: &Ui, args: Args) -> u8 {
-    let mut loaded = match ui.load(&args.spec) {
-        Ok(loaded) => loaded,
-        Err(status) => return status,
-    };
-    let runtime = match super::async_runtime(false) {
-        Ok(runtime) => runtime,
-        Err(status) => return status,
-    };
-    let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
+pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
+    let mut loaded = ui.load_spec(&args.spec)?;
+    let runtime = super::tokio_runtime(false)?;
+    let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
     let report = runtime.block_on(check(&mut loaded, &state_dir));
     if report.failed == 0 {
         println!("\nall checks passed");
-        0
+        Ok(0)
     } else {
         println!(
             "\n{} {} failed",
             report.failed,
             crate::spec::problem::plural(report.failed, "check")
         );
-        EXIT_FAILURE
+        Ok(EXIT_FAILURE)
     }
 }
 

@@ -1,15 +1,48 @@
 //! The command line: one file per command, all sharing [`Ui`] for colour and diagnostics.
 //!
-//! Exit codes: 0 success, 1 failure, 2 invalid spec or usage.
+//! Each command file holds its command's `Args` and its `run` function, which returns
+//! `Result<u8, CommandError>`; [`main`] prints the error once and exits with its status
+//! (0 success, 1 failure, 2 invalid spec or usage, 3 no Docker engine; see [`error`]).
+//! Command files use the shared modules, never each other.
+//!
+//! Commands:
+//! - `validate.rs`, `plan.rs`, `render.rs`, `schema.rs`, `agents.rs`, `doctor.rs`: a spec
+//!   checked, planned, rendered; the schema; the agent presets; what a run needs.
+//! - `run.rs`, `resume.rs`, `retry.rs`, `answer.rs`: execute a plan, or finish a run.
+//! - `runs.rs`, `status.rs`, `logs.rs`, `cancel.rs`, `prs.rs`: look at runs (also while one
+//!   writes) and stop one; the local forge's pull requests.
+//!
+//! Shared:
+//! - `error.rs`: [`CommandError`], the one error type of commands, and its exit statuses.
+//! - `state_dir.rs`: where the state directory is, and opening its database.
+//! - `session.rs`: what a run needs from the machine (engine, journal, forge, images), and
+//!   executing and reporting a plan.
+//! - `finish.rs`: finishing a run from its journal (resume), after reopening units (retry,
+//!   answer).
+//! - `runner.rs`: whether a run's runner process is alive.
+//! - `outcome_counts.rs`: a run's counts per outcome, as `runs` and `status` print them.
+//! - `targets.rs`: the forge's part of planning (`select` entries, PR targets).
 
 mod agents;
+mod answer;
+mod cancel;
 mod doctor;
+pub mod error;
+mod finish;
+mod logs;
+mod outcome_counts;
 mod plan;
 mod prs;
 mod render;
-pub mod run;
+mod resume;
+mod retry;
+mod run;
+mod runner;
 mod runs;
 mod schema;
+mod session;
+pub mod state_dir;
+mod status;
 mod targets;
 mod validate;
 
@@ -19,12 +52,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use self::error::{CommandError, ExitKind};
 use crate::spec::{self, LoadError, LoadedSpec};
 
 /// Exit status for an invalid spec (and usage errors).
-pub const EXIT_INVALID: u8 = 2;
+pub const EXIT_INVALID: u8 = ExitKind::Invalid.code();
 /// Exit status for other failures.
-pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_FAILURE: u8 = ExitKind::Failure.code();
 
 /// Run AI coding agents against many git repositories from committed specs.
 #[derive(Debug, Parser)]
@@ -90,17 +124,17 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  dispatch resume 20261127-011742-24681 --spec pipelines/demo.yaml"
     )]
-    Resume(run::ResumeArgs),
+    Resume(resume::Args),
     /// Re-run failed or blocked units of a run.
     #[command(
         after_help = "Examples:\n  dispatch retry 20261127-011742-24681 --failed --spec pipelines/demo.yaml\n  dispatch retry 20261127-011742-24681 --only fix-tests/calc --spec pipelines/demo.yaml"
     )]
-    Retry(run::RetryArgs),
+    Retry(retry::Args),
     /// Answer a blocked agent's question; its unit runs again with the answer.
     #[command(
         after_help = "Examples:\n  dispatch answer RUN fix-tests/core/go-io \"Use PostgreSQL 16\" --spec pipelines/fix-tests.yaml\n  dispatch answer RUN fix-tests/core/go-io --file answer.md --spec pipelines/fix-tests.yaml"
     )]
-    Answer(run::AnswerArgs),
+    Answer(answer::Args),
     /// Check what a run of the spec needs: engine, images, forge token and repositories, keys.
     #[command(after_help = "Example:\n  dispatch doctor pipelines/demo.yaml")]
     Doctor(doctor::Args),
@@ -113,22 +147,22 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  dispatch runs --spec pipelines/demo.yaml\n  dispatch runs --state-dir .dispatch --json"
     )]
-    Runs(runs::RunsArgs),
+    Runs(runs::Args),
     /// Show the units of a run and their nodes (works while the run is active).
     #[command(
         after_help = "Examples:\n  dispatch status --spec pipelines/demo.yaml\n  dispatch status 20261127-011742-24681 --state-dir pipelines/.dispatch --json"
     )]
-    Status(runs::StatusArgs),
+    Status(status::Args),
     /// Print a node's log; --follow keeps printing while it runs.
     #[command(
         after_help = "Example:\n  dispatch logs 20261127-011742-24681 fix-tests/demo/calc:agent --spec pipelines/demo.yaml --follow"
     )]
-    Logs(runs::LogsArgs),
+    Logs(logs::Args),
     /// Stop a run from another terminal.
     #[command(
         after_help = "Example:\n  dispatch cancel 20261127-011742-24681 --spec pipelines/demo.yaml"
     )]
-    Cancel(runs::CancelArgs),
+    Cancel(cancel::Args),
 }
 
 /// Output settings shared by the commands.
@@ -149,34 +183,36 @@ impl Ui {
         Self { color_err }
     }
 
-    /// Loads a spec, printing its diagnostics on failure.
-    pub fn load(&self, path: &Path) -> Result<LoadedSpec, u8> {
-        spec::load(path).map_err(|error| {
-            self.report_load_error(&error);
-            EXIT_INVALID
-        })
+    /// Loads a spec; its diagnostics are the error (exit 2).
+    pub fn load_spec(&self, path: &Path) -> Result<LoadedSpec, CommandError> {
+        spec::load(path).map_err(|error| self.load_error(&error))
     }
 
-    /// Prints a load error to stderr.
+    /// Prints a load error to stderr (`validate`, which reports every file it checks).
     pub fn report_load_error(&self, error: &LoadError) {
+        self.load_error(error).report();
+    }
+
+    /// A load error as the command error it is: a message for a file that cannot be read,
+    /// rendered diagnostics for an invalid spec; exit 2 either way.
+    fn load_error(&self, error: &LoadError) -> CommandError {
         match error {
-            LoadError::Io { .. } => eprintln!("error: {error}"),
-            LoadError::Invalid(errors) => eprint!("{}", errors.render(self.color_err)),
+            LoadError::Io { .. } => CommandError::invalid(error),
+            LoadError::Invalid(errors) => CommandError::rendered(errors.render(self.color_err)),
         }
     }
 }
 
 /// The async runtime of a command that talks to the engine or a forge (`multi_thread` for
-/// runs, which drive many nodes at once); prints why when it cannot start.
-pub fn async_runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, u8> {
+/// runs, which drive many nodes at once), or why it cannot start.
+pub fn tokio_runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, CommandError> {
     let mut builder = if multi_thread {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
     builder.enable_all().build().map_err(|error| {
-        eprintln!("error: cannot start the async runtime: {error}");
-        EXIT_FAILURE
+        CommandError::failure(format_args!("cannot start the async runtime: {error}"))
     })
 }
 
@@ -185,7 +221,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.color);
     let ui = Ui::new(cli.color);
-    let status = match cli.command {
+    let result = match cli.command {
         Command::Validate(args) => validate::run(&ui, args),
         Command::Plan(args) => plan::run(&ui, args),
         Command::Render(args) => render::run(&ui, args),
@@ -194,15 +230,15 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&ui, args),
         Command::Prs(args) => prs::run(args),
         Command::Doctor(args) => doctor::run(&ui, args),
-        Command::Resume(args) => run::resume(&ui, args),
-        Command::Retry(args) => run::retry(&ui, args),
-        Command::Answer(args) => run::answer(&ui, args),
-        Command::Runs(args) => runs::runs(args),
-        Command::Status(args) => runs::status(args),
-        Command::Logs(args) => runs::logs(args),
-        Command::Cancel(args) => runs::cancel(args),
+        Command::Resume(args) => resume::run(&ui, args),
+        Command::Retry(args) => retry::run(&ui, args),
+        Command::Answer(args) => answer::run(&ui, args),
+        Command::Runs(args) => runs::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Cancel(args) => cancel::run(args),
     };
-    ExitCode::from(status)
+    ExitCode::from(result.unwrap_or_else(CommandError::report))
 }
 
 fn init_tracing(verbose: u8, color: Color) {

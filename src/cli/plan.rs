@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use super::Ui;
+use super::{state_dir, CommandError, Ui};
 use crate::plan::{self, render};
 
 /// Arguments of `dispatch plan`.
@@ -41,24 +41,16 @@ pub enum Format {
 }
 
 /// Prints the plan.
-pub fn run(ui: &Ui, args: Args) -> u8 {
-    let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
-    let (loaded, _) = match super::targets::load(ui, &args.spec, &state_dir, args.offline) {
-        Ok(loaded) => loaded,
-        Err(status) => return status,
-    };
+pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
+    let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
+    let (loaded, _) = super::targets::load(ui, &args.spec, &state_dir, args.offline)?;
     let mut plan = plan::build(&loaded);
     if args.remote {
-        let previewed = super::async_runtime(false).and_then(|rt| {
-            rt.block_on(preview_publish(&loaded, &mut plan, &state_dir))
-                .map_err(|message| {
-                    eprintln!("error: {}: {message}", args.spec.display());
-                    super::EXIT_FAILURE
-                })
-        });
-        if let Err(status) = previewed {
-            return status;
-        }
+        super::tokio_runtime(false)?
+            .block_on(preview_publish(&loaded, &mut plan, &state_dir))
+            .map_err(|message| {
+                CommandError::failure(format_args!("{}: {message}", args.spec.display()))
+            })?;
     }
     let text = match args.format {
         Format::Text => render::text_with_detected(&plan, &detect_qa(&loaded, &plan, &state_dir)),
@@ -67,7 +59,7 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         Format::Mermaid => render::mermaid(&plan),
     };
     print!("{text}");
-    0
+    Ok(0)
 }
 
 /// Fills each publishing unit's [`plan::PublishPreview`]: the PR its branch has on the forge

@@ -2,53 +2,38 @@
 
 use std::path::PathBuf;
 
-use super::EXIT_FAILURE;
-use crate::state;
+use super::state_dir::{self, StateDirArgs};
+use super::CommandError;
 
 /// Arguments of `dispatch prs`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A spec whose state directory (`.dispatch/` beside it) holds the PRs.
-    pub spec: Option<PathBuf>,
-    /// The state directory.
-    #[arg(long, env = "DISPATCH_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// A spec whose state directory (`.dispatch/` beside it) holds the PRs (as `--spec`).
+    #[arg(conflicts_with = "spec")]
+    pub spec_path: Option<PathBuf>,
+    /// Where the state directory is.
+    #[command(flatten)]
+    pub state: StateDirArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Lists the PRs.
-pub fn run(args: Args) -> u8 {
-    let dir = match (&args.state_dir, &args.spec) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(spec)) => super::run::state_dir(spec, None),
-        (None, None) => PathBuf::from(".dispatch"),
-    };
-    if !state::Db::exists_in(&dir) {
-        eprintln!(
-            "error: no state database in {}; run a spec first or pass --state-dir",
-            dir.display()
-        );
-        return EXIT_FAILURE;
-    }
-    let rows = match state::Db::open(&dir).and_then(|db| db.prs()) {
-        Ok(rows) => rows,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_FAILURE;
-        }
-    };
+pub fn run(args: Args) -> Result<u8, CommandError> {
+    let spec = args.spec_path.as_deref().or(args.state.spec.as_deref());
+    let dir = state_dir::locate(args.state.state_dir.as_deref(), spec);
+    let rows = state_dir::open(&dir)?.prs()?;
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
-        return 0;
+        return Ok(0);
     }
     if rows.is_empty() {
         println!("no pull requests in {}", dir.display());
-        return 0;
+        return Ok(0);
     }
     println!(
         "{:<6} {:<8} {:<28} {:<32} {:<10} TITLE",
@@ -65,5 +50,5 @@ pub fn run(args: Args) -> u8 {
             pr.title
         );
     }
-    0
+    Ok(0)
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Ui, EXIT_FAILURE, EXIT_INVALID};
+use super::{state_dir, CommandError, Ui};
 use crate::plan::{self, target::ResolvedTarget};
 use crate::spec::problem::SpecErrors;
 use crate::spec::source::Sources;
@@ -34,23 +34,19 @@ pub struct Args {
 }
 
 /// Prints the prompt.
-pub fn run(ui: &Ui, args: Args) -> u8 {
+pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     // The units of `select` entries and PR targets come from the forge, as in `plan`.
-    let state_dir = super::run::state_dir(&args.spec, args.state_dir.as_deref());
-    let (loaded, _) = match super::targets::load(ui, &args.spec, &state_dir, false) {
-        Ok(loaded) => loaded,
-        Err(status) => return status,
-    };
+    let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
+    let (loaded, _) = super::targets::load(ui, &args.spec, &state_dir, false)?;
     let spec = &loaded.spec;
     let Some(job_index) = spec.jobs.iter().position(|j| j.id.as_str() == args.job) else {
         let ids: Vec<&str> = spec.jobs.iter().map(|j| j.id.as_str()).collect();
-        eprintln!(
-            "error: {} has no job `{}`; its jobs: {}",
+        return Err(CommandError::failure(format_args!(
+            "{} has no job `{}`; its jobs: {}",
             args.spec.display(),
             args.job,
             ids.join(", ")
-        );
-        return EXIT_FAILURE;
+        )));
     };
     let matches: Vec<&ResolvedTarget> = loaded
         .targets
@@ -68,24 +64,22 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
                 .filter(|t| t.job == job_index)
                 .map(|t| t.full_name())
                 .collect();
-            eprintln!(
-                "error: job `{}` has no target `{}`; its targets: {}",
+            return Err(CommandError::failure(format_args!(
+                "job `{}` has no target `{}`; its targets: {}",
                 args.job,
                 args.repo,
                 names.join(", ")
-            );
-            return EXIT_FAILURE;
+            )));
         }
         many => {
             let keys: Vec<&str> = many.iter().map(|t| t.key.as_str()).collect();
-            eprintln!(
-                "error: job `{}` has {} units on `{}`; choose one with --key ({})",
+            return Err(CommandError::failure(format_args!(
+                "job `{}` has {} units on `{}`; choose one with --key ({})",
                 args.job,
                 many.len(),
                 args.repo,
                 keys.join(", ")
-            );
-            return EXIT_FAILURE;
+            )));
         }
     };
     let mut context = plan::unit_context(spec, target);
@@ -94,11 +88,10 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
         match std::fs::read_to_string(path) {
             Ok(text) => context.qa_failure = Some(text),
             Err(error) => {
-                eprintln!(
-                    "error: cannot read QA failure output {}: {error}",
+                return Err(CommandError::failure(format_args!(
+                    "cannot read QA failure output {}: {error}",
                     path.display()
-                );
-                return EXIT_FAILURE;
+                )));
             }
         }
     }
@@ -108,7 +101,7 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
     {
         Ok(prompt) => {
             print!("{prompt}");
-            0
+            Ok(0)
         }
         Err(error) => {
             let mut sources = Sources::default();
@@ -122,8 +115,7 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
                 sources,
                 problems: vec![problem],
             };
-            eprint!("{}", errors.render(ui.color_err));
-            EXIT_INVALID
+            Err(CommandError::rendered(errors.render(ui.color_err)))
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `dispatch schema [--nickel]`: the JSON schema or the Nickel contract of specs.
 
+use super::CommandError;
 use crate::spec;
 
 /// Arguments of `dispatch schema`.
@@ -11,11 +12,11 @@ pub struct Args {
 }
 
 /// Prints the schema.
-pub fn run(args: Args) -> u8 {
+pub fn run(args: Args) -> Result<u8, CommandError> {
     if args.nickel {
         print!("{}", spec::contract::nickel_contract());
     } else {
         print!("{}", spec::schema_json());
     }
-    0
+    Ok(0)
 }

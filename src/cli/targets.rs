@@ -1,10 +1,11 @@
 //! The forge's part of planning as the commands see it: [`load`] loads the spec, has
 //! [`crate::plan::resolve`] ask the forge for its `select` entries and PR targets, and turns a
-//! failure into a message and an exit status. `plan`, `render`, `run` and `doctor` share it.
+//! failure into a command error that names the spec. `plan`, `render`, `run` and `doctor`
+//! share it.
 
 use std::path::Path;
 
-use super::{Ui, EXIT_FAILURE};
+use super::{CommandError, Ui};
 use crate::plan::resolve::find;
 use crate::plan::target::Found;
 use crate::spec::LoadedSpec;
@@ -18,21 +19,21 @@ pub fn load(
     path: &Path,
     state_dir: &Path,
     offline: bool,
-) -> Result<(LoadedSpec, Found), u8> {
-    let mut loaded = ui.load(path)?;
+) -> Result<(LoadedSpec, Found), CommandError> {
+    let mut loaded = ui.load_spec(path)?;
     let asks = !loaded.selections.is_empty() || loaded.targets.iter().any(|t| t.pr.is_some());
     if !asks || offline {
         return Ok((loaded, Found::default()));
     }
-    let runtime = super::async_runtime(false)?;
+    let runtime = super::tokio_runtime(false)?;
     match runtime.block_on(find(&loaded, state_dir)) {
         Ok(found) => {
             loaded.expand(&found);
             Ok((loaded, found))
         }
-        Err(message) => {
-            eprintln!("error: {}: {message}", path.display());
-            Err(EXIT_FAILURE)
-        }
+        Err(message) => Err(CommandError::failure(format_args!(
+            "{}: {message}",
+            path.display()
+        ))),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Ui, EXIT_INVALID};
+use super::{CommandError, Ui, EXIT_INVALID};
 use crate::plan;
 use crate::spec::problem::plural;
 use crate::spec::{self, LoadError};
@@ -15,8 +15,9 @@ pub struct Args {
     pub specs: Vec<PathBuf>,
 }
 
-/// Validates every file, even after one failed.
-pub fn run(ui: &Ui, args: Args) -> u8 {
+/// Validates every file, even after one failed; the status is 2 when any is invalid (its
+/// diagnostics are printed with it).
+pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let mut status = 0;
     for path in &args.specs {
         match spec::load(path) {
@@ -50,5 +51,5 @@ pub fn run(ui: &Ui, args: Args) -> u8 {
             }
         }
     }
-    status
+    Ok(status)
 }

@@ -1,0 +1,240 @@
+//! What a run needs from the machine (the engine, the journal, the forge and the images) and
+//! executing a plan with it and reporting the result: shared by `run`, `resume`, `retry` and
+//! `answer`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::ValueEnum;
+
+use super::CommandError;
+use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions, Signal};
+use crate::forge::any::AnyForge;
+use crate::forge::local::LocalForge;
+use crate::forge::options::RemoteOptions;
+use crate::plan::{self, Plan};
+use crate::report;
+use crate::runtime::{docker::Docker, image};
+use crate::state::{self, Db, Journal};
+
+/// Result formats of the commands that execute a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Progress and a summary table.
+    Text,
+    /// One JSON document at the end.
+    Json,
+}
+
+/// What a run needs from the machine: the engine, the journal and the forge, ready.
+pub struct Session {
+    /// The engine.
+    pub docker: Docker,
+    /// The run's journal.
+    pub journal: Journal,
+    /// The spec's forge (the local one unless the spec names another).
+    pub forge: AnyForge,
+    /// The state directory, absolute.
+    pub state_dir: PathBuf,
+}
+
+/// Connects to the engine (exit 3 when it is unreachable), opens the journal, seeds the local
+/// forge and builds the `dispatch-busybox` image when the plan uses it.
+pub async fn connect(
+    loaded: &crate::spec::LoadedSpec,
+    plan: &Plan,
+    state_dir: PathBuf,
+) -> Result<Session, CommandError> {
+    let docker = Docker::connect().await.map_err(|error| {
+        CommandError::no_engine(error).hint("Start the Docker engine (for example `sudo systemctl start docker`, or `dockerd &`) and make sure this user may use /var/run/docker.sock; set DOCKER_HOST for another socket.")
+    })?;
+    let journal = Journal::start(&state_dir).map_err(CommandError::failure)?;
+    let forge = match AnyForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
+        Ok(Some(remote)) => remote,
+        Ok(None) => {
+            let local = LocalForge::new(LocalForge::root_in(&state_dir), journal.clone());
+            if let Some(seed) = &loaded.spec.forge.seed {
+                let seed_dir = loaded.path.parent().unwrap_or(Path::new(".")).join(seed);
+                seed_forge(&local, &seed_dir).await.map_err(|message| {
+                    CommandError::failure(format_args!(
+                        "forge.seed {}: {message}",
+                        seed_dir.display()
+                    ))
+                })?;
+            }
+            AnyForge::Local(local)
+        }
+        Err(error) => {
+            return Err(CommandError::failure(format_args!(
+                "{}: {error}",
+                loaded.path.display()
+            )))
+        }
+    };
+    let images: std::collections::BTreeSet<String> =
+        plan.units.iter().map(|u| u.image.clone()).collect();
+    let busybox = image::busybox_image_tag().trim_end_matches(":latest");
+    if images
+        .iter()
+        .chain(std::env::var("DISPATCH_IMAGE").ok().as_ref())
+        .any(|i| i.trim_end_matches(":latest") == busybox)
+    {
+        image::ensure_busybox_image(&docker, image::busybox_image_tag())
+            .await
+            .map_err(|error| {
+                CommandError::failure(format_args!(
+                    "cannot build the image {}: {error}",
+                    image::busybox_image_tag()
+                ))
+            })?;
+    }
+    Ok(Session {
+        docker,
+        journal,
+        forge,
+        state_dir,
+    })
+}
+
+/// Creates the local forge's repositories from `ORG/REPO` directories under `dir`.
+async fn seed_forge(forge: &LocalForge, dir: &Path) -> Result<(), String> {
+    let orgs = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
+    for org in orgs.flatten().filter(|e| e.path().is_dir()) {
+        let repos = std::fs::read_dir(org.path()).map_err(|e| e.to_string())?;
+        for repo in repos.flatten().filter(|e| e.path().is_dir()) {
+            let (org_name, repo_name) = (
+                org.file_name().to_string_lossy().into_owned(),
+                repo.file_name().to_string_lossy().into_owned(),
+            );
+            forge
+                .seed(&org_name, &repo_name, &repo.path())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the plan (fresh, or resumed from the journal's rows) and prints the result; the
+/// status is 1 when some unit did not succeed.
+pub async fn execute_and_report(
+    loaded: crate::spec::LoadedSpec,
+    plan: Arc<Plan>,
+    run_id: String,
+    session: Session,
+    options: RunOptions,
+    output: Output,
+    resumed: Option<Vec<state::views::UnitRow>>,
+) -> Result<u8, CommandError> {
+    let Session {
+        docker,
+        journal,
+        forge,
+        state_dir,
+    } = session;
+    let limits = {
+        let db = Db::open(&state_dir);
+        Limits::new(&loaded.spec, |key, since| {
+            let (pool, model) = key
+                .split_once(':')
+                .map_or((key, None), |(p, m)| (p, Some(m)));
+            db.as_ref()
+                .ok()
+                .and_then(|db| db.starts_since(pool, model, since).ok())
+                .unwrap_or(0)
+        })
+    };
+    let json = output == Output::Json;
+    let reporter: Arc<dyn Reporter> = if json {
+        Arc::new(report::Silent)
+    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+        Arc::new(report::Bars::new(plan.units.len()))
+    } else {
+        Arc::new(report::Lines::new())
+    };
+    if !json {
+        println!(
+            "run {run_id}: {} (state in {})",
+            plan::render::count_line(&plan),
+            state_dir.display()
+        );
+    }
+    let signals = listen_for_signals().map_err(|error| {
+        CommandError::failure(format_args!("cannot listen for signals: {error}"))
+    })?;
+    let docker = Arc::new(docker);
+    let keep_containers = options.keep_containers;
+    let executor = Executor {
+        loaded: Arc::new(loaded),
+        runtime: docker.clone(),
+        forge: Arc::new(forge),
+        journal,
+        run_id: run_id.clone(),
+        state_dir: state_dir.clone(),
+        options,
+        reporter: reporter.clone(),
+        runner: Arc::new(exec::Handlers),
+    };
+    let results = exec::execute(executor, &plan, limits, signals, resumed).await;
+    // Every node has ended, so any container still labelled with this run is garbage: for
+    // example one the engine finished creating after an earlier runner was killed.
+    if !keep_containers {
+        use crate::runtime::Runtime;
+        if let Ok(containers) = docker.list(&run_id).await {
+            for container in containers {
+                let _ = docker.remove(&container.id).await;
+            }
+        }
+    }
+    drop(reporter);
+    let success = results.iter().all(|r| r.outcome.is_success());
+    if json {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in &results {
+            *counts.entry(r.outcome.as_str()).or_insert(0) += 1;
+        }
+        let document = report::RunJson {
+            run: &run_id,
+            spec: &plan.spec,
+            state_dir: state_dir.display().to_string(),
+            success,
+            counts,
+            units: &results,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report::summary(&results));
+        println!("PRs: dispatch prs --state-dir {}", state_dir.display());
+    }
+    Ok(if success { 0 } else { super::EXIT_FAILURE })
+}
+
+/// Delivers the signals that stop a run: SIGINT (Ctrl-C), SIGTERM and SIGHUP as
+/// [`Signal::Interrupt`] (the first stops scheduling, a second stops the containers), SIGUSR1
+/// (`dispatch cancel --force`) as [`Signal::Force`].
+fn listen_for_signals() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<Signal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let kinds = [
+        (SignalKind::interrupt(), Signal::Interrupt),
+        (SignalKind::terminate(), Signal::Interrupt),
+        (SignalKind::hangup(), Signal::Interrupt),
+        (SignalKind::user_defined1(), Signal::Force),
+    ];
+    for (kind, meaning) in kinds {
+        let mut stream = signal(kind)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(meaning).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(rx)
+}

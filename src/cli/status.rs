@@ -1,0 +1,107 @@
+//! `dispatch status [RUN]`: the units of a run and their nodes (works while the run is active).
+
+use std::io::Write;
+
+use super::state_dir::StateDirArgs;
+use super::{outcome_counts, CommandError, EXIT_FAILURE};
+use crate::spec::problem::plural;
+use crate::state::views;
+
+/// Arguments of `dispatch status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run id (default: the newest run).
+    pub run: Option<String>,
+    /// Where the runs are.
+    #[command(flatten)]
+    pub state: StateDirArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Shows the units of a run with their nodes.
+pub fn run(args: Args) -> Result<u8, CommandError> {
+    let (dir, db) = args.state.open()?;
+    let Some(run) = db.run(args.run.as_deref())? else {
+        return Err(CommandError::failure(format_args!(
+            "no run {} in {}",
+            args.run.as_deref().unwrap_or("at all"),
+            dir.display()
+        )));
+    };
+    let units = db.units(&run.id)?;
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Document<'a> {
+            run: &'a views::RunRow,
+            units: &'a [views::UnitRow],
+        }
+        // Streamed: a run of 10,000 units is megabytes of JSON.
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = serde_json::to_writer_pretty(
+            &mut stdout,
+            &Document {
+                run: &run,
+                units: &units,
+            },
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(stdout))
+        .and_then(|()| stdout.flush());
+        // A write that failed (stdout closed) says nothing more.
+        return Ok(if written.is_ok() { 0 } else { EXIT_FAILURE });
+    }
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "run {} ({}, spec {}): {} {}: {}",
+        run.id,
+        run.status,
+        run.spec_path,
+        run.units,
+        plural(run.units as usize, "unit"),
+        outcome_counts::line(&run)
+    );
+    for unit in &units {
+        let outcome = unit.outcome.map_or("running", |o| o.as_str());
+        let _ = writeln!(
+            out,
+            "\n{:<13} {}{}",
+            outcome,
+            unit.id,
+            unit.pr
+                .as_ref()
+                .map(|p| format!("  {p}"))
+                .unwrap_or_default()
+        );
+        if let Some(reason) = unit
+            .reason
+            .as_deref()
+            .filter(|_| !matches!(outcome, "changed" | "merged"))
+        {
+            let _ = writeln!(out, "{:<13} {}", "", reason.lines().next().unwrap_or(""));
+        }
+        for node in &unit.nodes {
+            let attempts = if node.attempts > 1 {
+                format!(" (attempt {})", node.attempts)
+            } else {
+                String::new()
+            };
+            let cached = if node.cached {
+                " (result from the cache)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {:<9} {:<8}{attempts}{cached}",
+                node.status.as_str(),
+                node.kind.as_str()
+            );
+        }
+    }
+    print!("{out}");
+    Ok(0)
+}
