@@ -3,11 +3,21 @@
 //! Data flows one way: [`spec`] (load, validate) -> [`plan`] (DAG) -> [`exec`] (scheduler and
 //! node handlers) -> [`report`]. Below the executor: [`runtime`] (containers), [`forge`] (PRs),
 //! [`git`] and [`state`] (the journal). [`vocab`] holds the words they share (node kinds,
-//! statuses, outcomes). [`agents`] turns agent references into argv, env and
-//! mounts; [`prompt`] renders every template; [`cli`] maps commands onto these layers.
+//! statuses, outcomes, the reason a run stops); [`backoff`] is the one retry pacing.
+//! [`agents`] turns agent references into argv, env and mounts; [`prompt`] renders every
+//! template; [`cli`] maps commands onto these layers, a file per command.
+//!
+//! Where to look:
+//! - a node going from running to finished, and what happens next:
+//!   `exec/dispatcher.rs`, `Dispatcher::node_ended` (every transition is in `handle`);
+//! - a container's configuration (agent, review and QA alike): `exec/node/container.rs`;
+//! - what each node kind does: `exec/node/<kind>.rs`; how its errors become outcomes and
+//!   retries: `exec/error.rs`, `NodeError::verdict`;
+//! - SQL: `state/` only (`journal.rs` writes a run's events, `db.rs` and `views.rs` read);
+//! - a command's flags and messages: `cli/<command>.rs`, its error type `cli/error.rs`;
+//! - the forge-side resolution of targets: `plan/resolve.rs`.
 
 pub mod agents;
-/// Retry pacing: the one iterator of backoff delays.
 pub mod backoff;
 pub mod cli;
 pub mod exec;

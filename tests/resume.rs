@@ -21,6 +21,55 @@ fn count(report: &Value, outcome: &str) -> usize {
 }
 
 #[test]
+fn sighup_and_a_plain_cancel_stop_like_the_first_ctrl_c() {
+    if !available() {
+        return;
+    }
+    for how in ["SIGHUP", "dispatch cancel"] {
+        let t = Test::new(if how == "SIGHUP" {
+            "sighup"
+        } else {
+            "cancel-graceful"
+        })
+        .scripted_repos(&[("g1", "nap"), ("g2", "nap"), ("g3", "nap")])
+        .scripted_spec(
+            r#"
+                limits: { total: 1 }
+                jobs:
+                  - { id: j, task: t, repos: [g1, g2, g3], qa: [], publish: false }
+                "#,
+        );
+        let running = t.spawn(RUN);
+        let run = t.wait_for_container();
+        if how == "SIGHUP" {
+            running.signal(libc::SIGHUP);
+        } else {
+            // One SIGTERM to the runner.
+            let cancel = t.run(&["cancel", &run]).expect_status(0);
+            assert!(
+                cancel.stdout.contains("running nodes finish"),
+                "{}",
+                cancel.stdout
+            );
+        }
+        let out = running.wait().expect_status(1);
+        let report = out.json();
+        assert_eq!(
+            count(&report, "changed"),
+            1,
+            "{how}: the running unit finished: {report}"
+        );
+        assert_eq!(
+            count(&report, "cancelled"),
+            2,
+            "{how}: the others never started: {report}"
+        );
+        let status = t.run(&["status", &run, "--json"]).expect_status(0).json();
+        assert_eq!(status["run"]["status"], "cancelled", "{how}");
+    }
+}
+
+#[test]
 fn ctrl_c_first_lets_running_nodes_finish_second_stops_them() {
     if !available() {
         return;

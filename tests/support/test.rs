@@ -245,9 +245,14 @@ pub struct Running {
 impl Running {
     /// Sends SIGINT, as Ctrl-C does.
     pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Sends `signal` (SIGTERM, SIGHUP, ...).
+    pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill with a valid pid and signal has no memory-safety preconditions.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
+            libc::kill(self.child.id() as i32, signal);
         }
     }
 
