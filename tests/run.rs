@@ -404,6 +404,44 @@ echo "real work" > work.txt
 echo "agent done"
 "#;
 
+/// An agent that leaves FIFOs where dispatch reads a question and a log, then real work.
+const FIFO_AGENT: &str = r#"#!/bin/sh
+mkfifo BLOCKED.md /workspace/.meta/qa.log
+echo "real work" > work.txt
+echo "agent done"
+"#;
+
+#[test]
+fn fifos_an_agent_plants_never_hang_the_runner_or_logs() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("fifo")
+        .agent(FIFO_AGENT)
+        .scripted_repos(&[("f1", "none")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [f1], retries: 0, qa: [{ run: "echo qa output" }] }
+            "#,
+        );
+    // Each of these would block for good on a plain open of a FIFO.
+    let report = t.run(RUN).expect_status(1).json();
+    let f1 = unit(&report, "j/t/f1");
+    assert_eq!(f1["outcome"], "infra_error", "{report}");
+    assert!(
+        f1["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("qa.log") && r.contains("is a FIFO")),
+        "the reason names the planted FIFO: {report}"
+    );
+    let run = report["run"].as_str().unwrap();
+    let logs = t.run(&["logs", run, "j/t/f1:qa"]).expect_status(1);
+    assert!(logs.stderr.contains("is a FIFO"), "{}", logs.stderr);
+    let logs = t.run(&["logs", run, "j/t/f1:agent"]).expect_status(0);
+    assert!(logs.stdout.contains("agent done"), "{}", logs.stdout);
+}
+
 #[test]
 fn a_hostile_agent_cannot_reach_the_host_through_git_or_symlinks() {
     if !available() {

@@ -37,13 +37,22 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
     loop {
-        // The log lives where containers write: a link planted there is not followed.
-        let open = || {
-            crate::runtime::mounted::std_open_options()
+        // The log lives where containers write: a link planted there is not followed, and a
+        // FIFO or a device is not read.
+        let open = || -> std::io::Result<std::fs::File> {
+            let file = crate::runtime::mounted::std_open_options()
                 .read(true)
-                .open(&log)
+                .open(&log)?;
+            crate::runtime::mounted::regular(&file.metadata()?, &log)?;
+            Ok(file)
         };
-        if let Ok(mut file) = open() {
+        let opened = open();
+        if let Err(error) = &opened {
+            if error.kind() == std::io::ErrorKind::InvalidData {
+                return Err(CommandError::failure(error));
+            }
+        }
+        if let Ok(mut file) = opened {
             if file.seek(SeekFrom::Start(offset)).is_ok() {
                 let mut buffer = Vec::new();
                 if file.read_to_end(&mut buffer).is_ok() {

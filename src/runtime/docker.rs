@@ -215,10 +215,20 @@ async fn open_log(log: &Path, fresh: bool) -> Result<tokio::fs::File, RuntimeErr
     } else {
         options.append(true);
     }
-    options.open(log).await.map_err(|error| RuntimeError::Log {
+    let fail = |error| RuntimeError::Log {
         path: log.to_path_buf(),
         error,
-    })
+    };
+    // Nor into a FIFO or a device one planted: said by name before the open (which would fail
+    // on a FIFO without a reader, and returns at once either way), and checked after it.
+    if let Ok(found) = tokio::fs::symlink_metadata(log).await {
+        if !found.is_symlink() {
+            super::mounted::regular(&found, log).map_err(fail)?;
+        }
+    }
+    let file = options.open(log).await.map_err(fail)?;
+    super::mounted::regular(&file.metadata().await.map_err(fail)?, log).map_err(fail)?;
+    Ok(file)
 }
 
 /// Copies every output chunk of the container into the log file, flushing each one.

@@ -7,14 +7,26 @@
 //! renamed over the old one (a rename replaces a link, it never writes through it).
 //! What dispatch must trust (the commit a unit started from, its base, the last QA failure)
 //! does not live there at all.
+//!
+//! A container can also plant a FIFO, a socket or a device node where dispatch expects a file
+//! (`BLOCKED.md` as a FIFO would block a plain open for good). So every open there is also
+//! non-blocking (`O_NONBLOCK`: opening a FIFO returns at once), and what is read must then be
+//! a regular file ([`regular`]); a text read is capped at [`TEXT_LIMIT`].
 
 use std::io;
 use std::path::Path;
 
-/// Options that open the last path component only when it is not a symlink.
+/// Most bytes of a text file dispatch reads there (`BLOCKED.md`, a prompt, an answer).
+pub const TEXT_LIMIT: u64 = 1 << 20;
+
+/// The flags of every open there: never through a link, never waiting on a FIFO.
+const FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// Options that open the last path component only when it is not a symlink, and return at
+/// once on a FIFO (check what was opened with [`regular`]).
 pub fn open_options() -> tokio::fs::OpenOptions {
     let mut options = tokio::fs::OpenOptions::new();
-    options.custom_flags(libc::O_NOFOLLOW);
+    options.custom_flags(FLAGS);
     options
 }
 
@@ -22,22 +34,67 @@ pub fn open_options() -> tokio::fs::OpenOptions {
 pub fn std_open_options() -> std::fs::OpenOptions {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
-    options.custom_flags(libc::O_NOFOLLOW);
+    options.custom_flags(FLAGS);
     options
 }
 
-/// Reads a file that is not a symlink.
+/// `Ok` when what was opened at `path` (its `metadata`) is a regular file, else an error that
+/// says what it is instead.
+pub fn regular(metadata: &std::fs::Metadata, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} is {what}, not a regular file; dispatch does not read it",
+            path.display()
+        ),
+    ))
+}
+
+/// Opens a regular file that is not a symlink for reading.
+async fn open_regular(path: &Path) -> io::Result<tokio::fs::File> {
+    let file = open_options().read(true).open(path).await?;
+    regular(&file.metadata().await?, path)?;
+    Ok(file)
+}
+
+/// Reads a regular file that is not a symlink, of at most [`TEXT_LIMIT`] bytes.
 pub async fn read_to_string(path: &Path) -> io::Result<String> {
-    let mut file = open_options().read(true).open(path).await?;
+    use tokio::io::AsyncReadExt;
+    let file = open_regular(path).await?;
     let mut text = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut file, &mut text).await?;
+    file.take(TEXT_LIMIT + 1).read_to_string(&mut text).await?;
+    if text.len() as u64 > TEXT_LIMIT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than {} KiB; dispatch does not read it",
+                path.display(),
+                TEXT_LIMIT / 1024
+            ),
+        ));
+    }
     Ok(text)
 }
 
-/// Reads up to the last `limit` bytes of a file that is not a symlink, from `from` on.
+/// Reads up to the last `limit` bytes of a regular file that is not a symlink, from `from` on.
 pub async fn read_tail(path: &Path, from: u64, limit: u64) -> io::Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut file = open_options().read(true).open(path).await?;
+    let mut file = open_regular(path).await?;
     let len = file.metadata().await?.len();
     let start = from.max(len.saturating_sub(limit));
     file.seek(io::SeekFrom::Start(start)).await?;
@@ -109,6 +166,39 @@ mod tests {
         write_sync(&dir.join("ANSWER.md"), b"yes\n").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
         assert_eq!(std::fs::read_to_string(&status).unwrap(), "{}\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_planted_fifo_or_an_oversized_file_is_refused_at_once() {
+        let dir = dir("fifo");
+        let blocked = dir.join("BLOCKED.md");
+        let name = std::ffi::CString::new(blocked.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that lives for the call.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+        let within = std::time::Duration::from_secs(10);
+        let read = tokio::time::timeout(within, read_to_string(&blocked))
+            .await
+            .expect("no hang");
+        let error = read.expect_err("a FIFO is not read");
+        assert!(error.to_string().contains("is a FIFO"), "{error}");
+        let tail = tokio::time::timeout(within, read_tail(&blocked, 0, 100))
+            .await
+            .expect("no hang");
+        assert!(tail.is_err());
+        // Writing replaces it, like a link.
+        write(&blocked, b"a question\n").await.unwrap();
+        assert_eq!(read_to_string(&blocked).await.unwrap(), "a question\n");
+
+        let big = dir.join("prompt.md");
+        std::fs::write(&big, vec![b'x'; TEXT_LIMIT as usize + 1]).unwrap();
+        let error = read_to_string(&big).await.expect_err("too large");
+        assert!(
+            error.to_string().contains("larger than 1024 KiB"),
+            "{error}"
+        );
+        std::fs::write(&big, vec![b'x'; TEXT_LIMIT as usize]).unwrap();
+        assert_eq!(read_to_string(&big).await.unwrap().len() as u64, TEXT_LIMIT);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
