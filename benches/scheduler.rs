@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use dispatch::exec::node::{NodeCtx, NodeResult, NodeRunner};
 use dispatch::exec::{self, limits::Limits, Reporter, RunOptions};
 use dispatch::forge::local::LocalForge;
-use dispatch::plan::{self, NodeKind};
+use dispatch::plan;
 use dispatch::runtime::noop::Noop;
 use dispatch::runtime::{ContainerSpec, Runtime, LABEL_NODE, LABEL_RUN};
 use dispatch::state::{Journal, RunEvent};
+use dispatch::vocab::NodeKind;
 
 /// Host nodes answer at once; container nodes go through the no-op runtime.
 struct ContainersOnly;

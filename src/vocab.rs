@@ -1,5 +1,5 @@
 //! The words of DESIGN.md's vocabulary that several layers share: the kind of a node, where a
-//! node is in its life, and how a unit ended. The planner, the executor, the journal and the
+//! node is in its life, how a unit ended, and where a run is. The planner, the executor, the journal and the
 //! reports all speak them; they live here so that none of those layers needs another one for
 //! them (the journal sits below the executor and knows nothing of plans).
 //!
@@ -221,7 +221,38 @@ impl NodeStatus {
     }
 }
 
+/// Where a run is, as the journal records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// A runner works on it (or died and left it for `dispatch resume`).
+    Running,
+    /// Every unit ended.
+    Finished,
+    /// It was stopped before every unit ended.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 3] = [
+        RunStatus::Running,
+        RunStatus::Finished,
+        RunStatus::Cancelled,
+    ];
+
+    /// The status as the journal and the JSON outputs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 words!(NodeStatus, "node status");
+words!(RunStatus, "run status");
 words!(NodeKind, "node kind");
 
 #[cfg(test)]
@@ -241,6 +272,10 @@ mod tests {
         for outcome in Outcome::ALL {
             assert_eq!(outcome.as_str().parse(), Ok(outcome));
             assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.as_str());
+        }
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse(), Ok(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
         assert_eq!(
             "agent-failed".parse::<Outcome>(),

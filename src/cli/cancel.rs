@@ -3,7 +3,7 @@
 use super::state_dir::StateDirArgs;
 use super::{runner, CommandError};
 use crate::spec::problem::plural;
-use crate::state::RunStatus;
+use crate::vocab::RunStatus;
 
 /// Arguments of `dispatch cancel`.
 #[derive(Debug, clap::Args)]

@@ -9,8 +9,7 @@ use super::state_dir::{self, StateDirArgs};
 use super::{runner, CommandError, Ui};
 use crate::exec::RunOptions;
 use crate::plan::{self, target::Found};
-use crate::state::RunStatus;
-use crate::vocab::{NodeKind, NodeStatus};
+use crate::vocab::{NodeKind, NodeStatus, RunStatus};
 
 /// Finishes run `run` of the state directory `state`: finished nodes are not run again,
 /// containers that still run (or exited meanwhile) are collected, every other container of

@@ -81,7 +81,11 @@ async fn preview_publish(
         std::collections::HashMap::new();
     for unit in &mut plan.units {
         let target = &loaded.targets[unit.target];
-        if !unit.nodes.iter().any(|n| n.kind == plan::NodeKind::Publish) {
+        if !unit
+            .nodes
+            .iter()
+            .any(|n| n.kind == crate::vocab::NodeKind::Publish)
+        {
             continue;
         }
         let (org, repo, branch) = (&unit.org, &unit.repo, &unit.branch);

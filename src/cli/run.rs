@@ -7,7 +7,8 @@ use super::session::{self, Output};
 use super::{runner, state_dir, CommandError, Ui};
 use crate::exec::{self, RunOptions};
 use crate::plan::{self, target::Found, Plan};
-use crate::state::{self, Db, RunStatus};
+use crate::state::{self, Db};
+use crate::vocab::RunStatus;
 
 /// Arguments of `dispatch run`.
 #[derive(Debug, clap::Args)]

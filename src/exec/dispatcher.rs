@@ -411,10 +411,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             }
         }
         let committed = self.committed_tx.clone();
-        let events = std::mem::take(&mut self.events);
-        for event in &events {
-            self.ex.reporter.event(event);
-        }
+        let events = self.report();
         // Straight from the writer to the dispatcher: the results take effect at once.
         self.ex
             .journal
@@ -798,16 +795,23 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         });
     }
 
-    /// Reports and journals the events decided so far (the reporter first, by reference).
+    /// Reports and journals the events decided so far.
     fn flush(&mut self) {
         if self.events.is_empty() {
             return;
         }
+        let events = self.report();
+        self.ex.journal.record(&self.ex.run_id, events);
+    }
+
+    /// Shows the events decided so far to the reporter (by reference) and hands them over for
+    /// the journal: the same values, in the same order.
+    fn report(&mut self) -> Vec<RunEvent> {
         let events = std::mem::take(&mut self.events);
         for event in &events {
             self.ex.reporter.event(event);
         }
-        self.ex.journal.record(&self.ex.run_id, events);
+        events
     }
 
     /// Removes the containers of nodes whose ends are committed (unless they are kept), in a

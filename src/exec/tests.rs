@@ -17,7 +17,7 @@ use crate::runtime::noop::Noop;
 use crate::runtime::ContainerSpec;
 use crate::state::views::{EventRow, UnitRow};
 use crate::state::Db;
-use crate::vocab::NodeKind;
+use crate::vocab::{NodeKind, NodeStatus};
 use node::{NodeCtx, NodeResult};
 
 /// What a scripted node answers: by its id and attempt.

@@ -37,7 +37,7 @@ pub const DEFAULT_AGENT: &str = "codex";
 /// Default time limit of an agent run, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 
-pub use crate::vocab::NodeKind;
+use crate::vocab::NodeKind;
 
 /// The whole plan.
 #[derive(Clone, Debug, Serialize)]

@@ -6,62 +6,9 @@
 //! `dispatch status` reads later never disagree.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::vocab::{CancelReason, NodeKind, NodeStatus, Outcome, UnknownWord};
-
-/// Where a run is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// A runner works on it (or died and left it for `dispatch resume`).
-    Running,
-    /// Every unit ended.
-    Finished,
-    /// It was stopped before every unit ended.
-    Cancelled,
-}
-
-impl RunStatus {
-    /// Every status.
-    pub const ALL: [RunStatus; 3] = [
-        RunStatus::Running,
-        RunStatus::Finished,
-        RunStatus::Cancelled,
-    ];
-
-    /// The status as the journal and the JSON outputs write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Finished => "finished",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RunStatus {
-    type Err = UnknownWord;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| UnknownWord {
-                what: "run status",
-                found: text.to_owned(),
-            })
-    }
-}
+use crate::vocab::{CancelReason, NodeKind, NodeStatus, Outcome, RunStatus};
 
 /// A run to record before it starts: its units and their nodes, in plan order.
 #[derive(Clone, Debug)]

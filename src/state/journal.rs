@@ -384,9 +384,9 @@ fn apply(s: &mut Statements<'_>, run: &str, event: &RunEvent, at_ms: i64) -> rus
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::event::{NewUnit, RunStatus};
+    use crate::state::event::NewUnit;
     use crate::state::Db;
-    use crate::vocab::{NodeKind, NodeStatus, Outcome};
+    use crate::vocab::{NodeKind, NodeStatus, Outcome, RunStatus};
 
     fn temp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("dispatch-{name}-{}", std::process::id()));

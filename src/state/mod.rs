@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use db::Db;
-pub use event::{NewRun, NewUnit, RunEvent, RunStatus};
+pub use event::{NewRun, NewUnit, RunEvent};
 pub use journal::Journal;
 
 /// Schema version this dispatch writes.

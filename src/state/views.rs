@@ -8,9 +8,8 @@ use rusqlite::types::FromSql;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::event::RunStatus;
 use super::{Db, StateError};
-use crate::vocab::{NodeKind, NodeStatus, Outcome, UnknownWord};
+use crate::vocab::{NodeKind, NodeStatus, Outcome, RunStatus, UnknownWord};
 
 /// One run, with its counts per outcome.
 #[derive(Clone, Debug, Serialize)]
@@ -184,25 +183,35 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-const RUNS: &str = "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1";
-const RUN: &str =
-    "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs WHERE id = ?1";
-const LAST_OF_SPEC: &str = "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs WHERE spec_path = ?1 ORDER BY started_at DESC, id DESC LIMIT 1";
+/// A query of `runs` rows as [`run_row`] reads them, ending in `$rest`.
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs ",
+            $rest
+        )
+    };
+}
+
+const RUNS: &str = select_runs!("ORDER BY started_at DESC, id DESC LIMIT ?1");
+const RUN: &str = select_runs!("WHERE id = ?1");
+const LAST_OF_SPEC: &str =
+    select_runs!("WHERE spec_path = ?1 ORDER BY started_at DESC, id DESC LIMIT 1");
 
 impl Db {
     /// Maps a query's error to one naming the file, and a value of the wrong vocabulary to
     /// [`StateError::Unreadable`].
     fn read<T>(&self, result: rusqlite::Result<T>) -> Result<T, StateError> {
         result.map_err(|error| match error {
-            rusqlite::Error::FromSqlConversionFailure(_, _, cause)
-                if cause.downcast_ref::<UnknownWord>().is_some() =>
-            {
-                StateError::Unreadable {
-                    path: self.path().to_owned(),
-                    error: cause
-                        .downcast_ref::<UnknownWord>()
-                        .cloned()
-                        .expect("checked just above"),
+            rusqlite::Error::FromSqlConversionFailure(index, kind, cause) => {
+                match cause.downcast::<UnknownWord>() {
+                    Ok(word) => StateError::Unreadable {
+                        path: self.path().to_owned(),
+                        error: *word,
+                    },
+                    Err(cause) => self.fail(rusqlite::Error::FromSqlConversionFailure(
+                        index, kind, cause,
+                    )),
                 }
             }
             error => self.fail(error),

@@ -38,12 +38,13 @@ use std::sync::Arc;
 
 use super::error::{FileAction, NodeError, Step};
 use crate::forge::{Forge, PrRef};
-use crate::plan::{NodeKind, Plan, Unit};
+use crate::plan::{Plan, Unit};
 use crate::prompt::PromptContext;
 use crate::runtime::{mounted, Cancel, Runtime};
 use crate::spec::values::AgentRef;
 use crate::spec::LoadedSpec;
 use crate::state::Journal;
+use crate::vocab::NodeKind;
 use crate::vocab::Outcome;
 
 /// Files an agent may leave that dispatch never commits.
