@@ -7,6 +7,7 @@ mod agents;
 mod crash;
 mod forge;
 mod fuzz;
+mod hostile;
 mod plan;
 mod resume;
 mod run;

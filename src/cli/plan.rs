@@ -53,7 +53,11 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
             })?;
     }
     let text = match args.format {
-        Format::Text => render::text_with_detected(&plan, &detect_qa(&loaded, &plan, &state_dir)),
+        Format::Text => {
+            let detected =
+                super::tokio_runtime(false)?.block_on(detect_qa(&loaded, &plan, &state_dir));
+            render::text_with_detected(&plan, &detected)
+        }
         Format::Json => render::json(&plan),
         Format::Dot => render::dot(&plan),
         Format::Mermaid => render::mermaid(&plan),
@@ -164,21 +168,14 @@ async fn default_branch(
     let bare = crate::forge::local::LocalForge::root_in(state_dir)
         .join(org)
         .join(format!("{repo}.git"));
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&bare)
-        .args(["symbolic-ref", "--short", "HEAD"])
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    crate::git::git(&bare, &["symbolic-ref", "--short", "HEAD"])
+        .await
+        .ok()
 }
 
 /// QA steps implied by the marker files at the tip of each unit's repository, where the
 /// repository can be read without the network (the local forge, or a local `url`).
-fn detect_qa(
+async fn detect_qa(
     loaded: &crate::spec::LoadedSpec,
     plan: &plan::Plan,
     state_dir: &std::path::Path,
@@ -196,19 +193,10 @@ fn detect_qa(
             continue;
         }
         let rev = unit.base.as_deref().unwrap_or("HEAD");
-        let Ok(output) = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["ls-tree", "--name-only", rev])
-            .output()
-        else {
-            continue;
-        };
-        if output.status.success() {
-            let files: Vec<String> = String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .map(str::to_owned)
-                .collect();
+        let listed =
+            crate::git::git(&repo, &["ls-tree", "--name-only", "--end-of-options", rev]).await;
+        if let Ok(listed) = listed {
+            let files: Vec<String> = listed.lines().map(str::to_owned).collect();
             detected.insert(unit.id.clone(), crate::exec::node::qa::commands_for(&files));
         }
     }

@@ -132,6 +132,8 @@ pub enum FileAction {
     MoveClone,
     /// Reading the note of the commit the unit's work started from.
     ReadStart,
+    /// Looking through the work tree a container left.
+    Inspect,
 }
 
 impl FileAction {
@@ -152,6 +154,7 @@ impl fmt::Display for OnPath<'_> {
             FileAction::Write => write!(f, "cannot write {path}"),
             FileAction::MoveClone => write!(f, "cannot move the clone into {path}"),
             FileAction::ReadStart => f.write_str("the starting commit is unknown"),
+            FileAction::Inspect => write!(f, "cannot look through {path}"),
         }
     }
 }
@@ -257,6 +260,22 @@ pub enum NodeError {
     /// A merge node ran for a unit whose publish left no PR.
     #[error("merge without a PR")]
     MissingPr,
+    /// A container left something in the work tree that host git would act on: nested
+    /// repositories (`.git` entries below the top) or new gitlinks. Nothing is committed.
+    #[error(
+        "{}the work tree holds {what} that the start commit does not have: {}; dispatch \
+         runs no git on what a container planted, so nothing was committed",
+        .step.lead(),
+        .paths.join(", ")
+    )]
+    Planted {
+        /// Where.
+        step: Step,
+        /// What was found, in words (`a nested git repository`, `gitlinks`).
+        what: &'static str,
+        /// The paths, relative to the work tree.
+        paths: Vec<String>,
+    },
 }
 
 /// What a failure means for the unit.
@@ -269,11 +288,18 @@ pub struct Verdict {
 }
 
 impl NodeError {
-    /// The one classification of a node's failure: every failure is `infra_error`; it is
-    /// retried when it may pass later (the engine, a forge that is down or rate limiting, a
+    /// The one classification of a node's failure: what a container planted for host git is
+    /// `agent_failed` (the agent's work, or the code it changed, did it), never retried; every
+    /// other failure is `infra_error`; it is retried when it may pass later (the engine, a forge that is down or rate limiting, a
     /// network failure of git, a file), never when only a person can fix it (credentials, a
     /// request the forge refuses, the spec's configuration, a template, a missing base).
     pub fn verdict(&self) -> Verdict {
+        if let Self::Planted { .. } = self {
+            return Verdict {
+                outcome: Outcome::AgentFailed,
+                retry: false,
+            };
+        }
         let retry = match self {
             Self::Git { source, .. } | Self::MissingPrHead { source, .. } => git_may_pass(source),
             Self::Forge { source, .. } => forge_may_pass(source),
@@ -289,7 +315,8 @@ impl NodeError {
             | Self::Config { .. }
             | Self::MissingStart { .. }
             | Self::MissingBase { .. }
-            | Self::MissingPr => false,
+            | Self::MissingPr
+            | Self::Planted { .. } => false,
         };
         Verdict {
             outcome: Outcome::InfraError,

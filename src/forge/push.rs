@@ -7,8 +7,6 @@
 
 use std::path::Path;
 
-use tokio::process::Command;
-
 use super::http::Secret;
 use super::{ForgeError, PrRequest};
 
@@ -29,26 +27,17 @@ pub(crate) async fn push(
     token: &Secret,
 ) -> Result<(), ForgeError> {
     let args = crate::git::push_args(url, &request.branch, request.lease.as_deref());
-    let mut command = Command::new("git");
-    command
-        .args(&args)
-        .current_dir(repo_dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .kill_on_drop(true);
+    let mut command = crate::git::command(repo_dir);
+    command.args(&args);
     if is_http(url) {
         let basic = base64(format!("x-access-token:{}", token.expose()).as_bytes());
         command
-            .env("GIT_CONFIG_COUNT", "2")
+            .env("GIT_CONFIG_COUNT", "1")
             .env("GIT_CONFIG_KEY_0", "http.extraHeader")
             .env(
                 "GIT_CONFIG_VALUE_0",
                 format!("Authorization: Basic {basic}"),
-            )
-            .env("GIT_CONFIG_KEY_1", "credential.helper")
-            .env("GIT_CONFIG_VALUE_1", "");
+            );
     }
     let failed = |message: String| {
         ForgeError::Git(crate::git::GitError {

@@ -1,6 +1,13 @@
 //! Git through the git CLI: clone, branch, commit, push, merge. Every argument is passed as
 //! one argv element (never a shell string); prompts for credentials are disabled; commits
 //! made by dispatch carry a fixed identity.
+//!
+//! Invariant: every git process dispatch starts on the host comes from [`command`], which
+//! hardens it against the work tree it runs on (containers wrote it) and the runner's
+//! environment (which holds tokens and keys git must not see). [`planted`] finds what a
+//! container left for git to act on.
+
+pub mod planted;
 
 use std::path::{Path, PathBuf};
 
@@ -23,24 +30,10 @@ pub struct GitError {
     pub message: String,
 }
 
-/// Runs `git ARGS` in `dir` and returns its trimmed stdout.
+/// Runs `git ARGS` in `dir` (hardened, see [`command`]) and returns its trimmed stdout.
 pub async fn git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            &format!("user.name={AUTHOR_NAME}"),
-            "-c",
-            &format!("user.email={AUTHOR_EMAIL}"),
-            "-c",
-            "commit.gpgsign=false",
-        ])
+    let output = command(dir)
         .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| error(dir, args, e.to_string()))?;
@@ -53,6 +46,107 @@ pub async fn git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
             failure(&String::from_utf8_lossy(&output.stderr)),
         ))
     }
+}
+
+/// The one way dispatch starts git on the host: `git` in `dir`, hardened against what a
+/// repository, an agent or the runner's environment could make it do (see [`hardened`]).
+/// Add the subcommand and its arguments; a caller that needs more in the environment (the
+/// push that carries the forge token) adds only that.
+pub fn command(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    environment(command.as_std_mut(), dir);
+    command
+        .args(["-c", &format!("user.name={AUTHOR_NAME}")])
+        .args(["-c", &format!("user.email={AUTHOR_EMAIL}")]);
+    for setting in HARDENED_CONFIG {
+        command.args(["-c", setting]);
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+/// Configuration given on git's command line, which wins over every file git reads. What
+/// each line switches off could run a program or reach another repository on the host:
+/// hooks, the file system monitor, submodule recursion, external diff programs, credential
+/// helpers, pagers and editors; and only the transports dispatch uses are allowed (`ext::`
+/// and `fd::` could run commands). Filter, text conversion and merge drivers are never
+/// selected (attributes come from the empty tree, see [`environment`]).
+pub const HARDENED_CONFIG: &[&str] = &[
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.untrackedCache=false",
+    "core.pager=cat",
+    "core.editor=false",
+    "core.askPass=",
+    "core.attributesFile=/dev/null",
+    "credential.helper=",
+    "diff.external=",
+    "diff.ignoreSubmodules=all",
+    "status.submoduleSummary=false",
+    "submodule.recurse=false",
+    "fetch.recurseSubmodules=false",
+    "push.recurseSubmodules=no",
+    "protocol.allow=never",
+    "protocol.file.allow=always",
+    "protocol.https.allow=always",
+    "protocol.http.allow=always",
+    "protocol.ssh.allow=always",
+    "commit.gpgsign=false",
+    "tag.gpgsign=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    "advice.detachedHead=false",
+];
+
+/// git's well-known empty tree.
+const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
+/// The variables of the runner's environment git may see: what finds programs and the
+/// user's SSH agent and proxies. Everything else (forge tokens, provider keys, `GIT_DIR`,
+/// `GIT_CONFIG_*`, `GIT_SSH_COMMAND`, `LD_PRELOAD`) is left out.
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SSH_AUTH_SOCK",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// Gives `command` (git, to run in `dir`) the environment of a hardened git: empty but for
+/// [`PASSED_ENV`], no system or global configuration, no prompts, no replace objects, and
+/// no repository discovery above `dir` (a work tree whose `.git` is gone is never taken for
+/// the project around the state directory).
+fn environment(command: &mut std::process::Command, dir: &Path) {
+    command.env_clear();
+    for name in PASSED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .env("LC_ALL", "C")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_ATTR_NOSYSTEM", "1")
+        // Attributes come from the empty tree, never from the work tree or the index: no
+        // `.gitattributes` a repository or an agent wrote selects a filter, diff or merge
+        // driver (git 2.40 and later).
+        .env("GIT_ATTR_SOURCE", EMPTY_TREE)
+        .env("GIT_PROTOCOL_FROM_USER", "0")
+        .env("GIT_NO_REPLACE_OBJECTS", "1")
+        .env("GIT_OPTIONAL_LOCKS", "0");
+    if let Some(parent) = std::path::absolute(dir)
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_owned))
+    {
+        command.env("GIT_CEILING_DIRECTORIES", parent);
+    }
+    command.current_dir(dir);
 }
 
 /// What a failed git command's stderr says, in one line: a push refused by its lease in
@@ -192,13 +286,16 @@ fn parse_status(text: &str, excluded: &[&str]) -> Status {
     Status { head, changed }
 }
 
-/// Stages everything but `excluded` and commits it with `message` (the caller knows from
-/// [`status`] that there is something to commit).
-pub async fn commit_all(repo: &Path, message: &str, excluded: &[&str]) -> Result<(), GitError> {
+/// Stages everything in the work tree but `excluded`.
+pub async fn stage_all(repo: &Path, excluded: &[&str]) -> Result<(), GitError> {
     let mut args: Vec<String> = vec!["add".into(), "--all".into(), "--".into(), ".".into()];
     args.extend(excluded.iter().map(|e| format!(":(exclude){e}")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    git(repo, &args).await?;
+    git(repo, &args).await.map(drop)
+}
+
+/// Commits what is staged with `message`.
+pub async fn commit(repo: &Path, message: &str) -> Result<(), GitError> {
     git(repo, &["commit", "--quiet", "--no-verify", "-m", message])
         .await
         .map(drop)
@@ -371,6 +468,96 @@ mod tests {
                 "untracked/file.txt"
             ]
         );
+    }
+
+    /// A work tree whose own configuration asks for every program git could run.
+    fn hostile_repo(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dispatch-git-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let init = std::process::Command::new("git")
+            .args(["init", "--quiet"])
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(init.success());
+        let config = "[core]\n\tfsmonitor = touch ran-fsmonitor\n\thooksPath = hooks\n\
+                      [diff]\n\texternal = touch ran-diff\n[credential]\n\thelper = touch ran-helper\n";
+        let mut text = std::fs::read_to_string(dir.join(".git/config")).unwrap();
+        text.push_str(config);
+        std::fs::write(dir.join(".git/config"), text).unwrap();
+        std::fs::create_dir_all(dir.join("hooks")).unwrap();
+        for hook in ["pre-commit", "post-commit", "post-checkout"] {
+            let path = dir.join("hooks").join(hook);
+            std::fs::write(&path, "#!/bin/sh\ntouch ran-hook\n").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_command_line_configuration_wins_over_the_repository() {
+        let dir = hostile_repo("config");
+        for (key, want) in [
+            ("core.fsmonitor", "false"),
+            ("core.hooksPath", "/dev/null"),
+            ("diff.external", ""),
+            ("protocol.ext.allow", ""),
+            ("protocol.allow", "never"),
+        ] {
+            let got = git(&dir, &["config", "--get", key])
+                .await
+                .unwrap_or_default();
+            assert_eq!(got, want, "{key}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_runner_environment_stays_outside() {
+        let dir = hostile_repo("env");
+        // Cargo gives every test this variable; it stands for a token in the runner's
+        // environment.
+        std::env::var("CARGO_MANIFEST_DIR").expect("tests run under cargo");
+        let mut command = tokio::process::Command::new("env");
+        environment(command.as_std_mut(), &dir);
+        let output = command.output().await.unwrap();
+        let env = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !env.lines().any(|l| l.starts_with("CARGO_MANIFEST_DIR=")),
+            "{env}"
+        );
+        assert!(env.contains("GIT_CONFIG_GLOBAL=/dev/null"), "{env}");
+        assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+        let parent = dir.parent().unwrap().display().to_string();
+        assert!(
+            env.contains(&format!("GIT_CEILING_DIRECTORIES={parent}")),
+            "{env}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn status_and_add_run_nothing_the_repository_names() {
+        let dir = hostile_repo("run");
+        std::fs::write(dir.join("file.txt"), "work\n").unwrap();
+        std::fs::write(dir.join(".gitattributes"), "* filter=evil diff=evil\n").unwrap();
+        let mut text = std::fs::read_to_string(dir.join(".git/config")).unwrap();
+        text.push_str("[filter \"evil\"]\n\tclean = touch ran-filter\n[diff \"evil\"]\n\ttextconv = touch ran-textconv\n");
+        std::fs::write(dir.join(".git/config"), text).unwrap();
+        status(&dir, &[]).await.unwrap();
+        stage_all(&dir, &[]).await.unwrap();
+        commit(&dir, "work").await.unwrap();
+        git(&dir, &["diff", "HEAD~0", "--stat"]).await.unwrap();
+        let ran: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("ran-"))
+            .collect();
+        assert!(ran.is_empty(), "git ran what the repository asked: {ran:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

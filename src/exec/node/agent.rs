@@ -50,6 +50,7 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
         {
             Ok(Some(exit)) => {
                 ctx.containers.push(id.clone());
+                container::refuse_planted(ctx, Step::Container).await?;
                 return Ok(exit);
             }
             // Never started (or gone): start the agent afresh.
@@ -168,7 +169,20 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
             .await
             .map_err(Step::Commit.git())?;
         if !status.changed.is_empty() {
-            git::commit_all(&repo, &commit_message(ctx), NEVER_COMMITTED)
+            git::stage_all(&repo, NEVER_COMMITTED)
+                .await
+                .map_err(Step::Commit.git())?;
+            let gitlinks = git::planted::new_gitlinks(&repo, &start)
+                .await
+                .map_err(Step::Commit.git())?;
+            if !gitlinks.is_empty() {
+                return Err(NodeError::Planted {
+                    step: Step::Commit,
+                    what: "gitlinks (submodules)",
+                    paths: gitlinks,
+                });
+            }
+            git::commit(&repo, &commit_message(ctx))
                 .await
                 .map_err(Step::Commit.git())?;
             return Ok((start, true));

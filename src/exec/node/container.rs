@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use super::{NodeCtx, UnitRun};
 use crate::agents::{self, Invocation};
-use crate::exec::error::{NodeError, Step};
+use crate::exec::error::{FileAction, NodeError, Step};
 use crate::forge::Forge;
+use crate::git;
 use crate::plan::{QaStepPlan, Unit};
 use crate::runtime::{ContainerSpec, Exit, Mount, Resources, Runtime, LABEL_NODE, LABEL_RUN};
 use crate::spec::model::{PromptHandoff, Resources as SpecResources};
@@ -252,7 +253,37 @@ pub(super) async fn run<R: Runtime, F: Forge>(
     // Removed by the dispatcher once the node's end is committed: a runner killed before
     // that leaves the container for `dispatch resume` to collect.
     ctx.containers.push(id);
-    exit.map_err(step.runtime())
+    let exit = exit.map_err(step.clone().runtime())?;
+    refuse_planted(ctx, step).await?;
+    Ok(exit)
+}
+
+/// Fails the node when the container left a nested repository in the unit's work tree (see
+/// [`git::planted`]): before any host git looks at the tree.
+pub(super) async fn refuse_planted<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    step: Step,
+) -> Result<(), NodeError> {
+    let repo = ctx.unit.repo_dir();
+    let walked = repo.clone();
+    let found = tokio::task::spawn_blocking(move || git::planted::nested_repositories(&walked))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|found| found);
+    match found {
+        Ok(paths) if paths.is_empty() => Ok(()),
+        Ok(paths) => Err(NodeError::Planted {
+            step,
+            what: "nested git repositories",
+            paths,
+        }),
+        Err(source) => Err(NodeError::Io {
+            step,
+            action: FileAction::Inspect,
+            path: repo,
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
