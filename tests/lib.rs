@@ -12,3 +12,4 @@ mod resume;
 mod run;
 mod runtime;
 mod spec;
+mod terminal;
