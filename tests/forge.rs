@@ -709,6 +709,15 @@ async fn doctor_checks_the_token_and_every_target_repository() {
     assert_valid(&fake);
 }
 
+/// The jobs of a spec with one unit per open issue labelled `agentic` in the `go-*`
+/// repositories.
+const ISSUES_LABELLED_AGENTIC: &str = r#"
+    jobs:
+      - id: fix
+        task: Fix what the issue says
+        repos: [{ select: { include: ["go-*"], issues: { labels: [agentic] } } }]
+    "#;
+
 async fn plan_selects_targets(flavour: Flavour) {
     let fake = FakeForge::start(flavour, TOKEN).await;
     for (name, archived, fork) in [
@@ -747,16 +756,7 @@ async fn plan_selects_targets(flavour: Flavour) {
     assert_eq!(ids, [json!("fix/core/go-io"), json!("fix/core/go-process")]);
 
     // Issues with a label across the repositories: one unit per issue, task-N.
-    let t = on_fake(
-        &fake,
-        flavour,
-        r#"
-        jobs:
-          - id: fix
-            task: Fix what the issue says
-            repos: [{ select: { include: ["go-*"], issues: { labels: [agentic] } } }]
-        "#,
-    );
+    let t = on_fake(&fake, flavour, ISSUES_LABELLED_AGENTIC);
     let units: Vec<Value> = plan_units(&t, &[])
         .iter()
         .map(|u| json!([u["id"], u["workspace"], u["issue_title"]]))
@@ -1291,4 +1291,70 @@ async fn an_ssh_push_never_sees_the_token() {
         "an HTTP header reached ssh: {saw}"
     );
     assert!(!error.to_string().contains(TOKEN));
+}
+
+/// Issue titles a hostile forge serves, one kind of sequence each: a clear screen, an OSC 8
+/// hyperlink, an OSC 52 clipboard write, a right-to-left override, isolates, C1 controls, a
+/// CR and backspaces that overwrite.
+const HOSTILE_TITLES: &[&str] = &[
+    "Flaky \x1b[2J\x1b[H test",
+    "\x1b]8;;https://evil.example\x07Docs\x1b]8;;\x07",
+    "\x1b]52;c;cm0gLXJmIH4=\x07copy",
+    "invoice\u{202e}fdp.exe",
+    "\u{2066}\u{2067}\u{2068}iso\u{2069}",
+    "C1 \u{9b}2J \u{85}\u{80}",
+    "ok\r\x08\x08FAIL",
+];
+
+/// A repository name a hostile forge serves: it sets the window title (no valid name, so it
+/// is no target).
+const HOSTILE_REPO: &str = "go-\x1b]0;pwned\x07x";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_on_a_terminal_shows_hostile_names_visibly() {
+    use crate::terminal::assert_inert;
+    let fake = FakeForge::start(Flavour::Gitea, TOKEN).await;
+    fake.add_repo(ORG, "go-io", false, false);
+    fake.add_repo(ORG, HOSTILE_REPO, false, false);
+    for title in HOSTILE_TITLES {
+        fake.add_issue(ORG, "go-io", title, &["agentic"]);
+    }
+    fake.add_issue(ORG, HOSTILE_REPO, "Rename", &["agentic"]);
+    let t = on_fake(&fake, Flavour::Gitea, ISSUES_LABELLED_AGENTIC);
+
+    let plan =
+        tokio::task::block_in_place(|| t.run_on_terminal(&["plan", "spec.yaml"])).expect_status(0);
+    assert_inert(&plan.stdout, false);
+    for shown in [
+        r"(Flaky \x1b[2J\x1b[H test)",
+        r"(\x1b]8;;https://evil.example\x07Docs\x1b]8;;\x07)",
+        r"(\x1b]52;c;cm0gLXJmIH4=\x07copy)",
+        r"(invoice\u{202e}fdp.exe)",
+        r"(\u{2066}\u{2067}\u{2068}iso\u{2069})",
+        r"(C1 \u{9b}2J \u{85}\u{80})",
+        r"(ok\r\x08\x08FAIL)",
+    ] {
+        plan.expect_shown(shown);
+    }
+    assert!(!plan.stdout_text().contains("pwned"));
+
+    // The prompts of a dry run quote the issues: visible on a terminal too.
+    let dry = tokio::task::block_in_place(|| t.run_on_terminal(&["run", "spec.yaml", "--dry-run"]))
+        .expect_status(0);
+    assert_inert(&dry.stdout, false);
+    dry.expect_shown(r"#2 — \x1b]8;;https://evil.example\x07Docs\x1b]8;;\x07");
+
+    // JSON, and a prompt piped to a file, keep the forge's text exactly.
+    let titles: Vec<Value> = plan_units(&t, &[])
+        .iter()
+        .map(|u| u["issue_title"].clone())
+        .collect();
+    let want: Vec<Value> = HOSTILE_TITLES.iter().map(|title| json!(title)).collect();
+    assert_eq!(titles, want);
+    let render: Vec<&str> = "render spec.yaml --job fix --repo go-io --key task-4"
+        .split(' ')
+        .collect();
+    let prompt = cli(&t, &render).expect_status(0).stdout;
+    assert!(prompt.contains("#4 — invoice\u{202e}fdp.exe"), "{prompt:?}");
+    assert_valid(&fake);
 }

@@ -13,3 +13,4 @@ mod resume;
 mod run;
 mod runtime;
 mod spec;
+mod terminal;

@@ -10,6 +10,7 @@ use crate::agents::{self, ArgvContext};
 use crate::forge::{any::AnyForge, options::RemoteOptions};
 use crate::forge::{Forge, ForgeError};
 use crate::plan;
+use crate::report::text::shown_lines;
 use crate::runtime::{docker::Docker, image, Runtime};
 
 /// Arguments of `dispatch doctor`.
@@ -22,6 +23,8 @@ pub struct Args {
     pub state_dir: Option<PathBuf>,
 }
 
+/// The checks' lines; what they say quotes forges and engines, so it is shown through
+/// [`shown_lines`].
 #[derive(Default)]
 struct Report {
     failed: usize,
@@ -29,16 +32,16 @@ struct Report {
 
 impl Report {
     fn ok(&self, what: &str) {
-        println!("ok    {what}");
+        println!("ok    {}", shown_lines(what));
     }
 
     fn warn(&self, what: &str) {
-        println!("warn  {what}");
+        println!("warn  {}", shown_lines(what));
     }
 
     fn fail(&mut self, what: &str) {
         self.failed += 1;
-        println!("FAIL  {what}");
+        println!("FAIL  {}", shown_lines(what));
     }
 }
 

@@ -94,14 +94,17 @@ impl CommandError {
     }
 
     /// What [`CommandError::report`] prints: `error: {message}` (or the rendered
-    /// diagnostics), then each hint on a line of its own.
+    /// diagnostics), then each hint on a line of its own. A message and its hints may quote
+    /// a forge, an engine or a repository, so they are shown through
+    /// [`crate::report::text::shown_lines`]; rendered diagnostics are dispatch's own.
     pub fn stderr(&self) -> String {
+        use crate::report::text::shown_lines;
         let mut out = match &self.text {
-            Text::Message(message) => format!("error: {message}\n"),
+            Text::Message(message) => format!("error: {}\n", shown_lines(message)),
             Text::Rendered(text) => text.clone(),
         };
         for hint in &self.hints {
-            out.push_str(hint);
+            out.push_str(&shown_lines(hint));
             out.push('\n');
         }
         out
@@ -144,5 +147,16 @@ mod tests {
         );
         let rendered = CommandError::rendered("  x spec.yaml:1:1\n".to_owned());
         assert_eq!(rendered.stderr(), "  x spec.yaml:1:1\n");
+    }
+
+    #[test]
+    fn a_message_quoting_a_forge_cannot_drive_the_terminal() {
+        let quoted = "core/go-io: 404 \x1b]8;;https://evil\x07here\x1b]8;;\x07";
+        let shown = r"error: core/go-io: 404 \x1b]8;;https://evil\x07here\x1b]8;;\x07";
+        let error = CommandError::failure(quoted).hint("see \u{202e}txt.exe");
+        assert_eq!(error.stderr(), format!("{shown}\nsee \\u{{202e}}txt.exe\n"));
+        // Diagnostics dispatch rendered in colour keep their colour.
+        let colour = "\x1b[31mx\x1b[0m\n";
+        assert_eq!(CommandError::rendered(colour.to_owned()).stderr(), colour);
     }
 }

@@ -1,10 +1,15 @@
 //! `dispatch logs RUN NODE`: a node's log; `--follow` keeps printing while it runs.
+//!
+//! The log is what a container wrote. Piped or redirected, its bytes pass unchanged; on a
+//! terminal, its control sequences are made visible ([`crate::report::text::shown_bytes`],
+//! newlines and tabs kept), so an agent's output cannot drive the terminal.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use super::state_dir::StateDirArgs;
 use super::CommandError;
+use crate::report::text;
 
 /// Arguments of `dispatch logs`.
 #[derive(Debug, clap::Args)]
@@ -36,6 +41,26 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         .join(format!("{}.log", location.kind));
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    // What of `buffer` goes out now: all when piped or at the end; on a terminal, all but a
+    // character a read split (the next read completes it), made visible.
+    let show =
+        |stdout: &mut std::io::Stdout, buffer: &[u8], last: bool| -> std::io::Result<usize> {
+            let taken = if terminal {
+                let taken = if last {
+                    buffer.len()
+                } else {
+                    text::settled(buffer)
+                };
+                stdout.write_all(text::shown_bytes(&buffer[..taken]).as_bytes())?;
+                taken
+            } else {
+                stdout.write_all(buffer)?;
+                buffer.len()
+            };
+            stdout.flush()?;
+            Ok(taken)
+        };
     loop {
         // The log lives where containers write: a link planted there is not followed, and a
         // FIFO or a device is not read.
@@ -56,13 +81,9 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             if file.seek(SeekFrom::Start(offset)).is_ok() {
                 let mut buffer = Vec::new();
                 if file.read_to_end(&mut buffer).is_ok() {
-                    offset += buffer.len() as u64;
-                    if stdout
-                        .write_all(&buffer)
-                        .and_then(|()| stdout.flush())
-                        .is_err()
-                    {
-                        return Ok(0); // the reader went away (a pipe closed)
+                    match show(&mut stdout, &buffer, !args.follow) {
+                        Ok(taken) => offset += taken as u64,
+                        Err(_) => return Ok(0), // the reader went away (a pipe closed)
                     }
                 }
             }
@@ -84,8 +105,12 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         if !running {
             // One last read catches what was written before the node ended.
             if let Ok(mut file) = open() {
-                let _ = file.seek(SeekFrom::Start(offset));
-                let _ = std::io::copy(&mut file, &mut stdout);
+                let mut buffer = Vec::new();
+                if file.seek(SeekFrom::Start(offset)).is_ok()
+                    && file.read_to_end(&mut buffer).is_ok()
+                {
+                    let _ = show(&mut stdout, &buffer, true);
+                }
             }
             return Ok(0);
         }

@@ -62,7 +62,11 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
         Format::Dot => render::dot(&plan),
         Format::Mermaid => render::mermaid(&plan),
     };
-    print!("{text}");
+    match args.format {
+        // The tree shows what came from outside already, and JSON keeps it exact.
+        Format::Text | Format::Json => print!("{text}"),
+        Format::Dot | Format::Mermaid => print!("{}", crate::report::text::on_stdout(&text)),
+    }
     Ok(0)
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::state_dir::{self, StateDirArgs};
 use super::CommandError;
+use crate::report::text::shown;
 
 /// Arguments of `dispatch prs`.
 #[derive(Debug, clap::Args)]
@@ -43,11 +44,11 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         println!(
             "#{:<5} {:<8} {:<28} {:<32} {:<10} {}",
             pr.number,
-            pr.status,
-            format!("{}/{}", pr.org, pr.repo),
-            pr.branch,
-            pr.base,
-            pr.title
+            shown(&pr.status),
+            shown(&format!("{}/{}", pr.org, pr.repo)),
+            shown(&pr.branch),
+            shown(&pr.base),
+            shown(&pr.title)
         );
     }
     Ok(0)

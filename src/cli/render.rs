@@ -100,7 +100,7 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
         .prompt(prompt_parts(spec, job_index), &context)
     {
         Ok(prompt) => {
-            print!("{prompt}");
+            print!("{}", crate::report::text::on_stdout(&prompt));
             Ok(0)
         }
         Err(error) => {

@@ -111,7 +111,11 @@ fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> Result<u8, CommandE
                 &context,
             )
             .map_err(CommandError::failure)?;
-        println!("\n===== prompt of {id} =====\n{prompt}");
+        println!(
+            "\n===== prompt of {} =====\n{}",
+            crate::report::text::shown(id),
+            crate::report::text::on_stdout(&prompt)
+        );
     }
     Ok(0)
 }

@@ -2,6 +2,7 @@
 
 use super::state_dir::StateDirArgs;
 use super::{outcome_counts, CommandError};
+use crate::report::text::shown;
 
 /// Arguments of `dispatch runs`.
 #[derive(Debug, clap::Args)]
@@ -35,9 +36,9 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
     for run in &rows {
         println!(
             "{:<28} {:<10} {:<20} {:>6}  {}",
-            run.id,
+            shown(&run.id),
             run.status.as_str(),
-            run.spec_name,
+            shown(&run.spec_name),
             run.units,
             outcome_counts::line(run)
         );

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::state_dir::StateDirArgs;
 use super::{outcome_counts, CommandError, EXIT_FAILURE};
+use crate::report::text::shown;
 use crate::spec::problem::plural;
 use crate::state::views;
 
@@ -57,9 +58,9 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
     let _ = writeln!(
         out,
         "run {} ({}, spec {}): {} {}: {}",
-        run.id,
+        shown(&run.id),
         run.status,
-        run.spec_path,
+        shown(&run.spec_path),
         run.units,
         plural(run.units as usize, "unit"),
         outcome_counts::line(&run)
@@ -70,10 +71,10 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             out,
             "\n{:<13} {}{}",
             outcome,
-            unit.id,
+            shown(&unit.id),
             unit.pr
                 .as_ref()
-                .map(|p| format!("  {p}"))
+                .map(|p| format!("  {}", shown(p)))
                 .unwrap_or_default()
         );
         if let Some(reason) = unit
@@ -81,7 +82,12 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             .as_deref()
             .filter(|_| !matches!(outcome, "changed" | "merged"))
         {
-            let _ = writeln!(out, "{:<13} {}", "", reason.lines().next().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "{:<13} {}",
+                "",
+                shown(reason.lines().next().unwrap_or(""))
+            );
         }
         for node in &unit.nodes {
             let attempts = if node.attempts > 1 {

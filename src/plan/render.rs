@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{NodeKind, Plan, Qa, Unit};
+use crate::report::text::{shown, shown_lines};
 use crate::spec::model::MergePolicy;
 use crate::spec::problem::plural;
 
@@ -34,7 +35,9 @@ pub fn text(plan: &Plan) -> String {
 }
 
 /// The tree, showing for units with detected QA the steps their repository implies now
-/// (`detected`: unit id -> commands).
+/// (`detected`: unit id -> commands). Names, branches and issue titles come from forges and
+/// specs: the tree shows them through [`shown`] and [`shown_lines`], so none of them can drive
+/// the terminal (JSON keeps them exact).
 pub fn text_with_detected(
     plan: &Plan,
     detected: &std::collections::HashMap<String, Vec<String>>,
@@ -55,23 +58,28 @@ pub fn text_with_detected(
                 unit.agent
             );
         }
-        let mut title = format!("{}/{}", unit.org, unit.repo);
+        let mut title = format!("{}/{}", shown(&unit.org), shown(&unit.repo));
         if let Some(issue) = unit.issue {
             let _ = write!(title, " issue #{issue}");
             if let Some(text) = &unit.issue_title {
                 let short: String = text.chars().take(60).collect();
                 let more = if short.len() < text.len() { "…" } else { "" };
-                let _ = write!(title, " ({short}{more})");
+                let _ = write!(title, " ({}{more})", shown(&short));
             }
         }
         if let Some(pr) = unit.pr {
             let _ = write!(title, " PR #{pr}");
         }
         if let Some(tag) = &unit.tag {
-            let _ = write!(title, " from tag {tag}");
+            let _ = write!(title, " from tag {}", shown(tag));
         }
         let base = unit.base.as_deref().unwrap_or("the default branch");
-        let _ = writeln!(out, "  {title}  [{} -> {base}]", unit.branch);
+        let _ = writeln!(
+            out,
+            "  {title}  [{} -> {}]",
+            shown(&unit.branch),
+            shown(base)
+        );
         if let Some(preview) = &unit.publish {
             let pr = preview
                 .pr
@@ -114,7 +122,12 @@ pub fn text_with_detected(
             entry.job, entry.entry, entry.selects
         );
     }
-    out
+    // What the lines above hold of the spec and the forge besides (workspaces, agents, QA
+    // commands, PR references), each on its line.
+    match shown_lines(&out) {
+        std::borrow::Cow::Borrowed(_) => out,
+        std::borrow::Cow::Owned(shown) => shown,
+    }
 }
 
 fn describe(unit: &Unit, kind: NodeKind) -> String {

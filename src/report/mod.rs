@@ -1,5 +1,11 @@
 //! What a run shows: live progress (indicatif bars on a terminal, plain lines otherwise), the
 //! summary table of units by outcome, and the JSON result.
+//!
+//! Node and unit ids, reasons and PR references come from agents, repositories and forges:
+//! progress and the summary show them through [`text::shown`], so none of them can drive the
+//! terminal; the JSON result keeps them exact.
+
+pub mod text;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -13,6 +19,7 @@ use crate::exec::{Reporter, UnitResult};
 use crate::spec::problem::plural;
 use crate::state::RunEvent;
 use crate::vocab::{NodeStatus, Outcome};
+use text::shown;
 
 /// Plain lines, one per event, for logs and pipes.
 pub struct Lines {
@@ -46,8 +53,9 @@ impl Default for Lines {
     }
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
+/// The first line of a reason, shown.
+fn first_line(text: &str) -> std::borrow::Cow<'_, str> {
+    shown(text.lines().next().unwrap_or(""))
 }
 
 impl Reporter for Lines {
@@ -57,7 +65,7 @@ impl Reporter for Lines {
                 if let Ok(mut started) = self.started.lock() {
                     started.insert(node.clone(), Instant::now());
                 }
-                println!("{} start  {node}", self.stamp());
+                println!("{} start  {}", self.stamp(), shown(node));
             }
             RunEvent::NodeFinished {
                 node,
@@ -74,23 +82,33 @@ impl Reporter for Lines {
                     .unwrap_or_default();
                 match reason {
                     Some(reason) => println!(
-                        "{} {:<6} {node}{took}: {}",
+                        "{} {:<6} {}{took}: {}",
                         self.stamp(),
                         status.as_str(),
+                        shown(node),
                         first_line(reason)
                     ),
-                    None => println!("{} {:<6} {node}{took}", self.stamp(), status.as_str()),
+                    None => println!(
+                        "{} {:<6} {}{took}",
+                        self.stamp(),
+                        status.as_str(),
+                        shown(node)
+                    ),
                 }
             }
             RunEvent::NodeReset { node, cause } => {
-                println!("{} reset  {node}: {cause}", self.stamp());
+                let cause = cause.to_string();
+                println!("{} reset  {}: {}", self.stamp(), shown(node), shown(&cause));
             }
             RunEvent::UnitFinished {
                 unit, outcome, pr, ..
             } => println!(
-                "{} unit   {unit} -> {outcome}{}",
+                "{} unit   {} -> {outcome}{}",
                 self.stamp(),
-                pr.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+                shown(unit),
+                pr.as_ref()
+                    .map(|p| format!(" ({})", shown(p)))
+                    .unwrap_or_default()
             ),
             RunEvent::Cancelling { reason } => println!("{} {}", self.stamp(), reason.describe()),
             RunEvent::ContainerCreated { .. }
@@ -135,7 +153,7 @@ impl Reporter for Bars {
                     ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                bar.set_message(node.clone());
+                bar.set_message(shown(node).into_owned());
                 bar.enable_steady_tick(Duration::from_millis(200));
                 if let Ok(mut running) = self.running.lock() {
                     running.insert(node.clone(), bar);
@@ -153,17 +171,21 @@ impl Reporter for Bars {
                 }
                 if *status == NodeStatus::Failed {
                     let _ = self.multi.println(format!(
-                        "  failed {node}: {}",
-                        reason.as_deref().map(first_line).unwrap_or("")
+                        "  failed {}: {}",
+                        shown(node),
+                        reason.as_deref().map(first_line).unwrap_or_default()
                     ));
                 }
             }
             RunEvent::NodeReset { node, cause } => {
-                let _ = self.multi.println(format!("  reset  {node}: {cause}"));
+                let cause = cause.to_string();
+                let _ = self
+                    .multi
+                    .println(format!("  reset  {}: {}", shown(node), shown(&cause)));
             }
             RunEvent::UnitFinished { unit, outcome, .. } => {
                 self.overall.inc(1);
-                let _ = self.multi.println(format!("{unit} -> {outcome}"));
+                let _ = self.multi.println(format!("{} -> {outcome}", shown(unit)));
             }
             RunEvent::Cancelling { reason } => {
                 let _ = self.multi.println(reason.describe());
@@ -194,13 +216,19 @@ impl Drop for Bars {
     }
 }
 
-/// The summary table: units grouped by outcome, with PRs and log directories.
+/// The summary table: units grouped by outcome, with PRs and log directories (every text
+/// that came from outside [`text::shown`]).
 pub fn summary(results: &[UnitResult]) -> String {
     let mut out = String::new();
     let mut outcomes: Vec<Outcome> = results.iter().map(|r| r.outcome).collect();
     outcomes.sort();
     outcomes.dedup();
-    let width = results.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+    let width = results
+        .iter()
+        .map(|r| shown(&r.id).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let _ = writeln!(
         out,
         "\n{:<13} {:<width$}  {:<28} LOGS",
@@ -212,9 +240,9 @@ pub fn summary(results: &[UnitResult]) -> String {
                 out,
                 "{:<13} {:<width$}  {:<28} {}",
                 outcome.as_str(),
-                r.id,
-                r.pr.as_deref().unwrap_or("-"),
-                r.meta.display()
+                shown(&r.id),
+                shown(r.pr.as_deref().unwrap_or("-")),
+                shown(&r.meta.display().to_string())
             );
             if let Some(reason) = &r.reason {
                 if !r.outcome.is_success() {

@@ -23,6 +23,7 @@ use dispatch::state::Db;
 use serde_json::Value;
 
 use super::scripted::{head, AGENT, LOCAL_FORGE, TEST_SH};
+use super::terminal::OnTerminal;
 
 /// A fixture directory (removed when dropped) and the environment the binary runs with.
 #[must_use]
@@ -117,6 +118,12 @@ impl Test {
                 .expect("the dispatch binary runs"),
             args,
         )
+    }
+
+    /// Runs `dispatch ARGS` in the fixture with its stdout and stderr on terminals, as a
+    /// person at a terminal runs it, and waits for it.
+    pub fn run_on_terminal(&self, args: &[&str]) -> OnTerminal {
+        super::terminal::run(self.command(args))
     }
 
     /// Starts `dispatch ARGS` in the fixture without waiting.
