@@ -15,7 +15,9 @@
 //!   retries: `exec/error.rs`, `NodeError::verdict`;
 //! - SQL: `state/` only (`journal.rs` writes a run's events, `db.rs` and `views.rs` read);
 //! - a command's flags and messages: `cli/<command>.rs`, its error type `cli/error.rs`;
-//! - the forge-side resolution of targets: `plan/resolve.rs`.
+//! - the forge-side resolution of targets: `plan/resolve.rs`;
+//! - which runs and units may run at once (the spec and workspace locks): `state/lock.rs`,
+//!   taken in `cli/runner.rs` and `exec/node/mod.rs`.
 
 pub mod agents;
 pub mod backoff;

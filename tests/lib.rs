@@ -8,6 +8,7 @@ mod crash;
 mod forge;
 mod fuzz;
 mod hostile;
+mod locks;
 mod plan;
 mod resume;
 mod run;

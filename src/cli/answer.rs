@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::finish::reopen;
+use super::finish::{hold, reopen};
 use super::session::Output;
 use super::state_dir::StateDirArgs;
 use super::{CommandError, Ui};
@@ -34,6 +34,9 @@ pub struct Args {
 /// the stored prompt, the question and the answer; then QA and publish as usual.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let (dir, db) = args.state.open()?;
+    // Before the answer goes into the workspace: no other runner works on the run or its
+    // spec meanwhile.
+    let (_, lock) = hold(&dir, &db, &args.run)?;
     let units = db.units(&args.run)?;
     let Some(unit) = units.iter().find(|u| u.id == args.unit) else {
         return Err(CommandError::failure(format_args!(
@@ -70,6 +73,7 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     reopen(
         ui,
         dir,
+        lock,
         &args.run,
         std::slice::from_ref(&args.unit),
         NodeKind::Agent,

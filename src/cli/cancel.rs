@@ -1,7 +1,8 @@
 //! `dispatch cancel RUN`: stop a run from another terminal.
 
+use super::runner::{self, Runner};
 use super::state_dir::StateDirArgs;
-use super::{runner, CommandError};
+use super::CommandError;
 use crate::spec::problem::plural;
 use crate::vocab::RunStatus;
 
@@ -22,8 +23,9 @@ pub struct Args {
 /// Stops a run from another terminal. The runner gets one SIGTERM, which it takes like the
 /// first Ctrl-C (nothing new starts, running nodes finish, the rest ends `cancelled`), or with
 /// `--force` one SIGUSR1, which it takes like a second Ctrl-C (running containers are stopped
-/// too). A runner that is gone has its containers removed and its unfinished nodes marked
-/// here.
+/// too). Only a runner [`runner::check`] verifies is signalled; one it cannot verify gets no
+/// signal and the command fails saying why. A runner that is gone has its containers removed
+/// and its unfinished nodes marked here, under its spec's lock when no other run holds it.
 pub fn run(args: Args) -> Result<u8, CommandError> {
     let (dir, db) = args.state.open()?;
     let Some(run) = db.run(Some(&args.run))? else {
@@ -37,28 +39,45 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         println!("run {} already ended ({})", run.id, run.status);
         return Ok(0);
     }
-    if runner::alive(run.pid) {
-        let signal = if args.force {
-            libc::SIGUSR1
-        } else {
-            libc::SIGTERM
-        };
-        // SAFETY: kill has no memory-safety preconditions; the pid is the runner's.
-        if unsafe { libc::kill(run.pid as i32, signal) } != 0 {
+    let (why, _lock) = match runner::check(&dir, &run)? {
+        Runner::Active { pid, start } => {
+            let signal = if args.force {
+                libc::SIGUSR1
+            } else {
+                libc::SIGTERM
+            };
+            runner::signal(pid, start, signal).map_err(|why| {
+                CommandError::failure(format_args!(
+                    "cannot signal the runner of run {}: {why}; no signal was sent",
+                    run.id
+                ))
+            })?;
+            if args.force {
+                println!("asked the runner (pid {pid}) to stop run {} now; it stops its containers and marks their units cancelled", run.id);
+            } else {
+                println!("asked the runner (pid {pid}) to stop run {}; running nodes finish, the units that did not start end cancelled (`dispatch cancel --force` stops the containers too)", run.id);
+            }
+            return Ok(0);
+        }
+        Runner::Unverified(why) => {
             return Err(CommandError::failure(format_args!(
-                "cannot signal the runner (pid {}) of run {}: {}",
-                run.pid,
+                "cannot verify the runner of run {}: {why}; no signal was sent",
+                run.id
+            ))
+            .hint(format!(
+                "`dispatch status {} --state-dir {}` shows the run; cancel it again once its runner is known.",
                 run.id,
-                std::io::Error::last_os_error()
-            )));
+                dir.display()
+            )))
         }
-        if args.force {
-            println!("asked the runner (pid {}) to stop run {} now; it stops its containers and marks their units cancelled", run.pid, run.id);
-        } else {
-            println!("asked the runner (pid {}) to stop run {}; running nodes finish, the units that did not start end cancelled (`dispatch cancel --force` stops the containers too)", run.pid, run.id);
-        }
-        return Ok(0);
-    }
+        // Another run of the spec holds the lock: this one's runner is gone for sure.
+        Runner::Gone { other: Some(other) } => (format!("{other} holds its spec's lock"), None),
+        // Nobody holds it: hold it while cleaning up, so no resume starts meanwhile.
+        Runner::Gone { other: None } => (
+            "nothing holds its spec's lock".to_owned(),
+            Some(runner::take(&dir, &run.spec_path, &run.id)?),
+        ),
+    };
     let runtime = super::tokio_runtime(false)?;
     let removed = runtime.block_on(async {
         use crate::runtime::Runtime;
@@ -76,6 +95,6 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
     });
     let removed = removed.map_err(CommandError::failure)?;
     db.cancel_orphans(&run.id, "cancelled by dispatch cancel")?;
-    println!("run {}: the runner was gone; removed {removed} {} and marked its unfinished units cancelled", run.id, plural(removed, "container"));
+    println!("run {}: its runner is gone ({why}), so no process was signalled; removed {removed} {} and marked its unfinished units cancelled", run.id, plural(removed, "container"));
     Ok(0)
 }

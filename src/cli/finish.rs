@@ -9,11 +9,15 @@ use super::state_dir::{self, StateDirArgs};
 use super::{runner, CommandError, Ui};
 use crate::exec::RunOptions;
 use crate::plan::{self, target::Found};
+use crate::state::lock::{self, Lock};
+use crate::state::views::RunRow;
+use crate::state::Db;
 use crate::vocab::{NodeKind, NodeStatus, RunStatus};
 
 /// Finishes run `run` of the state directory `state`: finished nodes are not run again,
 /// containers that still run (or exited meanwhile) are collected, every other container of
-/// the run is removed. A run that ended already is left alone (status 0).
+/// the run is removed. A run that ended already is left alone (status 0); a run of a spec
+/// whose lock another runner holds is refused, naming it.
 pub fn finish(
     ui: &Ui,
     state: &StateDirArgs,
@@ -23,25 +27,53 @@ pub fn finish(
 ) -> Result<u8, CommandError> {
     let (dir, db) = state.open()?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let Some(run) = db.run(Some(run))? else {
-        return Err(CommandError::failure(format_args!(
-            "no run {run} in {}",
-            dir.display()
-        )));
-    };
-    if run.status != RunStatus::Running {
+    if let Some(ended) = ended(&row(&dir, &db, run)?) {
+        return Ok(ended);
+    }
+    let (run, lock) = hold(&dir, &db, run)?;
+    if let Some(ended) = ended(&run) {
+        return Ok(ended);
+    }
+    finish_held(ui, dir, db, run, lock, options, output)
+}
+
+/// Status 0 for a run that ended already, after saying so.
+fn ended(run: &RunRow) -> Option<u8> {
+    (run.status != RunStatus::Running).then(|| {
         println!(
             "run {} already ended ({}); nothing to resume",
             run.id, run.status
         );
-        return Ok(0);
-    }
-    if runner::alive(run.pid) && run.pid != i64::from(std::process::id()) {
-        return Err(CommandError::failure(format_args!(
-            "run {} is still active (runner pid {}); it cannot be resumed twice",
-            run.id, run.pid
-        )));
-    }
+        0
+    })
+}
+
+/// The journal's row of run `run` in `dir`, or an error naming both.
+fn row(dir: &Path, db: &Db, run: &str) -> Result<RunRow, CommandError> {
+    db.run(Some(run))?
+        .ok_or_else(|| CommandError::failure(format_args!("no run {run} in {}", dir.display())))
+}
+
+/// Takes the lock of the spec of run `run` in `dir` for this process ([`runner::take`]), and
+/// reads the run's row again under it, as no other runner can change it now. The lock is this
+/// process's until it ends: what `resume`, `retry` and `answer` hold before they change
+/// anything of the run or its workspaces.
+pub fn hold(dir: &Path, db: &Db, run: &str) -> Result<(RunRow, Lock), CommandError> {
+    let found = row(dir, db, run)?;
+    let lock = runner::take(dir, &found.spec_path, &found.id)?;
+    Ok((row(dir, db, run)?, lock))
+}
+
+/// [`finish`] with the spec's lock held.
+fn finish_held(
+    ui: &Ui,
+    dir: PathBuf,
+    db: Db,
+    run: RunRow,
+    lock: Lock,
+    options: RunOptions,
+    output: Output,
+) -> Result<u8, CommandError> {
     let mut loaded = ui.load_spec(Path::new(&run.spec_path))?;
     let (stored, found) = db.recorded(&run.id)?;
     // The targets the forge gave when the run started, not what it says now.
@@ -69,9 +101,11 @@ pub fn finish(
     }
     let runtime = super::tokio_runtime(true)?;
     let pid = std::process::id();
-    db.set_runner(&run.id, pid)?;
+    db.set_runner(&run.id, pid, lock::process_start(pid))?;
     drop(db);
     runtime.block_on(async move {
+        // Held until the run is over.
+        let _lock = lock;
         let session = session::connect(&loaded, &current, dir).await?;
         // Containers of the run that no node will collect (a QA step, a node that ended) go.
         let keep: std::collections::HashSet<String> = units
@@ -106,20 +140,27 @@ pub fn finish(
 }
 
 /// Sets units of run `run` in `dir` back to pending from the node `from` on (`prep` re-runs
-/// the whole unit), reopens the run, and finishes it like `dispatch resume`.
+/// the whole unit), reopens the run, and finishes it like `dispatch resume`; `lock` is the
+/// run's spec lock ([`hold`]), taken before anything changed.
 pub fn reopen(
     ui: &Ui,
     dir: PathBuf,
+    lock: Lock,
     run: &str,
     units: &[String],
     from: NodeKind,
     output: Output,
 ) -> Result<u8, CommandError> {
-    state_dir::open(&dir)?.reopen(run, units, from)?;
-    finish(
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let db = state_dir::open(&dir)?;
+    db.reopen(run, units, from)?;
+    let run = row(&dir, &db, run)?;
+    finish_held(
         ui,
-        &StateDirArgs::dir(dir),
+        dir,
+        db,
         run,
+        lock,
         RunOptions {
             keep_containers: false,
             no_cache: false,

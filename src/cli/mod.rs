@@ -19,7 +19,8 @@
 //!   executing and reporting a plan.
 //! - `finish.rs`: finishing a run from its journal (resume), after reopening units (retry,
 //!   answer).
-//! - `runner.rs`: whether a run's runner process is alive.
+//! - `runner.rs`: the runner's spec lock, whether a run's runner is alive (from that lock and
+//!   the journal) and signalling only a verified one.
 //! - `outcome_counts.rs`: a run's counts per outcome, as `runs` and `status` print them.
 //! - `targets.rs`: the forge's part of planning (`select` entries, PR targets).
 

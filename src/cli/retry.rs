@@ -3,7 +3,7 @@
 
 use clap::ValueEnum;
 
-use super::finish::reopen;
+use super::finish::{hold, reopen};
 use super::session::Output;
 use super::state_dir::StateDirArgs;
 use super::{CommandError, Ui};
@@ -51,14 +51,9 @@ pub enum Rerun {
 /// Re-runs chosen units of a run in a new attempt of the same run.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let (dir, db) = args.state.open()?;
+    // Before anything of the run changes: no other runner works on it or its spec meanwhile.
+    let (_, lock) = hold(&dir, &db, &args.run)?;
     let units = db.units(&args.run)?;
-    if units.is_empty() {
-        return Err(CommandError::failure(format_args!(
-            "no run {} in {}",
-            args.run,
-            dir.display()
-        )));
-    }
     let (failed, blocked) = if args.failed || args.blocked {
         (args.failed, args.blocked)
     } else {
@@ -94,6 +89,7 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     reopen(
         ui,
         dir,
+        lock,
         &args.run,
         &chosen,
         match args.rerun {

@@ -64,24 +64,15 @@ pub fn filter(plan: &mut Plan, only: &[String]) -> Result<(), String> {
 
 /// A run id from the clock: `YYYYMMDD-HHMMSS-PID`.
 pub fn new_run_id() -> String {
-    let secs = state::now();
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = state::Civil::of(state::now());
     format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}-{}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
+        "{:04}{:02}{:02}-{:02}{:02}{:02}-{}",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
         std::process::id()
     )
 }
@@ -120,13 +111,14 @@ fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> Result<u8, CommandE
     Ok(0)
 }
 
-/// The last run of this spec, when its runner died before it finished.
-fn unfinished_run(state_dir: &Path, spec_path: &str) -> Option<(String, i64)> {
+/// The last run of this spec, when the journal has it as running: with the spec's lock held,
+/// one whose runner died before it finished.
+fn unfinished_run(state_dir: &Path, spec_path: &str) -> Option<String> {
     if !Db::exists_in(state_dir) {
         return None;
     }
     let run = Db::open(state_dir).ok()?.last_run_of(spec_path).ok()??;
-    (run.status == RunStatus::Running).then_some((run.id, run.pid))
+    (run.status == RunStatus::Running).then_some(run.id)
 }
 
 async fn run_async(
@@ -136,21 +128,23 @@ async fn run_async(
     found: Found,
     plan: Plan,
 ) -> Result<u8, CommandError> {
-    let spec_path = std::path::absolute(&args.spec)
+    // Canonical: the key of the spec's lock, so the same file reached by two paths is one
+    // spec (the loader read it, so it exists).
+    let spec_path = std::fs::canonicalize(&args.spec)
+        .or_else(|_| std::path::absolute(&args.spec))
         .unwrap_or_else(|_| args.spec.clone())
         .display()
         .to_string();
+    let run_id = new_run_id();
+    // Held until this runner ends: no other runner of this spec works in this state directory
+    // meanwhile, so a run of it the journal has as running is one whose runner died.
+    let _lock = runner::take(&state_dir, &spec_path, &run_id)?;
     if !args.new {
-        if let Some((run, pid)) = unfinished_run(&state_dir, &spec_path) {
-            return Err(CommandError::failure(if runner::alive(pid) {
-                format!("run {run} of this spec is still active (runner pid {pid}); follow it with `dispatch status {run} --state-dir {}`", state_dir.display())
-            } else {
-                format!("run {run} of this spec did not finish (its runner died); continue it with `dispatch resume {run} --state-dir {}`, or start over with `dispatch run --new`", state_dir.display())
-            }));
+        if let Some(run) = unfinished_run(&state_dir, &spec_path) {
+            return Err(CommandError::failure(format!("run {run} of this spec did not finish (its runner died); continue it with `dispatch resume {run} --state-dir {}`, or start over with `dispatch run --new`", state_dir.display())));
         }
     }
     let session = session::connect(&loaded, &plan, state_dir).await?;
-    let run_id = new_run_id();
     let plan = Arc::new(plan);
     let found = (!found.is_empty()).then(|| serde_json::to_string(&found).unwrap_or_default());
     exec::record_run(&session.journal, &run_id, &spec_path, &plan, found).await?;

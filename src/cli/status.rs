@@ -2,11 +2,13 @@
 
 use std::io::Write;
 
+use super::runner::{self, Runner};
 use super::state_dir::StateDirArgs;
 use super::{outcome_counts, CommandError, EXIT_FAILURE};
 use crate::report::text::shown;
 use crate::spec::problem::plural;
 use crate::state::views;
+use crate::vocab::RunStatus;
 
 /// Arguments of `dispatch status`.
 #[derive(Debug, clap::Args)]
@@ -32,10 +34,19 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         )));
     };
     let units = db.units(&run.id)?;
+    // A run the journal has as running is only as alive as its runner.
+    let runner = if run.status == RunStatus::Running {
+        Some(runner::check(&dir, &run)?)
+    } else {
+        None
+    };
     if args.json {
         #[derive(serde::Serialize)]
         struct Document<'a> {
             run: &'a views::RunRow,
+            /// For a running run: `active`, `gone` or `unverified` (see `runner::Runner`).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            runner: Option<&'static str>,
             units: &'a [views::UnitRow],
         }
         // Streamed: a run of 10,000 units is megabytes of JSON.
@@ -44,6 +55,11 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             &mut stdout,
             &Document {
                 run: &run,
+                runner: runner.as_ref().map(|r| match r {
+                    Runner::Active { .. } => "active",
+                    Runner::Gone { .. } => "gone",
+                    Runner::Unverified(_) => "unverified",
+                }),
                 units: &units,
             },
         )
@@ -65,6 +81,15 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         plural(run.units as usize, "unit"),
         outcome_counts::line(&run)
     );
+    match &runner {
+        Some(Runner::Gone { .. }) => {
+            let _ = writeln!(out, "its runner is gone: `dispatch resume {id} --state-dir {dir}` finishes the run, `dispatch cancel {id} --state-dir {dir}` ends it", id = shown(&run.id), dir = dir.display());
+        }
+        Some(Runner::Unverified(why)) => {
+            let _ = writeln!(out, "its runner cannot be verified: {}", shown(why));
+        }
+        Some(Runner::Active { .. }) | None => {}
+    }
     for unit in &units {
         let outcome = unit.outcome.map_or("running", |o| o.as_str());
         let _ = writeln!(

@@ -664,6 +664,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             meta: unit.run.meta_dir(),
         };
         self.units[u].phase = UnitPhase::Finished(outcome);
+        // None of its nodes runs any more.
+        self.units[u].run.release_workspace();
         tracing::info!(unit = %result.id, outcome = %outcome, "unit finished");
         self.events.push(RunEvent::UnitFinished {
             unit: result.id.clone(),

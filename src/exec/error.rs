@@ -134,6 +134,8 @@ pub enum FileAction {
     ReadStart,
     /// Looking through the work tree a container left.
     Inspect,
+    /// Taking the lock of a workspace.
+    Lock,
 }
 
 impl FileAction {
@@ -155,6 +157,7 @@ impl fmt::Display for OnPath<'_> {
             FileAction::MoveClone => write!(f, "cannot move the clone into {path}"),
             FileAction::ReadStart => f.write_str("the starting commit is unknown"),
             FileAction::Inspect => write!(f, "cannot look through {path}"),
+            FileAction::Lock => write!(f, "cannot lock {path}"),
         }
     }
 }
@@ -276,6 +279,14 @@ pub enum NodeError {
         /// The paths, relative to the work tree.
         paths: Vec<String>,
     },
+    /// Another unit uses the unit's workspace (of another run, or of this one).
+    #[error("workspace {} is in use by {busy}; units that share a workspace (the same repository and key, from two specs or two jobs) cannot run at once: let the other finish and `dispatch retry` this one, or give the specs different state directories", .workspace.display())]
+    WorkspaceBusy {
+        /// The workspace.
+        workspace: PathBuf,
+        /// Who holds its lock (boxed: it is rare, and every other error would carry its size).
+        busy: Box<crate::state::lock::Busy>,
+    },
 }
 
 /// What a failure means for the unit.
@@ -316,7 +327,8 @@ impl NodeError {
             | Self::MissingStart { .. }
             | Self::MissingBase { .. }
             | Self::MissingPr
-            | Self::Planted { .. } => false,
+            | Self::Planted { .. }
+            | Self::WorkspaceBusy { .. } => false,
         };
         Verdict {
             outcome: Outcome::InfraError,

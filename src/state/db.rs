@@ -86,10 +86,14 @@ impl Db {
             .map_err(|e| self.fail(e))
     }
 
-    /// Records that process `pid` now runs run `run` (a resume took it over).
-    pub fn set_runner(&self, run: &str, pid: u32) -> Result<(), StateError> {
+    /// Records that process `pid`, started at `start` (`/proc/PID/stat` field 22), now runs
+    /// run `run` (a resume took it over).
+    pub fn set_runner(&self, run: &str, pid: u32, start: Option<u64>) -> Result<(), StateError> {
         self.conn
-            .execute("UPDATE runs SET pid = ?2 WHERE id = ?1", params![run, pid])
+            .execute(
+                "UPDATE runs SET pid = ?2, runner_start = ?3 WHERE id = ?1",
+                params![run, pid, start.map(|s| s as i64)],
+            )
             .map(drop)
             .map_err(|e| self.fail(e))
     }

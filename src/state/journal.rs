@@ -140,12 +140,14 @@ impl Journal {
     }
 
     /// Records a run, its units and its nodes (all `pending`) in one transaction, and waits
-    /// for the commit.
+    /// for the commit. Its runner is this process: its pid and start time.
     pub async fn record_run(&self, run: NewRun) -> Result<(), StateError> {
+        let pid = std::process::id();
+        let runner_start = super::lock::process_start(pid).map(|s| s as i64);
         self.write(move |t| {
             t.execute(
-                "INSERT INTO runs (id, spec_path, spec_name, plan, found_json, status, pid, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
-                params![run.id, run.spec_path, run.spec_name, run.plan, run.found, std::process::id(), now()],
+                "INSERT INTO runs (id, spec_path, spec_name, plan, found_json, status, pid, started_at, runner_start) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
+                params![run.id, run.spec_path, run.spec_name, run.plan, run.found, pid, now(), runner_start],
             )?;
             let mut unit_row = t.prepare("INSERT INTO units (run_id, id, job, org, repo, key, workspace, ord) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
             let mut node_row = t.prepare("INSERT INTO nodes (run_id, id, unit_id, kind, status, ord) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)")?;
@@ -388,11 +390,7 @@ mod tests {
     use crate::state::Db;
     use crate::vocab::{NodeKind, NodeStatus, Outcome, RunStatus};
 
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dispatch-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
+    use crate::state::tests::temp;
 
     /// Queues events and waits for what their callback hears.
     fn hear(journal: &Journal, run: &str, events: Vec<RunEvent>) -> Result<(), String> {

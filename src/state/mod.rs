@@ -17,11 +17,15 @@
 //!   lets them read while a run writes. Its views ([`views`]) return typed statuses,
 //!   outcomes and node kinds.
 //!
+//! - [`lock`]: the spec lock a runner holds for its whole life and the workspace lock of a
+//!   unit, files under `<state>/locks/` that the kernel releases when their holder dies.
+//!
 //! No SQL text is built at run time: every statement is a constant with parameters.
 
 pub mod db;
 pub mod event;
 pub mod journal;
+pub mod lock;
 pub mod views;
 
 use std::path::{Path, PathBuf};
@@ -132,6 +136,11 @@ WHERE status = 'failed'
   AND substr(reason, 1, instr(reason, ': ') - 1) IN
       ('blocked', 'agent_failed', 'qa_failed', 'timed_out', 'infra_error', 'needs_review');
 "#,
+    // The start time of the runner's process (`/proc/PID/stat` field 22), so that a pid the
+    // kernel handed out again is never taken for the runner.
+    r#"
+ALTER TABLE runs ADD COLUMN runner_start INTEGER;
+"#,
 ];
 
 /// Errors of the state directory, each naming the file and what to do.
@@ -196,6 +205,58 @@ pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A moment in UTC, from seconds since the epoch; shown as `2026-11-27 01:17:42 UTC`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Civil {
+    /// Year.
+    pub year: i64,
+    /// Month, 1 to 12.
+    pub month: i64,
+    /// Day of the month, from 1.
+    pub day: i64,
+    /// Hour, 0 to 23.
+    pub hour: i64,
+    /// Minute.
+    pub minute: i64,
+    /// Second.
+    pub second: i64,
+}
+
+impl Civil {
+    /// The moment `secs` seconds after the epoch.
+    pub fn of(secs: i64) -> Self {
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        Self {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+        }
+    }
+}
+
+impl std::fmt::Display for Civil {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
 }
 
 /// Milliseconds since the Unix epoch (event times).
@@ -268,8 +329,24 @@ fn connect(dir: &Path) -> Result<Connection, StateError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A fresh directory for test `name` of this process (removed if it was left).
+    pub(crate) fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dispatch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_moment_is_shown_in_utc() {
+        assert_eq!(Civil::of(0).to_string(), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            Civil::of(1_795_742_262).to_string(),
+            "2026-11-27 01:17:42 UTC"
+        );
+    }
 
     #[test]
     fn a_database_of_an_earlier_version_is_migrated_and_keeps_its_runs() {

@@ -24,6 +24,9 @@ pub struct RunRow {
     pub status: RunStatus,
     /// Process id of the runner.
     pub pid: i64,
+    /// Start time of the runner's process (`/proc/PID/stat` field 22), with `pid` what
+    /// identifies it; `None` for runs of a dispatch that did not record it.
+    pub runner_start: Option<i64>,
     /// Start, seconds since the epoch.
     pub started_at: i64,
     /// End, if it ended.
@@ -178,6 +181,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         pid: get(row, 4)?,
         started_at: get(row, 5)?,
         finished_at: get(row, 6)?,
+        runner_start: get(row, 7)?,
         units: 0,
         outcomes: BTreeMap::new(),
     })
@@ -187,7 +191,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
 macro_rules! select_runs {
     ($rest:literal) => {
         concat!(
-            "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at FROM runs ",
+            "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at, runner_start FROM runs ",
             $rest
         )
     };

@@ -9,4 +9,4 @@ mod terminal;
 mod test;
 
 pub use terminal::OnTerminal;
-pub use test::{dispatch, outcomes, unit, Output, Test};
+pub use test::{dispatch, outcomes, unit, Output, Running, Test};

@@ -22,6 +22,8 @@
 //!   and the dispatcher removes them only after the node's end is committed;
 //! - what dispatch must trust about a unit (where its work started, its base, the last QA
 //!   failure) is kept in notes beside `repo/` and `meta/`, where no container reaches;
+//! - a unit's workspace is used by one unit at a time: its first node that runs takes the
+//!   workspace's lock (`<state>/locks/workspaces/...`), held until the unit finishes;
 //! - the plan's unit is read, never copied: a handler takes typed values from it (agent,
 //!   timeouts, resources, image) and falls back to nothing of its own.
 
@@ -43,6 +45,7 @@ use crate::prompt::PromptContext;
 use crate::runtime::{mounted, Cancel, Runtime};
 use crate::spec::values::AgentRef;
 use crate::spec::LoadedSpec;
+use crate::state::lock::{self, Busy, Holder, Lock};
 use crate::state::Journal;
 use crate::vocab::NodeKind;
 use crate::vocab::Outcome;
@@ -68,6 +71,9 @@ pub struct UnitRun {
     pub agent: AgentRef,
     /// The review agent reference.
     pub review: Option<AgentRef>,
+    /// The workspace's lock, once a node of the unit took it ([`hold_workspace`]); released
+    /// when the unit finishes ([`UnitRun::release_workspace`]).
+    workspace_lock: std::sync::Mutex<Option<Lock>>,
 }
 
 impl UnitRun {
@@ -82,7 +88,32 @@ impl UnitRun {
             workspace: state_dir.join(&unit.workspace),
             agent: unit.agent.clone(),
             review: unit.review.clone(),
+            workspace_lock: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Takes the workspace's lock at `path` for run `run` unless the unit holds it already,
+    /// or says who holds it. Blocking (a file is opened and written): see [`hold_workspace`].
+    fn take_workspace(&self, path: &Path, run: &str) -> std::io::Result<Result<(), Busy>> {
+        let mut held = self
+            .workspace_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held.is_none() {
+            match Lock::take(path, &Holder::me(run))? {
+                Ok(lock) => *held = Some(lock),
+                Err(busy) => return Ok(Err(busy)),
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Releases the workspace's lock: the unit finished, none of its nodes uses it any more.
+    pub fn release_workspace(&self) {
+        self.workspace_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
     }
 
     /// The planned unit.
@@ -257,8 +288,32 @@ impl<R: Runtime, F: Forge> NodeRunner<R, F> for Handlers {
     }
 }
 
-/// Runs one node.
+/// Holds the workspace lock of `unit` for run `run` from the first of its nodes that runs
+/// until the unit finishes, so no other unit (of this run, another run or another spec) uses
+/// the same workspace meanwhile, between its nodes included (another unit's prep between this
+/// one's agent and its publish would publish the other's work). A workspace in use fails the
+/// node, naming who uses it; it is not retried.
+async fn hold_workspace(unit: &Arc<UnitRun>, state_dir: &Path, run: &str) -> Result<(), NodeError> {
+    let path = lock::workspace_lock(state_dir, &unit.unit().workspace);
+    let (taker, run, at) = (Arc::clone(unit), run.to_owned(), path.clone());
+    let taken = tokio::task::spawn_blocking(move || taker.take_workspace(&at, &run))
+        .await
+        .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+    match taken {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(busy)) => Err(NodeError::WorkspaceBusy {
+            workspace: unit.workspace.clone(),
+            busy: Box::new(busy),
+        }),
+        Err(error) => Err(Step::Workspace.io(FileAction::Lock, &path)(error)),
+    }
+}
+
+/// Runs one node, holding its unit's workspace ([`hold_workspace`]).
 pub async fn run_node<R: Runtime, F: Forge>(ctx: NodeCtx<R, F>) -> NodeResult {
+    if let Err(error) = hold_workspace(&ctx.unit, &ctx.state_dir, &ctx.run_id).await {
+        return NodeResult::Failed(error);
+    }
     let meta = ctx.unit.meta_dir();
     if let Err(error) = tokio::fs::create_dir_all(&meta).await {
         return NodeResult::Failed(Step::Workspace.io(FileAction::Create, &meta)(error));
