@@ -1,9 +1,53 @@
 //! Bounded property test of the loader: random bytes and random mutations of valid YAML and
-//! Nickel specs never panic, and each either loads or fails with located problems.
+//! Nickel specs, and the hostile specs found in review, never panic, and each either loads or
+//! fails with located problems that quote no file outside the spec's tree.
+//!
+//! Every case runs under a budget: each test re-runs itself as a child process of this test
+//! binary with its address space capped at [`MEMORY_BUDGET`] (an alias bomb aborts it instead
+//! of taking the machine), and a case that takes longer than [`CASE_TIME_BUDGET`] aborts it
+//! naming the case.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use dispatch::spec::{load_text, LoadError};
+
+/// Address space of the child that runs the cases (the allocator reserves 1 GiB up front).
+const MEMORY_BUDGET: u64 = 3 << 30;
+
+/// Longest one case may take (Nickel's own budget is 10 s; debug builds are slow).
+const CASE_TIME_BUDGET: Duration = Duration::from_secs(60);
+
+/// Set in the child that runs the cases.
+const CHILD: &str = "DISPATCH_FUZZ_CHILD";
+
+/// Runs `cases` in a child process of this test binary under the budgets, and fails when the
+/// child does (an abort on exhausted memory, a case over its time, a failed assertion).
+fn under_budget(test: &str, cases: impl FnOnce()) {
+    if std::env::var_os(CHILD).is_some() {
+        let limit = libc::rlimit {
+            rlim_cur: MEMORY_BUDGET,
+            rlim_max: MEMORY_BUDGET,
+        };
+        // SAFETY: setrlimit reads the struct, which lives for the call.
+        unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+        dispatch::spec::nickel::set_evaluator(PathBuf::from(env!("CARGO_BIN_EXE_dispatch")));
+        cases();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("the test binary runs itself");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{test} failed under its budget ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// xorshift64*: deterministic, so a failure reproduces from its seed.
 struct Rng(u64);
@@ -51,6 +95,11 @@ const TOKENS: &[&str] = &[
     "=",
     "let x = 1 in ",
     "import \"nope.ncl\"",
+    "import \"/proc/self/environ\" as 'Text",
+    "import \"../../../outside.ncl\"",
+    "import \"dispatch.ncl\"",
+    "&b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]",
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
     "|",
     "fun x => x",
     "%{",
@@ -96,14 +145,32 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Loads `text` as `path` and checks the property.
-fn check(path: &Path, text: String, case: &str) {
+/// Loads `text` as `path` and checks the property, within [`CASE_TIME_BUDGET`]; whether the
+/// spec was invalid.
+fn check(path: &Path, text: String, case: &str) -> bool {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let name = case.to_owned();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(CASE_TIME_BUDGET)
+        {
+            eprintln!("{name} took longer than {CASE_TIME_BUDGET:?}");
+            std::process::abort();
+        }
+    });
+    let invalid = check_now(path, text, case);
+    let _ = done.send(());
+    let _ = watchdog.join();
+    invalid
+}
+
+fn check_now(path: &Path, text: String, case: &str) -> bool {
     let result = std::panic::catch_unwind(|| load_text(path, text.clone()));
     let Ok(result) = result else {
         panic!("loader panicked on {case}:\n{text}")
     };
     match result {
-        Ok(_) => {}
+        Ok(_) => false,
         Err(LoadError::Invalid(errors)) => {
             assert!(
                 !errors.problems.is_empty(),
@@ -121,7 +188,26 @@ fn check(path: &Path, text: String, case: &str) {
                     "{case}: no location in {location}"
                 );
             }
-            assert!(!errors.render(false).is_empty());
+            let rendered = errors.render(false);
+            assert!(!rendered.is_empty());
+            assert!(
+                rendered.len() < 64 * 1024 + 2048 * errors.problems.len().min(100),
+                "{case}: {} bytes of diagnostics",
+                rendered.len()
+            );
+            // Every file a problem can quote is inside the repository (the spec's tree here),
+            // built into dispatch, or Nickel's standard library.
+            for file in errors.sources.files() {
+                assert!(
+                    file.name.starts_with(root().to_str().unwrap())
+                        || file.name.starts_with("pipelines/")
+                        || file.name.contains("(built into dispatch)")
+                        || file.name.starts_with('<'),
+                    "{case}: a problem quotes {}",
+                    file.name
+                );
+            }
+            true
         }
         Err(LoadError::Io { .. }) => {
             panic!("{case}: the loader read no file, so no I/O error is possible")
@@ -135,6 +221,13 @@ fn root() -> PathBuf {
 
 #[test]
 fn random_mutations_of_yaml_specs_never_panic_and_always_locate_errors() {
+    under_budget(
+        "fuzz::random_mutations_of_yaml_specs_never_panic_and_always_locate_errors",
+        yaml_cases,
+    );
+}
+
+fn yaml_cases() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let seeds: Vec<String> = ["fix-tests.yaml", "security-audit.yaml", "batch-fanout.yaml"]
         .iter()
@@ -157,6 +250,13 @@ fn random_mutations_of_yaml_specs_never_panic_and_always_locate_errors() {
 
 #[test]
 fn random_mutations_of_nickel_specs_never_panic_and_always_locate_errors() {
+    under_budget(
+        "fuzz::random_mutations_of_nickel_specs_never_panic_and_always_locate_errors",
+        nickel_cases,
+    );
+}
+
+fn nickel_cases() {
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let seed = std::fs::read_to_string(root().join("pipelines/fix-tests.ncl")).unwrap();
     // Beside the real spec so that its imports resolve.
@@ -175,5 +275,51 @@ fn random_mutations_of_nickel_specs_never_panic_and_always_locate_errors() {
             String::from_utf8_lossy(&random).into_owned(),
             &format!("nickel random bytes {i}"),
         );
+    }
+}
+
+/// The hostile specs of the review, each a case of its own under the same budgets: today each
+/// of them took gigabytes, the machine's CPU for good, or printed files from outside the tree.
+#[test]
+fn hostile_specs_fail_within_budget_with_located_problems() {
+    under_budget(
+        "fuzz::hostile_specs_fail_within_budget_with_located_problems",
+        hostile_cases,
+    );
+}
+
+fn hostile_cases() {
+    let mut bomb = String::from("version: 1\nname: bomb\na0: &a0 [x,x,x,x,x,x,x,x,x,x]\n");
+    for level in 1..9 {
+        let items = vec![format!("*a{}", level - 1); 10].join(",");
+        bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+    }
+    let repos: Vec<String> = (0..10_000).map(|i| format!("r{i}")).collect();
+    let no_org = format!(
+        "version: 1\nname: big\njobs:\n  - id: a\n    task: t\n    repos: [{}]\n",
+        repos.join(",")
+    );
+    let yaml = root().join("pipelines/hostile.yaml");
+    assert!(check(&yaml, bomb, "alias bomb"));
+    assert!(check(&yaml, no_org, "10,000 targets without an org"));
+    let nickel = root().join("pipelines/hostile.ncl");
+    for (case, text) in [
+        ("endless recursion", "let rec f = fun x => f x in\nf 1\n"),
+        (
+            "growing string",
+            "let rec f = fun s n => if n == 0 then s else f (s ++ s) (n - 1) in f \"x\" 40\n",
+        ),
+        (
+            "deep value",
+            "let rec f = fun n => if n == 0 then [] else [f (n - 1)] in f 100000\n",
+        ),
+        ("long list", "std.array.generate (fun i => i) 2000000\n"),
+        ("/proc", "import \"/proc/self/environ\" as 'Text\n"),
+        (
+            "escape",
+            "import \"../../../../../../../../etc/passwd\" as 'Text\n",
+        ),
+    ] {
+        assert!(check(&nickel, text.to_owned(), case), "{case} loaded");
     }
 }

@@ -1,6 +1,6 @@
 //! `dispatch validate` and `dispatch schema`: what a user reads when a spec is right or wrong.
 
-use crate::support::dispatch;
+use crate::support::{dispatch, Output, Test};
 
 const EXAMPLES: &[&str] = &[
     "pipelines/fix-tests.yaml",
@@ -108,23 +108,28 @@ fn invalid_specs_exit_2_with_a_located_diagnostic() {
     assert_eq!(on_disk, tested);
 }
 
+/// Asserts that `text` holds every one of `expected`, showing `text` when one is missing.
+#[track_caller]
+fn expect_all(text: &str, expected: &[&str]) {
+    for expected in expected {
+        assert!(text.contains(expected), "missing `{expected}` in\n{text}");
+    }
+}
+
 #[test]
 fn all_errors_of_a_file_are_reported_in_one_run() {
     let out = dispatch(&["validate", "tests/specs/invalid/unsafe-names.yaml"]).expect_status(2);
-    for expected in [
-        "job id `a b` contains whitespace",
-        "org `-rf` starts with `-`",
-        "org `..` contains `..`",
-        "branch `/abs` is an absolute path",
-        "tag `a/b` contains `/`",
-        "target `/etc/passwd` is an absolute path",
-    ] {
-        assert!(
-            out.stderr.contains(expected),
-            "missing `{expected}` in\n{}",
-            out.stderr
-        );
-    }
+    expect_all(
+        &out.stderr,
+        &[
+            "job id `a b` contains whitespace",
+            "org `-rf` starts with `-`",
+            "org `..` contains `..`",
+            "branch `/abs` is an absolute path",
+            "tag `a/b` contains `/`",
+            "target `/etc/passwd` is an absolute path",
+        ],
+    );
     assert!(out.stdout.contains("(6 errors)"), "{}", out.stdout);
 }
 
@@ -202,4 +207,302 @@ fn help_of_every_command_has_an_example() {
             out.stdout
         );
     }
+}
+
+/// `dispatch ARGS` in the fixture as CI would run it on a hostile spec, under a budget: killed
+/// after [`HOSTILE_WITHIN`], at most 4 GiB of address space, at most 16 MiB written to each of
+/// stdout and stderr (files in the fixture). Today's failures (an alias bomb taking gigabytes,
+/// an endless recursion, 1.17 GB of diagnostics, a FIFO read for good) fail here instead of
+/// taking the machine.
+fn hostile(t: &Test, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let (out, err) = (t.path("hostile.stdout"), t.path("hostile.stderr"));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"));
+    command
+        .args(["--color", "never"])
+        .args(args)
+        .current_dir(t.path(""))
+        .env("DISPATCH_TEST_SECRET", "hunter2-in-the-environment")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    // SAFETY: setrlimit is async-signal-safe and reads only the struct it is given.
+    unsafe {
+        command.pre_exec(|| {
+            for (resource, value) in [
+                (libc::RLIMIT_AS, 4u64 << 30),
+                (libc::RLIMIT_FSIZE, 16 << 20),
+                (libc::RLIMIT_CORE, 0),
+            ] {
+                let limit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                libc::setrlimit(resource, &limit);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("dispatch starts");
+    let pid = child.id() as i32;
+    let (sender, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait()));
+    let status = match waited.recv_timeout(HOSTILE_WITHIN) {
+        Ok(status) => status.expect("dispatch is reaped"),
+        Err(_) => {
+            // SAFETY: kill of our own child by its pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("dispatch {args:?} did not finish within {HOSTILE_WITHIN:?}");
+        }
+    };
+    let read = |path: &std::path::Path| {
+        String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+    };
+    let output = Output {
+        status: status.code().unwrap_or(-1),
+        stdout: read(&out),
+        stderr: read(&err),
+    };
+    assert!(
+        !output.stderr.contains("hunter2") && !output.stdout.contains("hunter2"),
+        "a secret from outside the spec's tree was printed:\n{}",
+        output.stderr
+    );
+    output
+}
+
+/// How long a hostile spec may keep `dispatch validate` busy in these tests (the Nickel budget
+/// is 10 s; debug builds on a shared machine are slow).
+const HOSTILE_WITHIN: std::time::Duration = std::time::Duration::from_secs(90);
+
+#[test]
+fn a_yaml_alias_bomb_is_an_error_at_its_alias() {
+    // 9 levels of 10 aliases each: 10^9 strings once expanded, from 600 bytes.
+    let mut yaml = String::from("version: 1\nname: bomb\na0: &a0 [x,x,x,x,x,x,x,x,x,x]\n");
+    for level in 1..9 {
+        let prev = format!("*a{}", level - 1);
+        let items = [prev.as_str(); 10].join(",");
+        yaml.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+    }
+    assert!(yaml.len() < 600, "{}", yaml.len());
+    let t = Test::new("alias-bomb").file("spec.yaml", &yaml);
+    let out = hostile(&t, &["validate", "spec.yaml"]).expect_status(2);
+    expect_all(
+        &out.stderr,
+        &["this alias expands past a limit: the spec holds more than 1000000 values"],
+    );
+    // The level whose aliases pass a million values: `a5`, 10 copies of 111,111 values.
+    expect_all(&out.stderr, &["[spec.yaml:8:"]);
+}
+
+/// Found in review: a Nickel spec can compute a value nested 100,000 deep (YAML's parser stops
+/// at its own recursion limit, Nickel's evaluation does not), and evaluating or converting it
+/// overflowed the stack of dispatch itself. Now the evaluator stops (its own process), and a
+/// document deeper than 64 levels is a located error in both formats.
+#[test]
+fn nesting_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
+    let yaml = format!(
+        "version: 1\nname: deep\na: {}{}\n",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let t = Test::new("deep")
+        .file("spec.yaml", &yaml)
+        .file(
+            "spec.ncl",
+            "let rec f = fun n => if n == 0 then [] else [f (n - 1)] in\n{ version = 1, name = \"deep\", deep = f 100 }\n",
+        )
+        .file(
+            "deeper.ncl",
+            "let rec f = fun n => if n == 0 then [] else [f (n - 1)] in\n{ version = 1, name = \"deep\", deep = f 100000 }\n",
+        );
+    let out = hostile(&t, &["validate", "spec.yaml", "spec.ncl", "deeper.ncl"]).expect_status(2);
+    let message = "the spec nests lists and mappings more than 64 levels deep";
+    assert_eq!(out.stderr.matches(message).count(), 2, "{}", out.stderr);
+    expect_all(&out.stderr, &["[spec.yaml:3:"]);
+    expect_all(&out.stderr, &["[spec.ncl:1:45]"]);
+    expect_all(
+        &out.stderr,
+        &["× the Nickel evaluation recursed too deeply"],
+    );
+    expect_all(&out.stderr, &["[deeper.ncl:1:1]"]);
+}
+
+/// A spec of 10,000 repositories on one line, none with an organisation. Today's output was
+/// 1.17 GB (every problem printed the whole 59 KB line, 10,000 times); now it is one grouped
+/// problem of a few hundred bytes.
+#[test]
+fn one_mistake_over_ten_thousand_targets_is_one_grouped_problem() {
+    let repos: Vec<String> = (0..10_000).map(|i| format!("r{i}")).collect();
+    let spec = format!(
+        "version: 1\nname: big\njobs:\n  - id: a\n    task: t\n    repos: [{}]\n",
+        repos.join(",")
+    );
+    let t = Test::new("grouped").file("spec.yaml", &spec);
+    let out = hostile(&t, &["validate", "spec.yaml"]).expect_status(2);
+    assert!(
+        out.stderr.len() < 2048,
+        "{} bytes:\n{}",
+        out.stderr.len(),
+        out.stderr
+    );
+    expect_all(
+        &out.stderr,
+        &[
+            "× target `r0` has no organisation (10000 times)",
+            "[spec.yaml:6:13]",
+            "the same at spec.yaml:6:16, spec.yaml:6:19, spec.yaml:6:22 and 9996 more places",
+            "spec.yaml: 10000 errors",
+        ],
+    );
+    assert!(out.stdout.contains("(10000 errors)"), "{}", out.stdout);
+}
+
+#[test]
+fn a_snippet_of_a_long_line_is_clipped_around_the_column() {
+    let mut repos: Vec<String> = (0..5_000).map(|i| format!("t/r{i}")).collect();
+    repos.push("lonely".to_owned());
+    let line = format!("    repos: [{}]", repos.join(","));
+    let column = line.find("lonely").unwrap() + 1;
+    let spec = format!("version: 1\nname: long\njobs:\n  - id: a\n    task: t\n{line}\n");
+    let t = Test::new("long-line").file("spec.yaml", &spec);
+    let out = hostile(&t, &["validate", "spec.yaml"]).expect_status(2);
+    assert!(
+        out.stderr.contains(&format!("[spec.yaml:6:{column}]")),
+        "the header keeps the real column {column}:\n{}",
+        out.stderr
+    );
+    expect_all(&out.stderr, &[" 6 │ …"]);
+    expect_all(&out.stderr, &["t/r4999,lonely]"]);
+    let widest = out.stderr.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(
+        widest < 140,
+        "a line of {widest} characters:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_endless_nickel_recursion_is_a_located_error_within_the_time_budget() {
+    let t = Test::new("nickel-recursion")
+        .file("spec.ncl", "let rec f = fun x => f x in\nf 1\n")
+        .file(
+            "grows.ncl",
+            "let rec f = fun s n => if n == 0 then s else f (s ++ s) (n - 1) in\n{ version = 1, name = f \"x\" 40 }\n",
+        );
+    let out = hostile(&t, &["validate", "spec.ncl", "grows.ncl"]).expect_status(2);
+    expect_all(
+        &out.stderr,
+        &[
+            "× the Nickel evaluation did not finish within 10 s",
+            "[spec.ncl:1:1]",
+            "× the Nickel evaluation needed more than 2048 MiB of memory",
+            "[grows.ncl:1:1]",
+            "look for a recursion without a base case",
+        ],
+    );
+}
+
+#[test]
+fn nickel_imports_stay_inside_the_spec_directory() {
+    let t = Test::new("nickel-imports")
+        .file("outside.ncl", "{ name = \"hunter2-outside\" }\n")
+        .file("secret.txt", "hunter2-outside-text\n")
+        .file("spec/lib/job.ncl", "let base = import \"../base.ncl\" in base & { task = \"t\" }\n")
+        .file("spec/base.ncl", "{ id = \"a\", repos = [\"core/go-io\"] }\n")
+        .file(
+            "spec/ok.ncl",
+            "let Spec = import \"dispatch.ncl\" in\n{ version = 1, name = \"ok\", jobs = [import \"lib/job.ncl\"] } | Spec\n",
+        )
+        .file("spec/proc.ncl", "{ version = 1, name = import \"/proc/self/environ\" as 'Text }\n")
+        .file("spec/up.ncl", "let o = import \"../outside.ncl\" in\n{ version = 1, name = o.name }\n")
+        .file("spec/text.ncl", "{ version = 1, name = import \"sub/../../secret.txt\" as 'Text }\n")
+        .file("spec/link.ncl", "let o = import \"lib/link.ncl\" in\n{ version = 1, name = o.name }\n");
+    std::os::unix::fs::symlink(t.path("outside.ncl"), t.path("spec/lib/link.ncl")).unwrap();
+    std::fs::create_dir_all(t.path("spec/sub")).unwrap();
+    let ok = hostile(&t, &["validate", "spec/ok.ncl"]).expect_status(0);
+    assert!(
+        ok.stdout.starts_with("ok       spec/ok.ncl"),
+        "{}",
+        ok.stdout
+    );
+    for (file, written, line_col) in [
+        ("proc", "`/proc/self/environ` is an absolute path", "1:23"),
+        (
+            "up",
+            "`../outside.ncl` is outside the spec's directory",
+            "1:9",
+        ),
+        (
+            "text",
+            "`sub/../../secret.txt` is outside the spec's directory",
+            "1:23",
+        ),
+        (
+            "link",
+            "`lib/link.ncl` is outside the spec's directory",
+            "1:9",
+        ),
+    ] {
+        let path = format!("spec/{file}.ncl");
+        let out = hostile(&t, &["validate", &path]).expect_status(2);
+        assert!(out.stderr.contains(written), "{path}:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("[{path}:{line_col}]")),
+            "{path}: located at the import:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn template_directories_stay_inside_and_survive_symlink_loops() {
+    let spec = "version: 1\nname: t\ndefaults: { org: core }\njobs:\n  - { id: a, task: t, repos: [x], template: own }\n";
+    let t = Test::new("template-links")
+        .file("spec/spec.yaml", spec)
+        .file("spec/templates/own.md", "Do {{ task }}\n")
+        .file("other/evil.md", "hunter2 {{ task }}\n")
+        .file(
+            "spec/escape.yaml",
+            &spec.replace("name: t", "name: t\ntemplates: ../other"),
+        );
+    // Loops and links that stay inside: each directory is read once.
+    for (link, target) in [("loop", "."), ("up", ".."), ("twice", "../templates")] {
+        std::os::unix::fs::symlink(target, t.path(&format!("spec/templates/{link}"))).unwrap();
+    }
+    let ok = hostile(&t, &["validate", "spec/spec.yaml"]).expect_status(0);
+    assert!(ok.stdout.starts_with("ok"), "{}", ok.stdout);
+
+    let escaped = hostile(&t, &["validate", "spec/escape.yaml"]).expect_status(2);
+    expect_all(
+        &escaped.stderr,
+        &["`../other` is outside the spec's directory"],
+    );
+    expect_all(&escaped.stderr, &["[spec/escape.yaml:3:12]"]);
+
+    std::os::unix::fs::symlink(t.path("other"), t.path("spec/templates/out")).unwrap();
+    let linked = hostile(&t, &["validate", "spec/spec.yaml"]).expect_status(2);
+    expect_all(
+        &linked.stderr,
+        &["`spec/templates/out` is outside the spec's directory"],
+    );
+}
+
+#[test]
+fn a_spec_that_is_a_fifo_or_too_large_is_refused_at_once() {
+    let t = Test::new("spec-files").file(
+        "big.yaml",
+        &format!("version: 1\n#{}\n", "x".repeat(5 << 20)),
+    );
+    let name = std::ffi::CString::new(t.path("fifo.yaml").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that lives for the call.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+    let out = hostile(&t, &["validate", "fifo.yaml", "big.yaml"]).expect_status(2);
+    expect_all(
+        &out.stderr,
+        &["cannot read spec fifo.yaml: fifo.yaml is a FIFO, not a regular file"],
+    );
+    expect_all(
+        &out.stderr,
+        &["cannot read spec big.yaml: the file is larger than 4 MiB"],
+    );
 }

@@ -219,6 +219,11 @@ pub fn tokio_runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Comm
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    // The evaluator of Nickel specs is this binary in a child process (see `spec::nickel`): not
+    // a user command, so it is not in the help, and it starts before anything else does.
+    if std::env::args_os().nth(1).as_deref() == Some(spec::nickel::EVALUATOR_COMMAND.as_ref()) {
+        return ExitCode::from(spec::nickel::serve());
+    }
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.color);
     let ui = Ui::new(cli.color);

@@ -4,13 +4,19 @@
 //! This is the one place that renders templates: prompts, personas, plans, PR titles and bodies.
 //! Template names are paths without `.md`: task templates (`coding`), personas
 //! (`personas/testing/tester`, referred to in specs as `testing/tester`), `pr-body`, `plan`.
+//!
+//! A spec's template directory is hostile input like the spec: every file and directory in it,
+//! links included, must resolve inside the spec's tree ([`SpecTree`]), each directory is walked
+//! once however many links lead to it (a link loop ends), and each file is read bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde::Serialize;
+
+use crate::spec::tree::SpecTree;
 
 /// Templates compiled into the binary: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -152,8 +158,8 @@ impl fmt::Debug for Templates {
 
 impl Templates {
     /// The built-in templates plus every `*.md` under `dir` (when it exists), the latter
-    /// overriding built-ins of the same name.
-    pub fn load(dir: Option<&Path>) -> Result<Self, Vec<RenderError>> {
+    /// overriding built-ins of the same name; `dir` and what is in it must be inside `tree`.
+    pub fn load(dir: Option<&Path>, tree: &SpecTree) -> Result<Self, Vec<RenderError>> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
@@ -173,7 +179,14 @@ impl Templates {
         }
         if let Some(dir) = dir.filter(|d| d.is_dir()) {
             let mut files = Vec::new();
-            collect_md(dir, &mut files);
+            let mut visited = HashSet::new();
+            match tree.inside(dir, &dir.display().to_string()) {
+                Ok(canonical) => {
+                    visited.insert(canonical);
+                    collect_md(dir, tree, &mut visited, &mut files, &mut errors);
+                }
+                Err(error) => errors.push(unreadable(dir, error.to_string())),
+            }
             files.sort();
             for file in files {
                 let Ok(relative) = file.strip_prefix(dir) else {
@@ -183,16 +196,9 @@ impl Templates {
                     .with_extension("")
                     .to_string_lossy()
                     .replace('\\', "/");
-                match std::fs::read_to_string(&file) {
+                match tree.read(&file, &file.display().to_string()) {
                     Ok(text) => templates.add(&name, file.display().to_string(), text, &mut errors),
-                    Err(error) => errors.push(RenderError {
-                        template: name,
-                        origin: file.display().to_string(),
-                        text: String::new(),
-                        line: None,
-                        variable: None,
-                        message: format!("cannot read: {error}"),
-                    }),
+                    Err(error) => errors.push(unreadable(&file, error.to_string())),
                 }
             }
         }
@@ -362,15 +368,58 @@ fn undefined_variable(
         .cloned()
 }
 
-fn collect_md(dir: &Path, out: &mut Vec<PathBuf>) {
+/// The error of a template file or directory that is not read (its text is not quoted).
+fn unreadable(path: &Path, message: String) -> RenderError {
+    RenderError {
+        template: path
+            .file_stem()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        origin: path.display().to_string(),
+        text: String::new(),
+        line: None,
+        variable: None,
+        message,
+    }
+}
+
+/// Every `*.md` under `dir` (as paths under `dir`, links not resolved, so names stay what the
+/// user sees). A directory is entered once (`visited` holds canonical paths); a link that leads
+/// out of the tree is an error.
+fn collect_md(
+    dir: &Path,
+    tree: &SpecTree,
+    visited: &mut HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+    errors: &mut Vec<RenderError>,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
-            collect_md(&path, out);
-        } else if path.extension().is_some_and(|e| e == "md") {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let is_md = path.extension().is_some_and(|e| e == "md");
+        if !kind.is_symlink() && !kind.is_dir() {
+            if is_md {
+                out.push(path);
+            }
+            continue;
+        }
+        // A directory, or a link to anything: where it really is decides.
+        let canonical = match tree.inside(&path, &path.display().to_string()) {
+            Ok(canonical) => canonical,
+            Err(error) => {
+                errors.push(unreadable(&path, error.to_string()));
+                continue;
+            }
+        };
+        if canonical.is_dir() {
+            if visited.insert(canonical) {
+                collect_md(&path, tree, visited, out, errors);
+            }
+        } else if is_md {
             out.push(path);
         }
     }

@@ -1,6 +1,7 @@
 //! The Nickel contract of specs (`schemas/dispatch.ncl`), generated from the JSON schema of
 //! the model so the two cannot drift. Nickel specs apply it with
-//! `let Spec = import "schemas/dispatch.ncl" in { ... } | Spec`. The contract checks shapes
+//! `let Spec = import "dispatch.ncl" in { ... } | Spec` (dispatch serves this text for that
+//! import, see [`super::nickel::CONTRACT_IMPORT`]). The contract checks shapes
 //! and field names; formats (durations, names) are checked by dispatch after evaluation.
 
 use std::fmt::Write as _;
@@ -12,7 +13,9 @@ pub fn nickel_contract() -> String {
     let schema = super::json_schema();
     let mut out = String::new();
     out.push_str("# The contract of dispatch specs (version 1), for Nickel specs:\n");
-    out.push_str("#   let Spec = import \"schemas/dispatch.ncl\" in { version = 1, ... } | Spec\n");
+    out.push_str("#   let Spec = import \"dispatch.ncl\" in { version = 1, ... } | Spec\n");
+    out.push_str("# dispatch serves this text for that import; other Nickel tools find it with\n");
+    out.push_str("# `--import-path` pointing at this file's directory.\n");
     out.push_str("# Generated from the spec model by `dispatch schema --nickel`; do not edit.\n");
     out.push_str("let rec Defs = {\n");
     if let Some(defs) = schema.get("$defs").and_then(Json::as_object) {

@@ -6,6 +6,12 @@
 //! generated from [`model::Spec`], deserialize, then validate semantically (which includes
 //! resolving targets and rendering templates). A spec that passes all stages is a
 //! [`LoadedSpec`]; otherwise every problem comes back in one [`problem::SpecErrors`].
+//!
+//! A spec may be hostile (CI validates pull requests), so loading is bounded: files are read
+//! only inside the spec's tree and bounded in size ([`tree`]), the document is bounded in values,
+//! text and depth ([`node::MAX_VALUES`] and its neighbours), Nickel evaluates in a child process
+//! under a time and memory budget ([`nickel`]), and what is printed is grouped and clipped
+//! ([`problem`]).
 
 pub mod contract;
 pub mod model;
@@ -14,6 +20,7 @@ pub mod node;
 pub mod problem;
 pub mod schema_check;
 pub mod source;
+pub mod tree;
 pub mod validate;
 pub mod values;
 pub mod yaml;
@@ -107,9 +114,10 @@ impl Format {
     }
 }
 
-/// Loads and validates the spec at `path`.
+/// Loads and validates the spec at `path` (a regular file of at most
+/// [`tree::SOURCE_MAX_BYTES`]).
 pub fn load(path: &Path) -> Result<LoadedSpec, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io {
+    let text = tree::read_bounded(path).map_err(|error| LoadError::Io {
         path: path.display().to_string(),
         error,
     })?;
@@ -146,9 +154,35 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
     let spec =
         check_and_deserialize(&doc).map_err(|problems| invalid(sources.clone(), problems))?;
 
+    let tree = tree::SpecTree::of(path).map_err(|error| {
+        invalid(
+            sources.clone(),
+            vec![Problem::new(
+                doc.span,
+                format!("cannot find the spec's directory: {error}"),
+                "in this spec",
+            )],
+        )
+    })?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let template_dir = dir.join(spec.templates.as_deref().unwrap_or("templates"));
-    let templates = match Templates::load(Some(&template_dir)) {
+    let written = spec.templates.as_deref().unwrap_or("templates");
+    let template_dir = dir.join(written);
+    // A `templates:` that names nothing is no error (the built-ins serve); one that names a
+    // place outside the spec's tree is, before anything there is read.
+    if let Some(written) = spec.templates.as_deref() {
+        let named =
+            Path::new(written).is_absolute() || std::fs::symlink_metadata(&template_dir).is_ok();
+        let refused = tree.inside(&template_dir, written).err().filter(|_| named);
+        if let Some(error) = refused {
+            let at = doc.find(&node::Path::default().key("templates")).span;
+            return Err(invalid(
+                sources,
+                vec![Problem::new(at, error.to_string(), "template directory")
+                    .with_help("keep the templates in a directory beside the spec")],
+            ));
+        }
+    }
+    let templates = match Templates::load(Some(&template_dir), &tree) {
         Ok(templates) => templates,
         Err(errors) => {
             let problems = errors

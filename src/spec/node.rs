@@ -5,7 +5,64 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use super::source::Span;
+
+/// Most values (scalars, lists and mappings) one spec document may hold, counted after YAML
+/// aliases expand and after Nickel evaluates, so that a 300-byte alias bomb or a generated list
+/// of millions stops with an error instead of taking gigabytes. A spec of 10,000 repositories
+/// holds about 30,000.
+pub const MAX_VALUES: usize = 1_000_000;
+
+/// Most bytes of text (strings and keys) one spec document may hold, counted like
+/// [`MAX_VALUES`] (an alias to a long string repeated many times counts each time).
+pub const MAX_TEXT_BYTES: usize = 64 << 20;
+
+/// Deepest nesting of lists and mappings in a spec document (a spec needs about 8); every later
+/// stage walks the document recursively, so depth is bounded where the document is built.
+pub const MAX_DEPTH: usize = 64;
+
+/// What a document being built has used of [`MAX_VALUES`] and [`MAX_TEXT_BYTES`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Values so far.
+    pub values: usize,
+    /// Bytes of text so far.
+    pub bytes: usize,
+}
+
+impl Budget {
+    /// Charges `values` values holding `bytes` bytes of text; past a limit, the error says which
+    /// (one sentence, for a [`Problem`](super::problem::Problem) at the value that passed it).
+    pub fn charge(&mut self, values: usize, bytes: usize) -> Result<(), String> {
+        self.values = self.values.saturating_add(values);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.values > MAX_VALUES {
+            Err(format!("the spec holds more than {MAX_VALUES} values"))
+        } else if self.bytes > MAX_TEXT_BYTES {
+            Err(format!(
+                "the spec holds more than {} MiB of text",
+                MAX_TEXT_BYTES >> 20
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// What was charged since `earlier`.
+    pub fn since(&self, earlier: Budget) -> Budget {
+        Budget {
+            values: self.values - earlier.values,
+            bytes: self.bytes - earlier.bytes,
+        }
+    }
+}
+
+/// The error of a document nested deeper than [`MAX_DEPTH`].
+pub fn too_deep() -> String {
+    format!("the spec nests lists and mappings more than {MAX_DEPTH} levels deep")
+}
 
 /// A value with the span it was written at.
 #[derive(Clone, Debug)]
@@ -17,7 +74,7 @@ pub struct Node {
 }
 
 /// A mapping key with its own span.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Key {
     /// The key text.
     pub name: String,

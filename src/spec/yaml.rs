@@ -3,13 +3,16 @@
 //! Built on saphyr-parser's event stream because a serde YAML deserializer forgets where
 //! values were written, and every semantic diagnostic needs that. Scalars resolve by the YAML
 //! 1.2 core schema; anchors, aliases and `<<` merge keys work; duplicate keys and multiple
-//! documents are errors.
+//! documents are errors. The document is bounded as it is built: every value, and every copy an
+//! alias makes, is charged to a [`Budget`] of [`MAX_VALUES`](super::node::MAX_VALUES) values and
+//! [`MAX_TEXT_BYTES`](super::node::MAX_TEXT_BYTES), and nesting stops at [`MAX_DEPTH`], so an
+//! alias bomb is an error at the alias that passes the limit.
 
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YamlSpan};
 
-use super::node::{Key, Node, Value};
+use super::node::{too_deep, Budget, Key, Node, Value, MAX_DEPTH};
 use super::problem::Problem;
 use super::source::{FileId, Span};
 
@@ -23,6 +26,8 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Problem>> {
         offsets: &offsets,
         anchors: HashMap::new(),
         problems: Vec::new(),
+        budget: Budget::default(),
+        deepest: 0,
     };
     let mut parser = Parser::new_from_str(text);
     let mut events = Vec::new();
@@ -46,7 +51,7 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Problem>> {
         match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
             Event::DocumentStart(_) => {
-                let node = builder.node(&mut iter)?;
+                let node = builder.node(&mut iter, 1)?;
                 if document.is_some() {
                     return Err(vec![Problem::new(
                         node.span,
@@ -86,8 +91,20 @@ struct Builder<'o> {
     file: FileId,
     text: &'o str,
     offsets: &'o CharOffsets,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchored>,
     problems: Vec<Problem>,
+    /// What the document holds so far, alias copies included.
+    budget: Budget,
+    /// The deepest level a node was built at so far.
+    deepest: usize,
+}
+
+/// An anchored node and what a copy of it costs.
+struct Anchored {
+    node: Node,
+    cost: Budget,
+    /// Levels of the node and everything in it (1 for a scalar).
+    height: usize,
 }
 
 impl Builder<'_> {
@@ -99,7 +116,8 @@ impl Builder<'_> {
         )
     }
 
-    fn node(&mut self, events: &mut Events<'_>) -> Result<Node, Vec<Problem>> {
+    /// The node the next events make, at nesting level `depth` (1 for the document).
+    fn node(&mut self, events: &mut Events<'_>, depth: usize) -> Result<Node, Vec<Problem>> {
         let Some((event, span)) = events.next() else {
             return Err(vec![Problem::new(
                 Span::new(self.file, 0, 0),
@@ -108,11 +126,21 @@ impl Builder<'_> {
             )]);
         };
         let here = self.span(span);
+        let over = |message: String| {
+            vec![Problem::new(here, message, "here")
+                .with_help("a spec is a small document; write out what it needs")]
+        };
+        if depth > MAX_DEPTH {
+            return Err(over(too_deep()));
+        }
+        let (before, deepest) = (self.budget, self.deepest);
+        self.deepest = depth;
         let (node, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_string = tag
                     .as_ref()
                     .is_some_and(|t| t.handle == "!!" && t.suffix == "str");
+                self.budget.charge(1, text.len()).map_err(over)?;
                 let value = if style == ScalarStyle::Plain && !forced_string {
                     resolve(&text)
                 } else {
@@ -121,7 +149,25 @@ impl Builder<'_> {
                 (Node { span: here, value }, anchor)
             }
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(node) => (node.clone(), 0),
+                Some(anchored) => {
+                    let (cost, height) = (anchored.cost, anchored.height);
+                    let alias = |message: String| {
+                        vec![Problem::new(
+                            here,
+                            format!("this alias expands past a limit: {message}"),
+                            "alias",
+                        )
+                        .with_help(
+                            "YAML aliases copy what they point at; a spec needs few of them",
+                        )]
+                    };
+                    if depth + height - 1 > MAX_DEPTH {
+                        return Err(alias(too_deep()));
+                    }
+                    self.budget.charge(cost.values, cost.bytes).map_err(alias)?;
+                    self.deepest = depth + height - 1;
+                    (anchored.node.clone(), 0)
+                }
                 None => {
                     return Err(vec![Problem::new(
                         here,
@@ -131,6 +177,7 @@ impl Builder<'_> {
                 }
             },
             Event::SequenceStart(anchor, _) => {
+                self.budget.charge(1, 0).map_err(over)?;
                 let mut items = Vec::new();
                 let mut end = here.end;
                 loop {
@@ -138,7 +185,7 @@ impl Builder<'_> {
                         events.next();
                         break;
                     }
-                    let item = self.node(events)?;
+                    let item = self.node(events, depth + 1)?;
                     end = end.max(item.span.end);
                     items.push(item);
                 }
@@ -151,6 +198,7 @@ impl Builder<'_> {
                 )
             }
             Event::MappingStart(anchor, _) => {
+                self.budget.charge(1, 0).map_err(over)?;
                 let mut entries: Vec<(Key, Node)> = Vec::new();
                 let mut merged: Vec<(Key, Node)> = Vec::new();
                 let mut end = here.end;
@@ -159,8 +207,8 @@ impl Builder<'_> {
                         events.next();
                         break;
                     }
-                    let key_node = self.node(events)?;
-                    let value = self.node(events)?;
+                    let key_node = self.node(events, depth + 1)?;
+                    let value = self.node(events, depth + 1)?;
                     end = end.max(value.span.end);
                     let name = match key_node.value {
                         Value::Str(s) => s,
@@ -227,9 +275,19 @@ impl Builder<'_> {
                 )])
             }
         };
+        let height = self.deepest - depth + 1;
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let cost = self.budget.since(before);
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    cost,
+                    height,
+                },
+            );
         }
+        self.deepest = deepest.max(self.deepest);
         Ok(node)
     }
 
