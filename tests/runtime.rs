@@ -307,10 +307,13 @@ async fn containers_are_locked_down() {
     // SAFETY: getuid and getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     // Only loopback, and loopback up: QA's own servers on 127.0.0.1 work without a network.
+    // The client tries until the listener has received a line and gone (a client whose peer
+    // closed first may exit non-zero, so its status says nothing).
     let script = "id -u; id -g; ls /sys/class/net; grep CapEff /proc/self/status; \
-                  nc -l -p 7000 127.0.0.1 & \
+                  nc -l -p 7000 127.0.0.1 & listener=$!; \
                   for i in $(seq 150); do \
-                    echo loopback works | nc 127.0.0.1 7000 2>/dev/null && break; sleep 0.2; \
+                    kill -0 $listener 2>/dev/null || break; \
+                    echo loopback works | nc 127.0.0.1 7000 2>/dev/null; sleep 0.2; \
                   done; wait";
     for (node, user) in [
         ("invoker", format!("{uid}:{gid}")),
