@@ -274,13 +274,9 @@ fn answer_a_blocked_unit_and_retry_failed_ones() {
 
     // Retry --failed re-runs the failed unit only.
     let out = t.run(&["retry", &run, "--failed", "--output", "json"]);
-    // retry names what it re-runs before the report.
-    let report = out
-        .stdout
-        .find("\n{")
-        .map_or(&out.stdout[..], |at| &out.stdout[at..]);
-    let retried: Value = serde_json::from_str(report)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+    // retry names what it re-runs on stderr; stdout is the report alone.
+    assert!(out.stderr.contains("retrying 1 unit"), "{}", out.stderr);
+    let retried = out.json();
     assert_eq!(outcomes(&retried)["j/t/flaky1"], "changed", "{retried}");
     assert_eq!(t.agent_runs("flaky1", "j"), 2);
     assert_eq!(

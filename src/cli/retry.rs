@@ -76,11 +76,12 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
         .map(|u| u.id.clone())
         .collect();
     if chosen.is_empty() {
-        println!("run {}: no unit to retry", args.run);
+        eprintln!("run {}: no unit to retry", args.run);
         return Ok(0);
     }
     drop(db);
-    println!(
+    // A notice, on stderr: stdout is the report (`--output json` stays one JSON document).
+    eprintln!(
         "run {}: retrying {} {}",
         args.run,
         chosen.len(),
