@@ -54,18 +54,20 @@ pub fn nested_repositories(work_tree: &Path) -> std::io::Result<Vec<String>> {
 pub async fn new_gitlinks(repo: &Path, start: &str) -> Result<Vec<String>, GitError> {
     let staged = git(repo, &["ls-files", "--stage", "-z"]).await?;
     let before = git(repo, &["ls-tree", "-r", "-z", "--end-of-options", start]).await?;
-    let before: std::collections::HashSet<&str> = before
-        .split('\0')
-        .filter_map(|entry| entry.strip_prefix("160000 commit "))
-        .filter_map(|rest| rest.split_once('\t').map(|(_, path)| path))
-        .collect();
-    Ok(staged
-        .split('\0')
-        .filter_map(|entry| entry.strip_prefix("160000 "))
-        .filter_map(|rest| rest.split_once('\t').map(|(_, path)| path))
+    let before: std::collections::HashSet<&str> = gitlinks(&before).collect();
+    Ok(gitlinks(&staged)
         .filter(|path| !before.contains(path))
         .map(str::to_owned)
         .collect())
+}
+
+/// The paths of the gitlinks in a NUL-separated listing of `git ls-files --stage -z` or
+/// `git ls-tree -r -z`: both give each entry as `MODE ...\tPATH`, a gitlink's mode `160000`.
+fn gitlinks(listing: &str) -> impl Iterator<Item = &str> {
+    listing
+        .split('\0')
+        .filter(|entry| entry.starts_with("160000 "))
+        .filter_map(|entry| entry.split_once('\t').map(|(_, path)| path))
 }
 
 #[cfg(test)]
@@ -97,6 +99,27 @@ mod tests {
         let found = nested_repositories(&dir).unwrap();
         assert_eq!(found, ["a/b/.git", "c/.GIT", "outside/.git", "sub/.git"]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn gitlinks_are_read_from_both_listings() {
+        let staged = [
+            "100644 aaa 0\tfile.txt",
+            "160000 bbb 0\tsub",
+            "160000 ccc 0\tdir/with space",
+        ]
+        .join("\0");
+        let tree = [
+            "100644 blob aaa\tfile.txt",
+            "160000 commit bbb\tsub",
+            "040000 tree ddd\tdir",
+        ]
+        .join("\0");
+        assert_eq!(
+            gitlinks(&staged).collect::<Vec<_>>(),
+            ["sub", "dir/with space"]
+        );
+        assert_eq!(gitlinks(&tree).collect::<Vec<_>>(), ["sub"]);
     }
 
     #[test]
