@@ -40,7 +40,10 @@ impl NodeRunner<Noop, LocalForge> for ContainersOnly {
                 .run(
                     &id,
                     None,
-                    &std::env::temp_dir().join("dispatch-bench-noop.log"),
+                    &dispatch::runtime::Log {
+                        path: std::env::temp_dir().join("dispatch-bench-noop.log"),
+                        limit: 1 << 20,
+                    },
                     Duration::from_secs(60),
                     ctx.cancel.clone(),
                 )

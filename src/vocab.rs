@@ -300,6 +300,10 @@ pub enum CancelReason {
     /// A second signal, or SIGUSR1 (`dispatch cancel --force`): running containers are
     /// stopped too, and their units end `cancelled`.
     Forced,
+    /// The disk holding the state directory (shown) filled up: the journal used its reserve,
+    /// running containers are stopped so nothing takes that room, their units end
+    /// `infra_error`, and nothing new starts.
+    DiskFull(String),
 }
 
 impl CancelReason {
@@ -313,6 +317,10 @@ impl CancelReason {
             CancelReason::Forced => {
                 "Stopping the running containers; their units end cancelled.".to_owned()
             }
+            CancelReason::DiskFull(dir) => format!(
+                "error: the disk holding {dir} is full; the running containers are stopped and \
+                 no new nodes start, so the journal can record how the run ends"
+            ),
         }
     }
 
@@ -322,6 +330,7 @@ impl CancelReason {
             CancelReason::JournalFailed(_) => "journal_failed",
             CancelReason::Signal => "signal",
             CancelReason::Forced => "forced",
+            CancelReason::DiskFull(_) => "disk_full",
         }
     }
 }

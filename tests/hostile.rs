@@ -106,3 +106,163 @@ fn host_git_never_acts_on_a_repository_a_container_planted() {
         assert_eq!(t.agent_runs(repo, "j"), 1, "{repo}: no fix attempt ran");
     }
 }
+
+/// An agent that fills its work tree: `fill` writes 40 MB files and then waits for good,
+/// `flood-disk` writes until the disk is full and exits 0; `change` does ordinary work.
+const FILLING_AGENT: &str = r#"#!/bin/sh
+echo run >> /workspace/.meta/agent-runs
+case "$(cat behaviour)" in
+  fill)
+    for i in 1 2 3 4; do dd if=/dev/zero of=big-$i bs=1M count=40 2>/dev/null; done
+    echo "filled"
+    sleep 600 ;;
+  flood-disk)
+    dd if=/dev/zero of=fill bs=1M >/dev/null 2>&1
+    echo "the disk is full" ;;
+  change) echo "changed" >> file.txt ;;
+esac
+"#;
+
+#[test]
+fn a_workspace_past_its_disk_limit_stops_its_agent_and_no_other_unit() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("disk-limit")
+        .agent(FILLING_AGENT)
+        .scripted_repos(&[("f1", "fill"), ("c1", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - id: j
+                task: t
+                timeout: 5m
+                repos: [f1, c1]
+                qa: []
+                resources: { disk: 100m }
+            "#,
+        );
+    let report = t.run(RUN).expect_status(1).json();
+    let got = outcomes(&report);
+    assert_eq!(got["j/t/c1"], "changed", "{report}");
+    assert_eq!(got["j/t/f1"], "agent_failed", "{report}");
+    let reason = unit(&report, "j/t/f1")["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("grew past its disk limit of 100 MiB (resources.disk)"),
+        "the reason names the limit, not the job's timeout: {reason}"
+    );
+    assert_eq!(
+        t.git(
+            ".dispatch/workspaces/t/f1/j/repo",
+            &["rev-list", "--count", "HEAD"]
+        ),
+        "1",
+        "nothing was committed"
+    );
+    assert_eq!(
+        t.git(".dispatch/forge/t/f1.git", &["branch", "--list", "agent/*"]),
+        "",
+        "nothing was pushed"
+    );
+    assert_eq!(t.agent_runs("f1", "j"), 1, "never retried");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` at `dir` (created); `None`, with a note, when this user may
+    /// not mount (not root) and CI does not require the test.
+    fn mount(dir: std::path::PathBuf, size: &str) -> Option<Self> {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("DISPATCH_REQUIRE_DOCKER").is_none(),
+                "this test mounts a tmpfs and needs root, which CI has"
+            );
+            eprintln!("note: skipped, mounting a tmpfs needs root");
+            return None;
+        }
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "mount a tmpfs at {}", dir.display());
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["--lazy"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn the_journal_records_the_end_of_a_run_whose_agent_filled_the_disk() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("full-disk")
+        .agent(FILLING_AGENT)
+        .scripted_repos(&[("d1", "flood-disk")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [d1], qa: [], resources: { disk: 1g } }
+            "#,
+        );
+    // The state directory (journal, workspaces, the local forge) on a disk of its own.
+    let Some(_disk) = Tmpfs::mount(t.path(".dispatch"), "64m") else {
+        return;
+    };
+    let out = t.run(RUN);
+    assert_eq!(out.status, 1, "the unit fails\n{}", out.stderr);
+    let report = out.json();
+    assert_eq!(outcomes(&report).len(), 1, "{report}");
+    let run = report["run"].as_str().expect("a run id").to_owned();
+    let status = t.run(&["status", &run, "--json"]).json();
+    assert_ne!(
+        status["run"]["status"], "running",
+        "the run's end is recorded: {status}"
+    );
+    let recorded = outcomes(&status);
+    assert_eq!(recorded, outcomes(&report), "every unit's end is recorded");
+    assert!(
+        out.stderr
+            .contains("is full: dispatch gave back the 32 MiB")
+            && out.stderr.contains("the running containers are stopped"),
+        "the runner says it used its reserve and stops what writes: {}",
+        out.stderr
+    );
+
+    // A disk that cannot hold the reserve: a new run refuses to start rather than run
+    // without room for its end.
+    let filler = t.path(".dispatch/filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("a filler");
+        let chunk = vec![0u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+    }
+    let refused = t.run(RUN).expect_status(1);
+    assert!(
+        refused.stderr.contains("cannot keep the 32 MiB"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::remove_file(&filler).expect("the filler");
+    let again = t.run(RUN);
+    assert!(
+        !again.stderr.contains("cannot keep"),
+        "with room again, runs start: {}",
+        again.stderr
+    );
+}

@@ -105,12 +105,25 @@ fn ten_units_end_with_honest_mixed_outcomes() {
         reason("mixed/t/q1").contains("qa-says-not-ok"),
         "the failing step's output is in the reason"
     );
-    let loud = std::fs::metadata(t.meta("l1", "loud").join("agent.log"))
-        .unwrap()
-        .len();
+    let loud = std::fs::read(t.meta("l1", "loud").join("agent.log")).unwrap();
     assert!(
-        loud >= 52_428_800,
-        "the whole 50 MB burst reached the log ({loud} bytes)"
+        loud.len() < (16 << 20) + 1024,
+        "the 50 MB burst is cut to the default cap of 16 MiB ({} bytes)",
+        loud.len()
+    );
+    assert!(
+        loud.starts_with(b"agent run: loud") && loud.ends_with(b"\0\n"),
+        "the head and the tail of the burst are kept"
+    );
+    let shown = String::from_utf8_lossy(&loud);
+    let first_line = shown.find('\n').expect("a first line") + 1;
+    let printed = first_line + 52_428_800 + 1;
+    assert!(
+        shown.contains(&format!(
+            "{} bytes of output cut here",
+            printed - (16 << 20)
+        )),
+        "the log says how much was cut"
     );
     assert_eq!(
         t.agent_runs("r1", "mixed"),

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use dispatch::runtime::docker::Docker;
 use dispatch::runtime::image::{busybox_image_tag, ensure_image_with_files};
-use dispatch::runtime::{ContainerSpec, Exit, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN};
+use dispatch::runtime::{
+    ContainerSpec, Cut, Exit, Log, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN,
+};
 
 use crate::support::docker::available;
 
@@ -55,23 +57,44 @@ impl Run {
         spec
     }
 
-    fn log(&self, node: &str) -> PathBuf {
-        self.dir.join(format!("{node}.log"))
+    /// The log of node `node`, under the default cap.
+    fn log(&self, node: &str) -> Log {
+        Log {
+            path: self.dir.join(format!("{node}.log")),
+            limit: 16 << 20,
+        }
     }
 
     /// Creates and runs the container; returns how it ended.
     async fn exec(&self, spec: &ContainerSpec, stdin: Option<Vec<u8>>, timeout: Duration) -> Exit {
+        let node = &spec.labels[LABEL_NODE];
+        let (exit, cut) = self
+            .exec_logged(spec, stdin, timeout, &self.log(node))
+            .await;
+        assert_eq!(cut, None, "a log under its cap is never cut");
+        exit
+    }
+
+    /// Creates and runs the container with its output in `log`; how it ended, and the cut.
+    async fn exec_logged(
+        &self,
+        spec: &ContainerSpec,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+        log: &Log,
+    ) -> (Exit, Option<Cut>) {
         let (_cancel, rx) = tokio::sync::watch::channel(false);
         let id = self.docker.create(spec).await.expect("container created");
-        let node = &spec.labels[LABEL_NODE];
-        self.docker
-            .run(&id, stdin, &self.log(node), timeout, rx)
+        let ran = self
+            .docker
+            .run(&id, stdin, log, timeout, rx)
             .await
-            .expect("container ran")
+            .expect("container ran");
+        (ran.exit, ran.cut)
     }
 
     fn read_log(&self, node: &str) -> String {
-        std::fs::read_to_string(self.log(node)).expect("log written")
+        std::fs::read_to_string(self.log(node).path).expect("log written")
     }
 
     /// Removes every container of the run and checks that none is left.
@@ -171,7 +194,7 @@ async fn cancel_stops_the_container() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     cancel.send(true).expect("run still listening");
     let exit = running.await.expect("run task").expect("container ran");
-    assert_eq!(exit, Exit::Cancelled);
+    assert_eq!(exit.exit, Exit::Cancelled);
     let listed = run.docker.list(&run.id).await.expect("list");
     assert!(
         listed.iter().all(|c| !c.running),
@@ -191,7 +214,7 @@ async fn abandon(run: &Run, spec: &ContainerSpec) -> String {
         docker.run(&started, None, &path, LONG, rx).await
     });
     for _ in 0..3000 {
-        if std::fs::read_to_string(&log).is_ok_and(|text| !text.is_empty()) {
+        if std::fs::read_to_string(&log.path).is_ok_and(|text| !text.is_empty()) {
             runner.abort();
             return id;
         }
@@ -208,6 +231,7 @@ async fn reattach(run: &Run, id: &str, node: &str) -> Exit {
         .unwrap_or_else(|_| panic!("reattaching to {node} hung"))
         .expect("reattached")
         .expect("the container was started")
+        .exit
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,10 +289,50 @@ async fn fifty_megabytes_of_output_arrive_whole() {
     // with the docker CLI as well); the engine and the runtime see the same 50 MB burst.
     let size_arg = size.to_string();
     let argv = ["head", "-c", size_arg.as_str(), "/dev/zero"];
-    let exit = run.exec(&run.spec("loud", &argv), None, LONG).await;
+    let log = Log {
+        limit: 64 << 20,
+        ..run.log("loud")
+    };
+    let (exit, cut) = run
+        .exec_logged(&run.spec("loud", &argv), None, LONG, &log)
+        .await;
+    assert_eq!((exit, cut), (Exit::Code(0), None));
+    let written = std::fs::metadata(&log.path).expect("log written");
+    assert_eq!(written.len(), size);
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_past_the_log_cap_keeps_its_head_and_tail() {
+    let Some(run) = Run::start().await else {
+        return;
+    };
+    let script = "echo START; head -c 30000000 /dev/zero; echo; echo END";
+    let log = Log {
+        limit: 1 << 20,
+        ..run.log("flood")
+    };
+    std::fs::write(&log.path, "an earlier step\n").expect("earlier output");
+    let (exit, cut) = run
+        .exec_logged(&run.spec("flood", &["sh", "-c", script]), None, LONG, &log)
+        .await;
     assert_eq!(exit, Exit::Code(0));
-    let log = std::fs::metadata(run.log("loud")).expect("log written");
-    assert_eq!(log.len(), size);
+    let printed = 6 + 30_000_000 + 1 + 4;
+    assert_eq!(
+        cut,
+        Some(Cut {
+            printed,
+            kept: 1 << 20,
+            limit: 1 << 20
+        })
+    );
+    let text = std::fs::read(&log.path).expect("log written");
+    assert!(text.len() < (1 << 20) + 16 + 400, "{} bytes", text.len());
+    assert!(text.starts_with(b"an earlier step\nSTART\n"));
+    assert!(text.ends_with(b"\nEND\n"));
+    let marker = format!("{} bytes of output cut here", printed - (1 << 20));
+    let shown = String::from_utf8_lossy(&text);
+    assert!(shown.contains(&marker), "the log says what was cut");
     run.finish().await;
 }
 

@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::error::NodeError;
 use super::limits::{Admission, Class, Limits};
 use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
 use super::{cache, Executor, UnitResult};
@@ -81,6 +82,8 @@ pub(super) enum Event {
     Wake,
     /// The user asked the run to stop.
     Signal(Signal),
+    /// The journal found the state directory's disk full (and used its reserve).
+    DiskFull,
 }
 
 /// A node whose handler returned: its index, result and the containers it ran.
@@ -366,6 +369,10 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 self.begin_cancel(reason);
             }
             Event::Signal(Signal::Force) => self.begin_cancel(CancelReason::Forced),
+            Event::DiskFull => {
+                let dir = self.ex.state_dir.display().to_string();
+                self.begin_cancel(CancelReason::DiskFull(dir));
+            }
         }
         self.propagate();
         let wake = self.start_ready();
@@ -394,7 +401,19 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     /// Handlers returned: their slots are free for other nodes at once (their ends are queued
     /// before any later start, so the journal never shows more running than the limits
     /// allow); what their results decide waits for the commit.
-    fn returned(&mut self, batch: Vec<Returned>) {
+    fn returned(&mut self, mut batch: Vec<Returned>) {
+        if let Some(CancelReason::DiskFull(dir)) = &self.cancel {
+            // Stopped for the disk, not by the user: the unit failed on the machine.
+            for r in &mut batch {
+                if let NodeResult::Stop {
+                    outcome: Outcome::Cancelled,
+                    ..
+                } = r.result
+                {
+                    r.result = NodeResult::Failed(NodeError::DiskFull { dir: dir.clone() });
+                }
+            }
+        }
         for r in &batch {
             self.running -= 1;
             self.recording += 1;
@@ -687,7 +706,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         {
             return;
         }
-        if reason == CancelReason::Forced {
+        if matches!(reason, CancelReason::Forced | CancelReason::DiskFull(_)) {
             let _ = self.cancel_tx.send(true);
         }
         self.cancel = Some(reason.clone());
@@ -874,9 +893,13 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 continue;
             }
             if self.units[u].phase == UnitPhase::Open {
+                let mut reason = "the run was stopped before this unit finished".to_owned();
+                if let Some(CancelReason::DiskFull(dir)) = &self.cancel {
+                    reason.push_str(&format!(": the disk holding {dir} is full"));
+                }
                 self.units[u].phase = UnitPhase::Decided {
                     outcome: Outcome::Cancelled,
-                    reason: "the run was stopped before this unit finished".to_owned(),
+                    reason,
                 };
             }
             for i in 0..self.units[u].nodes.len() {

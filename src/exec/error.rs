@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::forge::ForgeError;
 use crate::git::GitError;
 use crate::runtime::RuntimeError;
-use crate::spec::values::AgentRef;
+use crate::spec::values::{AgentRef, Approx};
 use crate::state::StateError;
 use crate::vocab::Outcome;
 
@@ -279,6 +279,32 @@ pub enum NodeError {
         /// The paths, relative to the work tree.
         paths: Vec<String>,
     },
+    /// The unit's workspace takes more disk than its limit: what a container wrote there (the
+    /// container was stopped), or the clone itself.
+    #[error(
+        "{}the workspace {} grew past its disk limit of {} (resources.disk)",
+        .step.lead(),
+        .workspace.display(),
+        Approx(*.limit)
+    )]
+    DiskLimit {
+        /// Where.
+        step: Step,
+        /// The workspace.
+        workspace: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
+    /// The run stopped the node's container because the disk holding the state directory
+    /// filled up (the journal's reserve was used).
+    #[error(
+        "stopped: the disk holding {dir} is full (dispatch stopped the running containers so \
+         the journal can record the run's end); free some space, then `dispatch retry` the run"
+    )]
+    DiskFull {
+        /// The state directory.
+        dir: String,
+    },
     /// Another unit uses the unit's workspace (of another run, or of this one).
     #[error("workspace {} is in use by {busy}; units that share a workspace (the same repository and key, from two specs or two jobs) cannot run at once: let the other finish and `dispatch retry` this one, or give the specs different state directories", .workspace.display())]
     WorkspaceBusy {
@@ -299,17 +325,43 @@ pub struct Verdict {
 }
 
 impl NodeError {
-    /// The one classification of a node's failure: what a container planted for host git is
-    /// `agent_failed` (the agent's work, or the code it changed, did it), never retried; every
-    /// other failure is `infra_error`; it is retried when it may pass later (the engine, a forge that is down or rate limiting, a
-    /// network failure of git, a file), never when only a person can fix it (credentials, a
-    /// request the forge refuses, the spec's configuration, a template, a missing base).
+    /// The one classification of a node's failure: what a container planted for host git, a
+    /// workspace a container filled past its disk limit or left unreadable, are `agent_failed`
+    /// (the agent's work, or the code it changed, did it), never retried; every other failure is
+    /// `infra_error` (a clone past the disk limit too); it is retried when it may pass later
+    /// (the engine, a forge that is down or rate limiting, a network failure of git, a file),
+    /// never when only a person can fix it (credentials, a request the forge refuses, the
+    /// spec's configuration, a template, a missing base).
     pub fn verdict(&self) -> Verdict {
-        if let Self::Planted { .. } = self {
-            return Verdict {
-                outcome: Outcome::AgentFailed,
-                retry: false,
-            };
+        match self {
+            // The clone alone is too large: the spec's limit is what to change.
+            Self::DiskLimit {
+                step: Step::Prep, ..
+            } => {
+                return Verdict {
+                    outcome: Outcome::InfraError,
+                    retry: false,
+                }
+            }
+            // A work tree that cannot be looked through after a container: the container
+            // made it so (a directory it made unreadable, a path too long to name).
+            Self::Io {
+                action: FileAction::Inspect,
+                step,
+                ..
+            } if *step != Step::Prep => {
+                return Verdict {
+                    outcome: Outcome::AgentFailed,
+                    retry: false,
+                }
+            }
+            Self::Planted { .. } | Self::DiskLimit { .. } => {
+                return Verdict {
+                    outcome: Outcome::AgentFailed,
+                    retry: false,
+                }
+            }
+            _ => {}
         }
         let retry = match self {
             Self::Git { source, .. } | Self::MissingPrHead { source, .. } => git_may_pass(source),
@@ -328,6 +380,8 @@ impl NodeError {
             | Self::MissingBase { .. }
             | Self::MissingPr
             | Self::Planted { .. }
+            | Self::DiskLimit { .. }
+            | Self::DiskFull { .. }
             | Self::WorkspaceBusy { .. } => false,
         };
         Verdict {
@@ -357,7 +411,10 @@ fn forge_may_pass(error: &ForgeError) -> bool {
 fn state_may_pass(error: &StateError) -> bool {
     match error {
         StateError::Sqlite { .. } | StateError::Io { .. } => true,
-        StateError::Newer { .. } | StateError::Closed(_) | StateError::Unreadable { .. } => false,
+        StateError::Newer { .. }
+        | StateError::Closed(_)
+        | StateError::Unreadable { .. }
+        | StateError::NoReserve { .. } => false,
     }
 }
 
@@ -512,6 +569,55 @@ mod tests {
             message: "token_env GITHUB_TOKEN is not set".to_owned(),
         });
         assert!(!forge_config.verdict().retry);
+    }
+
+    #[test]
+    fn what_a_container_did_to_its_workspace_fails_the_agent_and_a_full_disk_the_machine() {
+        let never_again = |outcome| Verdict {
+            outcome,
+            retry: false,
+        };
+        let workspace = PathBuf::from("/state/workspaces/core/go-io/j");
+        let filled = NodeError::DiskLimit {
+            step: Step::QaStep("make".to_owned()),
+            workspace: workspace.clone(),
+            limit: 100 << 20,
+        };
+        assert_eq!(filled.verdict(), never_again(Outcome::AgentFailed));
+        assert_eq!(
+            filled.to_string(),
+            "QA step `make`: the workspace /state/workspaces/core/go-io/j grew past its disk limit of 100 MiB (resources.disk)"
+        );
+        let clone = NodeError::DiskLimit {
+            step: Step::Prep,
+            workspace: workspace.clone(),
+            limit: 1 << 30,
+        };
+        assert_eq!(clone.verdict(), never_again(Outcome::InfraError));
+        let unreadable = |step| NodeError::Io {
+            step,
+            action: FileAction::Inspect,
+            path: workspace.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            unreadable(Step::Container).verdict(),
+            never_again(Outcome::AgentFailed)
+        );
+        assert_eq!(
+            unreadable(Step::Prep).verdict(),
+            Verdict {
+                outcome: Outcome::InfraError,
+                retry: true
+            }
+        );
+        let full = NodeError::DiskFull {
+            dir: "/state".to_owned(),
+        };
+        assert_eq!(full.verdict(), never_again(Outcome::InfraError));
+        assert!(full
+            .to_string()
+            .starts_with("stopped: the disk holding /state is full"));
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
     }
     let mut next = d.handle(Event::Begin);
     let mut signals_open = true;
+    let mut disk_full = d.ex.journal.disk_full();
+    let mut disk_noted = false;
     while let Next::Wait(wake) = next {
         let event = tokio::select! {
             Some(first) = inbox.returned.recv() => {
@@ -161,6 +163,14 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
             }
             Some((batch, written)) = inbox.committed.recv() => Event::Committed(batch, written),
             () = sleep_until(wake), if wake.is_some() => Event::Wake,
+            full = disk_full.wait_for(|full| *full), if !disk_noted => {
+                disk_noted = true;
+                match full {
+                    Ok(_) => Event::DiskFull,
+                    // The journal's writer is gone: its failures reach the dispatcher anyway.
+                    Err(_) => continue,
+                }
+            }
             signal = signals.recv(), if signals_open => match signal {
                 Some(signal) => Event::Signal(signal),
                 None => {

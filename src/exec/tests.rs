@@ -57,7 +57,10 @@ impl NodeRunner<Noop, LocalForge> for Arc<Script> {
                 .create(&ContainerSpec::default())
                 .await
                 .expect("noop create");
-            let log = ctx.unit.meta_dir().join("noop.log");
+            let log = crate::runtime::Log {
+                path: ctx.unit.meta_dir().join("noop.log"),
+                limit: 1 << 20,
+            };
             ctx.runtime
                 .run(&id, None, &log, Duration::from_secs(60), ctx.cancel.clone())
                 .await

@@ -7,11 +7,13 @@
 //!
 //! Lifecycle of one container in [`Docker::run`]:
 //!
-//! 1. the log file is opened (append) and the container's streams are attached *before* it
-//!    starts, so no output is lost;
+//! 1. the log file is opened (the output goes after what it holds) and the container's
+//!    streams are attached *before* it starts, so no output is lost;
 //! 2. the container starts; a feeder task writes the stdin bytes and closes the write half
 //!    (the container sees end of file); a writer task copies every output chunk into the log
-//!    and flushes it, so memory stays bounded whatever the container prints;
+//!    as it comes, keeping its head and tail under the log's cap ([`super::log`]), so memory
+//!    and disk stay bounded whatever the container prints (the engine's own copy is capped
+//!    too: [`engine_log`]);
 //! 3. the engine's wait API is raced against the deadline and the cancel signal; on either of
 //!    the latter the container is stopped (SIGTERM, [`STOP_GRACE`], SIGKILL);
 //! 4. the writer task is awaited (the attach stream ends when the container does), so the log
@@ -25,12 +27,14 @@
 //! future); an engine failure is an error of the node, never a panic.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig,
+    ResourcesUlimits,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -40,8 +44,10 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
+use super::log::CappedLog;
 use super::{
-    Cancel, ContainerSpec, Exit, Listed, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN, STOP_GRACE,
+    Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_NODE,
+    LABEL_RUN, STOP_GRACE,
 };
 
 /// The socket used when `DOCKER_HOST` is not set.
@@ -151,6 +157,15 @@ fn container_config(spec: &ContainerSpec) -> Result<ContainerCreateBody, Runtime
         nano_cpus: spec.resources.cpus.map(|c| (c * 1e9).round() as i64),
         extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
         auto_remove: Some(false),
+        log_config: Some(engine_log(spec.resources.log_bytes)),
+        ulimits: spec.resources.file_bytes.map(|bytes| {
+            let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+            vec![ResourcesUlimits {
+                name: Some("fsize".to_owned()),
+                soft: Some(bytes),
+                hard: Some(bytes),
+            }]
+        }),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -176,6 +191,22 @@ fn container_config(spec: &ContainerSpec) -> Result<ContainerCreateBody, Runtime
         host_config: Some(host_config),
         ..Default::default()
     })
+}
+
+/// The engine's own copy of a container's output: its `json-file` driver (whatever the
+/// daemon's default, so the output can be read back), in two files of half the log's cap
+/// each. The engine then keeps the last half to all of the cap (its JSON framing included)
+/// on its disk, not everything a flood prints; a re-attached container's log is written from
+/// that copy.
+fn engine_log(log_bytes: u64) -> HostConfigLogConfig {
+    let half = (log_bytes / 2).max(1 << 20);
+    HostConfigLogConfig {
+        typ: Some("json-file".to_owned()),
+        config: Some(HashMap::from([
+            ("max-size".to_owned(), half.to_string()),
+            ("max-file".to_owned(), "2".to_owned()),
+        ])),
+    }
 }
 
 /// The HTTP status of an engine error, when the engine answered with one.
@@ -204,42 +235,29 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Opens a container log: appended to (a node's containers share one log), or written afresh
-/// (a re-attached container replays its whole output).
-async fn open_log(log: &Path, fresh: bool) -> Result<tokio::fs::File, RuntimeError> {
-    // Logs live where containers write: never through a link one planted.
-    let mut options = super::mounted::open_options();
-    options.create(true);
-    if fresh {
-        options.write(true).truncate(true);
-    } else {
-        options.append(true);
-    }
-    let fail = |error| RuntimeError::Log {
-        path: log.to_path_buf(),
-        error,
-    };
-    // Nor into a FIFO or a device one planted: said by name before the open (which would fail
-    // on a FIFO without a reader, and returns at once either way), and checked after it.
-    if let Ok(found) = tokio::fs::symlink_metadata(log).await {
-        if !found.is_symlink() {
-            super::mounted::regular(&found, log).map_err(fail)?;
-        }
-    }
-    let file = options.open(log).await.map_err(fail)?;
-    super::mounted::regular(&file.metadata().await.map_err(fail)?, log).map_err(fail)?;
-    Ok(file)
+/// Opens a container's log (see [`CappedLog::open`]) on the blocking pool.
+async fn open_log(log: &Log, keep: Option<u64>) -> Result<CappedLog, RuntimeError> {
+    let path = log.path.clone();
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || CappedLog::open(&log, keep))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|opened| opened)
+        .map_err(|error| RuntimeError::Log { path, error })
 }
 
-/// Copies every output chunk of the container into the log file, flushing each one.
-async fn write_log<S>(
-    mut output: S,
-    mut file: tokio::fs::File,
-    path: PathBuf,
-) -> Result<(), RuntimeError>
+/// Copies every output chunk of the container into its log as it comes, and ends the log
+/// when the stream ends: the figures when it was cut.
+///
+/// The writes are plain writes on this task, not hand-offs to the blocking pool: a chunk (tens
+/// of KiB) goes to the page cache in microseconds, and the task is then only ever suspended
+/// waiting on the stream, with nothing written halfway, which [`Docker::drain`] relies on
+/// when it gives the stream up.
+async fn write_log<S>(mut output: S, mut log: CappedLog) -> Result<Option<Cut>, RuntimeError>
 where
     S: Stream<Item = Result<LogOutput, EngineError>> + Unpin,
 {
+    let path = log.path().to_path_buf();
     let log_error = |error| RuntimeError::Log {
         path: path.clone(),
         error,
@@ -253,11 +271,9 @@ where
             | LogOutput::Console { message } => message,
             LogOutput::StdIn { .. } => continue,
         };
-        file.write_all(bytes).await.map_err(log_error)?;
-        file.flush().await.map_err(log_error)?;
+        log.write(bytes).map_err(log_error)?;
     }
-    file.flush().await.map_err(log_error)?;
-    Ok(())
+    log.finish().map_err(log_error)
 }
 
 /// Writes the stdin bytes (if any) and closes the write half so the container reads end of
@@ -293,10 +309,10 @@ impl Docker {
     async fn drain(
         &self,
         id: &str,
-        mut writer: AbortOnDrop<Result<(), RuntimeError>>,
-        log: &Path,
+        mut writer: AbortOnDrop<Result<Option<Cut>, RuntimeError>>,
+        log: &Log,
         from: u64,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<Cut>, RuntimeError> {
         let writer_failed = |e: tokio::task::JoinError| {
             RuntimeError::Engine(format!("log writer of container {id} failed: {e}"))
         };
@@ -308,22 +324,16 @@ impl Docker {
             "the engine kept the output stream open after the container stopped; \
              reading its stored output instead"
         );
-        // The writer waits on the stream with every chunk flushed: nothing of it is in flight.
+        // The writer waits on the stream with every chunk written: nothing of it is in flight.
         writer.0.abort();
         let _ = (&mut writer.0).await;
-        let file = open_log(log, false).await?;
-        file.set_len(from)
-            .await
-            .map_err(|error| RuntimeError::Log {
-                path: log.to_path_buf(),
-                error,
-            })?;
+        let file = open_log(log, Some(from)).await?;
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
             .build();
         let output = self.engine.logs(id, Some(options)).boxed();
-        write_log(output, file, log.to_path_buf()).await
+        write_log(output, file).await
     }
 
     /// Waits for the container to stop by itself, past `timeout` or on cancel; stops it in
@@ -369,10 +379,10 @@ impl Runtime for Docker {
     async fn reattach(
         &self,
         id: &str,
-        log: &Path,
+        log: &Log,
         timeout: Duration,
         cancel: Cancel,
-    ) -> Result<Option<Exit>, RuntimeError> {
+    ) -> Result<Option<Ran>, RuntimeError> {
         let inspected = match self.engine.inspect_container(id, None).await {
             Ok(inspected) => inspected,
             Err(e) if status(&e) == Some(404) => return Ok(None),
@@ -390,18 +400,18 @@ impl Runtime for Docker {
         // runs, ending when it stops; for a stopped container it is what was printed. One path
         // for both, and no race: an attach to a container that stopped after the inspect
         // above never ends on Docker 20.10.
-        let file = open_log(log, true).await?;
+        let file = open_log(log, Some(0)).await?;
         let options = LogsOptionsBuilder::default()
             .follow(true)
             .stdout(true)
             .stderr(true)
             .build();
         let output = self.engine.logs(id, Some(options)).boxed();
-        let writer = AbortOnDrop(tokio::spawn(write_log(output, file, log.to_path_buf())));
+        let writer = AbortOnDrop(tokio::spawn(write_log(output, file)));
         // A stopped container's wait answers at once, with its exit code.
         let exit = self.wait_or_stop(id, timeout, cancel).await?;
-        self.drain(id, writer, log, 0).await?;
-        Ok(Some(exit))
+        let cut = self.drain(id, writer, log, 0).await?;
+        Ok(Some(Ran { exit, cut }))
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
@@ -433,15 +443,18 @@ impl Runtime for Docker {
         &self,
         id: &str,
         stdin: Option<Vec<u8>>,
-        log: &Path,
+        log: &Log,
         timeout: Duration,
         cancel: Cancel,
-    ) -> Result<Exit, RuntimeError> {
+    ) -> Result<Ran, RuntimeError> {
         if *cancel.borrow() {
-            return Ok(Exit::Cancelled);
+            return Ok(Ran {
+                exit: Exit::Cancelled,
+                cut: None,
+            });
         }
-        let file = open_log(log, false).await?;
-        let from = file.metadata().await.map_or(0, |m| m.len());
+        let file = open_log(log, None).await?;
+        let from = file.start();
 
         // Attach before start: the stream sees everything from the first byte. Stdin is always
         // attached; the engine ignores it for a container created without `stdin`.
@@ -456,11 +469,7 @@ impl Runtime for Docker {
             .attach_container(id, Some(options))
             .await
             .map_err(|e| engine_error("attaching to", id, e))?;
-        let writer = AbortOnDrop(tokio::spawn(write_log(
-            attached.output,
-            file,
-            log.to_path_buf(),
-        )));
+        let writer = AbortOnDrop(tokio::spawn(write_log(attached.output, file)));
         let feeder = AbortOnDrop(tokio::spawn(feed_stdin(attached.input, stdin)));
 
         self.engine
@@ -471,8 +480,8 @@ impl Runtime for Docker {
         let exit = self.wait_or_stop(id, timeout, cancel).await?;
         drop(feeder);
         // The attach stream ends with the container: the log is complete once the writer is.
-        self.drain(id, writer, log, from).await?;
-        Ok(exit)
+        let cut = self.drain(id, writer, log, from).await?;
+        Ok(Ran { exit, cut })
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
@@ -578,6 +587,8 @@ mod tests {
                 memory_bytes: Some(1 << 30),
                 cpus: Some(1.5),
                 pids: 64,
+                log_bytes: 8 << 20,
+                file_bytes: Some(5 << 30),
             },
             stdin: true,
             ..Default::default()
@@ -601,6 +612,14 @@ mod tests {
         assert_eq!(host.pids_limit, Some(64));
         assert_eq!(host.memory, Some(1 << 30));
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        let log = host.log_config.expect("the engine's copy is configured");
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let options = log.config.expect("with options");
+        assert_eq!(options["max-size"], (4u64 << 20).to_string());
+        assert_eq!(options["max-file"], "2");
+        let fsize = &host.ulimits.expect("a file size limit")[0];
+        assert_eq!(fsize.name.as_deref(), Some("fsize"));
+        assert_eq!(fsize.hard, Some(5 << 30));
         assert_eq!(config.open_stdin, Some(true));
         assert_eq!(config.stdin_once, Some(true));
         assert_eq!(config.tty, Some(false));

@@ -12,13 +12,16 @@
 
 pub mod docker;
 pub mod image;
+pub mod log;
 pub mod mounted;
 pub mod noop;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
+
+pub use log::{Cut, Log};
 
 /// Label holding the run id.
 pub const LABEL_RUN: &str = "dispatch.run";
@@ -76,6 +79,11 @@ pub struct Resources {
     pub cpus: Option<f64>,
     /// Most processes.
     pub pids: i64,
+    /// Most bytes of the container's output the engine keeps (its own copy, which
+    /// [`Runtime::reattach`] reads); the log dispatch writes is capped by [`Log::limit`].
+    pub log_bytes: u64,
+    /// Largest file a process in the container may write (`RLIMIT_FSIZE`), when limited.
+    pub file_bytes: Option<u64>,
 }
 
 impl Default for Resources {
@@ -84,6 +92,8 @@ impl Default for Resources {
             memory_bytes: None,
             cpus: None,
             pids: 512,
+            log_bytes: crate::spec::model::Resources::DEFAULT_LOG.bytes(),
+            file_bytes: None,
         }
     }
 }
@@ -97,6 +107,15 @@ pub enum Exit {
     TimedOut,
     /// The cancel signal stopped it.
     Cancelled,
+}
+
+/// How a container ended, and whether its log was cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ran {
+    /// How it ended.
+    pub exit: Exit,
+    /// The figures of its output when it passed the log's cap.
+    pub cut: Option<Cut>,
 }
 
 /// Errors of the engine, each a transient or infrastructure problem of one node.
@@ -144,7 +163,8 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
 
     /// Starts the container, writes `stdin` (then closes it) when given, streams stdout and
-    /// stderr into `log` as they come (memory stays bounded whatever the volume), and waits:
+    /// stderr into `log` as they come, after what the file holds (its head and tail under
+    /// the log's cap: see [`log`]; memory stays bounded whatever the volume), and waits:
     /// past `timeout` it stops the container (SIGTERM, [`STOP_GRACE`], SIGKILL) and returns
     /// [`Exit::TimedOut`]; when `cancel` turns true it does the same and returns
     /// [`Exit::Cancelled`].
@@ -152,10 +172,10 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         id: &str,
         stdin: Option<Vec<u8>>,
-        log: &Path,
+        log: &Log,
         timeout: Duration,
         cancel: Cancel,
-    ) -> impl Future<Output = Result<Exit, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Ran, RuntimeError>> + Send;
 
     /// Collects a container that an earlier runner (since killed) created: while it still runs,
     /// re-attaches (its whole output is written to `log` afresh) and waits as [`Runtime::run`]
@@ -164,10 +184,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn reattach(
         &self,
         id: &str,
-        log: &Path,
+        log: &Log,
         timeout: Duration,
         cancel: Cancel,
-    ) -> impl Future<Output = Result<Option<Exit>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Option<Ran>, RuntimeError>> + Send;
 
     /// Removes the container (forcefully); a container that is already gone is not an error.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;

@@ -103,6 +103,48 @@ pub async fn read_tail(path: &Path, from: u64, limit: u64) -> io::Result<Vec<u8>
     Ok(bytes)
 }
 
+/// The least an entry counts for in [`disk_usage`]: a block, so that a million empty files
+/// (each an inode, none a data block) count like the disk they take.
+pub const ENTRY_BYTES: u64 = 4096;
+
+/// The disk a directory tree takes: every entry below `dir` (and `dir`), links not followed,
+/// each counted as its allocated blocks and at least [`ENTRY_BYTES`]; hard links count once
+/// per name. The walk stops once the count passes `past` (what it returns then is past it).
+/// An entry that vanishes during the walk is not counted; any other error is returned, so a
+/// tree that cannot be measured (a directory its owner made unreadable, a path too long to
+/// name) is never taken for a small one.
+pub fn disk_usage(dir: &Path, past: u64) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let vanished = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let counted = |m: &std::fs::Metadata| (m.blocks() * 512).max(ENTRY_BYTES);
+    let mut total = counted(&std::fs::symlink_metadata(dir)?);
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let metadata = match entry.metadata() {
+                Ok(metadata) => metadata,
+                Err(e) if vanished(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            total = total.saturating_add(counted(&metadata));
+            if total > past {
+                return Ok(total);
+            }
+            // `DirEntry::metadata` does not follow a link: a link to a directory is not walked.
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// [`write_sync`] on the blocking pool: one hand-off for the whole replacement, not one per
 /// file operation (a run writes a status file per unit).
 pub async fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -199,6 +241,25 @@ mod tests {
         );
         std::fs::write(&big, vec![b'x'; TEXT_LIMIT as usize]).unwrap();
         assert_eq!(read_to_string(&big).await.unwrap().len() as u64, TEXT_LIMIT);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn disk_usage_counts_blocks_and_entries_and_stops_past_the_limit() {
+        let dir = dir("usage");
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("a/b/data"), vec![1u8; 100_000]).unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.join(format!("empty-{i}")), "").unwrap();
+        }
+        std::os::unix::fs::symlink("/usr", dir.join("a/usr")).unwrap();
+        let used = disk_usage(&dir, u64::MAX).unwrap();
+        // The data's blocks, and a block at least for each of the 14 other entries; /usr is
+        // never walked.
+        assert!(used >= 100_000 + 14 * ENTRY_BYTES, "{used}");
+        assert!(used < 100_000 + 14 * ENTRY_BYTES + 200_000, "{used}");
+        let stopped = disk_usage(&dir, 20_000).unwrap();
+        assert!(stopped > 20_000 && stopped <= used, "{stopped}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

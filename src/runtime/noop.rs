@@ -9,14 +9,14 @@
 //! unless [`Noop::with_output`] says what to write.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-
-use super::{Cancel, ContainerSpec, Exit, Listed, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN};
+use super::log::CappedLog;
+use super::{
+    Cancel, ContainerSpec, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN,
+};
 
 /// A runtime that runs nothing (test double).
 #[derive(Debug, Default)]
@@ -102,12 +102,15 @@ impl Runtime for Noop {
     async fn reattach(
         &self,
         id: &str,
-        _log: &Path,
+        _log: &Log,
         _timeout: Duration,
         _cancel: Cancel,
-    ) -> Result<Option<Exit>, RuntimeError> {
+    ) -> Result<Option<Ran>, RuntimeError> {
         let known = lock(&self.created).iter().any(|created| created.id == id);
-        Ok(known.then(|| Exit::Code(self.exit_code(id))))
+        Ok(known.then(|| Ran {
+            exit: Exit::Code(self.exit_code(id)),
+            cut: None,
+        }))
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
@@ -125,37 +128,38 @@ impl Runtime for Noop {
         &self,
         id: &str,
         _stdin: Option<Vec<u8>>,
-        log: &Path,
+        log: &Log,
         timeout: Duration,
         cancel: Cancel,
-    ) -> Result<Exit, RuntimeError> {
+    ) -> Result<Ran, RuntimeError> {
+        let ran = |exit| Ran { exit, cut: None };
         if *cancel.borrow() {
-            return Ok(Exit::Cancelled);
+            return Ok(ran(Exit::Cancelled));
         }
+        let mut cut = None;
         if let Some(output) = &self.output {
-            let log_error = |error| RuntimeError::Log {
-                path: log.to_path_buf(),
+            // Through the capped log a real runtime writes with, so its cut is the real one.
+            let written = CappedLog::open(log, None).and_then(|mut capped| {
+                capped.write(output)?;
+                capped.finish()
+            });
+            cut = written.map_err(|error| RuntimeError::Log {
+                path: log.path.clone(),
                 error,
-            };
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .await
-                .map_err(log_error)?;
-            file.write_all(output).await.map_err(log_error)?;
-            file.flush().await.map_err(log_error)?;
+            })?;
         }
         let code = self.exit_code(id);
-        if self.delay.is_zero() {
-            return Ok(Exit::Code(code));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(self.delay.min(timeout)) => {
-                Ok(if self.delay > timeout { Exit::TimedOut } else { Exit::Code(code) })
+        let exit = if self.delay.is_zero() {
+            Exit::Code(code)
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(self.delay.min(timeout)) => {
+                    if self.delay > timeout { Exit::TimedOut } else { Exit::Code(code) }
+                }
+                () = cancelled(cancel) => Exit::Cancelled,
             }
-            () = cancelled(cancel) => Ok(Exit::Cancelled),
-        }
+        };
+        Ok(Ran { exit, cut })
     }
 
     async fn remove(&self, _id: &str) -> Result<(), RuntimeError> {
@@ -201,14 +205,17 @@ mod tests {
         let b = noop.create(&spec("b")).await.expect("noop create");
         assert_eq!((a.as_str(), b.as_str()), ("noop-1", "noop-2"));
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let log = std::env::temp_dir().join(format!("dispatch-noop-{}.log", std::process::id()));
+        let log = Log {
+            path: std::env::temp_dir().join(format!("dispatch-noop-{}.log", std::process::id())),
+            limit: 1 << 20,
+        };
         let exit_a = noop
             .run(&a, None, &log, Duration::from_secs(1), rx.clone())
             .await;
         let exit_b = noop.run(&b, None, &log, Duration::from_secs(1), rx).await;
-        assert_eq!(exit_a.expect("noop run"), Exit::Code(0));
-        assert_eq!(exit_b.expect("noop run"), Exit::Code(7));
-        assert!(!log.exists(), "no output configured, no log written");
+        assert_eq!(exit_a.expect("noop run").exit, Exit::Code(0));
+        assert_eq!(exit_b.expect("noop run").exit, Exit::Code(7));
+        assert!(!log.path.exists(), "no output configured, no log written");
         let listed = noop.list("r1").await.expect("noop list");
         let nodes: Vec<&str> = listed.iter().map(|l| l.node.as_str()).collect();
         assert_eq!(nodes, ["a", "b"], "both containers, with their nodes");
@@ -219,16 +226,19 @@ mod tests {
     async fn delay_honours_deadline_and_cancel() {
         let noop = Noop::with_delay(Duration::from_secs(3600));
         let id = noop.create(&spec("a")).await.expect("noop create");
-        let log = Path::new("/nonexistent/never-written.log");
+        let log = &Log {
+            path: "/nonexistent/never-written.log".into(),
+            limit: 1 << 20,
+        };
         let (tx, rx) = tokio::sync::watch::channel(false);
         let timed_out = noop
             .run(&id, None, log, Duration::from_millis(10), rx.clone())
             .await;
-        assert_eq!(timed_out.expect("noop run"), Exit::TimedOut);
+        assert_eq!(timed_out.expect("noop run").exit, Exit::TimedOut);
         tx.send(true).expect("receiver alive");
         let cancelled = noop
             .run(&id, None, log, Duration::from_secs(3600), rx)
             .await;
-        assert_eq!(cancelled.expect("noop run"), Exit::Cancelled);
+        assert_eq!(cancelled.expect("noop run").exit, Exit::Cancelled);
     }
 }

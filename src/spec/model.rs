@@ -268,6 +268,31 @@ pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub pids: Option<u32>,
+    /// Most bytes of one container's output kept in its log, the first and the last half
+    /// (default `16m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<ByteSize>,
+    /// Most disk space the unit's workspace (clone, logs, what its containers write there) may
+    /// take (default `20g`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<ByteSize>,
+}
+
+impl Resources {
+    /// The log cap when the spec sets none.
+    pub const DEFAULT_LOG: ByteSize = ByteSize::from_bytes(16 << 20);
+    /// The workspace's disk limit when the spec sets none.
+    pub const DEFAULT_DISK: ByteSize = ByteSize::from_bytes(20 << 30);
+
+    /// The log cap of `resources` (the unit's, when it has any).
+    pub fn log_limit(resources: Option<&Self>) -> ByteSize {
+        resources.and_then(|r| r.log).unwrap_or(Self::DEFAULT_LOG)
+    }
+
+    /// The disk limit of `resources` (the unit's, when it has any).
+    pub fn disk_limit(resources: Option<&Self>) -> ByteSize {
+        resources.and_then(|r| r.disk).unwrap_or(Self::DEFAULT_DISK)
+    }
 }
 
 /// One job: a task applied to a set of targets.

@@ -529,7 +529,7 @@ impl fmt::Display for TimeOfDay {
 
 text_serde!(TimeOfDay, "time-of-day", "A time of day in UTC, `HH:MM`.");
 
-/// A memory size such as `512m`, `4g` or `1048576` (bytes).
+/// A size such as `512m`, `4g` or `1048576` (bytes): of memory, a log, a disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(u64);
 
@@ -561,6 +561,11 @@ impl ByteSize {
         Ok(Self(bytes))
     }
 
+    /// A size of `bytes` (not zero).
+    pub const fn from_bytes(bytes: u64) -> Self {
+        Self(bytes)
+    }
+
     /// The size in bytes.
     pub fn bytes(self) -> u64 {
         self.0
@@ -582,15 +587,49 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// A number of bytes in words for people, to two or three significant digits: `812 bytes`,
+/// `4.0 KiB`, `1.2 GiB` (powers of 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Approx(pub u64);
+
+impl fmt::Display for Approx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} bytes", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        if value >= 100.0 {
+            write!(f, "{value:.0} {}", UNITS[unit])
+        } else {
+            write!(f, "{value:.1} {}", UNITS[unit])
+        }
+    }
+}
+
 text_serde!(
     ByteSize,
     "byte-size",
-    "A memory size: bytes, or a number with `k`, `m` or `g`."
+    "A size: bytes, or a number with `k`, `m` or `g`."
 );
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_for_people() {
+        let shown = |b: u64| Approx(b).to_string();
+        assert_eq!(shown(812), "812 bytes");
+        assert_eq!(shown(4096), "4.0 KiB");
+        assert_eq!(shown(1_288_490_189), "1.2 GiB");
+        assert_eq!(shown(300 << 20), "300 MiB");
+    }
 
     #[test]
     fn durations_parse_and_print_canonically() {

@@ -19,9 +19,11 @@ use rusqlite::{params, CachedStatement, Connection, Transaction};
 use tokio::sync::oneshot;
 
 use super::event::{NewRun, PoolStart, RunEvent};
-use super::{connect, now, now_ms, StateError, DB_FILE};
+use super::{connect, now, now_ms, reserve, StateError, DB_FILE};
 
-type Write = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
+/// A write: it may run twice, when its first transaction failed on a full disk and the
+/// reserve was given back ([`super::reserve`]).
+type Write = Box<dyn FnMut(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
 
 /// What the writer calls once a write's transaction ended (committed, or failed with why).
 /// It is called exactly once: a write dropped unwritten (the writer thread is gone) reports
@@ -52,6 +54,8 @@ impl Drop for Done {
 pub struct Journal {
     tx: mpsc::Sender<(Write, Option<Done>)>,
     path: PathBuf,
+    /// Turns true once a commit found the disk full and used the reserve.
+    disk_full: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A pull request of the local forge to record (created, or updated when its branch has one).
@@ -76,10 +80,21 @@ pub struct NewPr {
 }
 
 impl Journal {
-    /// Starts the writer thread on the state directory's database.
+    /// Starts the writer thread on the state directory's database, with the state
+    /// directory's reserve made ([`super::reserve::keep`]): an error when the disk cannot
+    /// hold it.
     pub fn start(dir: &Path) -> Result<Self, StateError> {
+        // The reserve first: on a disk too full for it, the database would fail with less
+        // helpful words.
+        super::create_dir(dir)?;
+        reserve::keep(dir).map_err(|error| StateError::NoReserve {
+            path: dir.to_path_buf(),
+            error,
+        })?;
         let mut conn = connect(dir)?;
         let path = dir.join(DB_FILE);
+        let state_dir = dir.to_path_buf();
+        let (full_tx, disk_full) = tokio::sync::watch::channel(false);
         let (tx, rx) = mpsc::channel::<(Write, Option<Done>)>();
         std::thread::Builder::new()
             .name("dispatch-journal".to_owned())
@@ -89,7 +104,7 @@ impl Journal {
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
-                    let result = commit(&mut conn, &mut batch);
+                    let result = commit(&mut conn, &mut batch, &state_dir, &full_tx);
                     if let Err(error) = &result {
                         tracing::error!(%error, "the journal could not commit {} writes", batch.len());
                     }
@@ -104,7 +119,17 @@ impl Journal {
                 path: path.clone(),
                 error,
             })?;
-        Ok(Self { tx, path })
+        Ok(Self {
+            tx,
+            path,
+            disk_full,
+        })
+    }
+
+    /// Turns true once a commit found the state directory's disk full (the journal then used
+    /// its reserve): the run must stop what writes to that disk.
+    pub fn disk_full(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.disk_full.clone()
     }
 
     /// The database file.
@@ -120,7 +145,7 @@ impl Journal {
     /// Queues a write and waits until it is committed.
     async fn write(
         &self,
-        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+        write: impl FnMut(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
     ) -> Result<(), StateError> {
         let (ack, done) = oneshot::channel();
         self.queue(
@@ -199,7 +224,9 @@ impl Journal {
     /// Records a pull request of the local forge: a new one, or the update of the one its
     /// branch already has (reopened). Returns its number and whether it was created.
     pub async fn upsert_pr(&self, pr: NewPr) -> Result<(i64, bool), StateError> {
-        let (tx, rx) = oneshot::channel();
+        // What the committed transaction answered (a retried write answers again).
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let answer_slot = std::sync::Arc::clone(&answered);
         self.write(move |t| {
             let at = now();
             let existing: Option<i64> = t
@@ -225,12 +252,12 @@ impl Journal {
                     (t.last_insert_rowid(), true)
                 }
             };
-            let _ = tx.send(answer);
+            *answer_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
             Ok(())
         })
         .await?;
-        rx.await
-            .map_err(|_| StateError::Closed("no PR number".to_owned()))
+        let answer = *answered.lock().unwrap_or_else(|p| p.into_inner());
+        answer.ok_or_else(|| StateError::Closed("no PR number".to_owned()))
     }
 
     /// Marks a pull request of the local forge merged.
@@ -246,13 +273,41 @@ impl Journal {
     }
 }
 
-fn commit(conn: &mut Connection, batch: &mut [(Write, Option<Done>)]) -> Result<(), String> {
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
-    for (write, _) in batch.iter_mut() {
-        let write = std::mem::replace(write, Box::new(|_| Ok(())));
-        write(&tx).map_err(|e| e.to_string())?;
+/// Commits a batch in one transaction. A batch that fails because the disk is full is tried
+/// once more after the state directory's reserve was given back, and `full` turns true so the
+/// run stops what fills the disk: the end of a run is recorded even when a unit filled it.
+fn commit(
+    conn: &mut Connection,
+    batch: &mut [(Write, Option<Done>)],
+    state_dir: &Path,
+    full: &tokio::sync::watch::Sender<bool>,
+) -> Result<(), String> {
+    match commit_once(conn, batch) {
+        Err(error)
+            if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+                && reserve::release(state_dir) =>
+        {
+            tracing::error!(
+                "the disk holding {} is full: dispatch gave back the {} MiB it keeps there for \
+                 the journal, which records the run's end in it; free some space before the \
+                 next run",
+                state_dir.display(),
+                reserve::RESERVE_BYTES >> 20
+            );
+            full.send_replace(true);
+            commit_once(conn, batch).map_err(|e| e.to_string())
+        }
+        result => result.map_err(|e| e.to_string()),
     }
-    tx.commit().map_err(|e| e.to_string())
+}
+
+/// Runs every write of a batch in one transaction and commits it (rolled back on an error).
+fn commit_once(conn: &mut Connection, batch: &mut [(Write, Option<Done>)]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for (write, _) in batch.iter_mut() {
+        write(&tx)?;
+    }
+    tx.commit()
 }
 
 /// The statements of events, in [`Statements`]' slots.

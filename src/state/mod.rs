@@ -26,6 +26,7 @@ pub mod db;
 pub mod event;
 pub mod journal;
 pub mod lock;
+pub mod reserve;
 pub mod views;
 
 use std::path::{Path, PathBuf};
@@ -170,6 +171,18 @@ pub enum StateError {
         /// The cause.
         error: std::io::Error,
     },
+    /// The disk cannot keep the journal's reserve ([`reserve`]).
+    #[error(
+        "the disk holding the state directory {path} cannot keep the {} MiB that dispatch keeps \
+         there so the journal can always record how a run ends ({error}); free some space first",
+        reserve::RESERVE_BYTES >> 20
+    )]
+    NoReserve {
+        /// The state directory.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
     /// The journal thread is gone (it failed earlier).
     #[error("the journal writer stopped: {0}")]
     Closed(String),
@@ -267,11 +280,16 @@ pub fn now_ms() -> i64 {
 }
 
 /// Opens (creating and migrating when needed) the database of a state directory.
-fn connect(dir: &Path) -> Result<Connection, StateError> {
+/// Creates the state directory (and its parents) unless it exists.
+fn create_dir(dir: &Path) -> Result<(), StateError> {
     std::fs::create_dir_all(dir).map_err(|error| StateError::Io {
         path: dir.to_owned(),
         error,
-    })?;
+    })
+}
+
+fn connect(dir: &Path) -> Result<Connection, StateError> {
+    create_dir(dir)?;
     let path = dir.join(DB_FILE);
     let fail = |error| StateError::Sqlite {
         path: path.clone(),

@@ -5,8 +5,6 @@
 //! A re-attached agent (`dispatch resume`) keeps the prompt it was started with. The issue's
 //! stopwatch runs while the agent does.
 
-use std::path::Path;
-
 use super::publish::pr_title;
 use super::{
     container, log_len, start_commit, stop, tail, write_prompt, NodeCtx, NodeResult,
@@ -17,7 +15,7 @@ use crate::exec::cache;
 use crate::exec::error::{NodeError, Step};
 use crate::forge::Forge;
 use crate::git;
-use crate::runtime::{mounted, Exit, Runtime};
+use crate::runtime::{mounted, Cut, Exit, Log, Ran, Runtime};
 use crate::spec::values::AgentRef;
 use crate::state::RunEvent;
 use crate::vocab::Outcome;
@@ -27,8 +25,8 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
     ctx: &NodeCtx<R, F>,
     agent: &AgentRef,
     prompt: String,
-    log: &Path,
-) -> Result<Exit, NodeError> {
+    log: &Log,
+) -> Result<Ran, NodeError> {
     let step = || Step::Agent(agent.clone());
     let base = ctx
         .base
@@ -43,15 +41,18 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
     let stdin = container.stdin.then(|| prompt.into_bytes());
     let timeout = ctx.unit.unit().timeout.get();
     if let Some(id) = &ctx.reattach {
-        match ctx
-            .runtime
-            .reattach(id, log, timeout, ctx.cancel.clone())
-            .await
-        {
-            Ok(Some(exit)) => {
+        let reattached = container::watched(ctx, Step::Container, |cancel| {
+            ctx.runtime.reattach(id, log, timeout, cancel)
+        })
+        .await;
+        if reattached.is_err() {
+            ctx.containers.push(id.clone());
+        }
+        match reattached? {
+            Ok(Some(ran)) => {
                 ctx.containers.push(id.clone());
                 container::refuse_planted(ctx, Step::Container).await?;
-                return Ok(exit);
+                return Ok(ran);
             }
             // Never started (or gone): start the agent afresh.
             Ok(None) => {
@@ -86,11 +87,11 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
             Err(error) => return NodeResult::Failed(error),
         }
     };
-    let log = meta.join("agent.log");
+    let log = container::log(&ctx.unit, meta.join("agent.log"));
     let from = if ctx.reattach.is_some() {
         0
     } else {
-        log_len(&log)
+        log_len(&log.path)
     };
     let key = if ctx.reattach.is_some() {
         None
@@ -128,15 +129,19 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
     stopwatch(ctx, true).await;
     let exit = run_agent(ctx, &ctx.unit.agent, prompt, &log).await;
     stopwatch(ctx, false).await;
-    let exit = match exit {
-        Ok(exit) => exit,
+    let Ran { exit, cut } = match exit {
+        Ok(ran) => ran,
         Err(error) => return NodeResult::Failed(error),
     };
+    let cut = cut_note(cut, &log);
     match exit {
         Exit::TimedOut => {
             return stop(
                 Outcome::TimedOut,
-                format!("agent ran past its timeout of {}", ctx.unit.unit().timeout),
+                format!(
+                    "agent ran past its timeout of {}{cut}",
+                    ctx.unit.unit().timeout
+                ),
             )
         }
         Exit::Cancelled => return stop(Outcome::Cancelled, "agent stopped by Ctrl-C"),
@@ -144,9 +149,9 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
             return NodeResult::Stop {
                 outcome: Outcome::AgentFailed,
                 reason: format!(
-                    "agent exited with code {code}; last lines of {}:\n{}",
-                    log.display(),
-                    tail(&log, from).await
+                    "agent exited with code {code}{cut}; last lines of {}:\n{}",
+                    log.path.display(),
+                    tail(&log.path, from).await
                 ),
                 exit_code: Some(code),
             }
@@ -211,6 +216,18 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
             outcome: Some(Outcome::Changed),
         },
         Err(error) => NodeResult::Failed(error),
+    }
+}
+
+/// What a reason says of a log that was cut (`; its output was cut: ...`), or nothing; a cut
+/// log of a container that did not fail is said in the runner's own log.
+pub(super) fn cut_note(cut: Option<Cut>, log: &Log) -> String {
+    match cut {
+        Some(cut) => {
+            tracing::warn!(log = %log.path.display(), "{cut}");
+            format!("; {cut}")
+        }
+        None => String::new(),
     }
 }
 

@@ -22,7 +22,10 @@ use crate::exec::error::{FileAction, NodeError, Step};
 use crate::forge::Forge;
 use crate::git;
 use crate::plan::{QaStepPlan, Unit};
-use crate::runtime::{ContainerSpec, Exit, Mount, Resources, Runtime, LABEL_NODE, LABEL_RUN};
+use crate::runtime::{
+    mounted, Cancel, ContainerSpec, Log, Mount, Ran, Resources, Runtime, RuntimeError, LABEL_NODE,
+    LABEL_RUN,
+};
 use crate::spec::model::{PromptHandoff, Resources as SpecResources};
 use crate::state::RunEvent;
 
@@ -156,9 +159,16 @@ fn user() -> String {
     format!("{uid}:{gid}")
 }
 
-/// The engine's limits from the spec's (pids 512 unless the spec sets them).
+/// The engine's limits from the spec's (pids 512, the log and disk defaults unless the spec
+/// sets them).
 fn resources(spec: Option<&SpecResources>) -> Resources {
-    let mut r = Resources::default();
+    let mut r = Resources {
+        log_bytes: SpecResources::log_limit(spec).bytes(),
+        // No one file larger than the whole workspace may take: a single runaway write is
+        // stopped by the kernel at once, before the watcher measures the tree.
+        file_bytes: Some(SpecResources::disk_limit(spec).bytes()),
+        ..Resources::default()
+    };
     if let Some(spec) = spec {
         r.memory_bytes = spec.memory.map(|m| m.bytes());
         r.cpus = spec.cpus;
@@ -220,16 +230,17 @@ fn base_mounts(unit: &UnitRun) -> Vec<Mount> {
 }
 
 /// Runs one container to its end: create it, record its id in the journal (before it starts:
-/// a runner killed meanwhile leaves it for `dispatch resume`), run it, and hand it to the
-/// dispatcher for removal once the node's end is committed.
+/// a runner killed meanwhile leaves it for `dispatch resume`), run it while its unit's
+/// workspace is watched ([`watched`]), and hand it to the dispatcher for removal once the
+/// node's end is committed.
 pub(super) async fn run<R: Runtime, F: Forge>(
     ctx: &NodeCtx<R, F>,
     step: Step,
     spec: ContainerSpec,
     stdin: Option<Vec<u8>>,
-    log: &Path,
+    log: &Log,
     timeout: Duration,
-) -> Result<Exit, NodeError> {
+) -> Result<Ran, NodeError> {
     let id = ctx
         .runtime
         .create(&spec)
@@ -246,16 +257,130 @@ pub(super) async fn run<R: Runtime, F: Forge>(
             source: error,
         });
     }
-    let exit = ctx
-        .runtime
-        .run(&id, stdin, log, timeout, ctx.cancel.clone())
-        .await;
+    let ran = watched(ctx, step.clone(), |cancel| {
+        ctx.runtime.run(&id, stdin, log, timeout, cancel)
+    })
+    .await;
     // Removed by the dispatcher once the node's end is committed: a runner killed before
     // that leaves the container for `dispatch resume` to collect.
     ctx.containers.push(id);
-    let exit = exit.map_err(step.clone().runtime())?;
+    let ran = ran?.map_err(step.clone().runtime())?;
     refuse_planted(ctx, step).await?;
-    Ok(exit)
+    Ok(ran)
+}
+
+/// The log of a unit's container at `path`, under the unit's cap (`resources.log`).
+pub(super) fn log(unit: &UnitRun, path: PathBuf) -> Log {
+    Log {
+        path,
+        limit: SpecResources::log_limit(unit.unit().resources.as_ref()).bytes(),
+    }
+}
+
+/// The least time between two measurements of a workspace while a container runs.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// How many times the last measurement's own duration the watcher waits before the next, so
+/// a large tree costs at most a twentieth of a core.
+const DISK_CHECK_SPACING: u32 = 20;
+
+/// Runs a container (`start` is given the cancel signal it must stop on) while its unit's
+/// workspace is measured ([`mounted::disk_usage`]) every [`DISK_CHECK_EVERY`] or more, and
+/// once more when it ended. A workspace past its disk limit (`resources.disk`) stops the
+/// container and fails the node with [`NodeError::DiskLimit`], one that cannot be measured
+/// with the error; the run's cancel signal stops it as before. The engine's answer is
+/// returned as it is, for the caller to wrap.
+pub(super) async fn watched<R, F, T, Fut>(
+    ctx: &NodeCtx<R, F>,
+    step: Step,
+    start: impl FnOnce(Cancel) -> Fut,
+) -> Result<Result<T, RuntimeError>, NodeError>
+where
+    R: Runtime,
+    F: Forge,
+    Fut: std::future::Future<Output = Result<T, RuntimeError>>,
+{
+    let limit = SpecResources::disk_limit(ctx.unit.unit().resources.as_ref()).bytes();
+    let workspace = &ctx.unit.workspace;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = start(stopped);
+    tokio::pin!(running);
+    // Why the watcher stopped the container, once it did.
+    let mut watcher: Option<std::io::Result<()>> = None;
+    let mut forwarded = false;
+    let out = loop {
+        tokio::select! {
+            out = &mut running => break out,
+            past = past_limit(workspace, limit), if watcher.is_none() => {
+                watcher = Some(past);
+                let _ = stop.send(true);
+            }
+            () = cancelled(ctx.cancel.clone()), if !forwarded => {
+                forwarded = true;
+                let _ = stop.send(true);
+            }
+        }
+    };
+    match watcher {
+        Some(Ok(())) => Err(NodeError::DiskLimit {
+            step,
+            workspace: workspace.clone(),
+            limit,
+        }),
+        Some(Err(error)) => Err(step.io(FileAction::Inspect, workspace)(error)),
+        None => check_disk(ctx, step).await.map(|()| out),
+    }
+}
+
+/// Fails the node when the unit's workspace is past its disk limit now (after the clone, after
+/// a container).
+pub(super) async fn check_disk<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    step: Step,
+) -> Result<(), NodeError> {
+    let limit = SpecResources::disk_limit(ctx.unit.unit().resources.as_ref()).bytes();
+    let workspace = &ctx.unit.workspace;
+    let used = measure(workspace, limit)
+        .await
+        .map_err(step.clone().io(FileAction::Inspect, workspace))?;
+    if used > limit {
+        return Err(NodeError::DiskLimit {
+            step,
+            workspace: workspace.clone(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Resolves once the workspace is past `limit` (measured every [`DISK_CHECK_EVERY`] or more),
+/// or with the error when it cannot be measured (an agent must not hide what it writes that
+/// way); never while it stays under.
+async fn past_limit(workspace: &Path, limit: u64) -> std::io::Result<()> {
+    let mut pause = DISK_CHECK_EVERY;
+    loop {
+        tokio::time::sleep(pause).await;
+        let started = std::time::Instant::now();
+        if measure(workspace, limit).await? > limit {
+            return Ok(());
+        }
+        pause = DISK_CHECK_EVERY.max(started.elapsed() * DISK_CHECK_SPACING);
+    }
+}
+
+/// [`mounted::disk_usage`] of a workspace on the blocking pool.
+async fn measure(workspace: &Path, limit: u64) -> std::io::Result<u64> {
+    let dir = workspace.to_path_buf();
+    tokio::task::spawn_blocking(move || mounted::disk_usage(&dir, limit))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Resolves when the cancel signal is (or already was) true; never when its sender is gone.
+async fn cancelled(mut cancel: Cancel) {
+    if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Fails the node when the container left a nested repository in the unit's work tree (see
@@ -296,7 +421,7 @@ mod tests {
 
     #[test]
     fn qa_containers_get_the_resources_agent_containers_get() {
-        let text = "version: 1\nname: limits\ndefaults: { org: core, resources: { cpus: 1.5, memory: 2g, pids: 64 } }\njobs:\n  - { id: plain, task: t, qa: [{ run: go test ./... }], repos: [go-io] }\n  - { id: own, task: t, qa: [{ run: go test ./... }], repos: [go-io], resources: { memory: 512m } }\n";
+        let text = "version: 1\nname: limits\ndefaults: { org: core, resources: { cpus: 1.5, memory: 2g, pids: 64 } }\njobs:\n  - { id: plain, task: t, qa: [{ run: go test ./... }], repos: [go-io] }\n  - { id: own, task: t, qa: [{ run: go test ./... }], repos: [go-io], resources: { memory: 512m, log: 1m, disk: 2g } }\n";
         let loaded = crate::spec::load_text(Path::new("pipelines/limits.yaml"), text.to_owned())
             .expect("the spec is valid");
         let plan = Arc::new(crate::plan::build(&loaded));
@@ -323,7 +448,9 @@ mod tests {
             Resources {
                 memory_bytes: Some(2 << 30),
                 cpus: Some(1.5),
-                pids: 64
+                pids: 64,
+                log_bytes: 16 << 20,
+                file_bytes: Some(20 << 30),
             },
             "a job without resources runs QA with defaults.resources"
         );
@@ -336,7 +463,9 @@ mod tests {
             Resources {
                 memory_bytes: Some(512 << 20),
                 cpus: None,
-                pids: 512
+                pids: 512,
+                log_bytes: 1 << 20,
+                file_bytes: Some(2 << 30),
             },
             "the job's own resources replace the defaults"
         );

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{write_file, write_prompt, NodeCtx, NodeResult, BASE_NOTE, START_NOTE};
+use super::{container, write_file, write_prompt, NodeCtx, NodeResult, BASE_NOTE, START_NOTE};
 use crate::exec::error::{FileAction, NodeError, Step};
 use crate::forge::Forge;
 use crate::git;
@@ -79,6 +79,8 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
                 sha
             }
         };
+        // A clone past the unit's disk limit fails here, before any container adds to it.
+        container::check_disk(ctx, Step::Prep).await?;
         // The commit the work starts from: what "changed", the cache and leases compare with.
         write_file(Step::Prep, &start_file, &format!("{start_sha}\n")).await?;
         write_file(Step::Prep, &ctx.unit.note(BASE_NOTE), &format!("{base}\n")).await?;

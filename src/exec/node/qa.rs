@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::agent::cut_note;
 use super::{
     container, done, log_len, stop, tail, write_file, NodeCtx, NodeResult, QA_FAILURE_NOTE,
 };
@@ -22,17 +23,22 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         Qa::Auto => detect(&repo, &ctx.unit.unit().image),
         Qa::None => Vec::new(),
     };
-    let log = ctx.unit.meta_dir().join("qa.log");
+    let log = container::log(&ctx.unit, ctx.unit.meta_dir().join("qa.log"));
     for (i, step) in steps.iter().enumerate() {
         let timeout = step.timeout.get();
         let container = container::qa(&ctx.unit, &ctx.owner(), step, i);
-        let from = log_len(&log);
+        let from = log_len(&log.path);
         let run_step = Step::QaStep(step.run.clone());
-        match container::run(ctx, run_step, container, None, &log, timeout).await {
+        let ran = container::run(ctx, run_step, container, None, &log, timeout).await;
+        let cut = match &ran {
+            Ok(ran) => cut_note(ran.cut, &log),
+            Err(_) => String::new(),
+        };
+        match ran.map(|ran| ran.exit) {
             Ok(Exit::Code(0)) => {}
             Ok(Exit::Code(code)) => {
-                let step = format!("`{}` exited with code {code}", step.run);
-                let tail = tail(&log, from).await;
+                let step = format!("`{}` exited with code {code}{cut}", step.run);
+                let tail = tail(&log.path, from).await;
                 // Kept for a fix attempt that a resumed run starts afresh.
                 let note = ctx.unit.note(QA_FAILURE_NOTE);
                 let _ = write_file(Step::Workspace, &note, &format!("{step}\n{tail}")).await;
@@ -41,7 +47,7 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
             Ok(Exit::TimedOut) => {
                 return stop(
                     Outcome::TimedOut,
-                    format!("QA step `{}` ran past {}", step.run, step.timeout),
+                    format!("QA step `{}` ran past {}{cut}", step.run, step.timeout),
                 )
             }
             Ok(Exit::Cancelled) => return stop(Outcome::Cancelled, "QA stopped by Ctrl-C"),

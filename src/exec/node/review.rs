@@ -1,9 +1,9 @@
 //! The review node: a reviewing agent reads the PR's change and comments on it; an agent that
 //! fails or runs past its time leaves the unit `needs_review`.
 
-use super::agent::run_agent;
+use super::agent::{cut_note, run_agent};
 use super::publish::pr_context;
-use super::{done, stop, write_file, NodeCtx, NodeResult};
+use super::{container, done, stop, write_file, NodeCtx, NodeResult};
 use crate::exec::error::Step;
 use crate::forge::Forge;
 use crate::runtime::{Exit, Runtime};
@@ -28,14 +28,19 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
     if let Err(error) = write_file(Step::ReviewPromptFile, &file, &prompt).await {
         return NodeResult::Failed(error);
     }
-    let log = ctx.unit.meta_dir().join("review.log");
-    match run_agent(ctx, &agent, prompt, &log).await {
+    let log = container::log(&ctx.unit, ctx.unit.meta_dir().join("review.log"));
+    let ran = run_agent(ctx, &agent, prompt, &log).await;
+    let cut = match &ran {
+        Ok(ran) => cut_note(ran.cut, &log),
+        Err(_) => String::new(),
+    };
+    match ran.map(|ran| ran.exit) {
         Ok(Exit::Code(0)) => done(),
         Ok(Exit::Code(code)) => stop(
             Outcome::NeedsReview,
             format!(
-                "the review agent exited with code {code}; see {}",
-                log.display()
+                "the review agent exited with code {code}{cut}; see {}",
+                log.path.display()
             ),
         ),
         Ok(Exit::TimedOut) => stop(
