@@ -36,9 +36,9 @@ use bollard::models::{
     ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -482,6 +482,18 @@ impl Runtime for Docker {
         // The attach stream ends with the container: the log is complete once the writer is.
         let cut = self.drain(id, writer, log, from).await?;
         Ok(Ran { exit, cut })
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        match self.engine.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Gone, or not running (409): stopped all the same.
+            Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(engine_error("killing", id, e)),
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

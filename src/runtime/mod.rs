@@ -189,6 +189,11 @@ pub trait Runtime: Send + Sync + 'static {
         cancel: Cancel,
     ) -> impl Future<Output = Result<Option<Ran>, RuntimeError>> + Send;
 
+    /// Kills the container at once (SIGKILL, no grace: it must not go on writing); one that
+    /// already stopped or is gone is not an error. [`Runtime::run`] then returns as it does
+    /// for a container that exited by itself.
+    fn kill(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Removes the container (forcefully); a container that is already gone is not an error.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 

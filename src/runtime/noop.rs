@@ -162,6 +162,10 @@ impl Runtime for Noop {
         Ok(Ran { exit, cut })
     }
 
+    async fn kill(&self, _id: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     async fn remove(&self, _id: &str) -> Result<(), RuntimeError> {
         Ok(())
     }

@@ -41,7 +41,7 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
     let stdin = container.stdin.then(|| prompt.into_bytes());
     let timeout = ctx.unit.unit().timeout.get();
     if let Some(id) = &ctx.reattach {
-        let reattached = container::watched(ctx, Step::Container, |cancel| {
+        let reattached = container::watched(ctx, Step::Container, id, |cancel| {
             ctx.runtime.reattach(id, log, timeout, cancel)
         })
         .await;

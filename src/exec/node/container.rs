@@ -257,7 +257,7 @@ pub(super) async fn run<R: Runtime, F: Forge>(
             source: error,
         });
     }
-    let ran = watched(ctx, step.clone(), |cancel| {
+    let ran = watched(ctx, step.clone(), &id, |cancel| {
         ctx.runtime.run(&id, stdin, log, timeout, cancel)
     })
     .await;
@@ -277,8 +277,9 @@ pub(super) fn log(unit: &UnitRun, path: PathBuf) -> Log {
     }
 }
 
-/// The least time between two measurements of a workspace while a container runs.
-const DISK_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// The least time between two measurements of a workspace while a container runs: what a
+/// container writes in that time may pass the limit before it is killed.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How many times the last measurement's own duration the watcher waits before the next, so
 /// a large tree costs at most a twentieth of a core.
@@ -286,13 +287,15 @@ const DISK_CHECK_SPACING: u32 = 20;
 
 /// Runs a container (`start` is given the cancel signal it must stop on) while its unit's
 /// workspace is measured ([`mounted::disk_usage`]) every [`DISK_CHECK_EVERY`] or more, and
-/// once more when it ended. A workspace past its disk limit (`resources.disk`) stops the
-/// container and fails the node with [`NodeError::DiskLimit`], one that cannot be measured
-/// with the error; the run's cancel signal stops it as before. The engine's answer is
-/// returned as it is, for the caller to wrap.
+/// once more when it ended. A workspace past its disk limit (`resources.disk`) kills the
+/// container `id` at once (a stop with a grace period would let it write on) and fails the
+/// node with [`NodeError::DiskLimit`], one that cannot be measured with the error; the run's
+/// cancel signal stops it as before. The engine's answer is returned as it is, for the caller
+/// to wrap.
 pub(super) async fn watched<R, F, T, Fut>(
     ctx: &NodeCtx<R, F>,
     step: Step,
+    id: &str,
     start: impl FnOnce(Cancel) -> Fut,
 ) -> Result<Result<T, RuntimeError>, NodeError>
 where
@@ -313,6 +316,9 @@ where
             out = &mut running => break out,
             past = past_limit(workspace, limit), if watcher.is_none() => {
                 watcher = Some(past);
+                if let Err(error) = ctx.runtime.kill(id).await {
+                    tracing::warn!(container = id, %error, "cannot kill the container");
+                }
                 let _ = stop.send(true);
             }
             () = cancelled(ctx.cancel.clone()), if !forwarded => {
