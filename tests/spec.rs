@@ -61,6 +61,14 @@ const INVALID: &[(&str, &str)] = &[
     ),
     ("select-misspelt.yaml", "did you mean `select`?"),
     ("bad-label-colour.yaml", "colour `teal` is not `#rrggbb`"),
+    (
+        "agent-gets-forge-token.yaml",
+        "agent `helper` would get the forge's token `FORGEJO_TOKEN`",
+    ),
+    (
+        "agent-gets-engine.yaml",
+        "would hand the agent the container engine",
+    ),
 ];
 
 #[test]

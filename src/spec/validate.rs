@@ -323,7 +323,34 @@ impl Validator<'_> {
                     Some("give its argv, e.g. `command: [my-agent, --prompt-file, \"{{ prompt_file }}\"]`".to_owned()),
                 );
             }
+            if let Some(token) = &spec.forge.token_env {
+                for (e, env) in def.env.iter().enumerate() {
+                    if env.as_str() == token.as_str() {
+                        self.push(
+                            &path.key("env").index(e),
+                            format!(
+                                "agent `{name}` would get the forge's token `{token}`; only \
+                                 dispatch's publish and merge steps hold it, on the host"
+                            ),
+                            "the forge token",
+                            Some("pass the agent only its own provider's keys".to_owned()),
+                        );
+                    }
+                }
+            }
             for (m, mount) in def.mounts.iter().enumerate() {
+                if engine_socket(&mount.source) {
+                    self.push(
+                        &path.key("mounts").index(m).key("source"),
+                        format!(
+                            "mount source `{}` would hand the agent the container engine (its \
+                             socket, or the whole filesystem): root on this machine",
+                            mount.source
+                        ),
+                        "the engine",
+                        None,
+                    );
+                }
                 if !mount.target.starts_with('/') || mount.target.split('/').any(|c| c == "..") {
                     self.push(
                         &path.key("mounts").index(m).key("target"),
@@ -594,6 +621,16 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// Whether a mount source gives a container the engine: the root of the filesystem, `/run`
+/// or `/var/run`, or a socket named like Docker's or containerd's.
+fn engine_socket(source: &str) -> bool {
+    let trimmed = source.trim_end_matches('/');
+    let name = trimmed.rsplit('/').next().unwrap_or(trimmed);
+    trimmed.is_empty()
+        || matches!(trimmed, "/run" | "/var/run" | "/var/lib/docker")
+        || matches!(name, "docker.sock" | "containerd.sock" | "podman.sock")
 }
 
 /// The templates that make one job's prompt.
