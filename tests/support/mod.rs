@@ -4,6 +4,7 @@
 //! with the test image built once.
 
 pub mod docker;
+pub mod model;
 mod scripted;
 mod terminal;
 mod test;

@@ -1,0 +1,1 @@
+//! The Anthropic Messages API as Claude Code expects it (to be written).

@@ -1,0 +1,1 @@
+//! The OpenAI Responses API as codex expects it (to be written).
