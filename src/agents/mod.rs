@@ -36,7 +36,8 @@ pub const PROMPT_FILE: &str = "/workspace/.meta/prompt.md";
 pub const META_DIR: &str = "/workspace/.meta";
 /// The clone inside an agent container.
 pub const WORKDIR: &str = "/workspace/repo";
-/// The home directory of the container user of the presets (`HOME` is set to it).
+/// The home directory of every agent container (`HOME` is set to it): the unit's own agent
+/// home, writable, seeded with the [`Invocation::home_files`].
 pub const AGENT_HOME: &str = "/home/agent";
 /// Network of agents that do not name one: they need their provider's API.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -62,6 +63,17 @@ impl ConfigMount {
     }
 }
 
+/// A file of the invoking user's home that an agent's CLI needs (a credential, a setting),
+/// copied into the unit's agent home before the agent's first container: the user's own
+/// directories are never mounted writable and never written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HomeFile {
+    /// Where it is, relative to the invoking user's home (`.codex/auth.json`).
+    pub from: &'static str,
+    /// Where it goes, relative to [`AGENT_HOME`] (the same path).
+    pub to: &'static str,
+}
+
 /// Everything needed to start one agent: what the runtime turns into a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invocation {
@@ -70,9 +82,14 @@ pub struct Invocation {
     /// Names of environment variables passed through from the invoking environment (the
     /// agent's own provider's keys; values are never stored here).
     pub env_names: Vec<String>,
-    /// Environment values that are not secrets (`HOME`, the Ollama address).
+    /// Names of variables that are not secrets, passed through from the invoking environment
+    /// when set (a base URL).
+    pub pass_env: Vec<String>,
+    /// Environment values that are not secrets (`HOME`, `CODEX_HOME`, the Ollama address).
     pub fixed_env: Vec<(String, String)>,
-    /// Config directories and other host paths to mount.
+    /// Files of the user's home copied into the unit's agent home.
+    pub home_files: Vec<HomeFile>,
+    /// Host paths mounted into the container (`agents.X.mounts`).
     pub config_mounts: Vec<ConfigMount>,
     /// How the prompt reaches the agent besides [`PROMPT_FILE`], which always exists.
     pub prompt: PromptHandoff,
@@ -179,7 +196,7 @@ fn preset_invocation(
         }
     };
     let mut env_names: Vec<String> = preset.env_names.iter().map(|s| (*s).to_owned()).collect();
-    let mut config_mounts = preset.config_mounts;
+    let mut config_mounts = Vec::new();
     let mut image = None;
     let mut network = DEFAULT_NETWORK.to_owned();
     if let Some(def) = def {
@@ -193,7 +210,9 @@ fn preset_invocation(
     Ok(Invocation {
         argv,
         env_names,
+        pass_env: preset.pass_env.iter().map(|s| (*s).to_owned()).collect(),
         fixed_env: preset.fixed_env,
+        home_files: preset.home_files,
         config_mounts,
         prompt,
         image,
@@ -223,7 +242,9 @@ fn custom_invocation(
     Ok(Invocation {
         argv,
         env_names,
-        fixed_env: Vec::new(),
+        pass_env: Vec::new(),
+        fixed_env: vec![home_env()],
+        home_files: Vec::new(),
         config_mounts: def.mounts.iter().map(mount).collect(),
         prompt: def.prompt.unwrap_or(PromptHandoff::File),
         image: def.image.clone(),
@@ -255,6 +276,11 @@ fn substitute_all(
         .iter()
         .map(|element| placeholder::substitute(element, &values, agent))
         .collect()
+}
+
+/// `HOME` of every agent container: the unit's agent home.
+pub fn home_env() -> (String, String) {
+    ("HOME".to_owned(), AGENT_HOME.to_owned())
 }
 
 fn add_env_names(names: &mut Vec<String>, def: &AgentDef) {

@@ -1,20 +1,20 @@
 //! The built-in presets: for each agent CLI, its argv, the names of its provider's keys, its
-//! fixed environment, its read-only config directory and how it takes the prompt.
+//! fixed environment, the files of the user's home it needs and how it takes the prompt.
 //!
 //! Every flag here was checked against the CLI's own `--help` as captured in
-//! `reference/agent-clis/` (codex-cli 0.169.0, Claude Code 2.1.197, gemini 0.61.0), except
-//! coderabbit's, which has no captured help (see [`coderabbit_argv`]). When a CLI is upgraded,
-//! capture its help again and compare before changing anything here.
+//! `reference/agent-clis/` for the CLIs that run here (codex-cli 0.163.0, Claude Code 2.1.332;
+//! gemini 0.61.0 from its captured help only), except coderabbit's, which has no captured help
+//! (see [`coderabbit_argv`]). When a CLI is upgraded, capture its help again and compare before
+//! changing anything here.
 //!
 //! Invariants every preset keeps (and the tests check):
 //! - the prompt never appears in the argv and no argv element is a shell string: the prompt
 //!   reaches the CLI on stdin, or the CLI ignores it (review presets);
 //! - the env names are exactly the agent's own provider's keys;
-//! - config directories are mounted read-only.
+//! - nothing of the user's home is mounted: the files a CLI needs are copied into the unit's
+//!   agent home ([`Preset::home_files`]).
 
-use std::path::PathBuf;
-
-use super::{ArgvContext, ConfigMount, AGENT_HOME};
+use super::{ArgvContext, HomeFile};
 use crate::spec::model::PromptHandoff;
 use crate::spec::validate::CODERABBIT_TYPES;
 
@@ -23,6 +23,9 @@ pub const LOCAL_DEFAULT_MODEL: &str = "devstral-24b";
 
 /// Where the host's Ollama listens, as seen from inside an agent container.
 pub const OLLAMA_URL: &str = "http://host.docker.internal:11434";
+
+/// Ollama's OpenAI-compatible API at [`OLLAMA_URL`].
+pub const OLLAMA_OPENAI_URL: &str = "http://host.docker.internal:11434/v1";
 
 /// The extra host entry that makes `host.docker.internal` resolve to the host (Docker 20.10+).
 pub const HOST_GATEWAY: &str = "host.docker.internal:host-gateway";
@@ -40,10 +43,12 @@ pub const GEMINI_STDIN_NOTE: &str = "Follow the instructions given on standard i
 pub struct Preset {
     /// Names of the provider's keys passed through to the container.
     pub env_names: &'static [&'static str],
-    /// Environment values that are not secrets.
+    /// Names of variables that are not secrets, passed through when set (a base URL).
+    pub pass_env: &'static [&'static str],
+    /// Environment values that are not secrets (`HOME` always).
     pub fixed_env: Vec<(String, String)>,
-    /// Read-only config directories.
-    pub config_mounts: Vec<ConfigMount>,
+    /// The files of the user's home the CLI needs, copied into the unit's agent home.
+    pub home_files: Vec<HomeFile>,
     /// How the preset takes the prompt when `agents.POOL.command` replaces its argv and
     /// names no `prompt` (the argv of a review mode may differ, see [`Built::prompt`]).
     pub prompt: PromptHandoff,
@@ -53,59 +58,107 @@ pub struct Preset {
     pub default_model: Option<&'static str>,
 }
 
+/// What codex needs of `~/.codex`: its login and its configuration (the provider, the base
+/// URL). Its state (sessions, logs, the sqlite database) starts empty per unit.
+const CODEX_HOME_FILES: &[HomeFile] = &[
+    HomeFile {
+        from: ".codex/auth.json",
+        to: ".codex/auth.json",
+    },
+    HomeFile {
+        from: ".codex/config.toml",
+        to: ".codex/config.toml",
+    },
+];
+
+/// `CODEX_HOME` inside the container: the `.codex` of the unit's agent home, where codex
+/// writes on every start.
+pub const CODEX_HOME: &str = "/home/agent/.codex";
+
 /// The preset of `pool`, or `None` when `pool` is not a preset.
 pub fn preset(pool: &str) -> Option<Preset> {
-    let home = || vec![("HOME".to_owned(), AGENT_HOME.to_owned())];
-    let config = |dir: &str| {
-        vec![ConfigMount {
-            host: PathBuf::from(format!("~/{dir}")),
-            target: format!("{AGENT_HOME}/{dir}"),
-            read_only: true,
-        }]
+    let env = |extra: &[(&str, &str)]| {
+        let mut env = vec![super::home_env()];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        env
     };
     let preset = match pool {
+        // codex exec reads CODEX_API_KEY (agent-events.md); OPENAI_API_KEY serves older CLIs
+        // and codex's login flow.
         "codex" => Preset {
-            env_names: &["OPENAI_API_KEY"],
-            fixed_env: home(),
-            config_mounts: config(".codex"),
+            env_names: &["CODEX_API_KEY", "OPENAI_API_KEY"],
+            pass_env: &[],
+            fixed_env: env(&[("CODEX_HOME", CODEX_HOME)]),
+            home_files: CODEX_HOME_FILES.to_vec(),
             prompt: PromptHandoff::Stdin,
             extra_hosts: Vec::new(),
             default_model: None,
         },
+        // IS_SANDBOX=1: Claude Code refuses --dangerously-skip-permissions as uid 0 without it
+        // (the container is the sandbox); no traffic but the API.
         "claude" => Preset {
             env_names: &["ANTHROPIC_API_KEY"],
-            fixed_env: home(),
-            config_mounts: config(".claude"),
+            pass_env: &["ANTHROPIC_BASE_URL"],
+            fixed_env: env(&[
+                ("IS_SANDBOX", "1"),
+                ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            ]),
+            home_files: vec![
+                HomeFile {
+                    from: ".claude/.credentials.json",
+                    to: ".claude/.credentials.json",
+                },
+                HomeFile {
+                    from: ".claude/settings.json",
+                    to: ".claude/settings.json",
+                },
+            ],
             prompt: PromptHandoff::Stdin,
             extra_hosts: Vec::new(),
             default_model: None,
         },
         "gemini" => Preset {
             env_names: &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
-            fixed_env: home(),
-            config_mounts: config(".gemini"),
+            pass_env: &[],
+            fixed_env: env(&[]),
+            home_files: [
+                ".gemini/settings.json",
+                ".gemini/oauth_creds.json",
+                ".gemini/google_accounts.json",
+            ]
+            .iter()
+            .map(|path| HomeFile {
+                from: path,
+                to: path,
+            })
+            .collect(),
             prompt: PromptHandoff::Stdin,
             extra_hosts: Vec::new(),
             default_model: None,
         },
         "local" => Preset {
-            env_names: &["OPENAI_API_KEY"],
-            fixed_env: {
-                let mut env = home();
-                env.push(("OLLAMA_HOST".to_owned(), OLLAMA_URL.to_owned()));
+            env_names: &["CODEX_API_KEY", "OPENAI_API_KEY"],
+            pass_env: &[],
+            fixed_env: env(&[
+                ("CODEX_HOME", CODEX_HOME),
+                ("OLLAMA_HOST", OLLAMA_URL),
                 // Read by codex's OSS provider (codex-rs `create_oss_provider`).
-                env.push(("CODEX_OSS_BASE_URL".to_owned(), format!("{OLLAMA_URL}/v1")));
-                env
-            },
-            config_mounts: config(".codex"),
+                ("CODEX_OSS_BASE_URL", OLLAMA_OPENAI_URL),
+            ]),
+            home_files: CODEX_HOME_FILES.to_vec(),
             prompt: PromptHandoff::Stdin,
             extra_hosts: vec![HOST_GATEWAY.to_owned()],
             default_model: Some(LOCAL_DEFAULT_MODEL),
         },
         "coderabbit" => Preset {
             env_names: &["CODERABBIT_API_KEY"],
-            fixed_env: home(),
-            config_mounts: Vec::new(),
+            pass_env: &[],
+            fixed_env: env(&[]),
+            home_files: Vec::new(),
             // coderabbit reviews the diff and takes no instructions: the prompt stays a file.
             prompt: PromptHandoff::File,
             extra_hosts: Vec::new(),
@@ -183,9 +236,9 @@ fn strings(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// `codex exec` (codex-exec-help.txt): non-interactive; approvals and codex's own sandbox
-/// bypassed because the container is the sandbox; `--skip-git-repo-check` so a fresh clone
-/// needs no trust entry; `--ephemeral` because `~/.codex` is read-only; `--cd` the clone;
+/// `codex exec` (codex-0.163-exec-help.txt): non-interactive; approvals and codex's own
+/// sandbox bypassed because the container is the sandbox; `--skip-git-repo-check` so a fresh
+/// clone needs no trust entry; its session kept in the unit's `CODEX_HOME`; `--cd` the clone;
 /// the last message to the meta directory; the prompt read from stdin via the `-` argument
 /// ("If not provided as an argument (or if `-` is used), instructions are read from stdin").
 fn codex_argv(provider: &[&str], model: Option<&str>, ctx: &ArgvContext) -> Vec<String> {
@@ -194,7 +247,6 @@ fn codex_argv(provider: &[&str], model: Option<&str>, ctx: &ArgvContext) -> Vec<
     argv.extend(strings(&[
         "--dangerously-bypass-approvals-and-sandbox",
         "--skip-git-repo-check",
-        "--ephemeral",
         "--color",
         "never",
         "--cd",
@@ -210,8 +262,9 @@ fn codex_argv(provider: &[&str], model: Option<&str>, ctx: &ArgvContext) -> Vec<
     argv
 }
 
-/// `codex exec review --base BASE` (codex-exec-review-help.txt). That help has no `--cd` and no
-/// `--color`, so the container's working directory is the clone. No prompt argument is given:
+/// `codex exec review --base BASE` (codex-0.163-exec-review-help.txt). That help has no `--cd`
+/// and no `--color`, so the container's working directory is the clone; `--ephemeral`: a
+/// review is never continued. No prompt argument is given:
 /// codex builds its own review instructions from `--base` (the target flags and a custom
 /// prompt are alternatives), so the rendered prompt only stays on record as the prompt file.
 fn codex_review_argv(model: Option<&str>, ctx: &ArgvContext) -> Vec<String> {
@@ -238,10 +291,10 @@ fn last_message(ctx: &ArgvContext) -> String {
     format!("{}/last-message.md", ctx.meta_dir)
 }
 
-/// `claude --print` (claude-help.txt): text output, `--dangerously-skip-permissions` (the
-/// container is the sandbox), `--no-session-persistence` ("only works with --print"; the
-/// config is read-only anyway) and a system note; no prompt argument, so print mode reads
-/// the prompt from stdin.
+/// `claude --print` (claude-2.1.332-help.txt): text output, `--dangerously-skip-permissions`
+/// (the container is the sandbox; `IS_SANDBOX=1` lets it run as root) and a system note; its
+/// session is kept in the unit's agent home; no prompt argument, so print mode reads the
+/// prompt from stdin.
 fn claude_argv(model: Option<&str>) -> Vec<String> {
     let mut argv = strings(&[
         "claude",
@@ -249,7 +302,6 @@ fn claude_argv(model: Option<&str>) -> Vec<String> {
         "--output-format",
         "text",
         "--dangerously-skip-permissions",
-        "--no-session-persistence",
         "--append-system-prompt",
         CLAUDE_SYSTEM_NOTE,
     ]);

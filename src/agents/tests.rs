@@ -9,8 +9,8 @@ const BYPASS: &str = "--dangerously-bypass-approvals-and-sandbox";
 
 /// Every provider key a preset may list, by pool.
 const PROVIDER_KEYS: &[(&str, &[&str])] = &[
-    ("codex", &["OPENAI_API_KEY"]),
-    ("local", &["OPENAI_API_KEY"]),
+    ("codex", &["CODEX_API_KEY", "OPENAI_API_KEY"]),
+    ("local", &["CODEX_API_KEY", "OPENAI_API_KEY"]),
     ("claude", &["ANTHROPIC_API_KEY"]),
     ("gemini", &["GEMINI_API_KEY", "GOOGLE_API_KEY"]),
     ("coderabbit", &["CODERABBIT_API_KEY"]),
@@ -37,7 +37,6 @@ fn codex_common() -> Vec<&'static str> {
     vec![
         BYPASS,
         "--skip-git-repo-check",
-        "--ephemeral",
         "--color",
         "never",
         "--cd",
@@ -56,19 +55,24 @@ fn codex_execs_with_bypass_and_reads_stdin() {
     assert_eq!(inv.argv, argv(&expected));
     assert_eq!(inv.prompt, PromptHandoff::Stdin);
     assert_eq!(inv.model, None);
-    assert_eq!(inv.env_names, ["OPENAI_API_KEY"]);
+    assert_eq!(inv.env_names, ["CODEX_API_KEY", "OPENAI_API_KEY"]);
     assert_eq!(
         inv.fixed_env,
-        [("HOME".to_owned(), "/home/agent".to_owned())]
+        [
+            ("HOME".to_owned(), "/home/agent".to_owned()),
+            ("CODEX_HOME".to_owned(), "/home/agent/.codex".to_owned())
+        ]
     );
+    let copied: Vec<(&str, &str)> = inv.home_files.iter().map(|f| (f.from, f.to)).collect();
     assert_eq!(
-        inv.config_mounts,
-        [ConfigMount {
-            host: PathBuf::from("~/.codex"),
-            target: "/home/agent/.codex".to_owned(),
-            read_only: true,
-        }]
+        copied,
+        [
+            (".codex/auth.json", ".codex/auth.json"),
+            (".codex/config.toml", ".codex/config.toml")
+        ],
+        "only the login and the configuration, copied, never mounted"
     );
+    assert!(inv.config_mounts.is_empty());
     assert_eq!(inv.network, "bridge");
     assert_eq!(inv.workdir, "/workspace/repo");
     assert!(inv.extra_hosts.is_empty());
@@ -104,11 +108,11 @@ fn codex_review_reviews_against_the_base() {
     );
     assert_eq!(inv.model, None);
     assert_eq!(inv.prompt, PromptHandoff::File);
-    assert_eq!(inv.env_names, ["OPENAI_API_KEY"]);
+    assert_eq!(inv.env_names, ["CODEX_API_KEY", "OPENAI_API_KEY"]);
 }
 
 #[test]
-fn claude_prints_without_permissions_or_sessions() {
+fn claude_prints_without_permissions_and_runs_as_root_in_its_sandbox() {
     let inv = resolve("claude:opus");
     assert_eq!(
         inv.argv,
@@ -118,7 +122,6 @@ fn claude_prints_without_permissions_or_sessions() {
             "--output-format",
             "text",
             "--dangerously-skip-permissions",
-            "--no-session-persistence",
             "--append-system-prompt",
             CLAUDE_SYSTEM_NOTE,
             "--model",
@@ -129,12 +132,17 @@ fn claude_prints_without_permissions_or_sessions() {
     assert!(CLAUDE_SYSTEM_NOTE.contains("Do not push"));
     assert_eq!(inv.prompt, PromptHandoff::Stdin);
     assert_eq!(inv.env_names, ["ANTHROPIC_API_KEY"]);
-    assert_eq!(inv.config_mounts[0].host, PathBuf::from("~/.claude"));
-    assert_eq!(inv.config_mounts[0].target, "/home/agent/.claude");
-    assert!(inv.config_mounts[0].read_only);
+    assert_eq!(inv.pass_env, ["ANTHROPIC_BASE_URL"]);
+    assert!(
+        inv.fixed_env
+            .contains(&("IS_SANDBOX".to_owned(), "1".to_owned())),
+        "Claude Code refuses to skip permissions as root without it"
+    );
+    assert_eq!(inv.home_files[0].from, ".claude/.credentials.json");
+    assert!(inv.config_mounts.is_empty());
     assert_eq!(
         resolve("claude").argv.len(),
-        8,
+        7,
         "no --model without a model"
     );
 }
@@ -159,7 +167,10 @@ fn gemini_runs_headless_with_the_prompt_on_stdin() {
     );
     assert_eq!(inv.prompt, PromptHandoff::Stdin);
     assert_eq!(inv.env_names, ["GEMINI_API_KEY", "GOOGLE_API_KEY"]);
-    assert_eq!(inv.config_mounts[0].target, "/home/agent/.gemini");
+    assert!(inv
+        .home_files
+        .iter()
+        .any(|f| f.from == ".gemini/settings.json"));
 }
 
 #[test]
@@ -175,7 +186,7 @@ fn local_runs_codex_against_the_hosts_ollama() {
     assert_eq!(inv.model.as_deref(), Some("devstral-24b"));
     assert_eq!(inv.extra_hosts, ["host.docker.internal:host-gateway"]);
     assert_eq!(inv.network, "bridge");
-    assert_eq!(inv.env_names, ["OPENAI_API_KEY"]);
+    assert_eq!(inv.env_names, ["CODEX_API_KEY", "OPENAI_API_KEY"]);
     assert!(inv.fixed_env.contains(&(
         "OLLAMA_HOST".to_owned(),
         "http://host.docker.internal:11434".to_owned()
@@ -346,7 +357,11 @@ fn custom_agents_substitute_placeholders_inside_one_element() {
         inv.config_mounts[0].host_path(Path::new("/home/u")),
         PathBuf::from("/home/u/.my-agent")
     );
-    assert!(inv.fixed_env.is_empty());
+    assert_eq!(
+        inv.fixed_env,
+        [("HOME".to_owned(), "/home/agent".to_owned())],
+        "a custom agent gets the unit's agent home too"
+    );
     // The reference's model wins over the default.
     assert_eq!(
         resolve_with("my-agent:big", &custom).argv[5],
@@ -404,11 +419,12 @@ fn overrides_of_a_preset_add_and_replace() {
     assert_eq!(inv.image.as_deref(), Some("codex-image"));
     assert_eq!(
         inv.env_names,
-        ["OPENAI_API_KEY", "OPENAI_BASE_URL"],
+        ["CODEX_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"],
         "names are added once"
     );
-    assert_eq!(inv.config_mounts.len(), 2, "mounts are added");
-    assert_eq!(inv.config_mounts[0].target, "/home/agent/.codex");
+    assert_eq!(inv.config_mounts.len(), 1, "mounts are added");
+    assert_eq!(inv.config_mounts[0].target, "/etc/ssl/codex-ca.pem");
+    assert_eq!(inv.home_files.len(), 2, "the preset's home files stay");
     assert_eq!(inv.network, "corp");
     assert_eq!(
         inv.model.as_deref(),
@@ -469,8 +485,8 @@ fn an_override_with_a_command_replaces_the_argv() {
         "the preset's keys stay"
     );
     assert_eq!(
-        inv.config_mounts[0].target, "/home/agent/.claude",
-        "the preset's mounts stay"
+        inv.home_files[0].from, ".claude/.credentials.json",
+        "the preset's home files stay"
     );
 
     // Without `command`, `prompt` cannot change how the preset's argv reads the prompt.

@@ -75,6 +75,9 @@ fn describe(out: &mut String, name: &str, inv: &Invocation) {
         inv.env_names.join(" ")
     };
     let _ = writeln!(out, "  env      {env}");
+    if !inv.pass_env.is_empty() {
+        let _ = writeln!(out, "  passes   {} (when set)", inv.pass_env.join(" "));
+    }
     if !inv.fixed_env.is_empty() {
         let fixed: Vec<String> = inv
             .fixed_env
@@ -84,6 +87,15 @@ fn describe(out: &mut String, name: &str, inv: &Invocation) {
         let _ = writeln!(out, "  set      {}", fixed.join(" "));
     }
     let _ = writeln!(out, "  prompt   {}", handoff_name(inv.prompt));
+    for file in &inv.home_files {
+        let _ = writeln!(
+            out,
+            "  copies   ~/{} -> {}/{} (into the unit's agent home, when it exists)",
+            file.from,
+            agents::AGENT_HOME,
+            file.to
+        );
+    }
     for mount in &inv.config_mounts {
         let mode = if mount.read_only {
             "read-only"

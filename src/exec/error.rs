@@ -136,6 +136,8 @@ pub enum FileAction {
     Inspect,
     /// Taking the lock of a workspace.
     Lock,
+    /// Removing what an earlier run left (the agents' homes).
+    Clear,
 }
 
 impl FileAction {
@@ -158,6 +160,7 @@ impl fmt::Display for OnPath<'_> {
             FileAction::ReadStart => f.write_str("the starting commit is unknown"),
             FileAction::Inspect => write!(f, "cannot look through {path}"),
             FileAction::Lock => write!(f, "cannot lock {path}"),
+            FileAction::Clear => write!(f, "cannot remove {path}"),
         }
     }
 }

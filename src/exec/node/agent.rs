@@ -37,6 +37,7 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
             step: step(),
             message,
         })?;
+    container::seed_home(&ctx.unit, &invocation, step()).await?;
     let container = container::agent(&ctx.unit, &ctx.owner(), ctx.spec_dir(), &invocation);
     let stdin = container.stdin.then(|| prompt.into_bytes());
     let timeout = ctx.unit.unit().timeout.get();

@@ -57,8 +57,9 @@ impl<R: Runtime, F: Forge> NodeCtx<R, F> {
 }
 
 /// The container of an agent run (the unit's agent or its reviewer): the unit's base, the
-/// prompt file read-only, the config files the agent's CLI needs that exist, its fixed
-/// environment and its provider's keys that are set.
+/// prompt file read-only, the unit's agent home of its pool writable at `/home/agent` (seeded
+/// by [`seed_home`]), the mounts its spec entry names that exist, its fixed environment, its
+/// provider's keys and pass-through settings that are set.
 pub(super) fn agent(
     unit: &UnitRun,
     owner: &Owner<'_>,
@@ -71,9 +72,12 @@ pub(super) fn agent(
         target: agents::PROMPT_FILE.to_owned(),
         read_only: true,
     });
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    container.mounts.push(Mount {
+        source: unit.agent_home(&invocation.pool),
+        target: agents::AGENT_HOME.to_owned(),
+        read_only: false,
+    });
+    let home = user_home();
     for config in &invocation.config_mounts {
         let mut host = config.host_path(&home);
         if host.is_relative() {
@@ -89,7 +93,7 @@ pub(super) fn agent(
         }
     }
     container.env = invocation.fixed_env.clone();
-    for name in &invocation.env_names {
+    for name in invocation.env_names.iter().chain(&invocation.pass_env) {
         if let Ok(value) = std::env::var(name) {
             container.env.push((name.clone(), value));
         }
@@ -100,6 +104,86 @@ pub(super) fn agent(
     container.stdin = invocation.prompt == PromptHandoff::Stdin;
     container.extra_hosts = invocation.extra_hosts.clone();
     container
+}
+
+/// The invoking user's home (`$HOME`), where the CLIs keep their logins.
+fn user_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Most bytes of one file of the user's home copied into an agent home.
+const HOME_FILE_LIMIT: u64 = 1 << 20;
+
+/// Makes the unit's agent home of the invocation's pool, once: when it does not exist yet, it
+/// is created (owned by the invoking user, the containers' uid) and the files of the user's
+/// home the CLI needs ([`agents::Invocation::home_files`]) that exist are copied in, mode
+/// 0600. An existing home is the agent's from an earlier container of this run (a fix attempt,
+/// an answer) and is left as it is: dispatch writes nothing into a directory a container could
+/// have changed. The user's files are only ever read.
+pub(super) async fn seed_home(
+    unit: &UnitRun,
+    invocation: &agents::Invocation,
+    step: Step,
+) -> Result<(), NodeError> {
+    let dir = unit.agent_home(&invocation.pool);
+    let files = invocation.home_files.clone();
+    let (home, at) = (user_home(), dir.clone());
+    tokio::task::spawn_blocking(move || seed(&at, &home, &files))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|seeded| seeded)
+        .map_err(step.io(FileAction::Create, &dir))
+}
+
+/// [`seed_home`] on the blocking pool.
+fn seed(dir: &Path, user_home: &Path, files: &[agents::HomeFile]) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    for file in files {
+        let from = user_home.join(file.from);
+        let Ok(source) = std::fs::File::open(&from) else {
+            continue;
+        };
+        if !source.metadata()?.is_file() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        source.take(HOME_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > HOME_FILE_LIMIT {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} is larger than {} KiB; dispatch copies only small config files",
+                    from.display(),
+                    HOME_FILE_LIMIT >> 10
+                ),
+            ));
+        }
+        let to = dir.join(file.to);
+        if let Some(parent) = to.parent() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(parent)?;
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)?;
+        std::io::Write::write_all(&mut out, &bytes)?;
+    }
+    Ok(())
 }
 
 /// The image an agent runs in: its own, else the unit's.
@@ -424,6 +508,53 @@ mod tests {
     use super::*;
     use crate::agents::ArgvContext;
     use crate::plan::Qa;
+
+    #[test]
+    fn a_home_is_seeded_once_with_the_files_that_exist_and_never_again() {
+        let dir = std::env::temp_dir().join(format!("dispatch-seed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let user = dir.join("user");
+        std::fs::create_dir_all(user.join(".codex")).unwrap();
+        std::fs::write(user.join(".codex/auth.json"), "login").unwrap();
+        let home = dir.join("workspace/home/codex");
+        let files = [
+            agents::HomeFile {
+                from: ".codex/auth.json",
+                to: ".codex/auth.json",
+            },
+            agents::HomeFile {
+                from: ".codex/config.toml",
+                to: ".codex/config.toml",
+            },
+        ];
+        seed(&home, &user, &files).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.join(".codex/auth.json")).unwrap(),
+            "login"
+        );
+        assert!(
+            !home.join(".codex/config.toml").exists(),
+            "missing: not copied"
+        );
+        // The home is the agent's now: a second seeding writes nothing into it.
+        std::fs::write(home.join(".codex/auth.json"), "refreshed by the CLI").unwrap();
+        std::fs::write(user.join(".codex/config.toml"), "model = 1").unwrap();
+        seed(&home, &user, &files).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.join(".codex/auth.json")).unwrap(),
+            "refreshed by the CLI"
+        );
+        assert!(!home.join(".codex/config.toml").exists());
+        // A file too large for a config file is an error, not a copy.
+        std::fs::write(user.join(".codex/auth.json"), vec![b'x'; (1 << 20) + 1]).unwrap();
+        let fresh = dir.join("workspace/home/other");
+        let error = seed(&fresh, &user, &files).expect_err("too large");
+        assert!(
+            error.to_string().contains("larger than 1024 KiB"),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn qa_containers_get_the_resources_agent_containers_get() {

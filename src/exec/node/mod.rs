@@ -137,6 +137,13 @@ impl UnitRun {
         self.workspace.join("meta")
     }
 
+    /// The home of the unit's agents of pool `pool` (`<workspace>/home/<pool>`), mounted
+    /// writable at `/home/agent`: a CLI keeps its state and sessions there across fix attempts
+    /// and answers. Prep empties `<workspace>/home` when the unit starts in a run.
+    pub fn agent_home(&self, pool: &str) -> PathBuf {
+        self.workspace.join(AGENT_HOMES).join(pool)
+    }
+
     /// A note dispatch keeps on the unit and must be able to trust (the commit the work
     /// started from, the base, the last QA failure): beside `repo/` and `meta/`, where no
     /// container reaches.
@@ -144,6 +151,9 @@ impl UnitRun {
         self.workspace.join(name)
     }
 }
+
+/// The directory of a unit's agent homes, beside `repo/` and `meta/`.
+pub const AGENT_HOMES: &str = "home";
 
 /// The note of the commit a unit's work started from.
 pub const START_NOTE: &str = "start.sha";

@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use super::{container, write_file, write_prompt, NodeCtx, NodeResult, BASE_NOTE, START_NOTE};
+use super::{
+    container, write_file, write_prompt, NodeCtx, NodeResult, AGENT_HOMES, BASE_NOTE, START_NOTE,
+};
 use crate::exec::error::{FileAction, NodeError, Step};
 use crate::forge::Forge;
 use crate::git;
@@ -19,6 +21,14 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
     let unit = ctx.unit.unit();
     let repo = ctx.unit.repo_dir();
     let result: Result<String, NodeError> = async {
+        // The agents' homes start afresh in each run (seeded again from the user's files); a
+        // fix attempt or an answer later in the run keeps them.
+        let homes = ctx.unit.workspace.join(AGENT_HOMES);
+        match tokio::fs::remove_dir_all(&homes).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Step::Prep.io(FileAction::Clear, &homes)(e)),
+        }
         if repo.join(".git").exists() {
             // An unfinished unit: continue it, keep its branch.
             git::git(&repo, &["fetch", "--quiet", "--prune", "origin"])
