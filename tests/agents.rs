@@ -240,3 +240,50 @@ fn every_agent_gets_a_writable_home_of_its_unit_seeded_with_only_what_its_cli_ne
         "the second run's agent starts in a fresh home: {third}"
     );
 }
+
+#[test]
+fn an_image_without_what_its_agent_needs_fails_the_unit_naming_it() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("image-lacks")
+        .repo("r1", &[("README", "hi\n")])
+        .repo("r2", &[("README", "hi\n")])
+        .spec(
+            r#"
+            version: 1
+            name: t
+            forge: { kind: local, seed: repos }
+            defaults: { org: t, image: dispatch-busybox, timeout: 20s }
+            agents:
+              scripted:
+                command: [sh, -c, "echo fine >> README"]
+                network: none
+            jobs:
+              - { id: claude, task: t, agent: claude, repos: [r1], qa: [] }
+              - { id: sh, task: t, agent: scripted, repos: [r2], qa: [] }
+            "#,
+        );
+    let report = t
+        .run(&["run", "spec.yaml", "--output", "json"])
+        .expect_status(1)
+        .json();
+    let got = outcomes(&report);
+    assert_eq!(
+        got["sh/t/r2"], "changed",
+        "a program the image has: {report}"
+    );
+    assert_eq!(got["claude/t/r1"], "infra_error", "{report}");
+    let reason = crate::support::unit(&report, "claude/t/r1")["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("image `dispatch-busybox` lacks what the agent needs: `claude` (the agent's CLI), `bash` (Claude Code's Bash tool runs every command with it)"),
+        "{reason}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.meta("r1", "claude").join("agent.log")).ok(),
+        None,
+        "no agent container ran"
+    );
+}

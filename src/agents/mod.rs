@@ -72,6 +72,28 @@ pub struct HomeFile {
     pub from: &'static str,
     /// Where it goes, relative to [`AGENT_HOME`] (the same path).
     pub to: &'static str,
+    /// Whether it is a login (credentials the CLI can use instead of a key).
+    pub login: bool,
+}
+
+/// A program an agent needs inside its image, and what for: checked before the first unit of
+/// that image starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Need {
+    /// A name looked up in the image's `PATH`, or an absolute path.
+    pub program: String,
+    /// What it is for, in words (`Claude Code's Bash tool runs every command with it`).
+    pub why: String,
+}
+
+impl Need {
+    /// `program`, needed for `why`.
+    pub fn new(program: &str, why: &str) -> Self {
+        Self {
+            program: program.to_owned(),
+            why: why.to_owned(),
+        }
+    }
 }
 
 /// Everything needed to start one agent: what the runtime turns into a container.
@@ -101,6 +123,8 @@ pub struct Invocation {
     pub extra_hosts: Vec<String>,
     /// Working directory of the agent process (the clone).
     pub workdir: String,
+    /// The programs it needs in its image (the CLI itself first).
+    pub needs: Vec<Need>,
     /// The agent pool: the reference's text before `:`.
     pub pool: String,
     /// The model the CLI is asked to use, if any (`None`: the CLI's own default). For
@@ -176,12 +200,13 @@ fn preset_invocation(
     let default_model = def
         .and_then(|d| d.model.as_deref())
         .or(preset.default_model);
-    let (argv, model, prompt) = match def.and_then(|d| d.command.as_ref()) {
+    let (argv, model, prompt, needs) = match def.and_then(|d| d.command.as_ref()) {
         Some(command) => {
             let model = agent.model().or(default_model);
             let argv = substitute_all(command, model, ctx, pool)?;
             let prompt = def.and_then(|d| d.prompt).unwrap_or(preset.prompt);
-            (argv, model.map(str::to_owned), prompt)
+            let needs = command_needs(&argv);
+            (argv, model.map(str::to_owned), prompt, needs)
         }
         None => {
             if def.is_some_and(|d| d.prompt.is_some()) {
@@ -192,7 +217,7 @@ fn preset_invocation(
             }
             let built = presets::argv(pool, agent.model(), default_model, ctx)
                 .map_err(|e| format!("agent `{agent}`: {e}"))?;
-            (built.argv, built.model, built.prompt)
+            (built.argv, built.model, built.prompt, built.needs)
         }
     };
     let mut env_names: Vec<String> = preset.env_names.iter().map(|s| (*s).to_owned()).collect();
@@ -219,9 +244,17 @@ fn preset_invocation(
         network,
         extra_hosts: preset.extra_hosts,
         workdir: ctx.workdir.clone(),
+        needs,
         pool: pool.to_owned(),
         model,
     })
+}
+
+/// What a custom argv needs: its program.
+fn command_needs(argv: &[String]) -> Vec<Need> {
+    argv.first()
+        .map(|program| vec![Need::new(program, "the agent's command")])
+        .unwrap_or_default()
 }
 
 fn custom_invocation(
@@ -237,6 +270,7 @@ fn custom_invocation(
     })?;
     let model = agent.model().or(def.model.as_deref());
     let argv = substitute_all(command, model, ctx, pool)?;
+    let needs = command_needs(&argv);
     let mut env_names = Vec::new();
     add_env_names(&mut env_names, def);
     Ok(Invocation {
@@ -254,6 +288,7 @@ fn custom_invocation(
             .unwrap_or_else(|| DEFAULT_NETWORK.to_owned()),
         extra_hosts: Vec::new(),
         workdir: ctx.workdir.clone(),
+        needs,
         pool: pool.to_owned(),
         model: model.map(str::to_owned),
     })

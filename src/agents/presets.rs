@@ -14,7 +14,7 @@
 //! - nothing of the user's home is mounted: the files a CLI needs are copied into the unit's
 //!   agent home ([`Preset::home_files`]).
 
-use super::{ArgvContext, HomeFile};
+use super::{ArgvContext, HomeFile, Need};
 use crate::spec::model::PromptHandoff;
 use crate::spec::validate::CODERABBIT_TYPES;
 
@@ -64,10 +64,12 @@ const CODEX_HOME_FILES: &[HomeFile] = &[
     HomeFile {
         from: ".codex/auth.json",
         to: ".codex/auth.json",
+        login: true,
     },
     HomeFile {
         from: ".codex/config.toml",
         to: ".codex/config.toml",
+        login: false,
     },
 ];
 
@@ -111,10 +113,12 @@ pub fn preset(pool: &str) -> Option<Preset> {
                 HomeFile {
                     from: ".claude/.credentials.json",
                     to: ".claude/.credentials.json",
+                    login: true,
                 },
                 HomeFile {
                     from: ".claude/settings.json",
                     to: ".claude/settings.json",
+                    login: false,
                 },
             ],
             prompt: PromptHandoff::Stdin,
@@ -126,14 +130,15 @@ pub fn preset(pool: &str) -> Option<Preset> {
             pass_env: &[],
             fixed_env: env(&[]),
             home_files: [
-                ".gemini/settings.json",
-                ".gemini/oauth_creds.json",
-                ".gemini/google_accounts.json",
+                (".gemini/settings.json", false),
+                (".gemini/oauth_creds.json", true),
+                (".gemini/google_accounts.json", false),
             ]
             .iter()
-            .map(|path| HomeFile {
+            .map(|&(path, login)| HomeFile {
                 from: path,
                 to: path,
+                login,
             })
             .collect(),
             prompt: PromptHandoff::Stdin,
@@ -178,6 +183,8 @@ pub struct Built {
     pub model: Option<String>,
     /// How this argv takes the prompt (review modes take none on stdin).
     pub prompt: PromptHandoff,
+    /// The programs this argv needs in the image.
+    pub needs: Vec<Need>,
 }
 
 /// The argv of preset `pool` for the reference's `model`.
@@ -192,7 +199,9 @@ pub fn argv(
     ctx: &ArgvContext,
 ) -> Result<Built, String> {
     let chosen = model.or(default_model);
-    let stdin = |argv, model: Option<&str>| Built {
+    let cli = |program: &str| vec![Need::new(program, "the agent's CLI")];
+    let stdin = |argv: Vec<String>, model: Option<&str>| Built {
+        needs: cli(&argv[0]),
         argv,
         model: model.map(str::to_owned),
         prompt: PromptHandoff::Stdin,
@@ -202,6 +211,10 @@ pub fn argv(
             argv: codex_review_argv(default_model, ctx),
             model: default_model.map(str::to_owned),
             prompt: PromptHandoff::File,
+            needs: vec![
+                Need::new("codex", "the agent's CLI"),
+                Need::new("git", "codex exec review reads the change with git"),
+            ],
         },
         "codex" => stdin(codex_argv(&[], chosen, ctx), chosen),
         "local" => {
@@ -211,7 +224,14 @@ pub fn argv(
             let provider = ["--oss", "--local-provider", "ollama"];
             stdin(codex_argv(&provider, Some(model), ctx), Some(model))
         }
-        "claude" => stdin(claude_argv(chosen), chosen),
+        "claude" => {
+            let mut built = stdin(claude_argv(chosen), chosen);
+            built.needs.push(Need::new(
+                "bash",
+                "Claude Code's Bash tool runs every command with it",
+            ));
+            built
+        }
         "gemini" => stdin(gemini_argv(chosen), chosen),
         "coderabbit" => {
             let kind = chosen.unwrap_or("all");
@@ -225,6 +245,7 @@ pub fn argv(
                 argv: coderabbit_argv(kind, &ctx.base),
                 model: None,
                 prompt: PromptHandoff::File,
+                needs: cli("coderabbit"),
             }
         }
         _ => return Err(format!("`{pool}` is not a preset")),

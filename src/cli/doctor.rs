@@ -1,6 +1,7 @@
 //! `dispatch doctor SPEC`: checks what a run of the spec needs before it starts: the Docker
-//! engine and the images, the forge (its token and every target repository), and the agents'
-//! API keys in the environment. One line per check; exit 1 when anything would fail.
+//! engine and the images, the forge (its token and every target repository), and per agent:
+//! what its image must hold, the keys its CLI reads (or the login it copies), its network.
+//! One line per check; exit 1 when anything would fail.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -120,7 +121,17 @@ async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report
     match Docker::connect().await {
         Ok(docker) => {
             report.ok("the Docker engine answers");
-            let images: BTreeSet<String> = plan.units.iter().map(|u| u.image.clone()).collect();
+            // The units' images, and the images agents name of their own (`agents.X.image`).
+            let mut images: BTreeSet<String> = plan.units.iter().map(|u| u.image.clone()).collect();
+            for unit in &plan.units {
+                for agent in std::iter::once(&unit.agent).chain(unit.review.as_ref()) {
+                    if let Ok(invocation) =
+                        agents::invocation(agent, &loaded.spec.agents, &ArgvContext::new("main"))
+                    {
+                        images.extend(invocation.image);
+                    }
+                }
+            }
             for name in images {
                 let buildable = name.trim_end_matches(":latest")
                     == image::busybox_image_tag().trim_end_matches(":latest");
@@ -204,28 +215,112 @@ async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report
             }
         }
     }
-    let agents: BTreeSet<&crate::spec::values::AgentRef> =
-        plan.units.iter().map(|u| &u.agent).collect();
-    for agent in agents {
+    // Every agent a unit runs (its agent and its reviewer), with the image it runs in.
+    let agents: BTreeSet<(&crate::spec::values::AgentRef, &str)> = plan
+        .units
+        .iter()
+        .flat_map(|u| {
+            std::iter::once(&u.agent)
+                .chain(u.review.as_ref())
+                .map(move |agent| (agent, u.image.as_str()))
+        })
+        .collect();
+    let engine = Docker::connect().await.ok();
+    for (agent, unit_image) in agents {
         match agents::invocation(agent, &loaded.spec.agents, &ArgvContext::new("main")) {
             Ok(invocation) => {
-                let missing: Vec<&String> = invocation
-                    .env_names
-                    .iter()
-                    .filter(|n| std::env::var_os(n).is_none())
-                    .collect();
-                if missing.is_empty() {
-                    report.ok(&format!("agent {agent}: its environment is set"));
-                } else {
-                    let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-                    report.warn(&format!(
-                        "agent {agent}: {} not set (the agent may need it)",
-                        names.join(", ")
-                    ));
-                }
+                let image = invocation.image.as_deref().unwrap_or(unit_image);
+                check_agent(&mut report, engine.as_ref(), agent, image, &invocation).await;
             }
             Err(error) => report.fail(&format!("agent {agent}: {error}")),
         }
     }
     report
+}
+
+/// The checks of one agent: its image holds what it needs, its credentials are there (a key
+/// the CLI reads, or a login file in your home it copies), its network exists.
+async fn check_agent(
+    report: &mut Report,
+    engine: Option<&Docker>,
+    agent: &crate::spec::values::AgentRef,
+    image: &str,
+    invocation: &agents::Invocation,
+) {
+    if let Some(docker) = engine {
+        let programs: Vec<String> = invocation.needs.iter().map(|n| n.program.clone()).collect();
+        match docker.missing_programs(image, &programs).await {
+            Ok(missing) if missing.is_empty() => report.ok(&format!(
+                "agent {agent}: image {image} has {}",
+                programs.join(", ")
+            )),
+            Ok(missing) => {
+                let lacks: Vec<String> = invocation
+                    .needs
+                    .iter()
+                    .filter(|n| missing.contains(&n.program))
+                    .map(|n| format!("{} ({})", n.program, n.why))
+                    .collect();
+                report.fail(&format!(
+                    "agent {agent}: image {image} lacks {}",
+                    lacks.join(", ")
+                ));
+            }
+            // A missing image is reported with the images above.
+            Err(crate::runtime::RuntimeError::ImageMissing(_)) => {}
+            Err(error) => report.fail(&format!("agent {agent}: image {image}: {error}")),
+        }
+        let network = invocation.network.as_str();
+        if !matches!(network, "" | "none" | "bridge" | "host") {
+            match docker.network_exists(network).await {
+                Ok(true) => report.ok(&format!("agent {agent}: network {network} exists")),
+                Ok(false) => report.fail(&format!(
+                    "agent {agent}: network {network} does not exist (create it with `docker network create {network}`)"
+                )),
+                Err(error) => report.fail(&format!("agent {agent}: network {network}: {error}")),
+            }
+        }
+    }
+    let set: Vec<&str> = invocation
+        .env_names
+        .iter()
+        .filter(|n| std::env::var_os(n).is_some())
+        .map(String::as_str)
+        .collect();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let logins: Vec<&agents::HomeFile> = invocation.home_files.iter().filter(|f| f.login).collect();
+    let found: Vec<String> = logins
+        .iter()
+        .filter(|f| home.join(f.from).is_file())
+        .map(|f| format!("~/{}", f.from))
+        .collect();
+    if invocation.env_names.is_empty() {
+        report.ok(&format!("agent {agent}: needs no key"));
+    } else if !set.is_empty() {
+        report.ok(&format!("agent {agent}: {} set", set.join(", ")));
+    } else if !found.is_empty() {
+        report.ok(&format!(
+            "agent {agent}: no key set; the login {} will be copied into its home",
+            found.join(", ")
+        ));
+    } else {
+        report.warn(&format!(
+            "agent {agent}: none of {} is set{} (the agent may need one)",
+            invocation.env_names.join(", "),
+            if logins.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " and there is no {}",
+                    logins
+                        .iter()
+                        .map(|f| format!("~/{}", f.from))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )
+            }
+        ));
+    }
 }

@@ -308,6 +308,20 @@ pub enum NodeError {
         /// The state directory.
         dir: String,
     },
+    /// The agent's image lacks programs its agent needs (the CLI, a shell, git).
+    #[error(
+        "{}image `{image}` lacks what the agent needs: {}; build the image with them (README: \"Agent images\")",
+        .step.lead(),
+        .missing.iter().map(|need| format!("`{}` ({})", need.program, need.why)).collect::<Vec<_>>().join(", ")
+    )]
+    ImageLacks {
+        /// Where.
+        step: Step,
+        /// The image.
+        image: String,
+        /// What it lacks, and what for.
+        missing: Vec<crate::agents::Need>,
+    },
     /// Another unit uses the unit's workspace (of another run, or of this one).
     #[error("workspace {} is in use by {busy}; units that share a workspace (the same repository and key, from two specs or two jobs) cannot run at once: let the other finish and `dispatch retry` this one, or give the specs different state directories", .workspace.display())]
     WorkspaceBusy {
@@ -385,6 +399,7 @@ impl NodeError {
             | Self::Planted { .. }
             | Self::DiskLimit { .. }
             | Self::DiskFull { .. }
+            | Self::ImageLacks { .. }
             | Self::WorkspaceBusy { .. } => false,
         };
         Verdict {

@@ -36,9 +36,10 @@ use bollard::models::{
     ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, ContainerArchiveInfoOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -49,6 +50,23 @@ use super::{
     Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_NODE,
     LABEL_RUN, STOP_GRACE,
 };
+
+/// An image and the programs asked of it.
+type ProgramsKey = (String, Vec<String>);
+
+/// The `PATH` of an image that sets none (Docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Label of the containers [`Runtime::missing_programs`] creates to look into an image.
+const LABEL_PROBE: &str = "dispatch.probe";
+
+/// Whether a Go file mode (the engine's path stat) is a program: a link (to one, presumably),
+/// or a file that is not a directory with an execute bit.
+fn is_program(mode: u32) -> bool {
+    const DIR: u32 = 1 << 31;
+    const LINK: u32 = 1 << 27;
+    mode & LINK != 0 || (mode & DIR == 0 && mode & 0o111 != 0)
+}
 
 /// The socket used when `DOCKER_HOST` is not set.
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -66,6 +84,8 @@ pub struct Docker {
     /// per container or cache key. An image someone else rebuilds during a run keeps its old
     /// id here; only the agent-output cache key would see it.
     images: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// What [`Runtime::missing_programs`] found, by image and programs.
+    programs: std::sync::Arc<std::sync::Mutex<HashMap<ProgramsKey, Vec<String>>>>,
 }
 
 impl Docker {
@@ -96,12 +116,31 @@ impl Docker {
         Ok(Docker {
             engine,
             images: Default::default(),
+            programs: Default::default(),
         })
     }
 
     /// The bollard client, for the image builder of this module's parent.
     pub(crate) fn engine(&self) -> &bollard::Docker {
         &self.engine
+    }
+
+    /// Whether a network of this name exists in the engine.
+    pub async fn network_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self
+            .engine
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(RuntimeError::Engine(format!(
+                "inspecting network `{name}`: {e}"
+            ))),
+        }
     }
 
     /// Records that `tag` names image `id` now (the image builder just made it), so a cached
@@ -484,6 +523,93 @@ impl Runtime for Docker {
         Ok(Ran { exit, cut })
     }
 
+    async fn missing_programs(
+        &self,
+        image: &str,
+        programs: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        let key = (image.to_owned(), programs.to_vec());
+        if let Some(known) = self.programs.lock().ok().and_then(|p| p.get(&key).cloned()) {
+            return Ok(known);
+        }
+        let inspected = self
+            .engine
+            .inspect_image(image)
+            .await
+            .map_err(|e| match status(&e) {
+                Some(404) => RuntimeError::ImageMissing(image.to_owned()),
+                _ => RuntimeError::Engine(format!("inspecting image `{image}`: {e}")),
+            })?;
+        let path = inspected
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|e| e.strip_prefix("PATH=").map(str::to_owned))
+            .unwrap_or_else(|| DEFAULT_PATH.to_owned());
+        // A container that is created, never started, only looked into, then removed.
+        let probe = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec!["/dispatch-never-runs".to_owned()]),
+            network_disabled: Some(true),
+            labels: Some(HashMap::from([(LABEL_PROBE.to_owned(), "1".to_owned())])),
+            ..Default::default()
+        };
+        let created = self
+            .engine
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                probe,
+            )
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("looking into image `{image}`: {e}")))?;
+        let mut missing = Vec::new();
+        let mut failed = None;
+        for program in programs {
+            let candidates: Vec<String> = if program.starts_with('/') {
+                vec![program.clone()]
+            } else {
+                path.split(':')
+                    .filter(|dir| dir.starts_with('/'))
+                    .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+                    .collect()
+            };
+            let mut found = false;
+            for candidate in candidates {
+                let options = ContainerArchiveInfoOptionsBuilder::default()
+                    .path(&candidate)
+                    .build();
+                match self
+                    .engine
+                    .get_container_archive_info(&created.id, Some(options))
+                    .await
+                {
+                    Ok(stat) if is_program(stat.file_mode) => {
+                        found = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if status(&e) == Some(404) => {}
+                    Err(e) => {
+                        failed = Some(engine_error("looking into", &created.id, e));
+                        break;
+                    }
+                }
+            }
+            if !found {
+                missing.push(program.clone());
+            }
+        }
+        self.remove(&created.id).await?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if let Ok(mut known) = self.programs.lock() {
+            known.insert(key, missing.clone());
+        }
+        Ok(missing)
+    }
+
     async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
         let options = KillContainerOptionsBuilder::default()
             .signal("SIGKILL")
@@ -657,6 +783,14 @@ mod tests {
                 "network `{network}`"
             );
         }
+    }
+
+    #[test]
+    fn a_program_is_a_link_or_an_executable_file_never_a_directory() {
+        assert!(is_program(0o755), "an executable file");
+        assert!(is_program((1 << 27) | 0o777), "a link");
+        assert!(!is_program(0o644), "a file nobody may run");
+        assert!(!is_program((1 << 31) | 0o755), "a directory");
     }
 
     #[test]

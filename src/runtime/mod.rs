@@ -200,6 +200,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Containers labelled with this run id, running or not.
     fn list(&self, run: &str) -> impl Future<Output = Result<Vec<Listed>, RuntimeError>> + Send;
 
+    /// Of `programs` (names looked up in the image's `PATH`, or absolute paths), the ones the
+    /// image lacks, looked up in its filesystem without running anything in it. Asked once per
+    /// image and list in a process (the answer is kept).
+    fn missing_programs(
+        &self,
+        image: &str,
+        programs: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+
     /// Whether the image exists locally; its id when it does.
     fn image_id(
         &self,

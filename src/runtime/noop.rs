@@ -162,6 +162,14 @@ impl Runtime for Noop {
         Ok(Ran { exit, cut })
     }
 
+    async fn missing_programs(
+        &self,
+        _image: &str,
+        _programs: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
     async fn kill(&self, _id: &str) -> Result<(), RuntimeError> {
         Ok(())
     }

@@ -37,6 +37,7 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
             step: step(),
             message,
         })?;
+    image_has(ctx, &invocation, step()).await?;
     container::seed_home(&ctx.unit, &invocation, step()).await?;
     let container = container::agent(&ctx.unit, &ctx.owner(), ctx.spec_dir(), &invocation);
     let stdin = container.stdin.then(|| prompt.into_bytes());
@@ -63,6 +64,35 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
         }
     }
     container::run(ctx, Step::Container, container, stdin, log, timeout).await
+}
+
+/// Fails the node when the agent's image lacks a program its agent needs (the engine's answer
+/// is kept per image, so this is asked once per image in a run).
+async fn image_has<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    invocation: &agents::Invocation,
+    step: Step,
+) -> Result<(), NodeError> {
+    let image = container::agent_image(ctx.unit.unit(), invocation);
+    let programs: Vec<String> = invocation.needs.iter().map(|n| n.program.clone()).collect();
+    let missing = ctx
+        .runtime
+        .missing_programs(&image, &programs)
+        .await
+        .map_err(step.clone().runtime())?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(NodeError::ImageLacks {
+        step,
+        image,
+        missing: invocation
+            .needs
+            .iter()
+            .filter(|need| missing.contains(&need.program))
+            .cloned()
+            .collect(),
+    })
 }
 
 /// Runs the agent node: prompt, cache or container, then what the agent left.

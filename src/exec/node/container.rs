@@ -521,10 +521,12 @@ mod tests {
             agents::HomeFile {
                 from: ".codex/auth.json",
                 to: ".codex/auth.json",
+                login: true,
             },
             agents::HomeFile {
                 from: ".codex/config.toml",
                 to: ".codex/config.toml",
+                login: false,
             },
         ];
         seed(&home, &user, &files).unwrap();
