@@ -542,3 +542,70 @@ fn real_claude_server_refuses_bad_requests_and_hangs_when_scripted() {
     );
     // Dropping the server closes the hung connection.
 }
+
+/// The `claude` preset through `dispatch run`: the real Claude Code in its image on the
+/// model's network, the key and the base URL from dispatch's environment, its home seeded by
+/// dispatch; the edit is committed and published as a PR on the local forge.
+#[test]
+fn dispatch_runs_the_claude_preset_and_the_edit_lands() {
+    if !available() {
+        return;
+    }
+    let image = agent_image("claude");
+    let network = ModelNetwork::create("preset");
+    let server = AnthropicServer::start(&network, KEY, bash_script());
+    let t = crate::support::Test::new("claude-preset")
+        .repo("r1", &[("file.txt", "broken\n")])
+        .file("user/.claude/settings.json", "{}\n")
+        .spec(&format!(
+            r#"
+            version: 1
+            name: t
+            forge: {{ kind: local, seed: repos }}
+            defaults: {{ org: t, agent: claude, image: dispatch-busybox, timeout: 3m }}
+            agents:
+              claude: {{ image: "{image}", network: {network} }}
+            jobs:
+              - {{ id: fix, task: Make file.txt say fixed, repos: [r1], qa: [] }}
+            "#,
+            network = network.name
+        ));
+    let home = t.path("user");
+    let t = t
+        .env("HOME", home.to_str().expect("a UTF-8 path"))
+        .env("ANTHROPIC_API_KEY", KEY)
+        .env("ANTHROPIC_BASE_URL", server.base_url());
+    let out = t.run(&["run", "spec.yaml", "--output", "json"]);
+    let log = std::fs::read_to_string(t.meta("r1", "fix").join("agent.log")).unwrap_or_default();
+    assert_eq!(
+        out.status, 0,
+        "{}\n{}\nagent.log:\n{log}",
+        out.stdout, out.stderr
+    );
+    let report = out.json();
+    assert_eq!(
+        crate::support::outcomes(&report)["fix/t/r1"],
+        "changed",
+        "{report}"
+    );
+    assert_eq!(
+        t.git(".dispatch/forge/t/r1.git", &["show", "agent/fix:file.txt"]),
+        "fixed",
+        "the agent's edit is on the published branch"
+    );
+    let turns = server.turns();
+    assert_eq!(turns.len(), 2, "the scripted turns were played");
+    assert!(turns
+        .iter()
+        .all(|turn| turn.credential == Credential::Right));
+    let first = turns[0].body.as_ref().expect("a JSON body").to_string();
+    assert!(
+        first.contains("Make file.txt say fixed"),
+        "the rendered prompt reached the model"
+    );
+    // The CLI wrote its state in the unit's agent home, never in the user's.
+    assert!(t
+        .path(".dispatch/workspaces/t/r1/fix/home/claude/.claude.json")
+        .exists());
+    assert!(!home.join(".claude.json").exists());
+}
