@@ -545,14 +545,26 @@ fn real_claude_server_refuses_bad_requests_and_hangs_when_scripted() {
 
 /// The `claude` preset through `dispatch run`: the real Claude Code in its image on the
 /// model's network, the key and the base URL from dispatch's environment, its home seeded by
-/// dispatch; the edit is committed and published as a PR on the local forge.
+/// dispatch; the edit is committed and published as a PR on the local forge. As root (which
+/// Claude Code allows only with `IS_SANDBOX=1`) and as a normal uid.
 #[test]
-fn dispatch_runs_the_claude_preset_and_the_edit_lands() {
+fn dispatch_runs_the_claude_preset_and_the_edit_lands_as_root() {
+    claude_preset_edit_lands(None);
+}
+
+#[test]
+fn dispatch_runs_the_claude_preset_and_the_edit_lands_as_uid_1000() {
+    claude_preset_edit_lands(Some(1000));
+}
+
+/// [`dispatch_runs_the_claude_preset_and_the_edit_lands_as_root`], with dispatch run as `user`
+/// when given (its containers then run as that uid).
+fn claude_preset_edit_lands(user: Option<u32>) {
     if !available() {
         return;
     }
     let image = agent_image("claude");
-    let network = ModelNetwork::create("preset");
+    let network = ModelNetwork::create(&format!("preset-{}", user.unwrap_or(0)));
     let server = AnthropicServer::start(&network, KEY, bash_script());
     let t = crate::support::Test::new("claude-preset")
         .repo("r1", &[("file.txt", "broken\n")])
@@ -571,6 +583,13 @@ fn dispatch_runs_the_claude_preset_and_the_edit_lands() {
             network = network.name
         ));
     let home = t.path("user");
+    let t = match user {
+        Some(uid) => match t.as_user(uid) {
+            Some(t) => t,
+            None => return,
+        },
+        None => t,
+    };
     let t = t
         .env("HOME", home.to_str().expect("a UTF-8 path"))
         .env("ANTHROPIC_API_KEY", KEY)

@@ -30,6 +30,8 @@ use super::terminal::OnTerminal;
 pub struct Test {
     dir: PathBuf,
     env: Vec<(String, String)>,
+    /// The uid (and gid) the binary runs as, when not the test's own.
+    user: Option<u32>,
 }
 
 impl Test {
@@ -46,6 +48,7 @@ impl Test {
         Self {
             dir,
             env: Vec::new(),
+            user: None,
         }
         .file("agent.sh", AGENT)
     }
@@ -104,6 +107,23 @@ impl Test {
         )
     }
 
+    /// Runs the binary as `uid` (group `uid`, plus the group of the Docker socket) with
+    /// `setpriv`, the fixture owned by it, as a user without root would run dispatch; `None`
+    /// (with a note) when the test does not run as root and so cannot.
+    pub fn as_user(mut self, uid: u32) -> Option<Self> {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("DISPATCH_REQUIRE_DOCKER").is_none(),
+                "running dispatch as another uid needs root, which CI has"
+            );
+            eprintln!("note: skipped, running dispatch as uid {uid} needs root");
+            return None;
+        }
+        self.user = Some(uid);
+        Some(self)
+    }
+
     /// Sets an environment variable for every run of the binary.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));
@@ -141,7 +161,38 @@ impl Test {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = binary(args);
+        let mut command = match self.user {
+            None => binary(args),
+            Some(uid) => {
+                let chown = Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{uid}"))
+                    .arg(&self.dir)
+                    .status()
+                    .expect("chown runs");
+                assert!(chown.success(), "chown the fixture to {uid}");
+                use std::os::unix::fs::MetadataExt;
+                let docker = std::fs::metadata("/var/run/docker.sock")
+                    .map(|m| m.gid())
+                    .expect("the Docker socket");
+                let inner = binary(args);
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg(format!("--groups={docker}"))
+                    .arg("--")
+                    .arg(inner.get_program())
+                    .args(inner.get_args());
+                for (key, value) in inner.get_envs() {
+                    match value {
+                        Some(value) => command.env(key, value),
+                        None => command.env_remove(key),
+                    };
+                }
+                command
+            }
+        };
         command
             .current_dir(&self.dir)
             .envs(self.env.iter().cloned());
@@ -177,6 +228,8 @@ impl Test {
         let out = Command::new("git")
             .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
             .args(["-c", "init.defaultBranch=main"])
+            // The fixture may belong to the uid dispatch ran as (`as_user`).
+            .args(["-c", "safe.directory=*"])
             .args(args)
             .current_dir(self.path(dir))
             .output()
