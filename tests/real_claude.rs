@@ -543,10 +543,97 @@ fn real_claude_server_refuses_bad_requests_and_hangs_when_scripted() {
     // Dropping the server closes the hung connection.
 }
 
-/// The `claude` preset through `dispatch run`: the real Claude Code in its image on the
-/// model's network, the key and the base URL from dispatch's environment, its home seeded by
-/// dispatch; the edit is committed and published as a PR on the local forge. As root (which
-/// Claude Code allows only with `IS_SANDBOX=1`) and as a normal uid.
+/// A spec running the `claude` preset through `dispatch run`: the real Claude Code in its image
+/// on the model's network, the key and the base URL from dispatch's environment, its home
+/// seeded by dispatch, one repository `t/r1` with `file.txt` = `broken`.
+struct Preset {
+    _network: ModelNetwork,
+    server: AnthropicServer,
+    t: crate::support::Test,
+    home: PathBuf,
+}
+
+impl Preset {
+    /// The spec with job `fix` (QA `qa`, one fix attempt, more of `agents.claude` in
+    /// `claude`), dispatch run as `user` when given; `None` when the test skips.
+    fn new(
+        test: &str,
+        script: Vec<Step>,
+        qa: &str,
+        claude: &str,
+        user: Option<u32>,
+    ) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let image = agent_image("claude");
+        let network = ModelNetwork::create(test);
+        let server = AnthropicServer::start(&network, KEY, script);
+        let t = crate::support::Test::new(test)
+            .repo("r1", &[("file.txt", "broken\n")])
+            .file("user/.claude/settings.json", "{}\n")
+            .spec(&format!(
+                r#"
+                version: 1
+                name: t
+                forge: {{ kind: local, seed: repos }}
+                defaults: {{ org: t, agent: claude, image: dispatch-busybox, timeout: 3m }}
+                agents:
+                  claude: {{ image: "{image}", network: {network}{claude} }}
+                jobs:
+                  - {{ id: fix, task: Make file.txt say fixed, repos: [r1], qa: {qa}, fix_attempts: 1 }}
+                "#,
+                network = network.name
+            ));
+        let home = t.path("user");
+        let t = match user {
+            Some(uid) => t.run_as(uid)?,
+            None => t,
+        };
+        let t = t
+            .env("HOME", home.to_str().expect("a UTF-8 path"))
+            .env("ANTHROPIC_API_KEY", KEY)
+            .env("ANTHROPIC_BASE_URL", server.base_url());
+        Some(Self {
+            _network: network,
+            server,
+            t,
+            home,
+        })
+    }
+
+    /// `dispatch run --output json`, expecting `status`; the report.
+    fn run(&self, status: i32) -> Value {
+        let out = self.t.run(&["run", "spec.yaml", "--output", "json"]);
+        let log =
+            std::fs::read_to_string(self.t.meta("r1", "fix").join("agent.log")).unwrap_or_default();
+        assert_eq!(
+            out.status, status,
+            "{}\n{}\nagent.log:\n{log}",
+            out.stdout, out.stderr
+        );
+        out.json()
+    }
+
+    /// The outcome and reason of the one unit.
+    fn outcome(report: &Value) -> (String, String) {
+        let unit = crate::support::unit(report, "fix/t/r1");
+        (
+            unit["outcome"].as_str().unwrap_or_default().to_owned(),
+            unit["reason"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// `file.txt` on the branch dispatch published.
+    fn published(&self) -> String {
+        self.t
+            .git(".dispatch/forge/t/r1.git", &["show", "agent/fix:file.txt"])
+    }
+}
+
+/// The `claude` preset through `dispatch run` ([`Preset`]): the edit is committed and
+/// published as a PR on the local forge. As root (which Claude Code allows only with
+/// `IS_SANDBOX=1`) and as a normal uid.
 #[test]
 fn dispatch_runs_the_claude_preset_and_the_edit_lands_as_root() {
     claude_preset_edit_lands(None);
@@ -557,62 +644,19 @@ fn dispatch_runs_the_claude_preset_and_the_edit_lands_as_uid_1000() {
     claude_preset_edit_lands(Some(1000));
 }
 
-/// [`dispatch_runs_the_claude_preset_and_the_edit_lands_as_root`], with dispatch run as `user`
-/// when given (its containers then run as that uid).
 fn claude_preset_edit_lands(user: Option<u32>) {
-    if !available() {
+    let name = format!("claude-preset-{}", user.unwrap_or(0));
+    let Some(p) = Preset::new(&name, bash_script(), "[]", "", user) else {
         return;
-    }
-    let image = agent_image("claude");
-    let network = ModelNetwork::create(&format!("preset-{}", user.unwrap_or(0)));
-    let server = AnthropicServer::start(&network, KEY, bash_script());
-    let t = crate::support::Test::new("claude-preset")
-        .repo("r1", &[("file.txt", "broken\n")])
-        .file("user/.claude/settings.json", "{}\n")
-        .spec(&format!(
-            r#"
-            version: 1
-            name: t
-            forge: {{ kind: local, seed: repos }}
-            defaults: {{ org: t, agent: claude, image: dispatch-busybox, timeout: 3m }}
-            agents:
-              claude: {{ image: "{image}", network: {network} }}
-            jobs:
-              - {{ id: fix, task: Make file.txt say fixed, repos: [r1], qa: [] }}
-            "#,
-            network = network.name
-        ));
-    let home = t.path("user");
-    let t = match user {
-        Some(uid) => match t.as_user(uid) {
-            Some(t) => t,
-            None => return,
-        },
-        None => t,
     };
-    let t = t
-        .env("HOME", home.to_str().expect("a UTF-8 path"))
-        .env("ANTHROPIC_API_KEY", KEY)
-        .env("ANTHROPIC_BASE_URL", server.base_url());
-    let out = t.run(&["run", "spec.yaml", "--output", "json"]);
-    let log = std::fs::read_to_string(t.meta("r1", "fix").join("agent.log")).unwrap_or_default();
+    let report = p.run(0);
+    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
     assert_eq!(
-        out.status, 0,
-        "{}\n{}\nagent.log:\n{log}",
-        out.stdout, out.stderr
-    );
-    let report = out.json();
-    assert_eq!(
-        crate::support::outcomes(&report)["fix/t/r1"],
-        "changed",
-        "{report}"
-    );
-    assert_eq!(
-        t.git(".dispatch/forge/t/r1.git", &["show", "agent/fix:file.txt"]),
+        p.published(),
         "fixed",
         "the agent's edit is on the published branch"
     );
-    let turns = server.turns();
+    let turns = p.server.turns();
     assert_eq!(turns.len(), 2, "the scripted turns were played");
     assert!(turns
         .iter()
@@ -623,8 +667,60 @@ fn claude_preset_edit_lands(user: Option<u32>) {
         "the rendered prompt reached the model"
     );
     // The CLI wrote its state in the unit's agent home, never in the user's.
-    assert!(t
+    assert!(p
+        .t
         .path(".dispatch/workspaces/t/r1/fix/home/claude/.claude.json")
         .exists());
-    assert!(!home.join(".claude.json").exists());
+    assert!(!p.home.join(".claude.json").exists());
+}
+
+#[test]
+fn dispatch_gives_the_qa_failure_back_to_claude_and_the_fix_lands() {
+    let script = vec![
+        Step::bash("printf 'half fixed\\n' > file.txt"),
+        Step::text("Done."),
+        Step::bash("printf 'fixed\\n' > file.txt"),
+        Step::text("Fixed for real."),
+    ];
+    let qa = r#"[{ run: "grep -qx fixed file.txt || { echo \"qa: file.txt is $(cat file.txt)\"; exit 1; }" }]"#;
+    let Some(p) = Preset::new("claude-qa", script, qa, "", None) else {
+        return;
+    };
+    let report = p.run(0);
+    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    assert_eq!(p.published(), "fixed");
+    let turns = p.server.turns();
+    assert_eq!(turns.len(), 4, "two agent runs of two turns each");
+    let retry = turns[2].body.as_ref().expect("a JSON body").to_string();
+    assert!(
+        retry.contains("qa: file.txt is half fixed"),
+        "the fix attempt's prompt carries the QA failure"
+    );
+}
+
+#[test]
+fn dispatch_ends_claude_agent_failed_with_the_apis_message_on_a_401() {
+    let mut refused = ApiError::authentication();
+    refused.message = "this key was revoked by the scripted server".to_owned();
+    // CLAUDE_CODE_MAX_RETRIES=0 (passed by name): Claude Code would retry a 401 ten times.
+    let Some(p) = Preset::new(
+        "claude-401",
+        vec![Step::Error(refused)],
+        "[]",
+        ", env: [CLAUDE_CODE_MAX_RETRIES]",
+        None,
+    ) else {
+        return;
+    };
+    let p = Preset {
+        t: p.t.env("CLAUDE_CODE_MAX_RETRIES", "0"),
+        ..p
+    };
+    let report = p.run(1);
+    let (outcome, reason) = Preset::outcome(&report);
+    assert_eq!(outcome, "agent_failed", "{report}");
+    assert!(
+        reason.contains("this key was revoked by the scripted server"),
+        "the API's message is in the reason: {reason}"
+    );
 }

@@ -110,7 +110,7 @@ impl Test {
     /// Runs the binary as `uid` (group `uid`, plus the group of the Docker socket) with
     /// `setpriv`, the fixture owned by it, as a user without root would run dispatch; `None`
     /// (with a note) when the test does not run as root and so cannot.
-    pub fn as_user(mut self, uid: u32) -> Option<Self> {
+    pub fn run_as(mut self, uid: u32) -> Option<Self> {
         // SAFETY: geteuid cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             assert!(
@@ -228,7 +228,7 @@ impl Test {
         let out = Command::new("git")
             .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
             .args(["-c", "init.defaultBranch=main"])
-            // The fixture may belong to the uid dispatch ran as (`as_user`).
+            // The fixture may belong to the uid dispatch ran as (`run_as`).
             .args(["-c", "safe.directory=*"])
             .args(args)
             .current_dir(self.path(dir))
