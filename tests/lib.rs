@@ -10,6 +10,7 @@ mod fuzz;
 mod hostile;
 mod locks;
 mod plan;
+mod real_codex;
 mod resume;
 mod run;
 mod runtime;
