@@ -11,6 +11,7 @@ mod hostile;
 mod locks;
 mod plan;
 mod real_claude;
+mod real_codex;
 mod resume;
 mod run;
 mod runtime;

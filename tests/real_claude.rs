@@ -660,7 +660,7 @@ fn claude_preset_edit_lands(user: Option<u32>) {
     assert_eq!(turns.len(), 2, "the scripted turns were played");
     assert!(turns
         .iter()
-        .all(|turn| turn.credential == Credential::Right));
+        .all(|turn| turn.credential == Credential::Right && turn.method == "POST"));
     let first = turns[0].body.as_ref().expect("a JSON body").to_string();
     assert!(
         first.contains("Make file.txt say fixed"),
@@ -702,10 +702,24 @@ fn dispatch_gives_the_qa_failure_back_to_claude_and_the_fix_lands() {
 fn dispatch_ends_claude_agent_failed_with_the_apis_message_on_a_401() {
     let mut refused = ApiError::authentication();
     refused.message = "this key was revoked by the scripted server".to_owned();
-    // CLAUDE_CODE_MAX_RETRIES=0 (passed by name): Claude Code would retry a 401 ten times.
+    claude_api_error_fails_the_unit("claude-401", refused);
+}
+
+#[test]
+fn dispatch_ends_claude_agent_failed_with_the_apis_message_on_a_500() {
+    let mut broken = ApiError::internal();
+    broken.message = "the scripted server is broken".to_owned();
+    claude_api_error_fails_the_unit("claude-500", broken);
+}
+
+/// The API answers `error` to the first turn and Claude Code is told not to retry: the unit
+/// ends `agent_failed` with the API's message in its reason.
+fn claude_api_error_fails_the_unit(test: &str, error: ApiError) {
+    let message = error.message.clone();
+    // CLAUDE_CODE_MAX_RETRIES=0 (passed by name): Claude Code would retry ten times.
     let Some(p) = Preset::new(
-        "claude-401",
-        vec![Step::Error(refused)],
+        test,
+        vec![Step::Error(error)],
         "[]",
         ", env: [CLAUDE_CODE_MAX_RETRIES]",
         None,
@@ -720,7 +734,7 @@ fn dispatch_ends_claude_agent_failed_with_the_apis_message_on_a_401() {
     let (outcome, reason) = Preset::outcome(&report);
     assert_eq!(outcome, "agent_failed", "{report}");
     assert!(
-        reason.contains("this key was revoked by the scripted server"),
+        reason.contains(&message),
         "the API's message is in the reason: {reason}"
     );
 }

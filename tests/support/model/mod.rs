@@ -7,9 +7,6 @@
 //! The images the CLIs run in are built once per test binary by `scripts/agent-images`
 //! ([`agent_image`]).
 
-// The real-agent tests that use these land in the same issue (12); until then nothing does.
-#![allow(dead_code)]
-
 pub mod anthropic;
 pub mod openai;
 

@@ -1,0 +1,474 @@
+//! The real codex-cli 0.163.0 (`dispatch-codex:0.163.0`) against the scripted Responses API
+//! ([`OpenAiServer`]) on an internal Docker network: what `codex exec --json` does with a
+//! scripted edit, as root and as an ordinary uid, and with a key the API refuses. These run
+//! `docker run` directly; they pin down the protocol dispatch's `codex` preset relies on.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::docker;
+use crate::support::model::openai::{ApiError, OpenAiServer, Step, Usage};
+use crate::support::model::{agent_image, ModelNetwork};
+
+const KEY: &str = "sk-dispatch-test-0123456789";
+const PROMPT: &str = "Make file.txt say fixed.\n";
+
+/// A repository and a `CODEX_HOME` in a fresh temporary directory.
+struct Fixture {
+    dir: PathBuf,
+}
+
+impl Fixture {
+    /// `repo/` with `file.txt` ("broken") committed, and `codex-home/config.toml` pointing
+    /// codex at `server`; both owned by `owner` when one is given.
+    fn new(name: &str, server: &OpenAiServer, owner: Option<(u32, u32)>) -> Self {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dispatch-real-codex-{name}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let repo = dir.join("repo");
+        let home = dir.join("codex-home");
+        std::fs::create_dir_all(&repo).expect("the repository's directory");
+        std::fs::create_dir_all(&home).expect("CODEX_HOME");
+        std::fs::write(repo.join("file.txt"), "broken\n").expect("file.txt");
+        git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+        git(&repo, &["add", "--all"]);
+        git(&repo, &["commit", "--quiet", "-m", "Initial commit"]);
+        std::fs::write(
+            home.join("config.toml"),
+            format!("openai_base_url = \"{}\"\n", server.base_url),
+        )
+        .expect("config.toml");
+        if let Some((uid, gid)) = owner {
+            chown_all(&dir, uid, gid);
+        }
+        Self { dir }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.join("repo")
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.join("codex-home")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn chown_all(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            chown_all(&entry.expect("entry").path(), uid, gid);
+        }
+    }
+}
+
+/// The uid an ordinary user runs as: 1000 when the tests run as root (who can hand the
+/// fixture to it), the tests' own uid otherwise.
+fn ordinary_user() -> (u32, u32) {
+    // SAFETY: getuid and getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if uid == 0 {
+        (1000, 1000)
+    } else {
+        (uid, gid)
+    }
+}
+
+/// What one `codex exec --json` printed.
+struct Codex {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+    events: Vec<Value>,
+}
+
+impl Codex {
+    fn event(&self, kind: &str) -> Option<&Value> {
+        self.events.iter().find(|e| e["type"] == kind)
+    }
+}
+
+/// Runs `codex exec --json` with `key` on `network` in the fixture, as `user` if given, with
+/// the prompt on stdin; kills it after three minutes.
+fn codex(network: &ModelNetwork, fixture: &Fixture, key: &str, user: Option<(u32, u32)>) -> Codex {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "dispatch-real-codex-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut command = Command::new("docker");
+    command.args([
+        "run",
+        "--rm",
+        "-i",
+        "--name",
+        &name,
+        "--network",
+        &network.name,
+    ]);
+    command.args(["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]);
+    if let Some((uid, gid)) = user {
+        command.args(["--user", &format!("{uid}:{gid}")]);
+    }
+    command
+        .args(["-e", &format!("CODEX_API_KEY={key}")])
+        .args(["-e", "CODEX_HOME=/home/agent/.codex"])
+        .args([
+            "-v",
+            &format!("{}:/home/agent/.codex", fixture.home().display()),
+        ])
+        .args([
+            "-v",
+            &format!("{}:/workspace/repo", fixture.repo().display()),
+        ])
+        .arg(agent_image("codex"))
+        .args([
+            "codex",
+            "exec",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "--skip-git-repo-check",
+            "--json",
+            "-C",
+            "/workspace/repo",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("docker runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(PROMPT.as_bytes())
+        .expect("the prompt is written");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let (stdout, stderr) = (read(Box::new(stdout)), read(Box::new(stderr)));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for docker") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let _ = Command::new("docker").args(["kill", &name]).output();
+            panic!("codex ran for more than three minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = stdout.join().expect("the stdout reader");
+    let stderr = stderr.join().expect("the stderr reader");
+    let events = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    Codex {
+        status,
+        stdout,
+        stderr,
+        events,
+    }
+}
+
+/// The scripted edit then a final message, run as `user`; asserts what a user would check.
+fn edits_the_file_as(test: &str, user: Option<(u32, u32)>) {
+    if !docker::available() {
+        return;
+    }
+    let network = ModelNetwork::create(test);
+    let server = OpenAiServer::start(
+        &network,
+        KEY,
+        vec![
+            Step::shell("printf 'fixed\\n' > file.txt").with_usage(Usage {
+                input_tokens: 1200,
+                cached_tokens: 1000,
+                output_tokens: 30,
+            }),
+            Step::message("file.txt now says fixed.").with_usage(Usage {
+                input_tokens: 1300,
+                cached_tokens: 1200,
+                output_tokens: 12,
+            }),
+        ],
+    );
+    let fixture = Fixture::new(test, &server, user);
+    let run = codex(&network, &fixture, KEY, user);
+    let context = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+
+    assert!(run.status.success(), "codex exits 0; {context}");
+    assert_eq!(
+        std::fs::read_to_string(fixture.repo().join("file.txt")).expect("file.txt"),
+        "fixed\n",
+        "{context}"
+    );
+    assert!(run.event("thread.started").is_some(), "{context}");
+    let completed = run.event("turn.completed").expect("turn.completed");
+    assert_eq!(completed["usage"]["input_tokens"], 2500, "{context}");
+    assert_eq!(completed["usage"]["cached_input_tokens"], 2200, "{context}");
+    assert_eq!(completed["usage"]["output_tokens"], 42, "{context}");
+    let command = run
+        .events
+        .iter()
+        .find(|e| e["type"] == "item.completed" && e["item"]["type"] == "command_execution")
+        .unwrap_or_else(|| panic!("a command_execution item; {context}"));
+    assert_eq!(command["item"]["exit_code"], 0, "{context}");
+    let message = run
+        .events
+        .iter()
+        .find(|e| e["type"] == "item.completed" && e["item"]["type"] == "agent_message")
+        .unwrap_or_else(|| panic!("an agent_message item; {context}"));
+    assert_eq!(message["item"]["text"], "file.txt now says fixed.");
+
+    let requests = server.requests();
+    assert!(
+        requests.iter().all(|r| r.authorized),
+        "every request carries the key: {requests:?}"
+    );
+    let responses = server.responses();
+    assert_eq!(responses.len(), 2, "two model calls: {requests:?}");
+    assert!(
+        responses[0].offers_tool("exec"),
+        "codex 0.163 offers the code-mode tool `exec`: {:?}",
+        responses[0].body
+    );
+    let output = responses[1].inputs("custom_tool_call_output");
+    assert_eq!(output.len(), 1, "{:?}", responses[1].body);
+    assert_eq!(output[0]["call_id"], "call_0");
+    assert!(
+        output[0]["output"]
+            .to_string()
+            .contains(r#"\"exit_code\":0"#),
+        "the exec call's result reaches the model: {}",
+        output[0]["output"]
+    );
+}
+
+#[test]
+fn real_codex_edits_the_repository_as_root() {
+    edits_the_file_as("codex-root", None);
+}
+
+#[test]
+fn real_codex_edits_the_repository_as_an_ordinary_uid() {
+    edits_the_file_as("codex-uid", Some(ordinary_user()));
+}
+
+#[test]
+fn real_codex_with_a_refused_key_exits_non_zero_naming_the_api_message() {
+    if !docker::available() {
+        return;
+    }
+    let network = ModelNetwork::create("codex-401");
+    let server = OpenAiServer::start(&network, KEY, vec![Step::message("never sent")]);
+    let fixture = Fixture::new("codex-401", &server, None);
+    let run = codex(&network, &fixture, "sk-wrong-key-0123456789", None);
+    let context = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+
+    assert!(!run.status.success(), "codex fails; {context}");
+    let failed = run.event("turn.failed").expect("turn.failed");
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("401 Unauthorized") && message.contains("Incorrect API key provided"),
+        "{context}"
+    );
+    assert!(
+        !run.stdout.contains("sk-wrong-key-0123456789"),
+        "the API shows the key masked; {context}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fixture.repo().join("file.txt")).expect("file.txt"),
+        "broken\n"
+    );
+    let requests = server.requests();
+    assert!(!requests.is_empty());
+    assert!(requests.iter().all(|r| !r.authorized && r.status == 401));
+    assert_eq!(server.steps_taken(), 0, "a refused request takes no step");
+}
+
+#[test]
+fn real_codex_retries_rate_limits_and_server_errors_then_edits() {
+    if !docker::available() {
+        return;
+    }
+    let network = ModelNetwork::create("codex-retry");
+    let server = OpenAiServer::start(
+        &network,
+        KEY,
+        vec![
+            Step::Error(ApiError::RateLimited {
+                retry_after_secs: 2,
+            }),
+            Step::Error(ApiError::ServerError),
+            Step::shell("printf 'fixed\\n' > file.txt"),
+            Step::message("Done."),
+        ],
+    );
+    let fixture = Fixture::new("codex-retry", &server, None);
+    let started = Instant::now();
+    let run = codex(&network, &fixture, KEY, None);
+    let context = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+
+    assert!(run.status.success(), "codex exits 0; {context}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "codex waits out retry-after"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fixture.repo().join("file.txt")).expect("file.txt"),
+        "fixed\n",
+        "{context}"
+    );
+    let statuses: Vec<u16> = server.responses().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 500, 200, 200], "{context}");
+}
+
+/// One raw HTTP/1.1 exchange with the server; `None` when no answer came within `wait`.
+fn exchange(server: &OpenAiServer, request: &str, wait: Duration) -> Option<String> {
+    use std::io::Read;
+    let address = server
+        .base_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the server");
+    stream.set_read_timeout(Some(wait)).expect("a read timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) if answer.is_empty() => None,
+        Err(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+    }
+}
+
+#[test]
+fn real_codex_server_refuses_bad_requests_hangs_and_drops_cleanly() {
+    if !docker::available() {
+        return;
+    }
+    let network = ModelNetwork::create("codex-server");
+    let server = OpenAiServer::start(
+        &network,
+        KEY,
+        vec![
+            Step::message("hi"),
+            Step::Error(ApiError::InvalidApiKey),
+            Step::Hang,
+        ],
+    );
+    let post = |auth: &str, body: &str| {
+        format!(
+            "POST /v1/responses HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let bearer = format!("authorization: Bearer {KEY}\r\n");
+
+    let missing = exchange(&server, &post("", "{}"), Duration::from_secs(5)).expect("an answer");
+    assert!(missing.starts_with("HTTP/1.1 401"), "{missing}");
+    assert!(
+        missing.contains("You didn't provide an API key"),
+        "{missing}"
+    );
+    let wrong = exchange(
+        &server,
+        &post("authorization: Bearer sk-not-the-key-at-all\r\n", "{}"),
+        Duration::from_secs(5),
+    )
+    .expect("an answer");
+    assert!(wrong.contains(r#""code":"invalid_api_key""#), "{wrong}");
+    assert!(!wrong.contains("sk-not-the-key-at-all"), "{wrong}");
+    let unknown = exchange(
+        &server,
+        &format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{bearer}connection: close\r\n\r\n"),
+        Duration::from_secs(5),
+    )
+    .expect("an answer");
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    let upgrade = exchange(
+        &server,
+        &format!(
+            "GET /v1/responses HTTP/1.1\r\nhost: x\r\n{bearer}connection: Upgrade\r\n\
+             upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+        Duration::from_secs(5),
+    )
+    .expect("an answer");
+    assert!(upgrade.starts_with("HTTP/1.1 426"), "{upgrade}");
+
+    let malformed =
+        exchange(&server, &post(&bearer, "{not json"), Duration::from_secs(5)).expect("an answer");
+    assert!(malformed.starts_with("HTTP/1.1 200"), "{malformed}");
+    assert!(
+        malformed.contains("event: response.completed"),
+        "{malformed}"
+    );
+    let revoked =
+        exchange(&server, &post(&bearer, "{}"), Duration::from_secs(5)).expect("an answer");
+    assert!(revoked.starts_with("HTTP/1.1 401"), "{revoked}");
+    assert!(revoked.contains(r#""code":"invalid_api_key""#), "{revoked}");
+    let hung = exchange(&server, &post(&bearer, "{}"), Duration::from_secs(2));
+    assert_eq!(hung, None, "a hang answers nothing");
+    let exhausted =
+        exchange(&server, &post(&bearer, "{}"), Duration::from_secs(5)).expect("an answer");
+    assert!(exhausted.starts_with("HTTP/1.1 400"), "{exhausted}");
+
+    let requests = server.requests();
+    let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [401, 401, 404, 426, 200, 401, 0, 400]);
+    let upgrades: Vec<bool> = requests.iter().map(|r| r.websocket).collect();
+    assert_eq!(
+        upgrades,
+        [false, false, false, true, false, false, false, false]
+    );
+    assert_eq!(
+        server.steps_taken(),
+        3,
+        "an exhausted script stays exhausted"
+    );
+    let dropped = Instant::now();
+    drop(server);
+    assert!(
+        dropped.elapsed() < Duration::from_secs(5),
+        "dropping the server ends the hung request"
+    );
+}
