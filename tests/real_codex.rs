@@ -472,3 +472,184 @@ fn real_codex_server_refuses_bad_requests_hangs_and_drops_cleanly() {
         "dropping the server ends the hung request"
     );
 }
+
+/// A spec running the `codex` preset through `dispatch run`: the real codex in its image on
+/// the model's network, `CODEX_API_KEY` from dispatch's environment, and the user's
+/// `~/.codex/config.toml` (naming the scripted server as `openai_base_url`) copied into the
+/// unit's agent home by dispatch; one repository `t/r1` with `file.txt` = `broken`.
+struct Preset {
+    _network: ModelNetwork,
+    server: OpenAiServer,
+    t: crate::support::Test,
+    home: PathBuf,
+}
+
+impl Preset {
+    /// The spec with job `fix` (QA `qa`, one fix attempt), dispatch run as `user` when given;
+    /// `None` when the test skips.
+    fn new(test: &str, script: Vec<Step>, qa: &str, user: Option<u32>) -> Option<Self> {
+        if !docker::available() {
+            return None;
+        }
+        let image = agent_image("codex");
+        let network = ModelNetwork::create(test);
+        let server = OpenAiServer::start(&network, KEY, script);
+        let t = crate::support::Test::new(test)
+            .repo("r1", &[("file.txt", "broken\n")])
+            .file(
+                "user/.codex/config.toml",
+                &format!("openai_base_url = \"{}\"\n", server.base_url),
+            )
+            .spec(&format!(
+                r#"
+                version: 1
+                name: t
+                forge: {{ kind: local, seed: repos }}
+                defaults: {{ org: t, agent: codex, image: dispatch-busybox, timeout: 3m }}
+                agents:
+                  codex: {{ image: "{image}", network: {network} }}
+                jobs:
+                  - {{ id: fix, task: Make file.txt say fixed, repos: [r1], qa: {qa}, fix_attempts: 1 }}
+                "#,
+                network = network.name
+            ));
+        let home = t.path("user");
+        let t = match user {
+            Some(uid) => t.run_as(uid)?,
+            None => t,
+        };
+        let t = t
+            .env("HOME", home.to_str().expect("a UTF-8 path"))
+            .env("CODEX_API_KEY", KEY);
+        Some(Self {
+            _network: network,
+            server,
+            t,
+            home,
+        })
+    }
+
+    /// `dispatch run --output json`, expecting `status`; the report.
+    fn run(&self, status: i32) -> Value {
+        let out = self.t.run(&["run", "spec.yaml", "--output", "json"]);
+        let log =
+            std::fs::read_to_string(self.t.meta("r1", "fix").join("agent.log")).unwrap_or_default();
+        assert_eq!(
+            out.status, status,
+            "{}\n{}\nagent.log:\n{log}",
+            out.stdout, out.stderr
+        );
+        out.json()
+    }
+
+    /// The outcome and reason of the one unit.
+    fn outcome(report: &Value) -> (String, String) {
+        let unit = crate::support::unit(report, "fix/t/r1");
+        (
+            unit["outcome"].as_str().unwrap_or_default().to_owned(),
+            unit["reason"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+#[test]
+fn dispatch_runs_the_codex_preset_and_the_edit_lands_as_root() {
+    codex_preset_edit_lands(None);
+}
+
+#[test]
+fn dispatch_runs_the_codex_preset_and_the_edit_lands_as_uid_1000() {
+    codex_preset_edit_lands(Some(1000));
+}
+
+/// The edit through codex's `exec` tool, then a message: the unit ends `changed` and the
+/// branch dispatch published holds the edit; codex's state is in the unit's agent home.
+fn codex_preset_edit_lands(user: Option<u32>) {
+    let script = vec![
+        Step::shell("printf 'fixed\\n' > file.txt"),
+        Step::message("file.txt now says fixed."),
+    ];
+    let name = format!("codex-preset-{}", user.unwrap_or(0));
+    let Some(p) = Preset::new(&name, script, "[]", user) else {
+        return;
+    };
+    let report = p.run(0);
+    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    assert_eq!(
+        p.t.git(".dispatch/forge/t/r1.git", &["show", "agent/fix:file.txt"]),
+        "fixed"
+    );
+    let responses = p.server.responses();
+    assert_eq!(responses.len(), 2, "the scripted responses were played");
+    assert!(responses.iter().all(|seen| seen.authorized));
+    assert!(
+        responses[0]
+            .body
+            .as_ref()
+            .expect("a JSON body")
+            .to_string()
+            .contains("Make file.txt say fixed"),
+        "the rendered prompt reached the model"
+    );
+    let state = p.t.path(".dispatch/workspaces/t/r1/fix/home/codex/.codex");
+    assert!(
+        state.join("sessions").exists(),
+        "codex kept its session in the unit's home"
+    );
+    let mut user_files: Vec<String> = std::fs::read_dir(p.home.join(".codex"))
+        .expect("the user's .codex")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    user_files.sort();
+    assert_eq!(
+        user_files,
+        ["config.toml"],
+        "the user's CODEX_HOME is never written"
+    );
+}
+
+#[test]
+fn dispatch_gives_the_qa_failure_back_to_codex_and_the_fix_lands() {
+    let script = vec![
+        Step::shell("printf 'half fixed\\n' > file.txt"),
+        Step::message("Done."),
+        Step::shell("printf 'fixed\\n' > file.txt"),
+        Step::message("Fixed for real."),
+    ];
+    let qa = r#"[{ run: "grep -qx fixed file.txt || { echo \"qa: file.txt is $(cat file.txt)\"; exit 1; }" }]"#;
+    let Some(p) = Preset::new("codex-qa", script, qa, None) else {
+        return;
+    };
+    let report = p.run(0);
+    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    let responses = p.server.responses();
+    assert_eq!(responses.len(), 4, "two agent runs of two responses each");
+    let retry = responses[2].body.as_ref().expect("a JSON body").to_string();
+    assert!(
+        retry.contains("qa: file.txt is half fixed"),
+        "the fix attempt's prompt carries the QA failure"
+    );
+}
+
+#[test]
+fn dispatch_ends_codex_agent_failed_with_the_apis_message_on_a_401() {
+    let Some(p) = Preset::new("codex-401", vec![Step::message("never sent")], "[]", None) else {
+        return;
+    };
+    let p = Preset {
+        t: p.t.env("CODEX_API_KEY", "sk-wrong-key-000000000000"),
+        ..p
+    };
+    let report = p.run(1);
+    let (outcome, reason) = Preset::outcome(&report);
+    assert_eq!(outcome, "agent_failed", "{report}");
+    assert!(
+        reason.contains("Incorrect API key provided"),
+        "the API's message is in the reason: {reason}"
+    );
+    assert!(
+        !reason.contains("sk-wrong-key-000000000000"),
+        "the key itself is never shown: {reason}"
+    );
+}
