@@ -653,3 +653,39 @@ fn dispatch_ends_codex_agent_failed_with_the_apis_message_on_a_401() {
         "the key itself is never shown: {reason}"
     );
 }
+
+#[test]
+fn dispatch_runs_codex_review_on_the_published_change() {
+    let script = vec![
+        Step::shell("printf 'fixed\\n' > file.txt"),
+        Step::message("file.txt now says fixed."),
+        Step::message("The change looks right: file.txt says fixed."),
+    ];
+    let Some(p) = Preset::new("codex-review", script, "[]", None) else {
+        return;
+    };
+    let spec = p.t.read("spec.yaml").replace(
+        "fix_attempts: 1 }",
+        "fix_attempts: 1, review: { agent: \"codex:review\" } }",
+    );
+    std::fs::write(p.t.path("spec.yaml"), spec).expect("the spec");
+    let report = p.run(0);
+    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    let responses = p.server.responses();
+    assert_eq!(
+        responses.len(),
+        3,
+        "the agent's two responses, then the review's"
+    );
+    let review = responses[2].body.as_ref().expect("a JSON body").to_string();
+    assert!(
+        review.contains("fixed"),
+        "the review request carries the change codex read with git"
+    );
+    let log = std::fs::read_to_string(p.t.meta("r1", "fix").join("review.log"))
+        .expect("the review's log");
+    assert!(
+        log.contains("The change looks right"),
+        "the review's verdict is in its log: {log}"
+    );
+}
