@@ -43,6 +43,7 @@ impl NodeRunner<Noop, LocalForge> for ContainersOnly {
                     &dispatch::runtime::Log {
                         path: std::env::temp_dir().join("dispatch-bench-noop.log"),
                         limit: 1 << 20,
+                        idle: None,
                     },
                     Duration::from_secs(60),
                     ctx.cancel.clone(),

@@ -22,6 +22,7 @@ use crate::support::docker::available;
 use crate::support::model::anthropic::{
     Answer, AnthropicServer, ApiError, Credential, Step, Usage,
 };
+use crate::support::model::preset::{PresetRun, PresetSpec};
 use crate::support::model::{agent_image, ModelNetwork};
 
 /// The key the tests give both the server and the CLI.
@@ -549,13 +550,20 @@ fn real_claude_server_refuses_bad_requests_and_hangs_when_scripted() {
 struct Preset {
     _network: ModelNetwork,
     server: AnthropicServer,
-    t: crate::support::Test,
-    home: PathBuf,
+    run: PresetRun,
+}
+
+impl std::ops::Deref for Preset {
+    type Target = PresetRun;
+
+    fn deref(&self) -> &PresetRun {
+        &self.run
+    }
 }
 
 impl Preset {
-    /// The spec with job `fix` (QA `qa`, one fix attempt, more of `agents.claude` in
-    /// `claude`), dispatch run as `user` when given; `None` when the test skips.
+    /// The spec with job `fix` (QA `qa`, more of `agents.claude` in `claude`), dispatch run
+    /// as `user` when given; `None` when the test skips.
     fn new(
         test: &str,
         script: Vec<Step>,
@@ -569,65 +577,32 @@ impl Preset {
         let image = agent_image("claude");
         let network = ModelNetwork::create(test);
         let server = AnthropicServer::start(&network, KEY, script);
-        let t = crate::support::Test::new(test)
-            .repo("r1", &[("file.txt", "broken\n")])
-            .file("user/.claude/settings.json", "{}\n")
-            .spec(&format!(
-                r#"
-                version: 1
-                name: t
-                forge: {{ kind: local, seed: repos }}
-                defaults: {{ org: t, agent: claude, image: dispatch-busybox, timeout: 3m }}
-                agents:
-                  claude: {{ image: "{image}", network: {network}{claude} }}
-                jobs:
-                  - {{ id: fix, task: Make file.txt say fixed, repos: [r1], qa: {qa}, fix_attempts: 1 }}
-                "#,
-                network = network.name
-            ));
-        let home = t.path("user");
-        let t = match user {
-            Some(uid) => t.run_as(uid)?,
-            None => t,
+        let spec = PresetSpec {
+            test,
+            agent: "claude",
+            image: &image,
+            agent_extra: claude,
+            qa,
+            job_extra: "",
+            home_files: &[(".claude/settings.json", "{}\n")],
+            user,
         };
-        let t = t
-            .env("HOME", home.to_str().expect("a UTF-8 path"))
+        let run = PresetRun::new(&spec, &network)?
             .env("ANTHROPIC_API_KEY", KEY)
             .env("ANTHROPIC_BASE_URL", server.base_url());
         Some(Self {
             _network: network,
             server,
-            t,
-            home,
+            run,
         })
     }
 
-    /// `dispatch run --output json`, expecting `status`; the report.
-    fn run(&self, status: i32) -> Value {
-        let out = self.t.run(&["run", "spec.yaml", "--output", "json"]);
-        let log =
-            std::fs::read_to_string(self.t.meta("r1", "fix").join("agent.log")).unwrap_or_default();
-        assert_eq!(
-            out.status, status,
-            "{}\n{}\nagent.log:\n{log}",
-            out.stdout, out.stderr
-        );
-        out.json()
-    }
-
-    /// The outcome and reason of the one unit.
-    fn outcome(report: &Value) -> (String, String) {
-        let unit = crate::support::unit(report, "fix/t/r1");
-        (
-            unit["outcome"].as_str().unwrap_or_default().to_owned(),
-            unit["reason"].as_str().unwrap_or_default().to_owned(),
-        )
-    }
-
-    /// `file.txt` on the branch dispatch published.
-    fn published(&self) -> String {
-        self.t
-            .git(".dispatch/forge/t/r1.git", &["show", "agent/fix:file.txt"])
+    /// The same with `name=value` in dispatch's environment.
+    fn env(self, name: &str, value: &str) -> Self {
+        Self {
+            run: self.run.env(name, value),
+            ..self
+        }
     }
 }
 
@@ -650,7 +625,7 @@ fn claude_preset_edit_lands(user: Option<u32>) {
         return;
     };
     let report = p.run(0);
-    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
     assert_eq!(
         p.published(),
         "fixed",
@@ -687,7 +662,7 @@ fn dispatch_gives_the_qa_failure_back_to_claude_and_the_fix_lands() {
         return;
     };
     let report = p.run(0);
-    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
     assert_eq!(p.published(), "fixed");
     let turns = p.server.turns();
     assert_eq!(turns.len(), 4, "two agent runs of two turns each");
@@ -726,12 +701,9 @@ fn claude_api_error_fails_the_unit(test: &str, error: ApiError) {
     ) else {
         return;
     };
-    let p = Preset {
-        t: p.t.env("CLAUDE_CODE_MAX_RETRIES", "0"),
-        ..p
-    };
+    let p = p.env("CLAUDE_CODE_MAX_RETRIES", "0");
     let report = p.run(1);
-    let (outcome, reason) = Preset::outcome(&report);
+    let (outcome, reason) = PresetRun::outcome(&report);
     assert_eq!(outcome, "agent_failed", "{report}");
     assert!(
         reason.contains(&message),

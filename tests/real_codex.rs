@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::support::docker;
 use crate::support::model::openai::{ApiError, OpenAiServer, Step, Usage};
+use crate::support::model::preset::{PresetRun, PresetSpec};
 use crate::support::model::{agent_image, ModelNetwork};
 
 const KEY: &str = "sk-dispatch-test-0123456789";
@@ -480,13 +481,20 @@ fn real_codex_server_refuses_bad_requests_hangs_and_drops_cleanly() {
 struct Preset {
     _network: ModelNetwork,
     server: OpenAiServer,
-    t: crate::support::Test,
-    home: PathBuf,
+    run: PresetRun,
+}
+
+impl std::ops::Deref for Preset {
+    type Target = PresetRun;
+
+    fn deref(&self) -> &PresetRun {
+        &self.run
+    }
 }
 
 impl Preset {
-    /// The spec with job `fix` (QA `qa`, one fix attempt), dispatch run as `user` when given;
-    /// `None` when the test skips.
+    /// The spec with job `fix` (QA `qa`), dispatch run as `user` when given; `None` when the
+    /// test skips.
     fn new(test: &str, script: Vec<Step>, qa: &str, user: Option<u32>) -> Option<Self> {
         if !docker::available() {
             return None;
@@ -494,61 +502,24 @@ impl Preset {
         let image = agent_image("codex");
         let network = ModelNetwork::create(test);
         let server = OpenAiServer::start(&network, KEY, script);
-        let t = crate::support::Test::new(test)
-            .repo("r1", &[("file.txt", "broken\n")])
-            .file(
-                "user/.codex/config.toml",
-                &format!("openai_base_url = \"{}\"\n", server.base_url),
-            )
-            .spec(&format!(
-                r#"
-                version: 1
-                name: t
-                forge: {{ kind: local, seed: repos }}
-                defaults: {{ org: t, agent: codex, image: dispatch-busybox, timeout: 3m }}
-                agents:
-                  codex: {{ image: "{image}", network: {network} }}
-                jobs:
-                  - {{ id: fix, task: Make file.txt say fixed, repos: [r1], qa: {qa}, fix_attempts: 1 }}
-                "#,
-                network = network.name
-            ));
-        let home = t.path("user");
-        let t = match user {
-            Some(uid) => t.run_as(uid)?,
-            None => t,
+        let config = format!("openai_base_url = \"{}\"\n", server.base_url);
+        let spec = PresetSpec {
+            test,
+            agent: "codex",
+            image: &image,
+            agent_extra: "",
+            qa,
+            // The watchdog: codex prints as it works, and is silent when its API is.
+            job_extra: ", idle_timeout: 20s",
+            home_files: &[(".codex/config.toml", &config)],
+            user,
         };
-        let t = t
-            .env("HOME", home.to_str().expect("a UTF-8 path"))
-            .env("CODEX_API_KEY", KEY);
+        let run = PresetRun::new(&spec, &network)?.env("CODEX_API_KEY", KEY);
         Some(Self {
             _network: network,
             server,
-            t,
-            home,
+            run,
         })
-    }
-
-    /// `dispatch run --output json`, expecting `status`; the report.
-    fn run(&self, status: i32) -> Value {
-        let out = self.t.run(&["run", "spec.yaml", "--output", "json"]);
-        let log =
-            std::fs::read_to_string(self.t.meta("r1", "fix").join("agent.log")).unwrap_or_default();
-        assert_eq!(
-            out.status, status,
-            "{}\n{}\nagent.log:\n{log}",
-            out.stdout, out.stderr
-        );
-        out.json()
-    }
-
-    /// The outcome and reason of the one unit.
-    fn outcome(report: &Value) -> (String, String) {
-        let unit = crate::support::unit(report, "fix/t/r1");
-        (
-            unit["outcome"].as_str().unwrap_or_default().to_owned(),
-            unit["reason"].as_str().unwrap_or_default().to_owned(),
-        )
     }
 }
 
@@ -574,11 +545,8 @@ fn codex_preset_edit_lands(user: Option<u32>) {
         return;
     };
     let report = p.run(0);
-    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
-    assert_eq!(
-        p.t.git(".dispatch/forge/t/r1.git", &["show", "agent/fix:file.txt"]),
-        "fixed"
-    );
+    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
+    assert_eq!(p.published(), "fixed");
     let responses = p.server.responses();
     assert_eq!(responses.len(), 2, "the scripted responses were played");
     assert!(responses.iter().all(|seen| seen.authorized));
@@ -622,7 +590,7 @@ fn dispatch_gives_the_qa_failure_back_to_codex_and_the_fix_lands() {
         return;
     };
     let report = p.run(0);
-    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
     let responses = p.server.responses();
     assert_eq!(responses.len(), 4, "two agent runs of two responses each");
     let retry = responses[2].body.as_ref().expect("a JSON body").to_string();
@@ -638,11 +606,11 @@ fn dispatch_ends_codex_agent_failed_with_the_apis_message_on_a_401() {
         return;
     };
     let p = Preset {
-        t: p.t.env("CODEX_API_KEY", "sk-wrong-key-000000000000"),
+        run: p.run.env("CODEX_API_KEY", "sk-wrong-key-000000000000"),
         ..p
     };
     let report = p.run(1);
-    let (outcome, reason) = Preset::outcome(&report);
+    let (outcome, reason) = PresetRun::outcome(&report);
     assert_eq!(outcome, "agent_failed", "{report}");
     assert!(
         reason.contains("Incorrect API key provided"),
@@ -664,13 +632,15 @@ fn dispatch_runs_codex_review_on_the_published_change() {
     let Some(p) = Preset::new("codex-review", script, "[]", None) else {
         return;
     };
-    let spec = p.t.read("spec.yaml").replace(
-        "fix_attempts: 1 }",
-        "fix_attempts: 1, review: { agent: \"codex:review\" } }",
+    let spec = p.t.read("spec.yaml");
+    let reviewed = spec.replace(
+        "idle_timeout: 20s }",
+        "idle_timeout: 20s, review: { agent: \"codex:review\" } }",
     );
-    std::fs::write(p.t.path("spec.yaml"), spec).expect("the spec");
+    assert_ne!(spec, reviewed, "the job gets its review");
+    std::fs::write(p.t.path("spec.yaml"), reviewed).expect("the spec");
     let report = p.run(0);
-    assert_eq!(Preset::outcome(&report).0, "changed", "{report}");
+    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
     let responses = p.server.responses();
     assert_eq!(
         responses.len(),
@@ -688,4 +658,22 @@ fn dispatch_runs_codex_review_on_the_published_change() {
         log.contains("The change looks right"),
         "the review's verdict is in its log: {log}"
     );
+}
+
+#[test]
+fn dispatch_stops_codex_when_the_api_stops_answering_mid_run() {
+    // The edit's command runs, then the server takes the next request and never answers:
+    // codex waits on it in silence until the watchdog (idle_timeout 20s) stops it.
+    let script = vec![Step::shell("printf 'half\\n' > file.txt"), Step::Hang];
+    let Some(p) = Preset::new("codex-hang", script, "[]", None) else {
+        return;
+    };
+    let report = p.run(1);
+    let (outcome, reason) = PresetRun::outcome(&report);
+    assert_eq!(outcome, "timed_out", "{report}");
+    assert!(
+        reason.contains("printed nothing for 20s (idle_timeout)"),
+        "the watchdog stopped it, not the 3m timeout: {reason}"
+    );
+    assert_eq!(p.server.steps_taken(), 2, "the hang was reached");
 }

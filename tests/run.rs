@@ -591,3 +591,41 @@ fn a_broken_state_database_is_named_with_what_to_do() {
         out.stderr
     );
 }
+
+#[test]
+fn the_watchdog_stops_a_silent_agent_and_spares_one_that_keeps_talking() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("watchdog")
+        .agent(
+            r#"#!/bin/sh
+case "$(cat behaviour)" in
+  silent) echo "started"; sleep 120 ;;
+  talking) for i in 1 2 3 4 5 6; do echo "still working $i"; sleep 1; done; echo done >> file.txt ;;
+esac
+"#,
+        )
+        .scripted_repos(&[("s1", "silent"), ("k1", "talking")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [s1, k1], qa: [], timeout: 5m, idle_timeout: 3s }
+            "#,
+        );
+    let report = t.run(RUN).expect_status(1).json();
+    let got = outcomes(&report);
+    assert_eq!(
+        got["j/t/k1"], "changed",
+        "output every second keeps it alive: {report}"
+    );
+    assert_eq!(got["j/t/s1"], "timed_out", "{report}");
+    let reason = unit(&report, "j/t/s1")["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("the agent printed nothing for 3s (idle_timeout) and was stopped")
+            && reason.contains("started"),
+        "the reason names the watchdog, not the 5m timeout, and shows the log: {reason}"
+    );
+}

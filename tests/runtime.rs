@@ -62,6 +62,7 @@ impl Run {
         Log {
             path: self.dir.join(format!("{node}.log")),
             limit: 16 << 20,
+            idle: None,
         }
     }
 

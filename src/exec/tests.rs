@@ -60,6 +60,7 @@ impl NodeRunner<Noop, LocalForge> for Arc<Script> {
             let log = crate::runtime::Log {
                 path: ctx.unit.meta_dir().join("noop.log"),
                 limit: 1 << 20,
+                idle: None,
             };
             ctx.runtime
                 .run(&id, None, &log, Duration::from_secs(60), ctx.cancel.clone())

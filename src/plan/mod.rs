@@ -131,6 +131,9 @@ pub struct Unit {
     pub image_from_spec: bool,
     /// Agent time limit.
     pub timeout: Duration,
+    /// The watchdog: agent and QA containers that print nothing for this long are stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
     /// The agent that reviews the PR (the job's `review.agent`). Not part of the JSON: the
     /// review node says there is one.
     #[serde(skip)]
@@ -500,6 +503,7 @@ fn unit(spec: &Spec, index: usize, target: &ResolvedTarget) -> Unit {
         image_from_spec: named_image.is_some(),
         image,
         timeout,
+        idle_timeout: job.idle_timeout.or(spec.defaults.idle_timeout),
         review: job.review.as_ref().map(|r| r.agent.clone()),
         resources: job
             .resources

@@ -14,8 +14,9 @@
 //!    as it comes, keeping its head and tail under the log's cap ([`super::log`]), so memory
 //!    and disk stay bounded whatever the container prints (the engine's own copy is capped
 //!    too: [`engine_log`]);
-//! 3. the engine's wait API is raced against the deadline and the cancel signal; on either of
-//!    the latter the container is stopped (SIGTERM, [`STOP_GRACE`], SIGKILL);
+//! 3. the engine's wait API is raced against the deadline, the watchdog (no output for the
+//!    log's idle time, [`Log::idle`]) and the cancel signal; on any of the latter the
+//!    container is stopped (SIGTERM, [`STOP_GRACE`], SIGKILL);
 //! 4. the writer task is awaited (the attach stream ends when the container does), so the log
 //!    is complete when `run` returns; a stream the engine keeps open after the container
 //!    stopped is given up after [`DRAIN`] and the log rewritten from the engine's stored output.
@@ -285,6 +286,43 @@ async fn open_log(log: &Log, keep: Option<u64>) -> Result<CappedLog, RuntimeErro
         .map_err(|error| RuntimeError::Log { path, error })
 }
 
+/// When a container last printed: its log's writer stamps it, the watchdog reads it.
+#[derive(Clone, Debug)]
+struct LastOutput(std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl LastOutput {
+    /// Stamped now.
+    fn now() -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(
+            tokio::time::Instant::now(),
+        )))
+    }
+
+    fn stamp(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn get(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Resolves once the container has printed nothing for `idle` (the watchdog of [`Log::idle`]);
+/// never without one. It sleeps until the moment the silence would be long enough, and again
+/// from the newest output when there was some meanwhile: no polling.
+async fn silent(watchdog: Option<(LastOutput, Duration)>) {
+    let Some((last, idle)) = watchdog else {
+        return std::future::pending().await;
+    };
+    loop {
+        let due = last.get() + idle;
+        tokio::time::sleep_until(due).await;
+        if last.get() + idle <= tokio::time::Instant::now() {
+            return;
+        }
+    }
+}
+
 /// Copies every output chunk of the container into its log as it comes, and ends the log
 /// when the stream ends: the figures when it was cut.
 ///
@@ -292,7 +330,11 @@ async fn open_log(log: &Log, keep: Option<u64>) -> Result<CappedLog, RuntimeErro
 /// of KiB) goes to the page cache in microseconds, and the task is then only ever suspended
 /// waiting on the stream, with nothing written halfway, which [`Docker::drain`] relies on
 /// when it gives the stream up.
-async fn write_log<S>(mut output: S, mut log: CappedLog) -> Result<Option<Cut>, RuntimeError>
+async fn write_log<S>(
+    mut output: S,
+    mut log: CappedLog,
+    last: LastOutput,
+) -> Result<Option<Cut>, RuntimeError>
 where
     S: Stream<Item = Result<LogOutput, EngineError>> + Unpin,
 {
@@ -310,6 +352,7 @@ where
             | LogOutput::Console { message } => message,
             LogOutput::StdIn { .. } => continue,
         };
+        last.stamp();
         log.write(bytes).map_err(log_error)?;
     }
     log.finish().map_err(log_error)
@@ -372,15 +415,16 @@ impl Docker {
             .stderr(true)
             .build();
         let output = self.engine.logs(id, Some(options)).boxed();
-        write_log(output, file).await
+        write_log(output, file, LastOutput::now()).await
     }
 
-    /// Waits for the container to stop by itself, past `timeout` or on cancel; stops it in
-    /// the latter two cases.
+    /// Waits for the container to stop by itself, past `timeout`, when the watchdog finds it
+    /// silent for too long, or on cancel; stops it in the latter three cases.
     async fn wait_or_stop(
         &self,
         id: &str,
         timeout: Duration,
+        watchdog: Option<(LastOutput, Duration)>,
         cancel: Cancel,
     ) -> Result<Exit, RuntimeError> {
         let options = WaitContainerOptionsBuilder::default()
@@ -399,6 +443,7 @@ impl Docker {
                 };
             }
             () = tokio::time::sleep(timeout) => Exit::TimedOut,
+            () = silent(watchdog) => Exit::Idle,
             () = cancelled(cancel) => Exit::Cancelled,
         };
         drop(wait);
@@ -446,9 +491,11 @@ impl Runtime for Docker {
             .stderr(true)
             .build();
         let output = self.engine.logs(id, Some(options)).boxed();
-        let writer = AbortOnDrop(tokio::spawn(write_log(output, file)));
+        let last = LastOutput::now();
+        let writer = AbortOnDrop(tokio::spawn(write_log(output, file, last.clone())));
         // A stopped container's wait answers at once, with its exit code.
-        let exit = self.wait_or_stop(id, timeout, cancel).await?;
+        let watchdog = log.idle.map(|idle| (last, idle));
+        let exit = self.wait_or_stop(id, timeout, watchdog, cancel).await?;
         let cut = self.drain(id, writer, log, 0).await?;
         Ok(Some(Ran { exit, cut }))
     }
@@ -508,7 +555,8 @@ impl Runtime for Docker {
             .attach_container(id, Some(options))
             .await
             .map_err(|e| engine_error("attaching to", id, e))?;
-        let writer = AbortOnDrop(tokio::spawn(write_log(attached.output, file)));
+        let last = LastOutput::now();
+        let writer = AbortOnDrop(tokio::spawn(write_log(attached.output, file, last.clone())));
         let feeder = AbortOnDrop(tokio::spawn(feed_stdin(attached.input, stdin)));
 
         self.engine
@@ -516,7 +564,8 @@ impl Runtime for Docker {
             .await
             .map_err(|e| engine_error("starting", id, e))?;
 
-        let exit = self.wait_or_stop(id, timeout, cancel).await?;
+        let watchdog = log.idle.map(|idle| (last, idle));
+        let exit = self.wait_or_stop(id, timeout, watchdog, cancel).await?;
         drop(feeder);
         // The attach stream ends with the container: the log is complete once the writer is.
         let cut = self.drain(id, writer, log, from).await?;

@@ -40,6 +40,9 @@ pub struct Log {
     pub path: PathBuf,
     /// Most bytes of one container's output kept in the file (the spec's `resources.log`).
     pub limit: u64,
+    /// The watchdog: the longest the container may print nothing before it is stopped
+    /// ([`super::Exit::Idle`]; the spec's `idle_timeout`).
+    pub idle: Option<std::time::Duration>,
 }
 
 /// The figures of a log that was cut.
@@ -263,6 +266,7 @@ mod tests {
         Log {
             path: dir.join("agent.log"),
             limit,
+            idle: None,
         }
     }
 

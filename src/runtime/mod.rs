@@ -107,6 +107,8 @@ pub enum Exit {
     TimedOut,
     /// The cancel signal stopped it.
     Cancelled,
+    /// It printed nothing for its log's idle time ([`Log::idle`]) and was stopped.
+    Idle,
 }
 
 /// How a container ended, and whether its log was cut.
@@ -166,8 +168,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// stderr into `log` as they come, after what the file holds (its head and tail under
     /// the log's cap: see [`log`]; memory stays bounded whatever the volume), and waits:
     /// past `timeout` it stops the container (SIGTERM, [`STOP_GRACE`], SIGKILL) and returns
-    /// [`Exit::TimedOut`]; when `cancel` turns true it does the same and returns
-    /// [`Exit::Cancelled`].
+    /// [`Exit::TimedOut`]; after [`Log::idle`] without output, [`Exit::Idle`]; when `cancel`
+    /// turns true it does the same and returns [`Exit::Cancelled`].
     fn run(
         &self,
         id: &str,

@@ -220,6 +220,7 @@ mod tests {
         let log = Log {
             path: std::env::temp_dir().join(format!("dispatch-noop-{}.log", std::process::id())),
             limit: 1 << 20,
+            idle: None,
         };
         let exit_a = noop
             .run(&a, None, &log, Duration::from_secs(1), rx.clone())
@@ -241,6 +242,7 @@ mod tests {
         let log = &Log {
             path: "/nonexistent/never-written.log".into(),
             limit: 1 << 20,
+            idle: None,
         };
         let (tx, rx) = tokio::sync::watch::channel(false);
         let timed_out = noop

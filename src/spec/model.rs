@@ -115,6 +115,10 @@ pub struct Defaults {
     /// Time limit of one agent run (default `60m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// The watchdog of agent and QA containers: one that prints nothing for this long is
+    /// stopped (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
     /// Base branch (default: the repository's default branch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BranchName>,
@@ -347,6 +351,9 @@ pub struct Job {
     /// Time limit of one agent run (default from `defaults.timeout`, else `60m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// The watchdog of agent and QA containers (default from `defaults.idle_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
     /// Retries of transient infrastructure failures per node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,

@@ -176,6 +176,17 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
             )
         }
         Exit::Cancelled => return stop(Outcome::Cancelled, "agent stopped by Ctrl-C"),
+        Exit::Idle => {
+            return stop(
+                Outcome::TimedOut,
+                format!(
+                    "{}{cut}; last lines of {}:\n{}",
+                    container::idle_reason("the agent", &ctx.unit),
+                    log.path.display(),
+                    tail(&log.path, from).await
+                ),
+            )
+        }
         Exit::Code(code) if code != 0 => {
             return NodeResult::Stop {
                 outcome: Outcome::AgentFailed,

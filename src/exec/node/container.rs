@@ -353,11 +353,21 @@ pub(super) async fn run<R: Runtime, F: Forge>(
     Ok(ran)
 }
 
-/// The log of a unit's container at `path`, under the unit's cap (`resources.log`).
+/// The log of a unit's container at `path`, under the unit's cap (`resources.log`) and its
+/// watchdog (`idle_timeout`).
 pub(super) fn log(unit: &UnitRun, path: PathBuf) -> Log {
     Log {
         path,
         limit: SpecResources::log_limit(unit.unit().resources.as_ref()).bytes(),
+        idle: unit.unit().idle_timeout.map(|idle| idle.get()),
+    }
+}
+
+/// The reason of a container the watchdog stopped.
+pub(super) fn idle_reason(what: &str, unit: &UnitRun) -> String {
+    match unit.unit().idle_timeout {
+        Some(idle) => format!("{what} printed nothing for {idle} (idle_timeout) and was stopped"),
+        None => format!("{what} printed nothing for too long and was stopped"),
     }
 }
 

@@ -51,6 +51,13 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
                 )
             }
             Ok(Exit::Cancelled) => return stop(Outcome::Cancelled, "QA stopped by Ctrl-C"),
+            Ok(Exit::Idle) => {
+                let what = format!("QA step `{}`", step.run);
+                return stop(
+                    Outcome::TimedOut,
+                    format!("{}{cut}", container::idle_reason(&what, &ctx.unit)),
+                );
+            }
             Err(error) => return NodeResult::Failed(error),
         }
     }

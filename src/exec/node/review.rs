@@ -48,6 +48,10 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
             "the review agent ran past its timeout",
         ),
         Ok(Exit::Cancelled) => stop(Outcome::Cancelled, "review stopped by Ctrl-C"),
+        Ok(Exit::Idle) => stop(
+            Outcome::NeedsReview,
+            container::idle_reason("the review agent", &ctx.unit),
+        ),
         Err(error) => NodeResult::Failed(error),
     }
 }

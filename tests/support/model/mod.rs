@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod preset;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
