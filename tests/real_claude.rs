@@ -22,7 +22,7 @@ use crate::support::docker::available;
 use crate::support::model::anthropic::{
     Answer, AnthropicServer, ApiError, Credential, Step, Usage,
 };
-use crate::support::model::preset::{PresetRun, PresetSpec};
+use crate::support::model::preset::{self, PresetRun, PresetSpec};
 use crate::support::model::{agent_image, ModelNetwork};
 
 /// The key the tests give both the server and the CLI.
@@ -547,63 +547,40 @@ fn real_claude_server_refuses_bad_requests_and_hangs_when_scripted() {
 /// A spec running the `claude` preset through `dispatch run`: the real Claude Code in its image
 /// on the model's network, the key and the base URL from dispatch's environment, its home
 /// seeded by dispatch, one repository `t/r1` with `file.txt` = `broken`.
-struct Preset {
-    _network: ModelNetwork,
-    server: AnthropicServer,
-    run: PresetRun,
-}
+type Preset = preset::Preset<AnthropicServer>;
 
-impl std::ops::Deref for Preset {
-    type Target = PresetRun;
-
-    fn deref(&self) -> &PresetRun {
-        &self.run
+/// The `claude` preset's spec with job `fix` (QA `qa`, more of `agents.claude` in `claude`)
+/// against a server playing `script`, dispatch run as `user` when given; `None` when the test
+/// skips.
+fn claude_preset(
+    test: &str,
+    script: Vec<Step>,
+    qa: &str,
+    claude: &str,
+    user: Option<u32>,
+) -> Option<Preset> {
+    if !available() {
+        return None;
     }
-}
-
-impl Preset {
-    /// The spec with job `fix` (QA `qa`, more of `agents.claude` in `claude`), dispatch run
-    /// as `user` when given; `None` when the test skips.
-    fn new(
-        test: &str,
-        script: Vec<Step>,
-        qa: &str,
-        claude: &str,
-        user: Option<u32>,
-    ) -> Option<Self> {
-        if !available() {
-            return None;
-        }
-        let image = agent_image("claude");
-        let network = ModelNetwork::create(test);
-        let server = AnthropicServer::start(&network, KEY, script);
-        let spec = PresetSpec {
-            test,
-            agent: "claude",
-            image: &image,
-            agent_extra: claude,
-            qa,
-            job_extra: "",
-            home_files: &[(".claude/settings.json", "{}\n")],
-            user,
-        };
-        let run = PresetRun::new(&spec, &network)?
-            .env("ANTHROPIC_API_KEY", KEY)
-            .env("ANTHROPIC_BASE_URL", server.base_url());
-        Some(Self {
-            _network: network,
-            server,
-            run,
-        })
-    }
-
-    /// The same with `name=value` in dispatch's environment.
-    fn env(self, name: &str, value: &str) -> Self {
-        Self {
-            run: self.run.env(name, value),
-            ..self
-        }
-    }
+    let image = agent_image("claude");
+    let network = ModelNetwork::create(test);
+    let server = AnthropicServer::start(&network, KEY, script);
+    let url = server.base_url().to_owned();
+    let spec = PresetSpec {
+        test,
+        agent: "claude",
+        image: &image,
+        agent_extra: claude,
+        qa,
+        job_extra: "",
+        home_files: &[(".claude/settings.json", "{}\n")],
+        user,
+    };
+    let env = [
+        ("ANTHROPIC_API_KEY", KEY),
+        ("ANTHROPIC_BASE_URL", url.as_str()),
+    ];
+    Preset::new(&spec, network, server, &env)
 }
 
 /// The `claude` preset through `dispatch run` ([`Preset`]): the edit is committed and
@@ -621,7 +598,7 @@ fn dispatch_runs_the_claude_preset_and_the_edit_lands_as_uid_1000() {
 
 fn claude_preset_edit_lands(user: Option<u32>) {
     let name = format!("claude-preset-{}", user.unwrap_or(0));
-    let Some(p) = Preset::new(&name, bash_script(), "[]", "", user) else {
+    let Some(p) = claude_preset(&name, bash_script(), "[]", "", user) else {
         return;
     };
     let report = p.run(0);
@@ -658,7 +635,7 @@ fn dispatch_gives_the_qa_failure_back_to_claude_and_the_fix_lands() {
         Step::text("Fixed for real."),
     ];
     let qa = r#"[{ run: "grep -qx fixed file.txt || { echo \"qa: file.txt is $(cat file.txt)\"; exit 1; }" }]"#;
-    let Some(p) = Preset::new("claude-qa", script, qa, "", None) else {
+    let Some(p) = claude_preset("claude-qa", script, qa, "", None) else {
         return;
     };
     let report = p.run(0);
@@ -692,7 +669,7 @@ fn dispatch_ends_claude_agent_failed_with_the_apis_message_on_a_500() {
 fn claude_api_error_fails_the_unit(test: &str, error: ApiError) {
     let message = error.message.clone();
     // CLAUDE_CODE_MAX_RETRIES=0 (passed by name): Claude Code would retry ten times.
-    let Some(p) = Preset::new(
+    let Some(p) = claude_preset(
         test,
         vec![Step::Error(error)],
         "[]",

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::support::docker;
 use crate::support::model::openai::{ApiError, OpenAiServer, Step, Usage};
-use crate::support::model::preset::{PresetRun, PresetSpec};
+use crate::support::model::preset::{self, PresetRun, PresetSpec};
 use crate::support::model::{agent_image, ModelNetwork};
 
 const KEY: &str = "sk-dispatch-test-0123456789";
@@ -478,49 +478,30 @@ fn real_codex_server_refuses_bad_requests_hangs_and_drops_cleanly() {
 /// the model's network, `CODEX_API_KEY` from dispatch's environment, and the user's
 /// `~/.codex/config.toml` (naming the scripted server as `openai_base_url`) copied into the
 /// unit's agent home by dispatch; one repository `t/r1` with `file.txt` = `broken`.
-struct Preset {
-    _network: ModelNetwork,
-    server: OpenAiServer,
-    run: PresetRun,
-}
+type Preset = preset::Preset<OpenAiServer>;
 
-impl std::ops::Deref for Preset {
-    type Target = PresetRun;
-
-    fn deref(&self) -> &PresetRun {
-        &self.run
+/// The `codex` preset's spec with job `fix` (QA `qa`, the watchdog at 20 s: codex prints as it
+/// works, and is silent when its API is) against a server playing `script`, dispatch run as
+/// `user` when given; `None` when the test skips.
+fn codex_preset(test: &str, script: Vec<Step>, qa: &str, user: Option<u32>) -> Option<Preset> {
+    if !docker::available() {
+        return None;
     }
-}
-
-impl Preset {
-    /// The spec with job `fix` (QA `qa`), dispatch run as `user` when given; `None` when the
-    /// test skips.
-    fn new(test: &str, script: Vec<Step>, qa: &str, user: Option<u32>) -> Option<Self> {
-        if !docker::available() {
-            return None;
-        }
-        let image = agent_image("codex");
-        let network = ModelNetwork::create(test);
-        let server = OpenAiServer::start(&network, KEY, script);
-        let config = format!("openai_base_url = \"{}\"\n", server.base_url);
-        let spec = PresetSpec {
-            test,
-            agent: "codex",
-            image: &image,
-            agent_extra: "",
-            qa,
-            // The watchdog: codex prints as it works, and is silent when its API is.
-            job_extra: ", idle_timeout: 20s",
-            home_files: &[(".codex/config.toml", &config)],
-            user,
-        };
-        let run = PresetRun::new(&spec, &network)?.env("CODEX_API_KEY", KEY);
-        Some(Self {
-            _network: network,
-            server,
-            run,
-        })
-    }
+    let image = agent_image("codex");
+    let network = ModelNetwork::create(test);
+    let server = OpenAiServer::start(&network, KEY, script);
+    let config = format!("openai_base_url = \"{}\"\n", server.base_url);
+    let spec = PresetSpec {
+        test,
+        agent: "codex",
+        image: &image,
+        agent_extra: "",
+        qa,
+        job_extra: ", idle_timeout: 20s",
+        home_files: &[(".codex/config.toml", &config)],
+        user,
+    };
+    Preset::new(&spec, network, server, &[("CODEX_API_KEY", KEY)])
 }
 
 #[test]
@@ -541,7 +522,7 @@ fn codex_preset_edit_lands(user: Option<u32>) {
         Step::message("file.txt now says fixed."),
     ];
     let name = format!("codex-preset-{}", user.unwrap_or(0));
-    let Some(p) = Preset::new(&name, script, "[]", user) else {
+    let Some(p) = codex_preset(&name, script, "[]", user) else {
         return;
     };
     let report = p.run(0);
@@ -586,7 +567,7 @@ fn dispatch_gives_the_qa_failure_back_to_codex_and_the_fix_lands() {
         Step::message("Fixed for real."),
     ];
     let qa = r#"[{ run: "grep -qx fixed file.txt || { echo \"qa: file.txt is $(cat file.txt)\"; exit 1; }" }]"#;
-    let Some(p) = Preset::new("codex-qa", script, qa, None) else {
+    let Some(p) = codex_preset("codex-qa", script, qa, None) else {
         return;
     };
     let report = p.run(0);
@@ -602,13 +583,10 @@ fn dispatch_gives_the_qa_failure_back_to_codex_and_the_fix_lands() {
 
 #[test]
 fn dispatch_ends_codex_agent_failed_with_the_apis_message_on_a_401() {
-    let Some(p) = Preset::new("codex-401", vec![Step::message("never sent")], "[]", None) else {
+    let Some(p) = codex_preset("codex-401", vec![Step::message("never sent")], "[]", None) else {
         return;
     };
-    let p = Preset {
-        run: p.run.env("CODEX_API_KEY", "sk-wrong-key-000000000000"),
-        ..p
-    };
+    let p = p.env("CODEX_API_KEY", "sk-wrong-key-000000000000");
     let report = p.run(1);
     let (outcome, reason) = PresetRun::outcome(&report);
     assert_eq!(outcome, "agent_failed", "{report}");
@@ -629,7 +607,7 @@ fn dispatch_runs_codex_review_on_the_published_change() {
         Step::message("file.txt now says fixed."),
         Step::message("The change looks right: file.txt says fixed."),
     ];
-    let Some(p) = Preset::new("codex-review", script, "[]", None) else {
+    let Some(p) = codex_preset("codex-review", script, "[]", None) else {
         return;
     };
     let spec = p.t.read("spec.yaml");
@@ -665,7 +643,7 @@ fn dispatch_stops_codex_when_the_api_stops_answering_mid_run() {
     // The edit's command runs, then the server takes the next request and never answers:
     // codex waits on it in silence until the watchdog (idle_timeout 20s) stops it.
     let script = vec![Step::shell("printf 'half\\n' > file.txt"), Step::Hang];
-    let Some(p) = Preset::new("codex-hang", script, "[]", None) else {
+    let Some(p) = codex_preset("codex-hang", script, "[]", None) else {
         return;
     };
     let report = p.run(1);

@@ -112,3 +112,49 @@ impl PresetRun {
             .git(".dispatch/forge/t/r1.git", &["show", "agent/fix:file.txt"])
     }
 }
+
+/// A [`PresetRun`] with its model server (`S`) and the network they share, which live as long
+/// as it does.
+pub struct Preset<S> {
+    _network: ModelNetwork,
+    /// The scripted model server.
+    pub server: S,
+    run: PresetRun,
+}
+
+impl<S> std::ops::Deref for Preset<S> {
+    type Target = PresetRun;
+
+    fn deref(&self) -> &PresetRun {
+        &self.run
+    }
+}
+
+impl<S> Preset<S> {
+    /// `run` of `spec` on `network` against `server`, with `env` in dispatch's environment;
+    /// `None` when the test skips.
+    pub fn new(
+        spec: &PresetSpec<'_>,
+        network: ModelNetwork,
+        server: S,
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
+        let run = PresetRun::new(spec, &network)?;
+        let run = env
+            .iter()
+            .fold(run, |run, (name, value)| run.env(name, value));
+        Some(Self {
+            _network: network,
+            server,
+            run,
+        })
+    }
+
+    /// The same with `name=value` in dispatch's environment.
+    pub fn env(self, name: &str, value: &str) -> Self {
+        Self {
+            run: self.run.env(name, value),
+            ..self
+        }
+    }
+}
