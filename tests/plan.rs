@@ -403,3 +403,41 @@ fn only_filters_units_and_rejects_unknown_ones() {
         bad.stderr
     );
 }
+
+#[test]
+fn render_prints_byte_for_byte_the_prompt_the_run_gives_the_agent() {
+    if !crate::support::docker::available() {
+        return;
+    }
+    let t = Test::new("render-run")
+        .scripted_repos(&[("r1", "none")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: Look around, repos: [r1], qa: [] }
+            "#,
+        );
+    let render = ["render", "spec.yaml", "--job", "j", "--repo", "r1"];
+    let before = t.run(&render).expect_status(0).stdout;
+    assert!(
+        before.contains("Base: `main`"),
+        "the base the run will use, before any run: {before}"
+    );
+    t.run(&["run", "spec.yaml", "--output", "json"])
+        .expect_status(0);
+    let given = std::fs::read_to_string(t.meta("r1", "j").join("prompt.md")).expect("the prompt");
+    assert_eq!(before, given, "render before the run");
+    assert_eq!(
+        t.run(&render).expect_status(0).stdout,
+        given,
+        "render after the run"
+    );
+    let offline = t
+        .run(&[&render[..], &["--offline"]].concat())
+        .expect_status(0)
+        .stdout;
+    assert!(
+        offline.contains("the repository's default branch"),
+        "{offline}"
+    );
+}

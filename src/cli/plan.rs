@@ -126,7 +126,13 @@ async fn preview_publish(
                     None => {
                         let key = (org.clone(), repo.clone());
                         if !default_branches.contains_key(&key) {
-                            let found = default_branch(remote.as_ref(), state_dir, org, repo).await;
+                            let found = super::targets::default_branch(
+                                remote.as_ref(),
+                                state_dir,
+                                org,
+                                repo,
+                            )
+                            .await;
                             default_branches.insert(key.clone(), found);
                         }
                         default_branches[&key].clone()
@@ -155,26 +161,6 @@ async fn preview_publish(
         });
     }
     Ok(())
-}
-
-/// The default branch of `org/repo`: the remote forge's, else the one HEAD of the local forge's
-/// bare repository names.
-async fn default_branch(
-    remote: Option<&crate::forge::any::AnyForge>,
-    state_dir: &std::path::Path,
-    org: &str,
-    repo: &str,
-) -> Option<String> {
-    if let Some(forge) = remote {
-        use crate::forge::Forge;
-        return forge.default_branch(org, repo).await.ok().flatten();
-    }
-    let bare = crate::forge::local::LocalForge::root_in(state_dir)
-        .join(org)
-        .join(format!("{repo}.git"));
-    crate::git::git(&bare, &["symbolic-ref", "--short", "HEAD"])
-        .await
-        .ok()
 }
 
 /// QA steps implied by the marker files at the tip of each unit's repository, where the

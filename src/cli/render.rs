@@ -31,13 +31,17 @@ pub struct Args {
     /// State directory (default: `.dispatch/` beside the spec; the local forge lives there).
     #[arg(long, env = "DISPATCH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Ask the forge nothing: `select` entries and PR targets stay unresolved, and a job
+    /// without `base` renders "the repository's default branch" instead of its name.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Prints the prompt.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     // The units of `select` entries and PR targets come from the forge, as in `plan`.
     let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
-    let (loaded, _) = super::targets::load(ui, &args.spec, &state_dir, false)?;
+    let (loaded, _) = super::targets::load(ui, &args.spec, &state_dir, args.offline)?;
     let spec = &loaded.spec;
     let Some(job_index) = spec.jobs.iter().position(|j| j.id.as_str() == args.job) else {
         let ids: Vec<&str> = spec.jobs.iter().map(|j| j.id.as_str()).collect();
@@ -84,6 +88,12 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     };
     let mut context = plan::unit_context(spec, target);
     context.attempt = args.attempt;
+    // The base the run's prep would resolve: the spec's, else the repository's default branch
+    // (the local forge's HEAD, or what the remote forge says).
+    if context.base.is_none() && !args.offline {
+        let spec_dir = loaded.path.parent().unwrap_or(std::path::Path::new("."));
+        context.base = resolved_base(spec, spec_dir, &state_dir, target)?;
+    }
     if let Some(path) = &args.qa_failure {
         match std::fs::read_to_string(path) {
             Ok(text) => context.qa_failure = Some(text),
@@ -118,4 +128,38 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
             Err(CommandError::rendered(errors.render(ui.color_err)))
         }
     }
+}
+
+/// The default branch of the target's repository as prep would find it, when it can be found:
+/// a local `url` is not looked into (prep clones it), the forge is asked otherwise; a
+/// repository the local forge will seed at the run's start has the seed's branch.
+fn resolved_base(
+    spec: &crate::spec::model::Spec,
+    spec_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    target: &ResolvedTarget,
+) -> Result<Option<String>, CommandError> {
+    if target.url.is_some() {
+        return Ok(None);
+    }
+    use crate::forge::{any::AnyForge, options::RemoteOptions};
+    let remote = AnyForge::from_spec(&spec.forge, RemoteOptions::default())
+        .map_err(|e| CommandError::failure(e.to_string()))?;
+    let (org, repo) = (target.org.as_str(), target.repo.as_str());
+    let runtime = super::tokio_runtime(false)?;
+    let found = runtime.block_on(super::targets::default_branch(
+        remote.as_ref(),
+        state_dir,
+        org,
+        repo,
+    ));
+    if found.is_some() || remote.is_some() {
+        return Ok(found);
+    }
+    let seeded = spec
+        .forge
+        .seed
+        .as_ref()
+        .is_some_and(|seed| spec_dir.join(seed).join(org).join(repo).is_dir());
+    Ok(seeded.then(|| crate::git::SEED_BRANCH.to_owned()))
 }

@@ -1,7 +1,8 @@
 //! The forge's part of planning as the commands see it: [`load`] loads the spec, has
 //! [`crate::plan::resolve`] ask the forge for its `select` entries and PR targets, and turns a
 //! failure into a command error that names the spec. `plan`, `render`, `run` and `doctor`
-//! share it.
+//! share it, and `plan` and `render` the default branch of a repository the way prep finds it
+//! ([`default_branch`]).
 
 use std::path::Path;
 
@@ -36,4 +37,24 @@ pub fn load(
             path.display()
         ))),
     }
+}
+
+/// The default branch of `org/repo`: the remote forge's, else the one HEAD of the local forge's
+/// bare repository names.
+pub async fn default_branch(
+    remote: Option<&crate::forge::any::AnyForge>,
+    state_dir: &std::path::Path,
+    org: &str,
+    repo: &str,
+) -> Option<String> {
+    if let Some(forge) = remote {
+        use crate::forge::Forge;
+        return forge.default_branch(org, repo).await.ok().flatten();
+    }
+    let bare = crate::forge::local::LocalForge::root_in(state_dir)
+        .join(org)
+        .join(format!("{repo}.git"));
+    crate::git::git(&bare, &["symbolic-ref", "--short", "HEAD"])
+        .await
+        .ok()
 }

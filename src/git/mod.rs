@@ -385,12 +385,16 @@ pub fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Creates a bare repository at `bare` holding the files of `dir` as one commit on `main`
-/// (used to seed the local forge from fixture directories).
+/// The branch of a seeded repository ([`seed_bare`]): its default branch.
+pub const SEED_BRANCH: &str = "main";
+
+/// Creates a bare repository at `bare` holding the files of `dir` as one commit on
+/// [`SEED_BRANCH`] (used to seed the local forge from fixture directories).
 pub async fn seed_bare(dir: &Path, bare: &Path, scratch: &Path) -> Result<(), GitError> {
     let _ = tokio::fs::remove_dir_all(scratch).await;
     copy_dir(dir, scratch).map_err(|e| error(dir, &["seed"], e.to_string()))?;
-    git(scratch, &["init", "--quiet", "--initial-branch=main"]).await?;
+    let initial = format!("--initial-branch={SEED_BRANCH}");
+    git(scratch, &["init", "--quiet", &initial]).await?;
     git(scratch, &["add", "--all"]).await?;
     git(
         scratch,
@@ -407,16 +411,10 @@ pub async fn seed_bare(dir: &Path, bare: &Path, scratch: &Path) -> Result<(), Gi
     let partial_text = path_arg(&partial);
     git(
         parent,
-        &[
-            "init",
-            "--quiet",
-            "--bare",
-            "--initial-branch=main",
-            &partial_text,
-        ],
+        &["init", "--quiet", "--bare", &initial, &partial_text],
     )
     .await?;
-    git(scratch, &["push", "--quiet", &partial_text, "main"]).await?;
+    git(scratch, &["push", "--quiet", &partial_text, SEED_BRANCH]).await?;
     tokio::fs::rename(&partial, bare)
         .await
         .map_err(|e| error(parent, &["seed"], e.to_string()))?;
