@@ -287,3 +287,47 @@ fn an_image_without_what_its_agent_needs_fails_the_unit_naming_it() {
         "no agent container ran"
     );
 }
+
+#[test]
+fn doctor_checks_each_agents_image_credentials_and_network() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("doctor-agents")
+        .repo("r1", &[("README", "hi\n")])
+        .file("user/.codex/auth.json", "{}")
+        .spec(
+            r#"
+            version: 1
+            name: t
+            forge: { kind: local, seed: repos }
+            defaults: { org: t, image: dispatch-busybox }
+            agents:
+              claude: { network: dispatch-no-such-network }
+              scripted: { command: [sh, -c, "true"], network: none }
+            jobs:
+              - { id: a, task: t, agent: claude, repos: [r1] }
+              - { id: b, task: t, agent: codex, repos: [r1] }
+              - { id: c, task: t, agent: scripted, repos: [r1] }
+            "#,
+        );
+    let home = t.path("user");
+    let t = t
+        .env("HOME", home.to_str().expect("a UTF-8 path"))
+        .env("ANTHROPIC_API_KEY", "")
+        .env("CODEX_API_KEY", "");
+    let out = t.run(&["doctor", "spec.yaml"]).expect_status(1).stdout;
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line `{start}` in:\n{out}"))
+            .to_owned()
+    };
+    assert!(line("FAIL  agent claude: image dispatch-busybox lacks")
+        .ends_with("lacks claude (the agent's CLI), bash (Claude Code's Bash tool runs every command with it)"));
+    assert!(line("FAIL  agent claude: network dispatch-no-such-network").contains("does not exist"));
+    assert!(line("warn  agent claude: none of ANTHROPIC_API_KEY")
+        .contains("there is no ~/.claude/.credentials.json"));
+    assert!(line("ok    agent codex: no key set").contains("~/.codex/auth.json will be copied"));
+    line("ok    agent scripted: image dispatch-busybox has sh");
+}

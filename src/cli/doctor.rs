@@ -284,7 +284,7 @@ async fn check_agent(
     let set: Vec<&str> = invocation
         .env_names
         .iter()
-        .filter(|n| std::env::var_os(n).is_some())
+        .filter(|n| std::env::var_os(n).is_some_and(|value| !value.is_empty()))
         .map(String::as_str)
         .collect();
     let home = std::env::var_os("HOME")
