@@ -655,3 +655,50 @@ fn dispatch_stops_codex_when_the_api_stops_answering_mid_run() {
     );
     assert_eq!(p.server.steps_taken(), 2, "the hang was reached");
 }
+
+/// The `local` preset through `dispatch run`: the real codex with `--oss --local-provider
+/// ollama` reaches the host's Ollama at `host.docker.internal:11434` (the preset's
+/// `host-gateway` entry), here a scripted Ollama-compatible server that lists the preset's
+/// default model; the model's `exec_command` call edits the file and the edit lands.
+#[test]
+fn dispatch_runs_the_local_preset_against_the_hosts_ollama() {
+    if !docker::available() {
+        return;
+    }
+    let image = agent_image("codex");
+    let server = OpenAiServer::start_ollama(
+        "devstral-24b",
+        vec![
+            Step::command("printf 'fixed\\n' > file.txt"),
+            Step::message("file.txt now says fixed."),
+        ],
+    );
+    let network = ModelNetwork::create("local");
+    let spec = PresetSpec {
+        test: "local-preset",
+        agent: "local",
+        image: &image,
+        agent_extra: "",
+        qa: "[]",
+        job_extra: ", idle_timeout: 20s",
+        home_files: &[],
+        user: None,
+    };
+    let Some(p) = preset::Preset::new(&spec, network, server, &[]) else {
+        return;
+    };
+    let report = p.run(0);
+    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
+    assert_eq!(p.published(), "fixed");
+    let responses = p.server.responses();
+    assert_eq!(responses.len(), 2, "the scripted responses were played");
+    let first = responses[0].body.as_ref().expect("a JSON body");
+    assert_eq!(first["model"], "devstral-24b", "the preset's default model");
+    let paths: Vec<String> = p.server.requests().iter().map(|r| r.path.clone()).collect();
+    for asked in ["/v1/models", "/api/version", "/api/tags"] {
+        assert!(
+            paths.iter().any(|p| p == asked),
+            "codex asks Ollama {asked} first: {paths:?}"
+        );
+    }
+}

@@ -117,9 +117,9 @@ fn user_home() -> PathBuf {
 const HOME_FILE_LIMIT: u64 = 1 << 20;
 
 /// Makes the unit's agent home of the invocation's pool, once: when it does not exist yet, it
-/// is created (owned by the invoking user, the containers' uid) and the files of the user's
-/// home the CLI needs ([`agents::Invocation::home_files`]) that exist are copied in, mode
-/// 0600. An existing home is the agent's from an earlier container of this run (a fix attempt,
+/// is created (owned by the invoking user, the containers' uid) with the directories of the
+/// files of the user's home the CLI needs ([`agents::Invocation::home_files`]), and those that
+/// exist are copied in, mode 0600. An existing home is the agent's from an earlier container of this run (a fix attempt,
 /// an answer) and is left as it is: dispatch writes nothing into a directory a container could
 /// have changed. The user's files are only ever read.
 pub(super) async fn seed_home(
@@ -150,6 +150,15 @@ fn seed(dir: &Path, user_home: &Path, files: &[agents::HomeFile]) -> std::io::Re
         Err(e) => return Err(e),
     }
     for file in files {
+        // The directory is made even when the user has no such file: codex refuses a
+        // `CODEX_HOME` that does not exist.
+        let to = dir.join(file.to);
+        if let Some(parent) = to.parent() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(parent)?;
+        }
         let from = user_home.join(file.from);
         let Ok(source) = std::fs::File::open(&from) else {
             continue;
@@ -168,13 +177,6 @@ fn seed(dir: &Path, user_home: &Path, files: &[agents::HomeFile]) -> std::io::Re
                     HOME_FILE_LIMIT >> 10
                 ),
             ));
-        }
-        let to = dir.join(file.to);
-        if let Some(parent) = to.parent() {
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .recursive(true)
-                .create(parent)?;
         }
         let mut out = std::fs::OpenOptions::new()
             .write(true)
@@ -547,6 +549,10 @@ mod tests {
         assert!(
             !home.join(".codex/config.toml").exists(),
             "missing: not copied"
+        );
+        assert!(
+            home.join(".codex").is_dir(),
+            "its directory is made all the same"
         );
         // The home is the agent's now: a second seeding writes nothing into it.
         std::fs::write(home.join(".codex/auth.json"), "refreshed by the CLI").unwrap();

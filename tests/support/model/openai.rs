@@ -95,6 +95,16 @@ pub enum Step {
         /// What the response reports.
         usage: Usage,
     },
+    /// A call of a plain function tool (what codex offers a model outside code mode, such as
+    /// an Ollama model: `exec_command` with `{"cmd": ...}`).
+    Call {
+        /// The function's name.
+        name: String,
+        /// Its arguments.
+        arguments: Value,
+        /// What the response reports.
+        usage: Usage,
+    },
     /// A final assistant message: the turn ends.
     Message {
         /// Its text.
@@ -122,6 +132,15 @@ impl Step {
         }
     }
 
+    /// An `exec_command` function call running `command` (for models outside code mode).
+    pub fn command(command: &str) -> Self {
+        Self::Call {
+            name: "exec_command".to_owned(),
+            arguments: json!({ "cmd": command }),
+            usage: Usage::default(),
+        }
+    }
+
     /// A final assistant message.
     pub fn message(text: &str) -> Self {
         Self::Message {
@@ -132,7 +151,9 @@ impl Step {
 
     /// The same step reporting `usage` (errors and hangs report none).
     pub fn with_usage(mut self, new: Usage) -> Self {
-        if let Self::Exec { usage, .. } | Self::Message { usage, .. } = &mut self {
+        if let Self::Exec { usage, .. } | Self::Call { usage, .. } | Self::Message { usage, .. } =
+            &mut self
+        {
             *usage = new;
         }
         self
@@ -202,7 +223,10 @@ impl Seen {
 }
 
 struct Inner {
-    key: String,
+    /// The key requests must carry; `None` for an Ollama server, which asks for none.
+    key: Option<String>,
+    /// The models an Ollama server lists (`/v1/models`, `/api/tags`); empty for OpenAI.
+    models: Vec<String>,
     script: Vec<Step>,
     next: usize,
     seen: Vec<Seen>,
@@ -223,13 +247,58 @@ impl OpenAiServer {
     /// Starts on `network`'s gateway, accepting `key`, answering the `POST /v1/responses`
     /// requests with `script` in order.
     pub fn start(network: &ModelNetwork, key: &str, script: Vec<Step>) -> Self {
-        let listener = network.listener();
+        Self::serve(network.listener(), Some(key), Vec::new(), script)
+    }
+
+    /// Starts as an Ollama server would answer codex's `--oss` provider: on the host's address
+    /// on Docker's default bridge (where `host.docker.internal:host-gateway` points), port
+    /// 11434, asking for no key, listing `model` and reporting a version codex accepts
+    /// (0.13.4), and answering `POST /v1/responses` with `script`.
+    pub fn start_ollama(model: &str, script: Vec<Step>) -> Self {
+        // The address `host-gateway` stands for, as the engine writes it into a container.
+        let hosts = std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--add-host",
+                "host.docker.internal:host-gateway",
+                "dispatch-busybox",
+                "grep",
+                "host.docker.internal",
+                "/etc/hosts",
+            ])
+            .output()
+            .expect("docker runs");
+        let gateway: std::net::IpAddr = String::from_utf8_lossy(&hosts.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no host-gateway address in {}",
+                    String::from_utf8_lossy(&hosts.stdout)
+                )
+            });
+        let listener = std::net::TcpListener::bind((gateway, 11434))
+            .unwrap_or_else(|e| panic!("bind {gateway}:11434 for the scripted Ollama: {e}"));
+        Self::serve(listener, None, vec![model.to_owned()], script)
+    }
+
+    fn serve(
+        listener: std::net::TcpListener,
+        key: Option<&str>,
+        models: Vec<String>,
+        script: Vec<Step>,
+    ) -> Self {
         listener
             .set_nonblocking(true)
             .expect("a non-blocking listener");
         let address = listener.local_addr().expect("the listener's address");
         let app = Arc::new(Mutex::new(Inner {
-            key: key.to_owned(),
+            key: key.map(str::to_owned),
+            models,
             script,
             next: 0,
             seen: Vec::new(),
@@ -322,7 +391,7 @@ async fn handle(
         );
     }
 
-    let (index, key, step) = {
+    let (index, key, step, models) = {
         let Ok(mut inner) = app.lock() else {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -332,7 +401,11 @@ async fn handle(
             );
         };
         let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-        let authorized = authorization == Some(format!("Bearer {}", inner.key).as_str());
+        let authorized = match &inner.key {
+            Some(key) => authorization == Some(format!("Bearer {key}").as_str()),
+            None => true,
+        };
+        let models = inner.models.clone();
         let takes_step = authorized && method == Method::POST && path == "/v1/responses";
         let step = if takes_step {
             let step = inner.script.get(inner.next).cloned();
@@ -353,10 +426,33 @@ async fn handle(
             status: 0,
         });
         let key = (!authorized).then(|| authorization.map(str::to_owned));
-        (inner.seen.len() - 1, key, step.map(|s| (s, response_id)))
+        (
+            inner.seen.len() - 1,
+            key,
+            step.map(|s| (s, response_id)),
+            models,
+        )
     };
 
-    let response = if path != "/v1/responses" {
+    let ollama = |body: Value| {
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    let response = if !models.is_empty() && method == Method::GET && path == "/v1/models" {
+        ollama(json!({"object": "list", "data": models.iter()
+            .map(|m| json!({"id": m, "object": "model", "owned_by": "library"}))
+            .collect::<Vec<_>>()}))
+    } else if !models.is_empty() && method == Method::GET && path == "/api/version" {
+        ollama(json!({"version": "0.13.4"}))
+    } else if !models.is_empty() && method == Method::GET && path == "/api/tags" {
+        ollama(json!({"models": models.iter()
+            .map(|m| json!({"name": m, "model": m}))
+            .collect::<Vec<_>>()}))
+    } else if path != "/v1/responses" {
         eprintln!(
             "openai model server: unknown request {method} {path} {:?}",
             shown_headers(&headers)
@@ -482,6 +578,30 @@ async fn answer(step: Step, id: usize) -> Response {
                        "item": item("in_progress", "")}),
                 json!({"type": "response.output_item.done", "output_index": 0,
                        "item": item("completed", &code)}),
+                completed(&response_id, usage),
+            ]
+        }
+        Step::Call {
+            name,
+            arguments,
+            usage,
+        } => {
+            let item = |status: &str, arguments: &str| {
+                json!({
+                    "type": "function_call",
+                    "id": format!("fc_{id}"),
+                    "status": status,
+                    "call_id": format!("call_{id}"),
+                    "name": name,
+                    "arguments": arguments,
+                })
+            };
+            vec![
+                created(&response_id),
+                json!({"type": "response.output_item.added", "output_index": 0,
+                       "item": item("in_progress", "")}),
+                json!({"type": "response.output_item.done", "output_index": 0,
+                       "item": item("completed", &arguments.to_string())}),
                 completed(&response_id, usage),
             ]
         }
