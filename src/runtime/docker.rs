@@ -87,6 +87,9 @@ pub struct Docker {
     images: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
     /// What [`Runtime::missing_programs`] found, by image and programs.
     programs: std::sync::Arc<std::sync::Mutex<HashMap<ProgramsKey, Vec<String>>>>,
+    /// Held while an image is looked into: units starting at once wait for the first one's
+    /// answer instead of each creating a probe container.
+    probing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Docker {
@@ -118,12 +121,40 @@ impl Docker {
             engine,
             images: Default::default(),
             programs: Default::default(),
+            probing: Default::default(),
         })
     }
 
     /// The bollard client, for the image builder of this module's parent.
     pub(crate) fn engine(&self) -> &bollard::Docker {
         &self.engine
+    }
+
+    /// Removes probe containers ([`Runtime::missing_programs`]) created more than a minute ago:
+    /// what a runner killed while it looked into an image left behind (a probe lives for
+    /// milliseconds). Failures are only logged.
+    async fn remove_stale_probes(&self) {
+        let filters = HashMap::from([("label", vec![LABEL_PROBE.to_owned()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let Ok(found) = self.engine.list_containers(Some(options)).await else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for probe in found {
+            let (Some(id), Some(created)) = (probe.id, probe.created) else {
+                continue;
+            };
+            if now - created > 60 {
+                if let Err(error) = self.remove(&id).await {
+                    tracing::debug!(container = %id, %error, "cannot remove a stale probe");
+                }
+            }
+        }
     }
 
     /// Whether a network of this name exists in the engine.
@@ -578,9 +609,11 @@ impl Runtime for Docker {
         programs: &[String],
     ) -> Result<Vec<String>, RuntimeError> {
         let key = (image.to_owned(), programs.to_vec());
+        let _probing = self.probing.lock().await;
         if let Some(known) = self.programs.lock().ok().and_then(|p| p.get(&key).cloned()) {
             return Ok(known);
         }
+        self.remove_stale_probes().await;
         let inspected = self
             .engine
             .inspect_image(image)
