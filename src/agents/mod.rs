@@ -250,6 +250,23 @@ fn preset_invocation(
     })
 }
 
+impl Invocation {
+    /// The programs it needs in its image, as [`crate::runtime::Runtime::missing_programs`]
+    /// takes them.
+    pub fn programs(&self) -> Vec<String> {
+        self.needs.iter().map(|n| n.program.clone()).collect()
+    }
+
+    /// Its needs whose program is among `missing` (what the image lacks, and what for).
+    pub fn lacking(&self, missing: &[String]) -> Vec<Need> {
+        self.needs
+            .iter()
+            .filter(|need| missing.contains(&need.program))
+            .cloned()
+            .collect()
+    }
+}
+
 /// What a custom argv needs: its program.
 fn command_needs(argv: &[String]) -> Vec<Need> {
     argv.first()

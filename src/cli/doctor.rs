@@ -248,7 +248,7 @@ async fn check_agent(
     invocation: &agents::Invocation,
 ) {
     if let Some(docker) = engine {
-        let programs: Vec<String> = invocation.needs.iter().map(|n| n.program.clone()).collect();
+        let programs = invocation.programs();
         match docker.missing_programs(image, &programs).await {
             Ok(missing) if missing.is_empty() => report.ok(&format!(
                 "agent {agent}: image {image} has {}",
@@ -256,9 +256,8 @@ async fn check_agent(
             )),
             Ok(missing) => {
                 let lacks: Vec<String> = invocation
-                    .needs
+                    .lacking(&missing)
                     .iter()
-                    .filter(|n| missing.contains(&n.program))
                     .map(|n| format!("{} ({})", n.program, n.why))
                     .collect();
                 report.fail(&format!(

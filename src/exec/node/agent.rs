@@ -74,10 +74,9 @@ async fn image_has<R: Runtime, F: Forge>(
     step: Step,
 ) -> Result<(), NodeError> {
     let image = container::agent_image(ctx.unit.unit(), invocation);
-    let programs: Vec<String> = invocation.needs.iter().map(|n| n.program.clone()).collect();
     let missing = ctx
         .runtime
-        .missing_programs(&image, &programs)
+        .missing_programs(&image, &invocation.programs())
         .await
         .map_err(step.clone().runtime())?;
     if missing.is_empty() {
@@ -86,12 +85,7 @@ async fn image_has<R: Runtime, F: Forge>(
     Err(NodeError::ImageLacks {
         step,
         image,
-        missing: invocation
-            .needs
-            .iter()
-            .filter(|need| missing.contains(&need.program))
-            .cloned()
-            .collect(),
+        missing: invocation.lacking(&missing),
     })
 }
 
