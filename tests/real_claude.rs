@@ -646,7 +646,22 @@ fn dispatch_gives_the_qa_failure_back_to_claude_and_the_fix_lands() {
     let retry = turns[2].body.as_ref().expect("a JSON body").to_string();
     assert!(
         retry.contains("qa: file.txt is half fixed"),
-        "the fix attempt's prompt carries the QA failure"
+        "the fix attempt's message carries the QA failure"
+    );
+    assert!(
+        retry.contains("Make file.txt say fixed"),
+        "the continued session (--resume) holds the first prompt as its history"
+    );
+    let log = std::fs::read_to_string(p.t.meta("r1", "fix").join("agent.log")).unwrap();
+    assert!(log.contains("continuing the agent's session"), "{log}");
+    // Claude Code reports its own cost: not an estimate.
+    let unit = crate::support::unit(&report, "fix/t/r1");
+    assert_eq!(unit["usage"]["runs"], 2, "{unit}");
+    assert!(unit["usage"]["cost_usd"].as_f64().is_some(), "{unit}");
+    assert!(unit["usage"].get("cost_estimated").is_none(), "{unit}");
+    assert!(
+        unit["usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "{unit}"
     );
 }
 
@@ -657,21 +672,34 @@ fn dispatch_ends_claude_agent_failed_with_the_apis_message_on_a_401() {
     claude_api_error_fails_the_unit("claude-401", refused);
 }
 
+/// A 500 and a 429 are the API's side, not the agent's: `infra_error`, retried (the job's two
+/// retries, each a fresh container) with the API's message in the reason.
 #[test]
-fn dispatch_ends_claude_agent_failed_with_the_apis_message_on_a_500() {
+fn dispatch_retries_claude_then_ends_infra_error_on_a_500() {
     let mut broken = ApiError::internal();
     broken.message = "the scripted server is broken".to_owned();
-    claude_api_error_fails_the_unit("claude-500", broken);
+    claude_api_error_ends_the_unit("claude-500", broken, "infra_error", 3);
 }
 
-/// The API answers `error` to the first turn and Claude Code is told not to retry: the unit
-/// ends `agent_failed` with the API's message in its reason.
+#[test]
+fn dispatch_retries_claude_then_ends_infra_error_on_a_429() {
+    let mut limited = ApiError::rate_limit(0);
+    limited.message = "the scripted server limits this key".to_owned();
+    claude_api_error_ends_the_unit("claude-429", limited, "infra_error", 3);
+}
+
+/// The API answers `error` to every turn and Claude Code is told not to retry: the unit ends
+/// `outcome` after `attempts` agent runs with the API's message in its reason.
 fn claude_api_error_fails_the_unit(test: &str, error: ApiError) {
+    claude_api_error_ends_the_unit(test, error, "agent_failed", 1);
+}
+
+fn claude_api_error_ends_the_unit(test: &str, error: ApiError, outcome: &str, attempts: usize) {
     let message = error.message.clone();
     // CLAUDE_CODE_MAX_RETRIES=0 (passed by name): Claude Code would retry ten times.
     let Some(p) = claude_preset(
         test,
-        vec![Step::Error(error)],
+        vec![Step::Error(error); attempts],
         "[]",
         ", env: [CLAUDE_CODE_MAX_RETRIES]",
         None,
@@ -680,10 +708,26 @@ fn claude_api_error_fails_the_unit(test: &str, error: ApiError) {
     };
     let p = p.env("CLAUDE_CODE_MAX_RETRIES", "0");
     let report = p.run(1);
-    let (outcome, reason) = PresetRun::outcome(&report);
-    assert_eq!(outcome, "agent_failed", "{report}");
+    let (ended, reason) = PresetRun::outcome(&report);
+    assert_eq!(ended, outcome, "{report}");
     assert!(
         reason.contains(&message),
         "the API's message is in the reason: {reason}"
+    );
+    let turns = p.server.turns();
+    let tried = turns
+        .iter()
+        .filter(|t| t.body.as_ref().is_some_and(|b| b["tools"].is_array()))
+        .count();
+    assert_eq!(tried, attempts, "one agent run per attempt");
+    // Every run is in the journal with the CLI's own error.
+    let status = p.t.run(&["status", "--json"]).json();
+    let agent = &status["units"][0]["nodes"][1]["agent"];
+    assert_eq!(agent["usage"]["runs"], attempts, "{agent}");
+    assert!(
+        agent["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&message)),
+        "{agent}"
     );
 }

@@ -530,6 +530,7 @@ fn codex_preset_edit_lands(user: Option<u32>) {
     assert_eq!(p.published(), "fixed");
     let responses = p.server.responses();
     assert_eq!(responses.len(), 2, "the scripted responses were played");
+    events_kept(&p, &report, "file.txt now says fixed.");
     assert!(responses.iter().all(|seen| seen.authorized));
     assert!(
         responses[0]
@@ -558,13 +559,40 @@ fn codex_preset_edit_lands(user: Option<u32>) {
     );
 }
 
+/// The raw events of the one agent run are kept, the readable log is made from them (the
+/// command, the final `message`), and the unit's `status.json` counts the run's usage.
+fn events_kept(p: &PresetRun, report: &Value, message: &str) {
+    let meta = p.t.meta("r1", "fix");
+    let raw = std::fs::read_to_string(meta.join("agent.jsonl")).unwrap();
+    assert!(raw.contains("\"thread.started\""), "{raw}");
+    let run = report["run"].as_str().expect("the run id");
+    let shown = p.t.run(&["logs", run, "fix/t/r1:agent", "--raw"]);
+    assert_eq!(shown.stdout, raw, "`logs --raw` shows the raw events");
+    let log = std::fs::read_to_string(meta.join("agent.log")).unwrap();
+    assert!(
+        log.contains("$ ") && log.contains("printf"),
+        "the command is shown: {log}"
+    );
+    assert!(log.contains(message), "{log}");
+    let status: Value =
+        serde_json::from_str(&std::fs::read_to_string(meta.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["usage"]["runs"], 1, "{status}");
+}
+
+/// The fix attempt continues codex's own thread (`exec resume`) with the QA failure as the
+/// new message, and its running token totals are counted once.
 #[test]
 fn dispatch_gives_the_qa_failure_back_to_codex_and_the_fix_lands() {
+    let usage = |input, cached, output| Usage {
+        input_tokens: input,
+        cached_tokens: cached,
+        output_tokens: output,
+    };
     let script = vec![
-        Step::shell("printf 'half fixed\\n' > file.txt"),
-        Step::message("Done."),
-        Step::shell("printf 'fixed\\n' > file.txt"),
-        Step::message("Fixed for real."),
+        Step::shell("printf 'half fixed\\n' > file.txt").with_usage(usage(1000, 100, 10)),
+        Step::message("Done.").with_usage(usage(1100, 900, 20)),
+        Step::shell("printf 'fixed\\n' > file.txt").with_usage(usage(1300, 1000, 30)),
+        Step::message("Fixed for real.").with_usage(usage(1400, 1200, 40)),
     ];
     let qa = r#"[{ run: "grep -qx fixed file.txt || { echo \"qa: file.txt is $(cat file.txt)\"; exit 1; }" }]"#;
     let Some(p) = codex_preset("codex-qa", script, qa, None) else {
@@ -577,8 +605,54 @@ fn dispatch_gives_the_qa_failure_back_to_codex_and_the_fix_lands() {
     let retry = responses[2].body.as_ref().expect("a JSON body").to_string();
     assert!(
         retry.contains("qa: file.txt is half fixed"),
-        "the fix attempt's prompt carries the QA failure"
+        "the fix attempt's message carries the QA failure"
     );
+    assert!(
+        retry.contains("Make file.txt say fixed"),
+        "the continued thread holds the first prompt as its history"
+    );
+    let log = std::fs::read_to_string(p.t.meta("r1", "fix").join("agent.log")).unwrap();
+    assert!(log.contains("continuing the agent's session"), "{log}");
+    // Each response's usage counted once: 4800 in, 3200 cached, 100 out.
+    let unit = crate::support::unit(&report, "fix/t/r1");
+    assert_eq!(unit["usage"]["runs"], 2, "{unit}");
+    assert_eq!(unit["usage"]["input_tokens"], 4800, "{unit}");
+    assert_eq!(unit["usage"]["cached_tokens"], 3200, "{unit}");
+    assert_eq!(unit["usage"]["output_tokens"], 100, "{unit}");
+    // codex 0.163's default model has no built-in price: no cost is made up.
+    assert!(unit["usage"].get("cost_usd").is_none(), "{unit}");
+    assert_eq!(unit["usage"]["cost_unknown_runs"], 2, "{unit}");
+    let status = p.t.run(&["status", "--json"]).json();
+    let agent = &status["units"][0]["nodes"][1]["agent"];
+    assert!(
+        agent["session"].as_str().is_some_and(|s| !s.is_empty()),
+        "{agent}"
+    );
+    assert_eq!(agent["final_message"], "Fixed for real.", "{agent}");
+    assert_eq!(agent["model"], "gpt-6.1-sol", "{agent}");
+    assert_eq!(status["usage"]["input_tokens"], 4800, "{status}");
+}
+
+/// Rate limited past codex's own retries: the API's side, `infra_error` after the job's two
+/// retries, with codex's own words in the reason.
+#[test]
+fn dispatch_retries_codex_then_ends_infra_error_on_a_429() {
+    let limited = vec![
+        Step::Error(ApiError::RateLimited {
+            retry_after_secs: 0
+        });
+        40
+    ];
+    let Some(p) = codex_preset("codex-429", limited, "[]", None) else {
+        return;
+    };
+    let report = p.run(1);
+    let (outcome, reason) = PresetRun::outcome(&report);
+    assert_eq!(outcome, "infra_error", "{report}");
+    assert!(reason.contains("429"), "codex's own error line: {reason}");
+    let status = p.t.run(&["status", "--json"]).json();
+    let agent = &status["units"][0]["nodes"][1]["agent"];
+    assert_eq!(agent["usage"]["runs"], 3, "three attempts: {agent}");
 }
 
 #[test]
@@ -692,6 +766,12 @@ fn dispatch_runs_the_local_preset_against_the_hosts_ollama() {
     assert_eq!(p.published(), "fixed");
     let responses = p.server.responses();
     assert_eq!(responses.len(), 2, "the scripted responses were played");
+    events_kept(&p, &report, "file.txt now says fixed.");
+    let usage = &crate::support::unit(&report, "fix/t/r1")["usage"];
+    assert_eq!(
+        usage["cost_usd"], 0.0,
+        "a local model costs nothing: {usage}"
+    );
     let first = responses[0].body.as_ref().expect("a JSON body");
     assert_eq!(first["model"], "devstral-24b", "the preset's default model");
     let paths: Vec<String> = p.server.requests().iter().map(|r| r.path.clone()).collect();

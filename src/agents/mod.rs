@@ -21,13 +21,15 @@
 //! `spec.agents` with the same name overrides parts of it (see [`invocation`]). Any other pool
 //! must be defined in `spec.agents` with a `command`.
 
+pub mod output;
 pub mod placeholder;
 pub mod presets;
+pub mod pricing;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::spec::model::{AgentDef, PromptHandoff};
+use crate::spec::model::{AgentDef, AgentOutput, PromptHandoff};
 use crate::spec::values::{AgentRef, PRESET_POOLS};
 
 /// Where the prompt file is inside an agent container.
@@ -130,6 +132,8 @@ pub struct Invocation {
     /// The model the CLI is asked to use, if any (`None`: the CLI's own default). For
     /// `codex:review` and `coderabbit[:type]` this is not the text after `:`.
     pub model: Option<String>,
+    /// What the CLI prints (its JSON events, or text).
+    pub output: AgentOutput,
 }
 
 /// The paths and names placeholders and presets refer to.
@@ -200,13 +204,15 @@ fn preset_invocation(
     let default_model = def
         .and_then(|d| d.model.as_deref())
         .or(preset.default_model);
-    let (argv, model, prompt, needs) = match def.and_then(|d| d.command.as_ref()) {
+    let (argv, model, prompt, needs, output) = match def.and_then(|d| d.command.as_ref()) {
         Some(command) => {
             let model = agent.model().or(default_model);
             let argv = substitute_all(command, model, ctx, pool)?;
             let prompt = def.and_then(|d| d.prompt).unwrap_or(preset.prompt);
             let needs = command_needs(&argv);
-            (argv, model.map(str::to_owned), prompt, needs)
+            // An argv of the user's own prints what the user says it prints.
+            let output = def.and_then(|d| d.output).unwrap_or(AgentOutput::Text);
+            (argv, model.map(str::to_owned), prompt, needs, output)
         }
         None => {
             if def.is_some_and(|d| d.prompt.is_some()) {
@@ -215,9 +221,20 @@ fn preset_invocation(
                     handoff_name(preset.prompt)
                 ));
             }
+            if def.is_some_and(|d| d.output.is_some()) {
+                return Err(format!(
+                    "agents.{pool}: `output` only applies together with `command`; the {pool} preset's own argv decides what it prints"
+                ));
+            }
             let built = presets::argv(pool, agent.model(), default_model, ctx)
                 .map_err(|e| format!("agent `{agent}`: {e}"))?;
-            (built.argv, built.model, built.prompt, built.needs)
+            (
+                built.argv,
+                built.model,
+                built.prompt,
+                built.needs,
+                built.output,
+            )
         }
     };
     let mut env_names: Vec<String> = preset.env_names.iter().map(|s| (*s).to_owned()).collect();
@@ -247,6 +264,7 @@ fn preset_invocation(
         needs,
         pool: pool.to_owned(),
         model,
+        output,
     })
 }
 
@@ -255,6 +273,41 @@ impl Invocation {
     /// takes them.
     pub fn programs(&self) -> Vec<String> {
         self.needs.iter().map(|n| n.program.clone()).collect()
+    }
+
+    /// The invocation that continues the CLI's session `session` of an earlier run (a fix
+    /// attempt, an answer), with the new message on stdin: `codex exec ... resume ID -` and
+    /// `claude ... --resume ID`. `None` when this agent cannot continue a session (gemini,
+    /// reviews, custom commands) or the id is not one a CLI gives (it comes from the agent's
+    /// own output): the caller starts afresh.
+    pub fn continued(&self, session: &str) -> Option<Invocation> {
+        let plausible = !session.is_empty()
+            && session.len() <= 200
+            && !session.starts_with('-')
+            && session
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !plausible || self.prompt != PromptHandoff::Stdin {
+            return None;
+        }
+        let argv = match (self.output, self.argv.first().map(String::as_str)) {
+            (AgentOutput::CodexJson, Some("codex"))
+                if self.argv.get(1).map(String::as_str) == Some("exec")
+                    && self.argv.last().map(String::as_str) == Some("-") =>
+            {
+                presets::codex_resume_argv(&self.argv, session)
+            }
+            (AgentOutput::ClaudeStreamJson, Some("claude")) => {
+                let mut argv = self.argv.clone();
+                argv.extend(["--resume".to_owned(), session.to_owned()]);
+                argv
+            }
+            _ => return None,
+        };
+        Some(Invocation {
+            argv,
+            ..self.clone()
+        })
     }
 
     /// Its needs whose program is among `missing` (what the image lacks, and what for).
@@ -308,6 +361,7 @@ fn custom_invocation(
         needs,
         pool: pool.to_owned(),
         model: model.map(str::to_owned),
+        output: def.output.unwrap_or(AgentOutput::Text),
     })
 }
 

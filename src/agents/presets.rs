@@ -15,11 +15,15 @@
 //!   agent home ([`Preset::home_files`]).
 
 use super::{ArgvContext, HomeFile, Need};
-use crate::spec::model::PromptHandoff;
+use crate::spec::model::{AgentOutput, PromptHandoff};
 use crate::spec::validate::CODERABBIT_TYPES;
 
 /// Model of `local` when neither the reference nor `agents.local.model` names one.
 pub const LOCAL_DEFAULT_MODEL: &str = "devstral-24b";
+
+/// The model codex 0.163 asks for when neither dispatch nor its `config.toml` names one (seen
+/// on the wire: its requests carry `"model": "gpt-6.1-sol"`).
+pub const CODEX_DEFAULT_MODEL: &str = "gpt-6.1-sol";
 
 /// Where the host's Ollama listens, as seen from inside an agent container.
 pub const OLLAMA_URL: &str = "http://host.docker.internal:11434";
@@ -185,6 +189,8 @@ pub struct Built {
     pub prompt: PromptHandoff,
     /// The programs this argv needs in the image.
     pub needs: Vec<Need>,
+    /// What this argv makes the CLI print.
+    pub output: AgentOutput,
 }
 
 /// The argv of preset `pool` for the reference's `model`.
@@ -200,11 +206,12 @@ pub fn argv(
 ) -> Result<Built, String> {
     let chosen = model.or(default_model);
     let cli = |program: &str| vec![Need::new(program, "the agent's CLI")];
-    let stdin = |argv: Vec<String>, model: Option<&str>| Built {
+    let stdin = |argv: Vec<String>, model: Option<&str>, output: AgentOutput| Built {
         needs: cli(&argv[0]),
         argv,
         model: model.map(str::to_owned),
         prompt: PromptHandoff::Stdin,
+        output,
     };
     let built = match pool {
         "codex" if model == Some("review") => Built {
@@ -215,24 +222,29 @@ pub fn argv(
                 Need::new("codex", "the agent's CLI"),
                 Need::new("git", "codex exec review reads the change with git"),
             ],
+            output: AgentOutput::CodexJson,
         },
-        "codex" => stdin(codex_argv(&[], chosen, ctx), chosen),
+        "codex" => stdin(codex_argv(&[], chosen, ctx), chosen, AgentOutput::CodexJson),
         "local" => {
             // codex-exec-help.txt: `--oss` "Use open-source provider", `--local-provider
             // <OSS_PROVIDER>` "(lmstudio or ollama)".
             let model = chosen.unwrap_or(LOCAL_DEFAULT_MODEL);
             let provider = ["--oss", "--local-provider", "ollama"];
-            stdin(codex_argv(&provider, Some(model), ctx), Some(model))
+            stdin(
+                codex_argv(&provider, Some(model), ctx),
+                Some(model),
+                AgentOutput::CodexJson,
+            )
         }
         "claude" => {
-            let mut built = stdin(claude_argv(chosen), chosen);
+            let mut built = stdin(claude_argv(chosen), chosen, AgentOutput::ClaudeStreamJson);
             built.needs.push(Need::new(
                 "bash",
                 "Claude Code's Bash tool runs every command with it",
             ));
             built
         }
-        "gemini" => stdin(gemini_argv(chosen), chosen),
+        "gemini" => stdin(gemini_argv(chosen), chosen, AgentOutput::GeminiStreamJson),
         "coderabbit" => {
             let kind = chosen.unwrap_or("all");
             if !CODERABBIT_TYPES.contains(&kind) {
@@ -246,6 +258,7 @@ pub fn argv(
                 model: None,
                 prompt: PromptHandoff::File,
                 needs: cli("coderabbit"),
+                output: AgentOutput::Text,
             }
         }
         _ => return Err(format!("`{pool}` is not a preset")),
@@ -257,15 +270,17 @@ fn strings(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// `codex exec` (codex-0.163-exec-help.txt): non-interactive; approvals and codex's own
-/// sandbox bypassed because the container is the sandbox; `--skip-git-repo-check` so a fresh
-/// clone needs no trust entry; its session kept in the unit's `CODEX_HOME`; `--cd` the clone;
-/// the last message to the meta directory; the prompt read from stdin via the `-` argument
-/// ("If not provided as an argument (or if `-` is used), instructions are read from stdin").
+/// `codex exec` (codex-0.163-exec-help.txt): non-interactive; its events as JSON lines
+/// (`--json`); approvals and codex's own sandbox bypassed because the container is the
+/// sandbox; `--skip-git-repo-check` so a fresh clone needs no trust entry; its session kept in
+/// the unit's `CODEX_HOME`; `--cd` the clone; the last message to the meta directory; the
+/// prompt read from stdin via the `-` argument ("If not provided as an argument (or if `-` is
+/// used), instructions are read from stdin").
 fn codex_argv(provider: &[&str], model: Option<&str>, ctx: &ArgvContext) -> Vec<String> {
     let mut argv = strings(&["codex", "exec"]);
     argv.extend(strings(provider));
     argv.extend(strings(&[
+        "--json",
         "--dangerously-bypass-approvals-and-sandbox",
         "--skip-git-repo-check",
         "--color",
@@ -283,9 +298,18 @@ fn codex_argv(provider: &[&str], model: Option<&str>, ctx: &ArgvContext) -> Vec<
     argv
 }
 
+/// `codex exec OPTIONS resume ID -` from the argv of [`codex_argv`]
+/// (codex-0.163-exec-resume-help.txt): the options of `exec` stay before the subcommand,
+/// which takes the thread id and reads the new message from stdin (`-`).
+pub fn codex_resume_argv(argv: &[String], session: &str) -> Vec<String> {
+    let mut argv = argv[..argv.len() - 1].to_vec();
+    argv.extend(strings(&["resume", session, "-"]));
+    argv
+}
+
 /// `codex exec review --base BASE` (codex-0.163-exec-review-help.txt). That help has no `--cd`
-/// and no `--color`, so the container's working directory is the clone; `--ephemeral`: a
-/// review is never continued. No prompt argument is given:
+/// and no `--color`, so the container's working directory is the clone; `--json` events;
+/// `--ephemeral`: a review is never continued. No prompt argument is given:
 /// codex builds its own review instructions from `--base` (the target flags and a custom
 /// prompt are alternatives), so the rendered prompt only stays on record as the prompt file.
 fn codex_review_argv(model: Option<&str>, ctx: &ArgvContext) -> Vec<String> {
@@ -293,6 +317,7 @@ fn codex_review_argv(model: Option<&str>, ctx: &ArgvContext) -> Vec<String> {
         "codex",
         "exec",
         "review",
+        "--json",
         "--dangerously-bypass-approvals-and-sandbox",
         "--skip-git-repo-check",
         "--ephemeral",
@@ -312,16 +337,17 @@ fn last_message(ctx: &ArgvContext) -> String {
     format!("{}/last-message.md", ctx.meta_dir)
 }
 
-/// `claude --print` (claude-2.1.332-help.txt): text output, `--dangerously-skip-permissions`
-/// (the container is the sandbox; `IS_SANDBOX=1` lets it run as root) and a system note; its
-/// session is kept in the unit's agent home; no prompt argument, so print mode reads the
-/// prompt from stdin.
+/// `claude --print` (claude-2.1.332-help.txt): its messages as JSON lines (`--output-format
+/// stream-json`, which needs `--verbose`), `--dangerously-skip-permissions` (the container is
+/// the sandbox; `IS_SANDBOX=1` lets it run as root) and a system note; its session is kept in
+/// the unit's agent home; no prompt argument, so print mode reads the prompt from stdin.
 fn claude_argv(model: Option<&str>) -> Vec<String> {
     let mut argv = strings(&[
         "claude",
         "--print",
         "--output-format",
-        "text",
+        "stream-json",
+        "--verbose",
         "--dangerously-skip-permissions",
         "--append-system-prompt",
         CLAUDE_SYSTEM_NOTE,
@@ -336,7 +362,8 @@ fn claude_argv(model: Option<&str>) -> Vec<String> {
 /// `gemini --prompt NOTE` (gemini-help.txt): `-p/--prompt` is the headless mode and its text
 /// is "Appended to input on stdin (if any)", so the prompt goes on stdin and `-p` carries only
 /// [`GEMINI_STDIN_NOTE`]; `--approval-mode yolo` auto-approves every tool; `--skip-trust`
-/// trusts the fresh clone for this session; text output.
+/// trusts the fresh clone for this session; its events as JSON lines (`--output-format
+/// stream-json`).
 fn gemini_argv(model: Option<&str>) -> Vec<String> {
     let mut argv = strings(&[
         "gemini",
@@ -346,7 +373,7 @@ fn gemini_argv(model: Option<&str>) -> Vec<String> {
         "yolo",
         "--skip-trust",
         "--output-format",
-        "text",
+        "stream-json",
     ]);
     if let Some(model) = model {
         argv.push("--model".to_owned());

@@ -2,7 +2,7 @@
 
 use super::presets::{CLAUDE_SYSTEM_NOTE, GEMINI_STDIN_NOTE};
 use super::*;
-use crate::spec::model::Mount;
+use crate::spec::model::{AgentOutput, Mount};
 use crate::spec::values::EnvName;
 
 const BYPASS: &str = "--dangerously-bypass-approvals-and-sandbox";
@@ -35,6 +35,7 @@ fn argv(parts: &[&str]) -> Vec<String> {
 
 fn codex_common() -> Vec<&'static str> {
     vec![
+        "--json",
         BYPASS,
         "--skip-git-repo-check",
         "--color",
@@ -97,6 +98,7 @@ fn codex_review_reviews_against_the_base() {
             "codex",
             "exec",
             "review",
+            "--json",
             BYPASS,
             "--skip-git-repo-check",
             "--ephemeral",
@@ -120,7 +122,8 @@ fn claude_prints_without_permissions_and_runs_as_root_in_its_sandbox() {
             "claude",
             "--print",
             "--output-format",
-            "text",
+            "stream-json",
+            "--verbose",
             "--dangerously-skip-permissions",
             "--append-system-prompt",
             CLAUDE_SYSTEM_NOTE,
@@ -142,7 +145,7 @@ fn claude_prints_without_permissions_and_runs_as_root_in_its_sandbox() {
     assert!(inv.config_mounts.is_empty());
     assert_eq!(
         resolve("claude").argv.len(),
-        7,
+        8,
         "no --model without a model"
     );
 }
@@ -160,7 +163,7 @@ fn gemini_runs_headless_with_the_prompt_on_stdin() {
             "yolo",
             "--skip-trust",
             "--output-format",
-            "text",
+            "stream-json",
             "--model",
             "gemini-2.5-pro",
         ])
@@ -522,5 +525,79 @@ fn config_mount_paths_expand_the_home() {
     assert_eq!(
         abs.host_path(Path::new("/home/me")),
         PathBuf::from("/etc/x")
+    );
+}
+
+#[test]
+fn presets_print_json_events_and_continue_their_sessions() {
+    let codex = resolve("codex:gpt-5");
+    assert_eq!(codex.output, AgentOutput::CodexJson);
+    let continued = codex
+        .continued("0199-abc")
+        .expect("codex continues a thread");
+    let mut expected = vec!["codex", "exec"];
+    expected.extend(codex_common());
+    expected.extend(["--model", "gpt-5", "resume", "0199-abc", "-"]);
+    assert_eq!(continued.argv, argv(&expected));
+    let claude = resolve("claude");
+    assert_eq!(claude.output, AgentOutput::ClaudeStreamJson);
+    let continued = claude
+        .continued("5b1c-77")
+        .expect("claude continues a session");
+    assert_eq!(continued.argv[..claude.argv.len()], claude.argv[..]);
+    assert_eq!(
+        continued.argv[claude.argv.len()..],
+        argv(&["--resume", "5b1c-77"])[..]
+    );
+    assert_eq!(resolve("gemini").output, AgentOutput::GeminiStreamJson);
+    assert!(
+        resolve("gemini").continued("g1").is_none(),
+        "gemini --resume takes no session id"
+    );
+    assert!(
+        resolve("codex:review").continued("t").is_none(),
+        "a review starts afresh"
+    );
+    assert_eq!(resolve("coderabbit").output, AgentOutput::Text);
+    // An id is the agent's own output: one that is not an id a CLI gives is not passed on.
+    let long = "a".repeat(201);
+    for hostile in [
+        "",
+        "--last",
+        "-",
+        "a b",
+        "x;rm -rf /",
+        "id\n",
+        long.as_str(),
+    ] {
+        assert!(codex.continued(hostile).is_none(), "{hostile:?}");
+        assert!(claude.continued(hostile).is_none(), "{hostile:?}");
+    }
+}
+
+#[test]
+fn a_preset_override_with_its_own_command_declares_what_it_prints() {
+    let ctx = ArgvContext::new("develop");
+    let agent = AgentRef::parse("codex").unwrap();
+    let mut def = custom_def(&["codex", "exec", "--json", "-"]);
+    let custom = BTreeMap::from([("codex".to_owned(), def.clone())]);
+    let inv = invocation(&agent, &custom, &ctx).unwrap();
+    assert_eq!(
+        inv.output,
+        AgentOutput::Text,
+        "an argv of one's own prints text unless told"
+    );
+    def.output = Some(AgentOutput::CodexJson);
+    let custom = BTreeMap::from([("codex".to_owned(), def.clone())]);
+    assert_eq!(
+        invocation(&agent, &custom, &ctx).unwrap().output,
+        AgentOutput::CodexJson
+    );
+    def.command = None;
+    let custom = BTreeMap::from([("codex".to_owned(), def)]);
+    let error = invocation(&agent, &custom, &ctx).expect_err("output without command");
+    assert!(
+        error.contains("`output` only applies together with `command`"),
+        "{error}"
     );
 }

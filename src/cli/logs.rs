@@ -24,6 +24,11 @@ pub struct Args {
     /// Keep printing while the node runs.
     #[arg(long, short)]
     pub follow: bool,
+    /// The raw JSON events of an agent or review node (`meta/<kind>.jsonl`), as its CLI
+    /// prints them: what to follow while the agent runs, since the readable log is written
+    /// from them when its container ends.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Prints a node's log.
@@ -35,10 +40,11 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             args.run, args.node
         )));
     };
-    let log = dir
-        .join(&location.workspace)
-        .join("meta")
-        .join(format!("{}.log", location.kind));
+    let log = dir.join(&location.workspace).join("meta").join(format!(
+        "{}.{}",
+        location.kind,
+        if args.raw { "jsonl" } else { "log" }
+    ));
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
     let terminal = stdout.is_terminal();

@@ -200,6 +200,7 @@ pub async fn execute_and_report(
             state_dir: state_dir.display().to_string(),
             success,
             counts,
+            usage: report::total_usage(results.iter().filter_map(|r| r.usage.as_ref())),
             units: &results,
         };
         println!(

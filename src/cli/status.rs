@@ -47,6 +47,9 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             /// For a running run: `active`, `gone` or `unverified` (see `runner::Runner`).
             #[serde(skip_serializing_if = "Option::is_none")]
             runner: Option<&'static str>,
+            /// What the run's agents used, when any reported.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            usage: Option<crate::agents::output::Usage>,
             units: &'a [views::UnitRow],
         }
         // Streamed: a run of 10,000 units is megabytes of JSON.
@@ -60,6 +63,7 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
                     Runner::Gone { .. } => "gone",
                     Runner::Unverified(_) => "unverified",
                 }),
+                usage: crate::report::total_usage(units.iter().filter_map(|u| u.usage.as_ref())),
                 units: &units,
             },
         )
@@ -131,7 +135,20 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
                 node.status.as_str(),
                 node.kind.as_str()
             );
+            if let Some(agent) = &node.agent {
+                let _ = writeln!(out, "  {:<9} {}", "", agent.usage.brief());
+                if let Some(session) = &agent.session {
+                    let _ = writeln!(out, "  {:<9} session {}", "", shown(session));
+                }
+                if let Some(error) = &agent.error {
+                    let line = error.lines().next().unwrap_or("");
+                    let _ = writeln!(out, "  {:<9} CLI error: {}", "", shown(line));
+                }
+            }
         }
+    }
+    if let Some(total) = crate::report::total_usage(units.iter().filter_map(|u| u.usage.as_ref())) {
+        let _ = writeln!(out, "\nagents used {}", total.brief());
     }
     print!("{out}");
     Ok(0)

@@ -51,6 +51,7 @@ use super::error::NodeError;
 use super::limits::{Admission, Class, Limits};
 use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
 use super::{cache, Executor, UnitResult};
+use crate::agents::output::{Report, Tokens, Usage};
 use crate::backoff::Backoff;
 use crate::forge::{Forge, PrRef};
 use crate::plan::Plan;
@@ -91,6 +92,7 @@ pub(super) struct Returned {
     idx: usize,
     result: NodeResult,
     containers: Vec<String>,
+    reports: Vec<Report>,
 }
 
 /// What the loop does after an event.
@@ -116,6 +118,10 @@ pub(super) struct Node {
     pub(super) attempt: u32,
     /// A container of an earlier runner to collect (resume).
     pub(super) reattach: Option<String>,
+    /// What its agent runs used, in all its attempts.
+    pub(super) usage: Usage,
+    /// The agent's latest session, which its next run continues.
+    pub(super) session: Option<node::Session>,
 }
 
 /// Where a unit is.
@@ -329,6 +335,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                     dependents: Vec::new(),
                     attempt: 0,
                     reattach: None,
+                    usage: Usage::default(),
+                    session: None,
                 });
             }
             self.units.push(Unit {
@@ -414,10 +422,13 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 }
             }
         }
-        for r in &batch {
+        for r in &mut batch {
             self.running -= 1;
             self.recording += 1;
             self.limits.finish(&self.nodes[r.idx].class);
+            for report in std::mem::take(&mut r.reports) {
+                self.agent_reported(r.idx, report);
+            }
             self.events
                 .push(end_event(&self.nodes[r.idx].id, &r.result));
             // A PR a node opened is its unit's from the same commit on (a resumed run needs it
@@ -437,6 +448,28 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             .record_then(&self.ex.run_id, events, move |written| {
                 let _ = committed.send((batch, written));
             });
+    }
+
+    /// What an agent run of node `idx` reported: counted for the node and its unit, its
+    /// session kept for the node's next run, and journaled before the node's end.
+    fn agent_reported(&mut self, idx: usize, report: Report) {
+        let node = &mut self.nodes[idx];
+        node.usage.add_report(&report);
+        if let Some(id) = &report.session {
+            let earlier = match &node.session {
+                Some(session) if &session.id == id => session.tokens,
+                _ => Tokens::default(),
+            };
+            node.session = Some(node::Session {
+                id: id.clone(),
+                tokens: earlier.plus(report.tokens),
+            });
+        }
+        self.events.push(RunEvent::AgentReported {
+            node: node.id.clone(),
+            attempt: node.attempt,
+            report,
+        });
     }
 
     /// The ends of a batch are committed: their results take effect, and only now may their
@@ -675,12 +708,17 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             UnitPhase::Decided { outcome, reason } => (*outcome, Some(reason.clone())),
             _ => (unit.progress.reached.unwrap_or(Outcome::Changed), None),
         };
+        let mut usage = Usage::default();
+        for &n in &unit.nodes {
+            usage.add(&self.nodes[n].usage);
+        }
         let result = UnitResult {
             id: unit.run.unit().id.clone(),
             outcome,
             reason,
             pr: unit.progress.pr.as_ref().map(|p| p.reference.clone()),
             meta: unit.run.meta_dir(),
+            usage: (usage.runs > 0).then_some(usage),
         };
         self.units[u].phase = UnitPhase::Finished(outcome);
         // None of its nodes runs any more.
@@ -800,18 +838,22 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             cancel: self.cancel_tx.subscribe(),
             reattach: node.reattach.take(),
             containers: node::Containers::default(),
+            reports: node::Reports::default(),
+            session: node.session.clone(),
             cache_dir: self.cache_dir.clone(),
             state_dir: self.ex.state_dir.clone(),
         };
         let returned = self.returned_tx.clone();
         let runner = self.ex.runner.clone();
         let containers = ctx.containers.clone();
+        let reports = ctx.reports.clone();
         tokio::spawn(async move {
             let result = runner.run(ctx).await;
             let _ = returned.send(Returned {
                 idx,
                 result,
                 containers: containers.take(),
+                reports: reports.take(),
             });
         });
     }
@@ -866,7 +908,14 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         let nodes: Vec<serde_json::Value> = self.units[u]
             .nodes
             .iter()
-            .map(|&n| serde_json::json!({ "id": self.nodes[n].id, "status": self.nodes[n].status, "attempts": self.nodes[n].attempt }))
+            .map(|&n| {
+                let node = &self.nodes[n];
+                let mut json = serde_json::json!({ "id": node.id, "status": node.status, "attempts": node.attempt });
+                if node.usage.runs > 0 {
+                    json["usage"] = serde_json::json!(node.usage);
+                }
+                json
+            })
             .collect();
         let status = serde_json::json!({
             "run": self.ex.run_id,
@@ -874,6 +923,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             "outcome": result.outcome,
             "reason": result.reason,
             "pr": result.pr,
+            "usage": result.usage,
             "nodes": nodes,
         });
         let path = result.meta.join("status.json");

@@ -322,6 +322,17 @@ pub enum NodeError {
         /// What it lacks, and what for.
         missing: Vec<crate::agents::Need>,
     },
+    /// The agent's model API was unavailable (rate limited, overloaded, a server error) past
+    /// the CLI's own retries: the machine's side, retried like any transient failure.
+    #[error("{}the model API was unavailable past the CLI's own retries: {message}; see {}", .step.lead(), .log.display())]
+    AgentApi {
+        /// Where.
+        step: Step,
+        /// The CLI's own error line.
+        message: String,
+        /// The readable log of the run.
+        log: PathBuf,
+    },
     /// Another unit uses the unit's workspace (of another run, or of this one).
     #[error("workspace {} is in use by {busy}; units that share a workspace (the same repository and key, from two specs or two jobs) cannot run at once: let the other finish and `dispatch retry` this one, or give the specs different state directories", .workspace.display())]
     WorkspaceBusy {
@@ -390,7 +401,7 @@ impl NodeError {
                 RuntimeError::ImageMissing(_) => false,
             },
             Self::State { source, .. } => state_may_pass(source),
-            Self::Io { .. } => true,
+            Self::Io { .. } | Self::AgentApi { .. } => true,
             Self::Template { .. }
             | Self::Config { .. }
             | Self::MissingStart { .. }

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::agents::output::Usage;
 use crate::forge::Forge;
 use crate::plan::{self, Plan};
 use crate::runtime::Runtime;
@@ -65,6 +66,9 @@ pub struct UnitResult {
     pub pr: Option<String>,
     /// Logs and prompt of the unit.
     pub meta: PathBuf,
+    /// What its agents used (reported by their CLIs), when any reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// Shows what happens: it gets every [`RunEvent`] the dispatcher decides, the same values

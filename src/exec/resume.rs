@@ -70,11 +70,19 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 NodeStatus::Ready => (NodeStatus::Pending, attempt, None),
                 status => (status, attempt, None),
             };
-            restored.push((i, status, attempt, reattach));
+            restored.push((i, status, attempt, reattach, node.agent.as_ref()));
         }
-        for (i, status, attempt, reattach) in restored {
+        for (i, status, attempt, reattach, agent) in restored {
             self.restore(i, status, attempt);
             self.nodes[i].reattach = reattach;
+            if let Some(agent) = agent {
+                // What its agent used so far counts on, and its session is continued.
+                self.nodes[i].usage = agent.usage.clone();
+                self.nodes[i].session = agent.session.clone().map(|id| node::Session {
+                    id,
+                    tokens: agent.session_tokens,
+                });
+            }
         }
         let rows: HashMap<&str, &UnitRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
         for u in 0..self.units.len() {

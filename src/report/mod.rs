@@ -111,6 +111,11 @@ impl Reporter for Lines {
                     .unwrap_or_default()
             ),
             RunEvent::Cancelling { reason } => println!("{} {}", self.stamp(), reason.describe()),
+            RunEvent::AgentReported { node, report, .. } => {
+                let mut usage = crate::agents::output::Usage::default();
+                usage.add_report(report);
+                println!("{} usage  {}: {}", self.stamp(), shown(node), usage.brief());
+            }
             RunEvent::ContainerCreated { .. }
             | RunEvent::CacheHit { .. }
             | RunEvent::PrOpened { .. }
@@ -190,7 +195,8 @@ impl Reporter for Bars {
             RunEvent::Cancelling { reason } => {
                 let _ = self.multi.println(reason.describe());
             }
-            RunEvent::ContainerCreated { .. }
+            RunEvent::AgentReported { .. }
+            | RunEvent::ContainerCreated { .. }
             | RunEvent::CacheHit { .. }
             | RunEvent::PrOpened { .. }
             | RunEvent::RunFinished { .. } => {}
@@ -249,6 +255,9 @@ pub fn summary(results: &[UnitResult]) -> String {
                     let _ = writeln!(out, "{:<13} {}", "", first_line(reason));
                 }
             }
+            if let Some(usage) = &r.usage {
+                let _ = writeln!(out, "{:<13} agents: {}", "", usage.brief());
+            }
         }
     }
     let counts: Vec<String> = outcomes
@@ -268,6 +277,9 @@ pub fn summary(results: &[UnitResult]) -> String {
         plural(results.len(), "unit"),
         counts.join(", ")
     );
+    if let Some(total) = total_usage(results.iter().filter_map(|r| r.usage.as_ref())) {
+        let _ = writeln!(out, "agents used {}", total.brief());
+    }
     out
 }
 
@@ -284,6 +296,20 @@ pub struct RunJson<'a> {
     pub success: bool,
     /// Counts per outcome.
     pub counts: std::collections::BTreeMap<&'static str, usize>,
+    /// What the agents of every unit used, when any reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::agents::output::Usage>,
     /// Every unit.
     pub units: &'a [UnitResult],
+}
+
+/// The sum of what the units' agents used; `None` when none reported.
+pub fn total_usage<'a>(
+    usages: impl Iterator<Item = &'a crate::agents::output::Usage>,
+) -> Option<crate::agents::output::Usage> {
+    let mut total = crate::agents::output::Usage::default();
+    for usage in usages {
+        total.add(usage);
+    }
+    (total.runs > 0).then_some(total)
 }

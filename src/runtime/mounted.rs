@@ -165,6 +165,47 @@ pub fn write_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Most bytes of one line [`for_each_line`] hands over; the rest of a longer line is dropped.
+pub const LINE_LIMIT: usize = 1 << 20;
+
+/// Calls `line` with each line (lossy UTF-8, without its newline, cut at [`LINE_LIMIT`]) of a
+/// regular file that is not a symlink, from byte `from` on. Memory stays at one line.
+pub fn for_each_line(path: &Path, from: u64, mut line: impl FnMut(&str)) -> io::Result<()> {
+    use std::io::{BufRead, Read, Seek};
+    let mut file = std_open_options().read(true).open(path)?;
+    regular(&file.metadata()?, path)?;
+    file.seek(io::SeekFrom::Start(from))?;
+    let mut reader = io::BufReader::new(file);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        let read = (&mut reader)
+            .take(LINE_LIMIT as u64)
+            .read_until(b'\n', &mut bytes)?;
+        if read == 0 {
+            return Ok(());
+        }
+        if bytes.last() != Some(&b'\n') && bytes.len() == LINE_LIMIT {
+            // Past the limit: skip to the line's end.
+            let mut rest = Vec::new();
+            while reader.read_until(b'\n', &mut rest)? > 0 && rest.last() != Some(&b'\n') {
+                rest.clear();
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        line(text.trim_end_matches(['\n', '\r']));
+    }
+}
+
+/// Appends `bytes` to `path` (created when missing), never through a link and only to a
+/// regular file.
+pub fn append_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std_open_options().append(true).create(true).open(path)?;
+    regular(&file.metadata()?, path)?;
+    file.write_all(bytes)
+}
+
 fn temporary(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");

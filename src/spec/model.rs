@@ -38,6 +38,10 @@ pub struct Spec {
     /// Custom agents and overrides of the built-in presets, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agents: BTreeMap<String, AgentDef>,
+    /// Prices of models in USD per million tokens, by model name: they replace and add to the
+    /// built-in table the cost estimates of codex and gemini use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pricing: BTreeMap<String, Price>,
     /// Directory of the spec's own templates, relative to the spec (default: `templates/` beside it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templates: Option<String>,
@@ -220,6 +224,42 @@ pub struct AgentDef {
     /// Container network of the agent (default `bridge`, agents usually need their API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// What the agent's CLI prints: `text` (the default of a custom `command`), or one of the
+    /// JSON event formats dispatch reads usage, sessions and errors from (`codex-json`,
+    /// `claude-stream-json`, `gemini-stream-json`; the presets' own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<AgentOutput>,
+}
+
+/// What an agent's CLI prints on its standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentOutput {
+    /// Plain text, kept as it is.
+    Text,
+    /// `codex exec --json`: JSON lines (`thread.started`, `item.*`, `turn.completed`).
+    CodexJson,
+    /// `claude -p --output-format stream-json --verbose`: JSON lines ending with `result`.
+    ClaudeStreamJson,
+    /// `gemini --output-format stream-json`: JSON lines ending with `result`.
+    GeminiStreamJson,
+}
+
+/// The price of a model in USD per million tokens, for the cost estimates of CLIs that report
+/// none (codex, gemini).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Input tokens that were not cached.
+    #[schemars(range(min = 0.0))]
+    pub input: f64,
+    /// Cached input tokens (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub cached_input: Option<f64>,
+    /// Output tokens.
+    #[schemars(range(min = 0.0))]
+    pub output: f64,
 }
 
 /// How the prompt is handed to an agent.

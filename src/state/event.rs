@@ -132,6 +132,16 @@ pub enum RunEvent {
         /// The cache key.
         key: String,
     },
+    /// An agent container ended and its CLI's output was read (recorded before the node's
+    /// end): what the run used and said.
+    AgentReported {
+        /// Node id.
+        node: String,
+        /// The node's attempt.
+        attempt: u32,
+        /// What the CLI reported.
+        report: crate::agents::output::Report,
+    },
     /// A unit has a PR (recorded with the end of the node that opened it).
     PrOpened {
         /// Unit id.

@@ -311,7 +311,7 @@ fn commit_once(conn: &mut Connection, batch: &mut [(Write, Option<Done>)]) -> ru
 }
 
 /// The statements of events, in [`Statements`]' slots.
-const SQL: [&str; 9] = [
+const SQL: [&str; 10] = [
     "UPDATE nodes SET status = 'running', attempts = ?3, started_at = ?4, finished_at = NULL, exit_code = NULL, outcome = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
     "UPDATE nodes SET container_id = ?3 WHERE run_id = ?1 AND id = ?2",
     "UPDATE nodes SET status = ?3, outcome = ?4, exit_code = ?5, reason = ?6, finished_at = ?7 WHERE run_id = ?1 AND id = ?2",
@@ -321,6 +321,7 @@ const SQL: [&str; 9] = [
     "UPDATE units SET pr = ?3 WHERE run_id = ?1 AND id = ?2",
     "UPDATE units SET outcome = ?3, reason = ?4, pr = ?5 WHERE run_id = ?1 AND id = ?2",
     "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
+    "INSERT INTO usage (run_id, node_id, attempt, session, model, turns, input_tokens, cached_tokens, output_tokens, cost_usd, cost_estimated, tools, result, final_message, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
 ];
 
 /// Slots of [`SQL`].
@@ -333,6 +334,7 @@ const START: usize = 5;
 const PR: usize = 6;
 const UNIT: usize = 7;
 const RUN: usize = 8;
+const USAGE: usize = 9;
 
 /// The statements of one write, each prepared once for all its events (the dispatcher
 /// records a batch of starts or ends at a time).
@@ -413,6 +415,32 @@ fn apply(s: &mut Statements<'_>, run: &str, event: &RunEvent, at_ms: i64) -> rus
             (Some(node), "reset", cause.to_string())
         }
         RunEvent::CacheHit { node, key } => (Some(node), "cache", key.clone()),
+        RunEvent::AgentReported {
+            node,
+            attempt,
+            report: r,
+        } => {
+            let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            s.get(USAGE)?.execute(params![
+                run,
+                node,
+                attempt,
+                r.session,
+                r.model,
+                r.turns.map(tokens),
+                tokens(r.tokens.input),
+                tokens(r.tokens.cached),
+                tokens(r.tokens.output),
+                r.cost_usd,
+                r.cost_estimated,
+                tokens(r.tools),
+                r.result,
+                r.final_message,
+                r.error,
+                at
+            ])?;
+            return Ok(());
+        }
         RunEvent::PrOpened { unit, pr } => {
             s.get(PR)?.execute(params![run, unit, pr])?;
             return Ok(());

@@ -2,8 +2,9 @@
 //! dispatch that holds SQL.
 //!
 //! Tables: `runs`, `units`, `nodes` (status, attempts, timestamps, container id, exit code,
-//! outcome, reason), `events`, `starts` (agent starts, for daily limits across runs) and `prs`
-//! (the local forge's pull requests). Schema versions are recorded in `meta` and migrations
+//! outcome, reason), `events`, `starts` (agent starts, for daily limits across runs), `usage`
+//! (what each agent run reported: session, tokens, cost, final message, error) and `prs` (the
+//! local forge's pull requests). Schema versions are recorded in `meta` and migrations
 //! are applied in order; a database from a newer dispatch is refused with a clear message.
 //!
 //! - [`Journal`] ([`journal`]) is the one writer of a run: it takes typed [`RunEvent`]s
@@ -141,6 +142,30 @@ WHERE status = 'failed'
     // kernel handed out again is never taken for the runner.
     r#"
 ALTER TABLE runs ADD COLUMN runner_start INTEGER;
+"#,
+    // What each agent run reported (its CLI's JSON events): session, tokens, cost, the final
+    // message and the CLI's error; one row per agent container.
+    r#"
+CREATE TABLE usage (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    session TEXT,
+    model TEXT,
+    turns INTEGER,
+    input_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    cost_estimated INTEGER NOT NULL,
+    tools INTEGER NOT NULL,
+    result INTEGER NOT NULL,
+    final_message TEXT,
+    error TEXT,
+    at INTEGER NOT NULL
+);
+CREATE INDEX usage_by_node ON usage (run_id, node_id);
 "#,
 ];
 

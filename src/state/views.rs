@@ -9,6 +9,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{Db, StateError};
+use crate::agents::output::{Report, Tokens, Usage};
 use crate::vocab::{NodeKind, NodeStatus, Outcome, RunStatus, UnknownWord};
 
 /// One run, with its counts per outcome.
@@ -53,6 +54,9 @@ pub struct UnitRow {
     /// PR reference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pr: Option<String>,
+    /// What its agents used, summed over its nodes, when any reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// Nodes in order.
     pub nodes: Vec<NodeRow>,
 }
@@ -88,6 +92,52 @@ pub struct NodeRow {
     pub finished_at: Option<i64>,
     /// Whether its result came from the agent-output cache (in its latest attempt).
     pub cached: bool,
+    /// What its agent runs reported, when it ran an agent whose output dispatch reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRow>,
+}
+
+/// What the agent runs of a node reported ([`crate::agents::output::Report`]s, summed).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentRow {
+    /// Tokens, turns and cost of all its runs.
+    pub usage: Usage,
+    /// The latest session or thread id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The model of the latest run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The agent's last message in its latest run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_message: Option<String>,
+    /// The CLI's error in its latest run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The tokens the latest session's runs reported, which a continued codex thread's
+    /// running totals include.
+    #[serde(skip)]
+    pub session_tokens: Tokens,
+}
+
+impl AgentRow {
+    /// Counts one more run, newer than those counted.
+    pub fn add(&mut self, report: &Report) {
+        self.usage.add_report(report);
+        if report.session.is_some() {
+            self.session_tokens = if report.session == self.session {
+                self.session_tokens.plus(report.tokens)
+            } else {
+                report.tokens
+            };
+            self.session.clone_from(&report.session);
+        }
+        if report.model.is_some() {
+            self.model.clone_from(&report.model);
+        }
+        self.final_message.clone_from(&report.final_message);
+        self.error.clone_from(&report.error);
+    }
 }
 
 /// Where a node's files are and where it is.
@@ -281,6 +331,7 @@ impl Db {
                         outcome: maybe_word(r, 2)?,
                         reason: get(r, 3)?,
                         pr: get(r, 4)?,
+                        usage: None,
                         nodes: Vec::new(),
                     })
                 })?
@@ -312,13 +363,55 @@ impl Db {
                         finished_at: get(r, 9)?,
                         cached: get(r, 10)?,
                         outcome: maybe_word(r, 11)?,
+                        agent: None,
                     },
                 ))
             })?;
+            let mut at: HashMap<String, (usize, usize)> = HashMap::new();
             for row in rows {
                 let (unit, node) = row?;
                 if let Some(&i) = index.get(&unit) {
+                    at.insert(node.id.clone(), (i, units[i].nodes.len()));
                     units[i].nodes.push(node);
+                }
+            }
+            let mut statement = self.conn.prepare(
+                "SELECT node_id, session, model, turns, input_tokens, cached_tokens, output_tokens, cost_usd, cost_estimated, tools, result, final_message, error \
+                 FROM usage WHERE run_id = ?1 ORDER BY seq",
+            )?;
+            let reports = statement.query_map([run], |r| {
+                let count = |i| get::<i64>(r, i).map(|n| u64::try_from(n).unwrap_or(0));
+                Ok((
+                    get::<String>(r, 0)?,
+                    Report {
+                        session: get(r, 1)?,
+                        model: get(r, 2)?,
+                        turns: get::<Option<i64>>(r, 3)?.map(|n| u64::try_from(n).unwrap_or(0)),
+                        tokens: Tokens {
+                            input: count(4)?,
+                            cached: count(5)?,
+                            output: count(6)?,
+                        },
+                        cost_usd: get(r, 7)?,
+                        cost_estimated: get(r, 8)?,
+                        tools: count(9)?,
+                        result: get(r, 10)?,
+                        final_message: get(r, 11)?,
+                        error: get(r, 12)?,
+                    },
+                ))
+            })?;
+            for row in reports {
+                let (node, report) = row?;
+                if let Some(&(u, n)) = at.get(&node) {
+                    units[u].nodes[n]
+                        .agent
+                        .get_or_insert_with(AgentRow::default)
+                        .add(&report);
+                    units[u]
+                        .usage
+                        .get_or_insert_with(Usage::default)
+                        .add_report(&report);
                 }
             }
             Ok(units)

@@ -10,23 +10,44 @@ use super::{
     container, log_len, start_commit, stop, tail, write_prompt, NodeCtx, NodeResult,
     NEVER_COMMITTED,
 };
-use crate::agents::{self, ArgvContext};
+use crate::agents::output::{self, Reader, Report, Tokens};
+use crate::agents::{self, presets, pricing, ArgvContext};
 use crate::exec::cache;
+use crate::exec::error::FileAction;
 use crate::exec::error::{NodeError, Step};
 use crate::forge::Forge;
 use crate::git;
 use crate::runtime::{mounted, Cut, Exit, Log, Ran, Runtime};
+use crate::spec::model::{AgentOutput, PromptHandoff};
 use crate::spec::values::AgentRef;
 use crate::state::RunEvent;
 use crate::vocab::Outcome;
 
-/// Runs an agent container with the unit's prompt; returns how it exited.
+/// How an agent's container went: how it exited, what its log kept, and what its CLI reported
+/// (for agents whose output dispatch reads).
+pub(super) struct AgentRan {
+    /// How it exited, and whether its log was cut.
+    pub ran: Ran,
+    /// What the CLI reported.
+    pub report: Option<Report>,
+    /// Where this run's part of the readable log starts.
+    pub from: u64,
+}
+
+/// Runs `agent`'s container: with `prompt` on its stdin, or, when the node ran the agent
+/// before in this run and `follow_up` says what is new (a QA failure, an answer), continuing
+/// the agent's own session with `follow_up` as the new message. A session the CLI cannot
+/// continue any more (it fails without a result) is given up for a fresh start with the full
+/// prompt. `log` is the readable log; an agent that prints JSON events writes them to the
+/// `.jsonl` file beside it, from which the readable lines and the [`Report`] are made (and the
+/// report handed to the dispatcher).
 pub(super) async fn run_agent<R: Runtime, F: Forge>(
     ctx: &NodeCtx<R, F>,
     agent: &AgentRef,
     prompt: String,
     log: &Log,
-) -> Result<Ran, NodeError> {
+    follow_up: Option<String>,
+) -> Result<AgentRan, NodeError> {
     let step = || Step::Agent(agent.clone());
     let base = ctx
         .base
@@ -39,10 +60,97 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
         })?;
     image_has(ctx, &invocation, step()).await?;
     container::seed_home(&ctx.unit, &invocation, step()).await?;
-    let container = container::agent(&ctx.unit, &ctx.owner(), ctx.spec_dir(), &invocation);
-    let stdin = container.stdin.then(|| prompt.into_bytes());
+    let raw = (invocation.output != AgentOutput::Text).then(|| Log {
+        path: log.path.with_extension("jsonl"),
+        ..log.clone()
+    });
+    let container_log = raw.as_ref().unwrap_or(log);
+    let continued = match (&ctx.session, follow_up) {
+        (Some(session), Some(message)) if ctx.reattach.is_none() => invocation
+            .continued(&session.id)
+            .map(|invocation| (invocation, session, message)),
+        _ => None,
+    };
+    let from = if ctx.reattach.is_some() {
+        0
+    } else {
+        log_len(&log.path)
+    };
+    let runs = Runs {
+        ctx,
+        raw: raw.as_ref(),
+        container_log,
+        log,
+    };
+    if let Some((resumed, session, message)) = continued {
+        note(
+            log,
+            &format!("continuing the agent's session {}", session.id),
+        )
+        .await;
+        let (ran, report) = runs
+            .run(&resumed, Some(message.into_bytes()), 0, session.tokens)
+            .await?;
+        let gone = matches!(ran.exit, Exit::Code(code) if code != 0)
+            && report.as_ref().is_some_and(|r| !r.result);
+        if !gone {
+            return Ok(AgentRan { ran, report, from });
+        }
+        let said = report.and_then(|r| r.error).unwrap_or_default();
+        note(
+            log,
+            &format!(
+                "the session could not be continued ({said}); starting afresh with the full prompt"
+            ),
+        )
+        .await;
+        let from = log_len(&log.path);
+        let (ran, report) = runs
+            .run(&invocation, Some(prompt.into_bytes()), 1, Tokens::default())
+            .await?;
+        return Ok(AgentRan { ran, report, from });
+    }
+    let stdin = (invocation.prompt == PromptHandoff::Stdin).then(|| prompt.into_bytes());
+    let (ran, report) = runs.run(&invocation, stdin, 0, Tokens::default()).await?;
+    Ok(AgentRan { ran, report, from })
+}
+
+/// What every agent container of a node's run shares: where its output goes.
+struct Runs<'a, R: Runtime, F: Forge> {
+    ctx: &'a NodeCtx<R, F>,
+    raw: Option<&'a Log>,
+    container_log: &'a Log,
+    log: &'a Log,
+}
+
+impl<R: Runtime, F: Forge> Runs<'_, R, F> {
+    /// Runs agent container `number` of `invocation` with `stdin` and reads its report
+    /// (`earlier`: what the session it continues reported before).
+    async fn run(
+        &self,
+        invocation: &agents::Invocation,
+        stdin: Option<Vec<u8>>,
+        number: usize,
+        earlier: Tokens,
+    ) -> Result<(Ran, Option<Report>), NodeError> {
+        let (ran, from) = start(self.ctx, invocation, stdin, self.container_log, number).await?;
+        let report = read_report(self.ctx, invocation, self.raw, self.log, from, earlier).await?;
+        Ok((ran, report))
+    }
+}
+
+/// Runs (or, for `dispatch resume`, collects) agent container `number` of the node; returns
+/// how it went and where its output starts in `log`.
+async fn start<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    invocation: &agents::Invocation,
+    stdin: Option<Vec<u8>>,
+    log: &Log,
+    number: usize,
+) -> Result<(Ran, u64), NodeError> {
+    let container = container::agent(&ctx.unit, &ctx.owner(), ctx.spec_dir(), invocation, number);
     let timeout = ctx.unit.unit().timeout.get();
-    if let Some(id) = &ctx.reattach {
+    if let Some(id) = ctx.reattach.as_ref().filter(|_| number == 0) {
         let reattached = container::watched(ctx, Step::Container, id, |cancel| {
             ctx.runtime.reattach(id, log, timeout, cancel)
         })
@@ -54,7 +162,7 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
             Ok(Some(ran)) => {
                 ctx.containers.push(id.clone());
                 container::refuse_planted(ctx, Step::Container).await?;
-                return Ok(ran);
+                return Ok((ran, 0));
             }
             // Never started (or gone): start the agent afresh.
             Ok(None) => {
@@ -63,7 +171,118 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
             Err(error) => return Err(Step::Reattach(id.clone()).runtime()(error)),
         }
     }
-    container::run(ctx, Step::Container, container, stdin, log, timeout).await
+    let from = log_len(&log.path);
+    let ran = container::run(ctx, Step::Container, container, stdin, log, timeout).await?;
+    Ok((ran, from))
+}
+
+/// Reads what the agent's CLI printed from byte `from` of its raw log (none for a text
+/// agent): the readable lines go to `log`, the report (its cost estimated when the CLI gives
+/// none) to the dispatcher.
+async fn read_report<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    invocation: &agents::Invocation,
+    raw: Option<&Log>,
+    log: &Log,
+    from: u64,
+    earlier: Tokens,
+) -> Result<Option<Report>, NodeError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let (raw_path, log_path, format) = (raw.path.clone(), log.path.clone(), invocation.output);
+    let read = tokio::task::spawn_blocking(move || {
+        read_output(&raw_path, from, &log_path, format, earlier)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|read| read)
+    .map_err(Step::Container.io(FileAction::Inspect, &raw.path))?;
+    let mut report = read;
+    if report.model.is_none() {
+        report.model = match &invocation.model {
+            Some(model) => Some(model.clone()),
+            None => codex_model(ctx, invocation).await,
+        };
+    }
+    if report.cost_usd.is_none() {
+        if invocation.pool == "local" {
+            // A model on the user's own machine costs nothing per token.
+            report.cost_usd = Some(0.0);
+        } else if let Some(price) = report
+            .model
+            .as_deref()
+            .and_then(|model| pricing::price(model, &ctx.loaded.spec.pricing))
+        {
+            report.cost_usd = Some(pricing::cost(report.tokens, price));
+            report.cost_estimated = true;
+        }
+    }
+    ctx.reports.push(report.clone());
+    Ok(Some(report))
+}
+
+/// The model codex uses when dispatch names none: the `model` of the `config.toml` in the
+/// unit's agent home, else codex's own default.
+async fn codex_model<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    invocation: &agents::Invocation,
+) -> Option<String> {
+    if invocation.output != AgentOutput::CodexJson {
+        return None;
+    }
+    let config = ctx
+        .unit
+        .agent_home(&invocation.pool)
+        .join(".codex/config.toml");
+    let text = mounted::read_to_string(&config).await.unwrap_or_default();
+    let configured = text
+        .lines()
+        .take_while(|line| !line.trim_start().starts_with('['))
+        .find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            (key.trim() == "model").then(|| value.trim().trim_matches('"').to_owned())
+        });
+    Some(configured.unwrap_or_else(|| presets::CODEX_DEFAULT_MODEL.to_owned()))
+}
+
+/// Appends a line of dispatch's own to a readable log.
+async fn note(log: &Log, text: &str) {
+    let line = format!("[dispatch: {text}]\n");
+    let path = log.path.clone();
+    let _ = tokio::task::spawn_blocking(move || mounted::append_sync(&path, line.as_bytes())).await;
+}
+
+/// Reads the raw log from `from` into a report, appending its readable lines to `readable`.
+fn read_output(
+    raw: &std::path::Path,
+    from: u64,
+    readable: &std::path::Path,
+    format: AgentOutput,
+    earlier: Tokens,
+) -> std::io::Result<Report> {
+    let mut reader = Reader::new(format, earlier);
+    let mut shown = Vec::new();
+    let mut failed = Ok(());
+    let result = mounted::for_each_line(raw, from, |line| {
+        if let Some(text) = reader.line(line) {
+            shown.extend_from_slice(text.as_bytes());
+            shown.push(b'\n');
+            if shown.len() >= 64 * 1024 && failed.is_ok() {
+                failed = mounted::append_sync(readable, &shown);
+                shown.clear();
+            }
+        }
+    });
+    match result {
+        Ok(()) => {}
+        // A CLI that printed nothing at all left no raw log.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    failed?;
+    mounted::append_sync(readable, &shown)?;
+    Ok(reader.finish())
 }
 
 /// Fails the node when the agent's image lacks a program its agent needs (the engine's answer
@@ -113,11 +332,6 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         }
     };
     let log = container::log(&ctx.unit, meta.join("agent.log"));
-    let from = if ctx.reattach.is_some() {
-        0
-    } else {
-        log_len(&log.path)
-    };
     let key = if ctx.reattach.is_some() {
         None
     } else {
@@ -152,9 +366,14 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
     }
     // The issue's stopwatch (Forgejo/Gitea) runs while the agent does, whatever its end.
     stopwatch(ctx, true).await;
-    let exit = run_agent(ctx, &ctx.unit.agent, prompt, &log).await;
+    let follow_up = follow_up(ctx).await;
+    let ran = run_agent(ctx, &ctx.unit.agent, prompt, &log, follow_up).await;
     stopwatch(ctx, false).await;
-    let Ran { exit, cut } = match exit {
+    let AgentRan {
+        ran: Ran { exit, cut },
+        report,
+        from,
+    } = match ran {
         Ok(ran) => ran,
         Err(error) => return NodeResult::Failed(error),
     };
@@ -181,18 +400,11 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
                 ),
             )
         }
-        Exit::Code(code) if code != 0 => {
-            return NodeResult::Stop {
-                outcome: Outcome::AgentFailed,
-                reason: format!(
-                    "agent exited with code {code}{cut}; last lines of {}:\n{}",
-                    log.path.display(),
-                    tail(&log.path, from).await
-                ),
-                exit_code: Some(code),
+        Exit::Code(code) => {
+            if let Some(failed) = cli_failed(code, report.as_ref(), &cut, &log, from).await {
+                return failed;
             }
         }
-        Exit::Code(_) => {}
     }
     let blocked = repo.join("BLOCKED.md");
     if let Ok(question) = mounted::read_to_string(&blocked).await {
@@ -245,6 +457,17 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         }
     }
     match committed {
+        // An agent that ran no tool never looked at the repository: its "nothing to change"
+        // is no finding (codex whose own sandbox failed, a model that only chatted).
+        Ok((_, false)) if report.as_ref().is_some_and(|r| r.tools == 0) => stop(
+            Outcome::AgentFailed,
+            format!(
+                "the agent ran no tool (no command, no edit) and changed nothing; it ended with: {}",
+                report
+                    .and_then(|r| r.final_message)
+                    .map_or_else(|| "no message".to_owned(), |m| first_line(&m).to_owned())
+            ),
+        ),
         Ok((_, false)) => stop(Outcome::NoChanges, "the agent changed nothing"),
         Ok((_, true)) => NodeResult::Done {
             base: None,
@@ -253,6 +476,79 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         },
         Err(error) => NodeResult::Failed(error),
     }
+}
+
+/// What the agent is told when its session is continued: what is new since its last run (the
+/// answer to its question, or the failure of QA), or to go on; `None` when it has no session
+/// yet in this run.
+async fn follow_up<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Option<String> {
+    ctx.session.as_ref()?;
+    let meta = ctx.unit.meta_dir();
+    let answer = mounted::read_to_string(&meta.join("answer.md")).await.ok();
+    let modified =
+        |path: std::path::PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let answer_is_newer =
+        modified(meta.join("answer.md")) > modified(ctx.unit.note(super::QA_FAILURE_NOTE));
+    match (answer, &ctx.qa_failure) {
+        (Some(answer), _) if answer_is_newer || ctx.qa_failure.is_none() => Some(format!(
+            "The answer to your question (BLOCKED.md):\n\n{}\n\nThe answer is also in ANSWER.md at the repository root. Go on with the task.\n",
+            answer.trim()
+        )),
+        (_, Some(failure)) if ctx.attempt > 1 => Some(format!(
+            "Your change failed the checks (attempt {}). Your earlier changes are still in the working tree. The end of the failing step's output:\n\n~~~~text\n{}\n~~~~\n\nFind the cause and fix it. Fix the code, not the checks: do not delete, skip or weaken tests to make them pass unless the task asks for exactly that.\n",
+            ctx.attempt,
+            failure.trim()
+        )),
+        _ => Some("Your last run was interrupted. Go on with the task where you stopped.\n".to_owned()),
+    }
+}
+
+/// The end of an agent whose CLI failed: exited non-zero, or reported an error or no result
+/// although it exited 0. The CLI's own error line leads the reason; a model API that was
+/// unavailable past the CLI's retries is the machine's side (`infra_error`, retried), any
+/// other failure `agent_failed`. `None` when the CLI succeeded.
+async fn cli_failed(
+    code: i64,
+    report: Option<&Report>,
+    cut: &str,
+    log: &Log,
+    from: u64,
+) -> Option<NodeResult> {
+    let error = report.and_then(|r| r.error.as_deref());
+    let what = match (code, report) {
+        (0, None) => return None,
+        (0, Some(r)) if r.result && r.error.is_none() => return None,
+        (0, Some(r)) if !r.result => "the agent's CLI exited 0 without its result event".to_owned(),
+        (0, Some(_)) => "the agent's CLI reported an error".to_owned(),
+        (code, _) => format!("agent exited with code {code}"),
+    };
+    if let Some(error) = error.filter(|e| output::unavailable(e)) {
+        return Some(NodeResult::Failed(NodeError::AgentApi {
+            step: Step::Container,
+            message: first_line(error).to_owned(),
+            log: log.path.clone(),
+        }));
+    }
+    let said = error
+        .map(|e| format!(": {}", first_line(e)))
+        .unwrap_or_default();
+    Some(NodeResult::Stop {
+        outcome: Outcome::AgentFailed,
+        reason: format!(
+            "{what}{said}{cut}; last lines of {}:\n{}",
+            log.path.display(),
+            tail(&log.path, from).await
+        ),
+        exit_code: (code != 0).then_some(code),
+    })
+}
+
+/// The first line of a text the CLI gave.
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
 }
 
 /// What a reason says of a log that was cut (`; its output was cut: ...`), or nothing; a cut

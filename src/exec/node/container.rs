@@ -59,14 +59,16 @@ impl<R: Runtime, F: Forge> NodeCtx<R, F> {
 /// The container of an agent run (the unit's agent or its reviewer): the unit's base, the
 /// prompt file read-only, the unit's agent home of its pool writable at `/home/agent` (seeded
 /// by [`seed_home`]), the mounts its spec entry names that exist, its fixed environment, its
-/// provider's keys and pass-through settings that are set.
+/// provider's keys and pass-through settings that are set. `number` tells the node's agent
+/// containers apart (0, then 1 for a fresh start after a session that could not be continued).
 pub(super) fn agent(
     unit: &UnitRun,
     owner: &Owner<'_>,
     spec_dir: &Path,
     invocation: &Invocation,
+    number: usize,
 ) -> ContainerSpec {
-    let mut container = base(unit, owner, 0, agent_image(unit.unit(), invocation));
+    let mut container = base(unit, owner, number, agent_image(unit.unit(), invocation));
     container.mounts.push(Mount {
         source: unit.meta_dir().join("prompt.md"),
         target: agents::PROMPT_FILE.to_owned(),
@@ -594,7 +596,7 @@ mod tests {
             let invocation =
                 agents::invocation(&unit.agent, &loaded.spec.agents, &ArgvContext::new("main"))
                     .expect("codex is a preset");
-            (qa, agent(&unit, &owner, Path::new("."), &invocation))
+            (qa, agent(&unit, &owner, Path::new("."), &invocation, 0))
         };
 
         let (qa, agent) = containers(0);

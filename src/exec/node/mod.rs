@@ -199,27 +199,44 @@ pub struct NodeCtx<R: Runtime, F: Forge> {
     pub reattach: Option<String>,
     /// Containers the node ran, removed after its end is committed.
     pub containers: Containers,
+    /// What its agent containers reported.
+    pub reports: Reports,
+    /// The agent's session of an earlier run of this node in the run, to continue.
+    pub session: Option<Session>,
     /// Where agent results are looked up (`None` with `--no-cache`).
     pub cache_dir: Option<PathBuf>,
     /// The state directory (agent results are stored under `cache/` in it).
     pub state_dir: PathBuf,
 }
 
-/// The containers a node ran (shared with the dispatcher's task that removes them).
-#[derive(Clone, Debug, Default)]
-pub struct Containers(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+/// What a node's handler hands over to the dispatcher besides its result, as it goes (shared
+/// with the dispatcher's task that takes it when the handler returns).
+#[derive(Debug)]
+pub struct Collected<T>(std::sync::Arc<std::sync::Mutex<Vec<T>>>);
 
-impl Containers {
-    /// Records a container.
-    pub fn push(&self, id: String) {
+impl<T> Default for Collected<T> {
+    fn default() -> Self {
+        Self(std::sync::Arc::default())
+    }
+}
+
+impl<T> Clone for Collected<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Collected<T> {
+    /// Records one.
+    pub fn push(&self, item: T) {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(id);
+            .push(item);
     }
 
-    /// Takes every recorded container.
-    pub fn take(&self) -> Vec<String> {
+    /// Takes every recorded one.
+    pub fn take(&self) -> Vec<T> {
         std::mem::take(
             &mut *self
                 .0
@@ -227,6 +244,22 @@ impl Containers {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         )
     }
+}
+
+/// The containers a node ran, removed by the dispatcher after its end is committed.
+pub type Containers = Collected<String>;
+
+/// What the agent containers a node ran reported, journaled by the dispatcher with its end.
+pub type Reports = Collected<crate::agents::output::Report>;
+
+/// The agent's own session from an earlier run of the node (a fix attempt, an answer, a
+/// retry), to continue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The session or thread id the CLI reported.
+    pub id: String,
+    /// The tokens the session's runs so far reported (codex reports running totals).
+    pub tokens: crate::agents::output::Tokens,
 }
 
 /// What a node reports back to the dispatcher.

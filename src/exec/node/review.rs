@@ -29,17 +29,36 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         return NodeResult::Failed(error);
     }
     let log = container::log(&ctx.unit, ctx.unit.meta_dir().join("review.log"));
-    let ran = run_agent(ctx, &agent, prompt, &log).await;
+    let ran = run_agent(ctx, &agent, prompt, &log, None).await;
     let cut = match &ran {
-        Ok(ran) => cut_note(ran.cut, &log),
+        Ok(ran) => cut_note(ran.ran.cut, &log),
         Err(_) => String::new(),
     };
-    match ran.map(|ran| ran.exit) {
+    let said = ran
+        .as_ref()
+        .ok()
+        .and_then(|ran| ran.report.as_ref())
+        .and_then(|report| match (&report.error, report.result) {
+            (Some(error), _) => Some(error.lines().next().unwrap_or("").to_owned()),
+            (None, false) => Some("its CLI ended without its result event".to_owned()),
+            (None, true) => None,
+        });
+    match ran.map(|ran| ran.ran.exit) {
+        // Exit 0 without a review: the CLI's error, not a review that found nothing.
+        Ok(Exit::Code(0)) if said.is_some() => stop(
+            Outcome::NeedsReview,
+            format!(
+                "the review agent did not review: {}{cut}; see {}",
+                said.unwrap_or_default(),
+                log.path.display()
+            ),
+        ),
         Ok(Exit::Code(0)) => done(),
         Ok(Exit::Code(code)) => stop(
             Outcome::NeedsReview,
             format!(
-                "the review agent exited with code {code}{cut}; see {}",
+                "the review agent exited with code {code}{}{cut}; see {}",
+                said.map(|s| format!(": {s}")).unwrap_or_default(),
                 log.path.display()
             ),
         ),
