@@ -202,7 +202,7 @@ async fn read_report<R: Runtime, F: Forge>(
     if report.model.is_none() {
         report.model = match &invocation.model {
             Some(model) => Some(model.clone()),
-            None => codex_model(ctx, invocation).await,
+            None => codex_model(invocation).await,
         };
     }
     if report.cost_usd.is_none() {
@@ -222,20 +222,17 @@ async fn read_report<R: Runtime, F: Forge>(
     Ok(Some(report))
 }
 
-/// The model codex uses when dispatch names none: the `model` of the `config.toml` in the
-/// unit's agent home, else codex's own default.
-async fn codex_model<R: Runtime, F: Forge>(
-    ctx: &NodeCtx<R, F>,
-    invocation: &agents::Invocation,
-) -> Option<String> {
+/// The model codex uses when dispatch names none: the `model` of the user's `config.toml`
+/// (what the agent home was seeded with; the copy there is the agent's, never read), else
+/// codex's own default.
+async fn codex_model(invocation: &agents::Invocation) -> Option<String> {
     if invocation.output != AgentOutput::CodexJson {
         return None;
     }
-    let config = ctx
-        .unit
-        .agent_home(&invocation.pool)
-        .join(".codex/config.toml");
-    let text = mounted::read_to_string(&config).await.unwrap_or_default();
+    let home = std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let text = mounted::read_to_string(&home.join(".codex/config.toml"))
+        .await
+        .unwrap_or_default();
     let configured = text
         .lines()
         .take_while(|line| !line.trim_start().starts_with('['))
