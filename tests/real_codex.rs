@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::docker;
-use crate::support::model::openai::{ApiError, OpenAiServer, Step, Usage};
+use crate::support::model::openai::{ApiError, OpenAiServer, Seen, Step, Usage};
 use crate::support::model::preset::{self, PresetRun, PresetSpec};
 use crate::support::model::{agent_image, ModelNetwork};
 
@@ -526,11 +526,7 @@ fn codex_preset_edit_lands(user: Option<u32>) {
         return;
     };
     let report = p.run(0);
-    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
-    assert_eq!(p.published(), "fixed");
-    let responses = p.server.responses();
-    assert_eq!(responses.len(), 2, "the scripted responses were played");
-    events_kept(&p, &report, "file.txt now says fixed.");
+    let responses = edit_landed(&p, &report);
     assert!(responses.iter().all(|seen| seen.authorized));
     assert!(
         responses[0]
@@ -557,6 +553,17 @@ fn codex_preset_edit_lands(user: Option<u32>) {
         ["config.toml"],
         "the user's CODEX_HOME is never written"
     );
+}
+
+/// The one agent run's edit landed (`changed`, the branch published, the two scripted
+/// responses played) and its events were kept ([`events_kept`]); the responses.
+fn edit_landed(p: &Preset, report: &Value) -> Vec<Seen> {
+    assert_eq!(PresetRun::outcome(report).0, "changed", "{report}");
+    assert_eq!(p.published(), "fixed");
+    let responses = p.server.responses();
+    assert_eq!(responses.len(), 2, "the scripted responses were played");
+    events_kept(p, report, "file.txt now says fixed.");
+    responses
 }
 
 /// The raw events of the one agent run are kept, the readable log is made from them (the
@@ -762,11 +769,7 @@ fn dispatch_runs_the_local_preset_against_the_hosts_ollama() {
         return;
     };
     let report = p.run(0);
-    assert_eq!(PresetRun::outcome(&report).0, "changed", "{report}");
-    assert_eq!(p.published(), "fixed");
-    let responses = p.server.responses();
-    assert_eq!(responses.len(), 2, "the scripted responses were played");
-    events_kept(&p, &report, "file.txt now says fixed.");
+    let responses = edit_landed(&p, &report);
     let usage = &crate::support::unit(&report, "fix/t/r1")["usage"];
     assert_eq!(
         usage["cost_usd"], 0.0,

@@ -179,6 +179,18 @@ fn count(n: u64) -> String {
     }
 }
 
+/// The session a run leaves for the next run to continue, with the tokens the session's runs
+/// reported so far: the report's own session, counted on from `earlier` (the previous
+/// session and its tokens) when it is the same one. `None` when the report names none.
+pub fn next_session(earlier: Option<(&str, Tokens)>, report: &Report) -> Option<(String, Tokens)> {
+    let id = report.session.as_deref()?;
+    let before = match earlier {
+        Some((previous, tokens)) if previous == id => tokens,
+        _ => Tokens::default(),
+    };
+    Some((id.to_owned(), before.plus(report.tokens)))
+}
+
 /// Whether a CLI's error says the model API was unavailable for a while (rate limited,
 /// overloaded, a server error) rather than that the request or its credentials were wrong:
 /// the words codex 0.163 and Claude Code 2.1 print after their own retries gave up.
@@ -368,17 +380,20 @@ impl Reader {
         }
     }
 
+    /// The first event of claude and gemini: the session and the model.
+    fn init(&mut self, cli: &str, event: &Value) -> String {
+        self.report.session = event["session_id"].as_str().map(str::to_owned);
+        self.report.model = event["model"].as_str().map(str::to_owned);
+        format!(
+            "[{cli} session {} model {}]",
+            str_at(event, "session_id"),
+            str_at(event, "model")
+        )
+    }
+
     fn claude(&mut self, event: &Value) -> Option<String> {
         match str_at(event, "type") {
-            "system" if str_at(event, "subtype") == "init" => {
-                self.report.session = event["session_id"].as_str().map(str::to_owned);
-                self.report.model = event["model"].as_str().map(str::to_owned);
-                Some(format!(
-                    "[claude session {} model {}]",
-                    str_at(event, "session_id"),
-                    str_at(event, "model")
-                ))
-            }
+            "system" if str_at(event, "subtype") == "init" => Some(self.init("claude", event)),
             "assistant" => {
                 let mut lines = Vec::new();
                 for block in event["message"]["content"].as_array().into_iter().flatten() {
@@ -464,15 +479,7 @@ impl Reader {
 
     fn gemini(&mut self, event: &Value) -> Option<String> {
         match str_at(event, "type") {
-            "init" => {
-                self.report.session = event["session_id"].as_str().map(str::to_owned);
-                self.report.model = event["model"].as_str().map(str::to_owned);
-                Some(format!(
-                    "[gemini session {} model {}]",
-                    str_at(event, "session_id"),
-                    str_at(event, "model")
-                ))
-            }
+            "init" => Some(self.init("gemini", event)),
             "message" if str_at(event, "role") == "assistant" => {
                 let content = str_at(event, "content");
                 if event["delta"] != true {

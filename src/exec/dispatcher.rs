@@ -51,7 +51,7 @@ use super::error::NodeError;
 use super::limits::{Admission, Class, Limits};
 use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
 use super::{cache, Executor, UnitResult};
-use crate::agents::output::{Report, Tokens, Usage};
+use crate::agents::output::{next_session, Report, Usage};
 use crate::backoff::Backoff;
 use crate::forge::{Forge, PrRef};
 use crate::plan::Plan;
@@ -455,15 +455,9 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     fn agent_reported(&mut self, idx: usize, report: Report) {
         let node = &mut self.nodes[idx];
         node.usage.add_report(&report);
-        if let Some(id) = &report.session {
-            let earlier = match &node.session {
-                Some(session) if &session.id == id => session.tokens,
-                _ => Tokens::default(),
-            };
-            node.session = Some(node::Session {
-                id: id.clone(),
-                tokens: earlier.plus(report.tokens),
-            });
+        let earlier = node.session.as_ref().map(|s| (s.id.as_str(), s.tokens));
+        if let Some((id, tokens)) = next_session(earlier, &report) {
+            node.session = Some(node::Session { id, tokens });
         }
         self.events.push(RunEvent::AgentReported {
             node: node.id.clone(),

@@ -9,7 +9,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{Db, StateError};
-use crate::agents::output::{Report, Tokens, Usage};
+use crate::agents::output::{next_session, Report, Tokens, Usage};
 use crate::vocab::{NodeKind, NodeStatus, Outcome, RunStatus, UnknownWord};
 
 /// One run, with its counts per outcome.
@@ -124,13 +124,10 @@ impl AgentRow {
     /// Counts one more run, newer than those counted.
     pub fn add(&mut self, report: &Report) {
         self.usage.add_report(report);
-        if report.session.is_some() {
-            self.session_tokens = if report.session == self.session {
-                self.session_tokens.plus(report.tokens)
-            } else {
-                report.tokens
-            };
-            self.session.clone_from(&report.session);
+        let earlier = self.session.as_deref().map(|id| (id, self.session_tokens));
+        if let Some((id, tokens)) = next_session(earlier, report) {
+            self.session = Some(id);
+            self.session_tokens = tokens;
         }
         if report.model.is_some() {
             self.model.clone_from(&report.model);
