@@ -1358,3 +1358,96 @@ async fn plan_on_a_terminal_shows_hostile_names_visibly() {
     assert!(prompt.contains("#4 — invoice\u{202e}fdp.exe"), "{prompt:?}");
     assert_valid(&fake);
 }
+
+/// The review agent of the review tests: a review with two findings in the form the `review`
+/// template asks for (codex's own), and a control sequence a forge must never get.
+const REVIEWING_AGENT: &str = r#"#!/bin/sh
+printf 'One path is not handled.\033[2J\n\nFull review comments:\n\n'
+printf -- '- [P1] Handle an empty input — /workspace/repo/fix.txt:1-1\n  The file is empty when the input is.\n\n'
+printf -- '- [P3] Name the constant — fix.txt:1\n  Say what it is.\n'
+"#;
+
+/// A review on a remote forge: the review is posted on the PR, each finding is an issue
+/// linking the PR, and a second run files no finding twice.
+async fn review_findings_reach_the_pr(flavour: Flavour) {
+    if !available() {
+        return;
+    }
+    let fake = fake_with_repo(flavour, "svc").await;
+    let t = on_fake(
+        &fake,
+        flavour,
+        r#"
+          reviewer:
+            command: [sh, /opt/review.sh]
+            mounts: [{ source: review.sh, target: /opt/review.sh }]
+            network: none
+        jobs:
+          - id: fix
+            task: Fix what the issue says
+            repos: [svc]
+            qa: []
+            review: { agent: reviewer, file_issues: true, issue_labels: [found, bot] }
+        "#,
+    )
+    .agent(FIXING_AGENT)
+    .file("review.sh", REVIEWING_AGENT);
+    let report = cli(&t, &["run", "spec.yaml", "--output", "json"]).json();
+    assert_eq!(
+        unit(&report, "fix/core/svc")["outcome"],
+        "changed",
+        "{report}"
+    );
+    let issues = fake.issues(ORG, "svc");
+    let pr = issues.iter().find(|i| i.pull.is_some()).expect("the PR");
+    let found: Vec<_> = issues.iter().filter(|i| i.pull.is_none()).collect();
+    assert_eq!(
+        found.iter().map(|i| i.title.as_str()).collect::<Vec<_>>(),
+        ["[P1] Handle an empty input", "[P3] Name the constant"]
+    );
+    for issue in &found {
+        assert_eq!(issue.labels, ["found", "bot"], "{issue:?}");
+        assert!(
+            issue.body.contains(&format!("of #{}", pr.number)),
+            "the issue links the PR: {}",
+            issue.body
+        );
+    }
+    assert!(
+        found[0].body.contains("Location: `fix.txt:1-1`"),
+        "{}",
+        found[0].body
+    );
+    assert_eq!(pr.comments.len(), 1, "{:?}", pr.comments);
+    let comment = &pr.comments[0];
+    assert!(comment.starts_with("### Review by `reviewer`"), "{comment}");
+    assert!(
+        comment.contains("- [P1] Handle an empty input"),
+        "{comment}"
+    );
+    assert!(
+        !comment.contains('\u{1b}'),
+        "no control sequence: {comment:?}"
+    );
+    assert!(
+        comment.contains(&format!(
+            "Issues opened for the findings: #{}, #{}.",
+            found[0].number, found[1].number
+        )),
+        "{comment}"
+    );
+    let log = t.read(".dispatch/workspaces/core/svc/fix/meta/review.log");
+    assert!(log.contains("the review has 2 finding(s)"), "{log}");
+
+    // A second run reviews again: its findings are open issues already, not filed twice.
+    cli(&t, &["run", "spec.yaml", "--output", "json"]);
+    let again: Vec<_> = fake
+        .issues(ORG, "svc")
+        .into_iter()
+        .filter(|i| i.pull.is_none())
+        .collect();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_valid(&fake);
+}
+
+on_every_forge!(review_findings_reach_the_pr: gitea_review_findings_reach_the_pr, github_review_findings_reach_the_pr);

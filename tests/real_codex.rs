@@ -686,7 +686,26 @@ fn dispatch_runs_codex_review_on_the_published_change() {
     let script = vec![
         Step::shell("printf 'fixed\\n' > file.txt"),
         Step::message("file.txt now says fixed."),
-        Step::message("The change looks right: file.txt says fixed."),
+        // What codex's review mode asks the model for: its review as JSON, which codex
+        // renders into its final message.
+        Step::message(
+            &serde_json::json!({
+                "findings": [{
+                    "title": "Say why the file changed",
+                    "body": "file.txt says fixed without a reason.",
+                    "confidence_score": 0.8,
+                    "priority": 2,
+                    "code_location": {
+                        "absolute_file_path": "/workspace/repo/file.txt",
+                        "line_range": { "start": 1, "end": 1 }
+                    }
+                }],
+                "overall_correctness": "patch is correct",
+                "overall_explanation": "The change looks right: file.txt says fixed.",
+                "overall_confidence_score": 0.9
+            })
+            .to_string(),
+        ),
     ];
     let Some(p) = codex_preset("codex-review", script, "[]", None) else {
         return;
@@ -716,6 +735,14 @@ fn dispatch_runs_codex_review_on_the_published_change() {
     assert!(
         log.contains("The change looks right"),
         "the review's verdict is in its log: {log}"
+    );
+    // The finding codex rendered is read as one and posted on the PR.
+    assert!(log.contains("the review has 1 finding(s)"), "{log}");
+    let prs = p.t.run(&["prs", "--json"]).json();
+    let comment = prs[0]["comments"][0]["body"].as_str().unwrap_or_default();
+    assert!(
+        comment.contains("Say why the file changed") && comment.contains("The change looks right"),
+        "the review is on the PR: {prs}"
     );
 }
 

@@ -629,3 +629,54 @@ esac
         "the reason names the watchdog, not the 5m timeout, and shows the log: {reason}"
     );
 }
+
+/// A review on the local forge: what the review agent printed is a comment of the PR, which
+/// `dispatch prs --show` shows whole and `prs --json` lists.
+#[test]
+fn a_review_is_posted_on_the_local_forges_pr() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("review-local")
+        .scripted_repos(&[("r1", "change")])
+        .file(
+            "review.sh",
+            "#!/bin/sh\nprintf 'Looks right.\\n\\nReview comment:\\n\\n- [P2] Say why — file.txt:1\\n  The line gives no reason.\\n'\n",
+        )
+        .scripted_spec(
+            r#"
+              reviewer:
+                command: [sh, /opt/review.sh]
+                mounts: [{ source: review.sh, target: /opt/review.sh }]
+                network: none
+            jobs:
+              - { id: fix, task: t, repos: [r1], qa: [], review: { agent: reviewer } }
+            "#,
+        );
+    let report = t.run(RUN).expect_status(0).json();
+    assert_eq!(outcomes(&report)["fix/t/r1"], "changed", "{report}");
+    let prs = t.run(&["prs", "--json"]).expect_status(0).json();
+    let comments = prs[0]["comments"].as_array().expect("comments");
+    assert_eq!(comments.len(), 1, "{prs}");
+    let body = comments[0]["body"].as_str().expect("a body");
+    assert!(body.starts_with("### Review by `reviewer`"), "{body}");
+    assert!(body.contains("- [P2] Say why — file.txt:1"), "{body}");
+    let shown = t.run(&["prs", "--show", "1"]).expect_status(0).stdout;
+    assert!(
+        shown.contains("--- comment, ") && shown.contains("The line gives no reason."),
+        "{shown}"
+    );
+    let listed = t.run(&["prs"]).expect_status(0).stdout;
+    assert!(listed.contains("(1 comment)"), "{listed}");
+    let missing = t.run(&["prs", "--show", "9"]).expect_status(2);
+    assert!(
+        missing.stderr.contains("no pull request #9"),
+        "{}",
+        missing.stderr
+    );
+    let log = t.read(".dispatch/workspaces/t/r1/fix/meta/review.log");
+    assert!(
+        log.contains("the review has 1 finding(s); it is posted on local:t/r1#1"),
+        "{log}"
+    );
+}

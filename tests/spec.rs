@@ -60,6 +60,10 @@ const INVALID: &[(&str, &str)] = &[
         "the local forge keeps no issues",
     ),
     ("select-misspelt.yaml", "did you mean `select`?"),
+    (
+        "review-issues-local.yaml",
+        "files its review's findings as issues, but the local forge has no issues",
+    ),
     ("bad-label-colour.yaml", "colour `teal` is not `#rrggbb`"),
     (
         "agent-gets-forge-token.yaml",

@@ -21,6 +21,7 @@
 //! `spec.agents` with the same name overrides parts of it (see [`invocation`]). Any other pool
 //! must be defined in `spec.agents` with a `command`.
 
+pub mod findings;
 pub mod output;
 pub mod placeholder;
 pub mod presets;

@@ -18,13 +18,29 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Show PR N whole: its title, body and comments (a review agent's reviews).
+    #[arg(long, value_name = "N")]
+    pub show: Option<i64>,
 }
 
 /// Lists the PRs.
 pub fn run(args: Args) -> Result<u8, CommandError> {
     let spec = args.spec_path.as_deref().or(args.state.spec.as_deref());
     let dir = state_dir::locate(args.state.state_dir.as_deref(), spec);
-    let rows = state_dir::open(&dir)?.prs()?;
+    let mut rows = state_dir::open(&dir)?.prs()?;
+    if let Some(number) = args.show {
+        rows.retain(|pr| pr.number == number);
+        if rows.is_empty() {
+            return Err(CommandError::invalid(format!(
+                "no pull request #{number} in {}",
+                dir.display()
+            )));
+        }
+    }
+    if let (Some(_), false) = (args.show, args.json) {
+        show(&rows[0]);
+        return Ok(0);
+    }
     if args.json {
         println!(
             "{}",
@@ -41,8 +57,13 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         "PR", "STATUS", "REPOSITORY", "BRANCH", "BASE"
     );
     for pr in &rows {
+        let comments = match pr.comments.len() {
+            0 => String::new(),
+            1 => " (1 comment)".to_owned(),
+            n => format!(" ({n} comments)"),
+        };
         println!(
-            "#{:<5} {:<8} {:<28} {:<32} {:<10} {}",
+            "#{:<5} {:<8} {:<28} {:<32} {:<10} {}{comments}",
             pr.number,
             shown(&pr.status),
             shown(&format!("{}/{}", pr.org, pr.repo)),
@@ -52,4 +73,24 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         );
     }
     Ok(0)
+}
+
+/// Prints one PR whole: what it is, its body, its comments.
+fn show(pr: &crate::state::views::PrRow) {
+    println!("#{} {}", pr.number, shown(&pr.title));
+    println!(
+        "{} {}/{}: {} into {} (run {}, unit {})",
+        shown(&pr.status),
+        shown(&pr.org),
+        shown(&pr.repo),
+        shown(&pr.branch),
+        shown(&pr.base),
+        shown(&pr.run_id),
+        shown(&pr.unit_id)
+    );
+    println!("\n{}", shown(pr.body.trim()));
+    for comment in &pr.comments {
+        println!("\n--- comment, {}", crate::state::Civil::of(comment.at));
+        println!("{}", shown(comment.body.trim()));
+    }
 }

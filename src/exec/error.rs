@@ -51,6 +51,8 @@ pub enum Step {
     ReviewPrompt,
     /// Writing the review agent's prompt (no lead: the file is named).
     ReviewPromptFile,
+    /// Keeping the review and posting it on the forge (`posting the review`).
+    ReviewPost,
     /// Merging the PR (`merge`).
     Merge,
     /// Rebasing the branch onto its base after a merge conflict (`rebase`).
@@ -115,6 +117,7 @@ impl fmt::Display for Lead<'_> {
             Step::PrText => f.write_str("PR text: "),
             Step::Publish => f.write_str("publish: "),
             Step::ReviewPrompt => f.write_str("review prompt: "),
+            Step::ReviewPost => f.write_str("posting the review: "),
             Step::Merge => f.write_str("merge: "),
             Step::Rebase => f.write_str("rebase: "),
         }

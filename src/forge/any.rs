@@ -22,7 +22,7 @@ use super::local::LocalForge;
 use super::options::RemoteOptions;
 use super::pr::ExistingPr;
 use super::target::{RemoteIssue, RemotePr, RemoteRepo, RepoFilter};
-use super::{Forge, ForgeError, PrRef, PrRequest, PublishOptions};
+use super::{Forge, ForgeError, IssueRef, NewIssue, PrRef, PrRequest, PublishOptions};
 use crate::spec::model::{Forge as ForgeSpec, ForgeKind};
 
 /// The forge of a run: the embedded local one, Forgejo/Gitea, or GitHub.
@@ -248,5 +248,22 @@ impl Forge for AnyForge {
         reason: &str,
     ) -> Result<(), ForgeError> {
         each!(self, f => f.flag_for_review(request, pr, reason).await)
+    }
+
+    async fn comment_on_pr(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        each!(self, f => f.comment_on_pr(request, pr, body).await)
+    }
+
+    async fn open_issue(
+        &self,
+        request: &PrRequest,
+        issue: &NewIssue,
+    ) -> Result<IssueRef, ForgeError> {
+        each!(self, f => f.open_issue(request, issue).await)
     }
 }

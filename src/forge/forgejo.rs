@@ -15,10 +15,10 @@ use super::http::{seg, text, AuthScheme, HttpClient, HttpConfig, Secret};
 use super::options::RemoteOptions;
 use super::pr::{self, Checks, ExistingPr};
 use super::push;
-use super::target::{RemoteIssue, RemoteRepo, RepoFilter};
+use super::target::{self, RemoteIssue, RemoteRepo, RepoFilter};
 use super::{
-    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, PublishOptions,
-    DEFAULT_LABEL_COLOUR, NEEDS_REVIEW, NEEDS_REVIEW_COLOUR,
+    needs_review_comment, opened_comment, Forge, ForgeError, IssueRef, NewIssue, PrRef, PrRequest,
+    PublishOptions, DEFAULT_LABEL_COLOUR, NEEDS_REVIEW, NEEDS_REVIEW_COLOUR,
 };
 
 /// Page size of list requests.
@@ -476,5 +476,38 @@ impl Forge for GiteaForge {
         self.add_labels(org, repo, number, &options).await?;
         self.comment_once(org, repo, number, &needs_review_comment(reason))
             .await
+    }
+
+    async fn comment_on_pr(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.comment_once(&request.org, &request.repo, pr.number as u64, body)
+            .await
+    }
+
+    /// Labels are added after the issue is opened (Forgejo's and Gitea's create call takes
+    /// label ids, which [`GiteaForge::add_labels`] looks up or creates).
+    async fn open_issue(
+        &self,
+        request: &PrRequest,
+        issue: &NewIssue,
+    ) -> Result<IssueRef, ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let open = self.open_issues(org, repo, &issue.labels).await?;
+        let path = format!("{}/issues", Self::repo_path(org, repo));
+        let body = json!({ "title": issue.title, "body": issue.body });
+        let opened = target::open_issue_once(&self.http, &path, &open, issue, body).await?;
+        let number = opened.number;
+        if opened.opened && !issue.labels.is_empty() {
+            let options = PublishOptions {
+                labels: issue.labels.clone(),
+                ..PublishOptions::default()
+            };
+            self.add_labels(org, repo, number, &options).await?;
+        }
+        Ok(opened)
     }
 }

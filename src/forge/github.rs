@@ -17,10 +17,10 @@ use super::http::{seg, text, AuthScheme, HttpClient, HttpConfig, Secret};
 use super::options::RemoteOptions;
 use super::pr::{self, Checks, ExistingPr};
 use super::push;
-use super::target::{RemoteIssue, RemoteRepo, RepoFilter};
+use super::target::{self, RemoteIssue, RemoteRepo, RepoFilter};
 use super::{
-    needs_review_comment, opened_comment, Forge, ForgeError, PrRef, PrRequest, PublishOptions,
-    NEEDS_REVIEW,
+    needs_review_comment, opened_comment, Forge, ForgeError, IssueRef, NewIssue, PrRef, PrRequest,
+    PublishOptions, NEEDS_REVIEW,
 };
 
 /// The public API root.
@@ -357,5 +357,36 @@ impl Forge for GithubForge {
             )
             .await?;
         Ok(())
+    }
+
+    /// Comments cannot be listed in GitHub's API subset, so the comment is not deduplicated.
+    async fn comment_on_pr(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let path = format!(
+            "{}/issues/{}/comments",
+            Self::repo_path(&request.org, &request.repo),
+            pr.number
+        );
+        self.http
+            .send(Method::POST, &path, &[], Some(&json!({ "body": body })))
+            .await?;
+        Ok(())
+    }
+
+    /// GitHub takes label names on creation and creates the missing ones.
+    async fn open_issue(
+        &self,
+        request: &PrRequest,
+        issue: &NewIssue,
+    ) -> Result<IssueRef, ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let open = self.open_issues(org, repo, &issue.labels).await?;
+        let path = format!("{}/issues", Self::repo_path(org, repo));
+        let body = json!({ "title": issue.title, "body": issue.body, "labels": issue.labels });
+        target::open_issue_once(&self.http, &path, &open, issue, body).await
     }
 }

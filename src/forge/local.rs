@@ -1,6 +1,6 @@
 //! The embedded local forge: bare repositories under `<state>/forge/<org>/<repo>.git`, pull
-//! requests as rows of the state database (`dispatch prs` lists them). Merging merges the
-//! branch into the base of the bare repository.
+//! requests and their comments as rows of the state database (`dispatch prs` lists them).
+//! Merging merges the branch into the base of the bare repository. It has no issues.
 
 use std::path::{Path, PathBuf};
 
@@ -128,6 +128,16 @@ impl Forge for LocalForge {
         git::git(scratch, &["push", "--quiet", "origin", &request.base]).await?;
         let _ = tokio::fs::remove_dir_all(scratch).await;
         self.journal.pr_merged(pr.number).await?;
+        Ok(())
+    }
+
+    async fn comment_on_pr(
+        &self,
+        _request: &PrRequest,
+        pr: &PrRef,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.journal.pr_comment(pr.number, body.to_owned()).await?;
         Ok(())
     }
 }

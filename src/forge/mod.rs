@@ -241,10 +241,61 @@ pub trait Forge: Send + Sync + 'static {
         let _ = (request, pr, reason);
         async { Ok(()) }
     }
+
+    /// Comments `body` on the PR (a review). Forgejo and Gitea skip a comment that says the
+    /// same already; the local forge keeps it in the state database (`dispatch prs --show`).
+    fn comment_on_pr(
+        &self,
+        request: &PrRequest,
+        pr: &PrRef,
+        body: &str,
+    ) -> impl Future<Output = Result<(), ForgeError>> + Send;
+
+    /// Opens `issue` in the request's repository unless an open issue with its title holds
+    /// its marker already. Forges without issues (local) refuse with [`ForgeError::Config`].
+    fn open_issue(
+        &self,
+        request: &PrRequest,
+        issue: &NewIssue,
+    ) -> impl Future<Output = Result<IssueRef, ForgeError>> + Send {
+        let _ = (request, issue);
+        async {
+            Err(ForgeError::Config {
+                forge: self.name().to_owned(),
+                message: "this forge has no issues".to_owned(),
+            })
+        }
+    }
+}
+
+/// An issue dispatch opens (one per finding of a review).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewIssue {
+    /// Title.
+    pub title: String,
+    /// Body; it ends with [`NewIssue::marker`], by which an issue opened before is known.
+    pub body: String,
+    /// Labels (created when missing).
+    pub labels: Vec<String>,
+    /// A line only dispatch writes (an HTML comment naming the unit): an open issue with this
+    /// title whose body holds it was opened by an earlier attempt and is not opened again.
+    pub marker: String,
+}
+
+/// An issue the forge holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssueRef {
+    /// Issue number.
+    pub number: u64,
+    /// Whether this call opened it (false: an earlier attempt had).
+    pub opened: bool,
 }
 
 /// The label of a PR that waits for a person.
 pub const NEEDS_REVIEW: &str = "needs-review";
+
+/// The label of the issues opened for a review's findings when the spec names none.
+pub const FINDING_LABEL: &str = "review-finding";
 
 /// Its colour where dispatch creates it.
 pub const NEEDS_REVIEW_COLOUR: &str = "#d93f0b";

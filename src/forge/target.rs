@@ -61,6 +61,34 @@ impl RemoteIssue {
     }
 }
 
+/// Opens `issue` with the create request `body` at the issues path `path`, unless one of the
+/// `open` issues is it, opened by an earlier attempt (same title, and the marker only dispatch
+/// writes in its body).
+pub(super) async fn open_issue_once(
+    http: &super::http::HttpClient,
+    path: &str,
+    open: &[RemoteIssue],
+    issue: &super::NewIssue,
+    body: serde_json::Value,
+) -> Result<super::IssueRef, super::ForgeError> {
+    if let Some(earlier) = open
+        .iter()
+        .find(|i| i.title == issue.title && i.body.contains(&issue.marker))
+    {
+        return Ok(super::IssueRef {
+            number: earlier.number,
+            opened: false,
+        });
+    }
+    let created = http
+        .send(reqwest::Method::POST, path, &[], Some(&body))
+        .await?;
+    Ok(super::IssueRef {
+        number: created.body["number"].as_u64().unwrap_or(0),
+        opened: true,
+    })
+}
+
 /// A pull request as the forge shows it (the fields a PR target needs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemotePr {

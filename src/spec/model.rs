@@ -570,4 +570,19 @@ pub struct Review {
     /// Review template (default `review`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Post the review on the PR as a comment (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub comment: bool,
+    /// Open one forge issue per finding, linked to the PR (default false; Forgejo, Gitea and
+    /// GitHub: the local forge has no issues).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_issues: bool,
+    /// Labels of the issues `file_issues` opens (default `[review-finding]`).
+    #[serde(default = "finding_labels")]
+    pub issue_labels: Vec<String>,
+}
+
+/// The labels of finding issues when the spec names none.
+fn finding_labels() -> Vec<String> {
+    vec![crate::forge::FINDING_LABEL.to_owned()]
 }

@@ -146,6 +146,38 @@ impl Validator<'_> {
                     None,
                 );
             }
+            if let Some(review) = job.review.as_ref().filter(|r| r.file_issues) {
+                let path = p().key("jobs").index(i).key("review");
+                if spec.forge.kind == ForgeKind::Local {
+                    self.push(
+                        &path.key("file_issues"),
+                        format!(
+                            "job `{}` files its review's findings as issues, but the local \
+                             forge has no issues",
+                            job.id
+                        ),
+                        "no issues on the local forge",
+                        Some(
+                            "remove `file_issues` (the review is still posted on the PR) or \
+                             use a remote forge"
+                                .to_owned(),
+                        ),
+                    );
+                }
+                if let Some((j, _)) = review
+                    .issue_labels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, l)| l.trim().is_empty())
+                {
+                    self.push(
+                        &path.key("issue_labels").index(j),
+                        format!("job `{}` has an empty issue label", job.id),
+                        "empty label",
+                        None,
+                    );
+                }
+            }
         }
         if spec.defaults.timeout.is_some_and(|t| t.as_secs() == 0) {
             self.push(

@@ -260,6 +260,20 @@ impl Journal {
         answer.ok_or_else(|| StateError::Closed("no PR number".to_owned()))
     }
 
+    /// Adds a comment to a pull request of the local forge, unless the same comment is there.
+    pub async fn pr_comment(&self, number: i64, body: String) -> Result<(), StateError> {
+        self.write(move |t| {
+            t.execute(
+                "INSERT INTO pr_comments (pr_number, body, at)
+                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS
+                   (SELECT 1 FROM pr_comments WHERE pr_number = ?1 AND body = ?2)",
+                params![number, body, now()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     /// Marks a pull request of the local forge merged.
     pub async fn pr_merged(&self, number: i64) -> Result<(), StateError> {
         self.write(move |t| {

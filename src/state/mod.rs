@@ -167,6 +167,16 @@ CREATE TABLE usage (
 );
 CREATE INDEX usage_by_node ON usage (run_id, node_id);
 "#,
+    // Comments on the local forge's pull requests (a review agent's review).
+    r#"
+CREATE TABLE pr_comments (
+    seq INTEGER PRIMARY KEY,
+    pr_number INTEGER NOT NULL REFERENCES prs (number),
+    body TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX pr_comments_by_pr ON pr_comments (pr_number);
+"#,
 ];
 
 /// Errors of the state directory, each naming the file and what to do.

@@ -187,6 +187,17 @@ pub struct PrRow {
     pub run_id: String,
     /// Unit that owns it.
     pub unit_id: String,
+    /// Its comments, oldest first (a review agent's reviews).
+    pub comments: Vec<PrComment>,
+}
+
+/// A comment on a pull request of the local forge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrComment {
+    /// When it was written (Unix seconds).
+    pub at: i64,
+    /// The comment (Markdown).
+    pub body: String,
 }
 
 /// A word of the vocabulary in column `index`.
@@ -492,9 +503,24 @@ impl Db {
                     status: get(r, 7)?,
                     run_id: get(r, 8)?,
                     unit_id: get(r, 9)?,
+                    comments: Vec::new(),
                 })
             })?;
-            rows.collect()
+            let mut prs = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut comments = self
+                .conn
+                .prepare("SELECT at, body FROM pr_comments WHERE pr_number = ?1 ORDER BY seq")?;
+            for pr in &mut prs {
+                pr.comments = comments
+                    .query_map([pr.number], |r| {
+                        Ok(PrComment {
+                            at: get(r, 0)?,
+                            body: get(r, 1)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+            }
+            Ok(prs)
         })())
     }
 }

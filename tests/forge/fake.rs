@@ -1073,6 +1073,33 @@ fn route(
                 .collect();
             respond(200, Value::Array(page(items, query, flavour)))
         }
+        ("POST", ["issues"]) => {
+            let number = repo.issues.len() as u64 + 1;
+            // GitHub takes label names and creates the missing ones; Forgejo and Gitea take
+            // label ids, which dispatch adds with a second call.
+            let mut labels = Vec::new();
+            for label in body["labels"].as_array().cloned().unwrap_or_default() {
+                match (label.as_str(), flavour) {
+                    (Some(n), Flavour::Github) => {
+                        if !repo.labels.iter().any(|l| l.1 == n) {
+                            repo.labels
+                                .push((*next_id, n.to_owned(), "ededed".to_owned()));
+                            *next_id += 1;
+                        }
+                        labels.push(n.to_owned());
+                    }
+                    _ => return respond(422, json!({ "message": format!("label {label}") })),
+                }
+            }
+            repo.issues.push(Issue {
+                number,
+                title: body["title"].as_str().unwrap_or_default().to_owned(),
+                body: body["body"].as_str().unwrap_or_default().to_owned(),
+                labels,
+                ..Issue::default()
+            });
+            respond(201, issue_json(repo.issues.last().expect("just pushed")))
+        }
         (_, ["issues", n, tail @ ..]) => {
             let Some(index) = number(n).filter(|n| *n <= repo.issues.len()) else {
                 return respond(404, json!({ "message": "no such issue" }));

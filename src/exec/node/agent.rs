@@ -244,7 +244,7 @@ async fn codex_model(invocation: &agents::Invocation) -> Option<String> {
 }
 
 /// Appends a line of dispatch's own to a readable log.
-async fn note(log: &Log, text: &str) {
+pub(super) async fn note(log: &Log, text: &str) {
     let line = format!("[dispatch: {text}]\n");
     let path = log.path.clone();
     let _ = tokio::task::spawn_blocking(move || mounted::append_sync(&path, line.as_bytes())).await;
