@@ -175,6 +175,9 @@ pub struct Seen {
     pub body: Option<Value>,
     /// The status answered (0 for a hang).
     pub status: u16,
+    /// When it arrived (read by `benches/real_codex.rs`).
+    #[allow(dead_code)]
+    pub at: std::time::SystemTime,
 }
 
 impl Seen {
@@ -228,6 +231,8 @@ struct Inner {
     /// The models an Ollama server lists (`/v1/models`, `/api/tags`); empty for OpenAI.
     models: Vec<String>,
     script: Vec<Step>,
+    /// Every conversation plays the script from its start ([`OpenAiServer::start_each`]).
+    each: bool,
     next: usize,
     seen: Vec<Seen>,
 }
@@ -247,7 +252,16 @@ impl OpenAiServer {
     /// Starts on `network`'s gateway, accepting `key`, answering the `POST /v1/responses`
     /// requests with `script` in order.
     pub fn start(network: &ModelNetwork, key: &str, script: Vec<Step>) -> Self {
-        Self::serve(network.listener(), Some(key), Vec::new(), script)
+        Self::serve(network.listener(), Some(key), Vec::new(), script, false)
+    }
+
+    /// Like [`OpenAiServer::start`], but every conversation plays `script` from its start, so
+    /// that many agents can share the server: a request takes the step whose index is the
+    /// number of tool outputs in its input (the first request none, the one after one tool
+    /// call one, ...). Used by `benches/real_codex.rs`.
+    #[allow(dead_code)]
+    pub fn start_each(network: &ModelNetwork, key: &str, script: Vec<Step>) -> Self {
+        Self::serve(network.listener(), Some(key), Vec::new(), script, true)
     }
 
     /// Starts as an Ollama server would answer codex's `--oss` provider: on the host's address
@@ -283,7 +297,7 @@ impl OpenAiServer {
             });
         let listener = std::net::TcpListener::bind((gateway, 11434))
             .unwrap_or_else(|e| panic!("bind {gateway}:11434 for the scripted Ollama: {e}"));
-        Self::serve(listener, None, vec![model.to_owned()], script)
+        Self::serve(listener, None, vec![model.to_owned()], script, false)
     }
 
     fn serve(
@@ -291,6 +305,7 @@ impl OpenAiServer {
         key: Option<&str>,
         models: Vec<String>,
         script: Vec<Step>,
+        each: bool,
     ) -> Self {
         listener
             .set_nonblocking(true)
@@ -300,6 +315,7 @@ impl OpenAiServer {
             key: key.map(str::to_owned),
             models,
             script,
+            each,
             next: 0,
             seen: Vec::new(),
         }));
@@ -369,6 +385,23 @@ impl Drop for OpenAiServer {
     }
 }
 
+/// The tool outputs in a request's input (codex sends the whole conversation each time).
+fn tool_outputs(body: &Value) -> usize {
+    body.get("input")
+        .and_then(Value::as_array)
+        .map_or(0, |input| {
+            input
+                .iter()
+                .filter(|item| {
+                    matches!(
+                        item.get("type").and_then(Value::as_str),
+                        Some("custom_tool_call_output" | "function_call_output")
+                    )
+                })
+                .count()
+        })
+}
+
 /// One request: checks the key, then answers by path.
 async fn handle(
     State(app): State<App>,
@@ -408,7 +441,11 @@ async fn handle(
         let models = inner.models.clone();
         let takes_step = authorized && method == Method::POST && path == "/v1/responses";
         let step = if takes_step {
-            let step = inner.script.get(inner.next).cloned();
+            let at = match inner.each {
+                true => parsed.as_ref().map_or(0, tool_outputs),
+                false => inner.next,
+            };
+            let step = inner.script.get(at).cloned();
             if step.is_some() {
                 inner.next += 1;
             }
@@ -424,6 +461,7 @@ async fn handle(
             websocket,
             body: parsed,
             status: 0,
+            at: std::time::SystemTime::now(),
         });
         let key = (!authorized).then(|| authorization.map(str::to_owned));
         (
