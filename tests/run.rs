@@ -680,3 +680,91 @@ fn a_review_is_posted_on_the_local_forges_pr() {
         "{log}"
     );
 }
+
+/// The one-call form: `dispatch run --repo --task` with the defaults spec found upward from the
+/// current directory plans exactly what the equivalent spec plans, runs like it (changed, a
+/// PR), and its blocked unit is answered like any other, its job read back from the state
+/// directory.
+#[test]
+fn the_one_call_form_is_a_spec_with_one_target() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("one-call")
+        .scripted_repos(&[("r1", "change"), ("r2", "ask")])
+        .scripted_defaults()
+        .file("deep/down/.keep", "");
+    let call = [
+        "--repo",
+        "t/r1",
+        "--task",
+        "Fix \"the\" tests: all of them",
+        "--var",
+        "level=high: really",
+    ];
+    let from_below = t.run_in(
+        "deep/down",
+        &[&["plan", "--format", "json"][..], &call].concat(),
+    );
+    let planned = from_below.expect_status(0).json();
+    let job = planned["units"][0]["job"]
+        .as_str()
+        .expect("a job")
+        .to_owned();
+    assert!(job.starts_with("task-"), "{job}");
+    let equivalent = format!(
+        "{}jobs:\n  - id: {job}\n    task: 'Fix \"the\" tests: all of them'\n    variables: {{ level: 'high: really' }}\n    repos: [{{ org: t, repo: r1 }}]\n",
+        t.read("dispatch.yaml")
+    );
+    std::fs::write(t.path("spec.yaml"), equivalent).expect("the spec");
+    let spec_plan = t
+        .run(&["plan", "spec.yaml", "--format", "json"])
+        .expect_status(0)
+        .json();
+    assert_eq!(planned, spec_plan, "the same plan as the equivalent spec");
+
+    let report = t
+        .run(&[&["run", "--output", "json"][..], &call].concat())
+        .expect_status(0)
+        .json();
+    assert_eq!(
+        outcomes(&report)[&format!("{job}/t/r1")],
+        "changed",
+        "{report}"
+    );
+    let prs = t.run(&["prs", "--json"]).expect_status(0).json();
+    assert_eq!(prs[0]["branch"], format!("agent/{job}"), "{prs}");
+
+    // Another task is another job: its own workspace and branch. Blocked, then answered.
+    let asked = t
+        .run(&[
+            "run",
+            "--output",
+            "json",
+            "--repo",
+            "t/r2",
+            "--task",
+            "Ask first",
+        ])
+        .expect_status(1)
+        .json();
+    let (unit, outcome) = outcomes(&asked).into_iter().next().expect("a unit");
+    assert_eq!(outcome, "blocked", "{asked}");
+    let run = asked["run"].as_str().expect("a run id");
+    let answered = t
+        .run(&["answer", run, &unit, "Port 8080", "--output", "json"])
+        .json();
+    assert_eq!(outcomes(&answered)[&unit], "changed", "{answered}");
+    let status = t.run(&["status", run]).expect_status(0).stdout;
+    assert!(status.contains("dispatch.yaml#task-"), "{status}");
+
+    // A bad input is the spec's error, located in the one-call task.
+    let bad = t.run(&["plan", "--repo", "t/r1", "--task", "x", "--agent", "codx"]);
+    let bad = bad.expect_status(2);
+    assert!(
+        bad.stderr.contains("unknown agent `codx`")
+            && bad.stderr.contains("the one-call task (command line):3:"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -74,7 +74,7 @@ fn finish_held(
     options: RunOptions,
     output: Output,
 ) -> Result<u8, CommandError> {
-    let mut loaded = ui.load_spec(Path::new(&run.spec_path))?;
+    let mut loaded = super::source::Source::of_run(&dir, &run.spec_path)?.load(ui)?;
     let (stored, found) = db.recorded(&run.id)?;
     // The targets the forge gave when the run started, not what it says now.
     if let Some(found) = found.and_then(|f| serde_json::from_str::<Found>(&f).ok()) {

@@ -42,6 +42,7 @@ mod runner;
 mod runs;
 mod schema;
 mod session;
+mod source;
 pub mod state_dir;
 mod status;
 mod targets;
@@ -196,7 +197,7 @@ impl Ui {
 
     /// A load error as the command error it is: a message for a file that cannot be read,
     /// rendered diagnostics for an invalid spec; exit 2 either way.
-    fn load_error(&self, error: &LoadError) -> CommandError {
+    pub(super) fn load_error(&self, error: &LoadError) -> CommandError {
         match error {
             LoadError::Io { .. } => CommandError::invalid(error),
             LoadError::Invalid(errors) => CommandError::rendered(errors.render(self.color_err)),

@@ -4,14 +4,18 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
+use super::source::{Source, TaskArgs};
 use super::{state_dir, CommandError, Ui};
 use crate::plan::{self, render};
 
 /// Arguments of `dispatch plan`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The spec.
-    pub spec: PathBuf,
+    /// The spec (or the one-call form: --repo and --task).
+    pub spec: Option<PathBuf>,
+    /// The one-call form.
+    #[command(flatten)]
+    pub one_call: TaskArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -42,14 +46,15 @@ pub enum Format {
 
 /// Prints the plan.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
-    let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
-    let (loaded, _) = super::targets::load(ui, &args.spec, &state_dir, args.offline)?;
+    let source = Source::of(args.spec.as_deref(), &args.one_call)?;
+    let state_dir = state_dir::for_spec(source.file(), args.state_dir.as_deref());
+    let (loaded, _) = super::targets::load(ui, &source, &state_dir, args.offline)?;
     let mut plan = plan::build(&loaded);
     if args.remote {
         super::tokio_runtime(false)?
             .block_on(preview_publish(&loaded, &mut plan, &state_dir))
             .map_err(|message| {
-                CommandError::failure(format_args!("{}: {message}", args.spec.display()))
+                CommandError::failure(format_args!("{}: {message}", source.file().display()))
             })?;
     }
     let text = match args.format {

@@ -41,7 +41,12 @@ pub struct Args {
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     // The units of `select` entries and PR targets come from the forge, as in `plan`.
     let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
-    let (loaded, _) = super::targets::load(ui, &args.spec, &state_dir, args.offline)?;
+    let (loaded, _) = super::targets::load(
+        ui,
+        &super::source::Source::Spec(args.spec.clone()),
+        &state_dir,
+        args.offline,
+    )?;
     let spec = &loaded.spec;
     let Some(job_index) = spec.jobs.iter().position(|j| j.id.as_str() == args.job) else {
         let ids: Vec<&str> = spec.jobs.iter().map(|j| j.id.as_str()).collect();

@@ -1,9 +1,11 @@
-//! `dispatch run SPEC`: execute the plan.
+//! `dispatch run SPEC`, or the one-call form `dispatch run --repo ORG/REPO --task TEXT`:
+//! execute the plan.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::session::{self, Output};
+use super::source::{Source, TaskArgs};
 use super::{runner, state_dir, CommandError, Ui};
 use crate::exec::{self, RunOptions};
 use crate::plan::{self, target::Found, Plan};
@@ -13,8 +15,11 @@ use crate::vocab::RunStatus;
 /// Arguments of `dispatch run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The spec.
-    pub spec: PathBuf,
+    /// The spec (or the one-call form: --repo and --task).
+    pub spec: Option<PathBuf>,
+    /// The one-call form.
+    #[command(flatten)]
+    pub one_call: TaskArgs,
     /// State directory (default: `.dispatch/` beside the spec).
     #[arg(long, env = "DISPATCH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -79,15 +84,16 @@ pub fn new_run_id() -> String {
 
 /// Runs the command.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
-    let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
-    let (loaded, found) = super::targets::load(ui, &args.spec, &state_dir, false)?;
+    let source = Source::of(args.spec.as_deref(), &args.one_call)?;
+    let state_dir = state_dir::for_spec(source.file(), args.state_dir.as_deref());
+    let (loaded, found) = super::targets::load(ui, &source, &state_dir, false)?;
     let mut plan = plan::build(&loaded);
     filter(&mut plan, &args.only).map_err(CommandError::failure)?;
     if args.dry_run {
         return dry_run(&loaded, &plan);
     }
     let runtime = super::tokio_runtime(true)?;
-    runtime.block_on(run_async(args, state_dir, loaded, found, plan))
+    runtime.block_on(run_async(args, source, state_dir, loaded, found, plan))
 }
 
 fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> Result<u8, CommandError> {
@@ -123,6 +129,7 @@ fn unfinished_run(state_dir: &Path, spec_path: &str) -> Option<String> {
 
 async fn run_async(
     args: Args,
+    source: Source,
     state_dir: PathBuf,
     loaded: crate::spec::LoadedSpec,
     found: Found,
@@ -130,11 +137,7 @@ async fn run_async(
 ) -> Result<u8, CommandError> {
     // Canonical: the key of the spec's lock, so the same file reached by two paths is one
     // spec (the loader read it, so it exists).
-    let spec_path = std::fs::canonicalize(&args.spec)
-        .or_else(|_| std::path::absolute(&args.spec))
-        .unwrap_or_else(|_| args.spec.clone())
-        .display()
-        .to_string();
+    let spec_path = source.run_key();
     let run_id = new_run_id();
     // Held until this runner ends: no other runner of this spec works in this state directory
     // meanwhile, so a run of it the journal has as running is one whose runner died.
@@ -144,6 +147,7 @@ async fn run_async(
             return Err(CommandError::failure(format!("run {run} of this spec did not finish (its runner died); continue it with `dispatch resume {run} --state-dir {}`, or start over with `dispatch run --new`", state_dir.display())));
         }
     }
+    source.keep(&state_dir)?;
     let session = session::connect(&loaded, &plan, state_dir).await?;
     let plan = Arc::new(plan);
     let found = (!found.is_empty()).then(|| serde_json::to_string(&found).unwrap_or_default());

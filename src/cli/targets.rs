@@ -17,11 +17,12 @@ use crate::spec::LoadedSpec;
 /// run records so that a resume plans the same units.
 pub fn load(
     ui: &Ui,
-    path: &Path,
+    source: &super::source::Source,
     state_dir: &Path,
     offline: bool,
 ) -> Result<(LoadedSpec, Found), CommandError> {
-    let mut loaded = ui.load_spec(path)?;
+    let mut loaded = source.load(ui)?;
+    let path = source.file();
     let asks = !loaded.selections.is_empty() || loaded.targets.iter().any(|t| t.pr.is_some());
     if !asks || offline {
         return Ok((loaded, Found::default()));

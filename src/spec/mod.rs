@@ -127,6 +127,31 @@ pub fn load(path: &Path) -> Result<LoadedSpec, LoadError> {
 /// Loads and validates a spec whose text is already read (`path` gives its name, format and
 /// the directory for templates and imports).
 pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
+    load_with(path, text, None)
+}
+
+/// A job given apart from its spec: its YAML text, and the name of where it comes from (the
+/// one-call form's command line), under which its problems are reported.
+pub struct ExtraJob {
+    /// Where it comes from, as diagnostics name it.
+    pub source: String,
+    /// One job as a YAML mapping.
+    pub yaml: String,
+}
+
+/// Loads and validates the defaults spec at `path` (YAML, forge, defaults, limits, agents and
+/// no jobs) with `job` as its one job: the one-call form. Problems of the job point into its
+/// own source, problems of the rest into the file.
+pub fn load_with_job(path: &Path, job: ExtraJob) -> Result<LoadedSpec, LoadError> {
+    let text = tree::read_bounded(path).map_err(|error| LoadError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
+    load_with(path, text, Some(job))
+}
+
+/// [`load_text`], with `job` as the spec's one job when given.
+fn load_with(path: &Path, text: String, job: Option<ExtraJob>) -> Result<LoadedSpec, LoadError> {
     let mut sources = Sources::default();
     let main = sources.add(path.display().to_string(), text);
     let invalid = |sources: Sources, mut problems: Vec<Problem>| {
@@ -150,7 +175,11 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
         )
         .with_help("name the spec `*.yaml`, `*.yml` or `*.ncl`")]),
     };
-    let doc = doc.map_err(|problems| invalid(sources.clone(), problems))?;
+    let mut doc = doc.map_err(|problems| invalid(sources.clone(), problems))?;
+    if let Some(job) = job {
+        add_job(&mut doc, job, path, &mut sources)
+            .map_err(|problems| invalid(sources.clone(), problems))?;
+    }
     let spec =
         check_and_deserialize(&doc).map_err(|problems| invalid(sources.clone(), problems))?;
 
@@ -230,6 +259,53 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedSpec, LoadError> {
         targets,
         selections,
     })
+}
+
+/// Puts `job` into the defaults spec `doc` as its `jobs`: refused for a spec that is not YAML
+/// or has jobs of its own.
+fn add_job(
+    doc: &mut Node,
+    job: ExtraJob,
+    path: &Path,
+    sources: &mut Sources,
+) -> Result<(), Vec<Problem>> {
+    let here = doc.span;
+    let refuse = |at: Span, message: String| {
+        Err(vec![Problem::new(at, message, "here").with_help(
+            "a defaults spec holds forge, defaults, limits and agents; its jobs come from the \
+             command line"
+                .to_owned(),
+        )])
+    };
+    if Format::of(path) != Some(Format::Yaml) {
+        return refuse(
+            here,
+            format!("the defaults spec {} is not YAML", path.display()),
+        );
+    }
+    let node::Value::Map(entries) = &mut doc.value else {
+        return refuse(here, "the defaults spec is not a mapping".to_owned());
+    };
+    if let Some((key, _)) = entries.iter().find(|(key, _)| key.name == "jobs") {
+        return refuse(
+            key.span,
+            format!("the defaults spec {} has jobs of its own", path.display()),
+        );
+    }
+    let file = sources.add(job.source, job.yaml.clone());
+    let parsed = yaml::parse(file, &job.yaml)?;
+    let span = parsed.span;
+    entries.push((
+        node::Key {
+            name: "jobs".to_owned(),
+            span,
+        },
+        Node {
+            span,
+            value: node::Value::Seq(vec![parsed]),
+        },
+    ));
+    Ok(())
 }
 
 /// Schema check, then serde. Problems of the schema check come all at once.

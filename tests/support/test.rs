@@ -98,6 +98,12 @@ impl Test {
         self.scripted_spec_on(LOCAL_FORGE, "t", rest)
     }
 
+    /// Writes `dispatch.yaml`, a defaults spec of the one-call form: the head of
+    /// [`Test::scripted_spec`] without jobs (the scripted agent on the local forge, org `t`).
+    pub fn scripted_defaults(self) -> Self {
+        self.file("dispatch.yaml", &head(LOCAL_FORGE, "t"))
+    }
+
     /// Writes `spec.yaml`: the head that runs the scripted agent on `forge` (a YAML flow
     /// mapping) with org `org`, followed by `rest` (unindented).
     pub fn scripted_spec_on(self, forge: &str, org: &str, rest: &str) -> Self {
@@ -138,6 +144,13 @@ impl Test {
                 .expect("the dispatch binary runs"),
             args,
         )
+    }
+
+    /// Runs `dispatch ARGS` in the fixture's directory `dir` and waits for it.
+    pub fn run_in(&self, dir: &str, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        command.current_dir(self.path(dir));
+        Output::of(command.output().expect("the dispatch binary runs"), args)
     }
 
     /// Runs `dispatch ARGS` in the fixture with its stdout and stderr on terminals, as a
