@@ -292,3 +292,89 @@ fn answer_a_blocked_unit_and_retry_failed_ones() {
     );
     assert_eq!(leftovers(&run), 0);
 }
+
+/// Waits (at most a minute) for run `run` to end, as `dispatch status --json` reports it.
+fn wait_for_end(t: &Test, run: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = t.run(&["status", run, "--json"]).json();
+        if status["run"]["status"] != "running" || std::time::Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `--detach`: the command answers once the run is recorded, the runner finishes it alone,
+/// and an answer given detached runs the blocked unit again; errors of a detached runner are
+/// the command's own.
+#[test]
+fn a_detached_runner_finishes_the_run_alone() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("detach")
+        .scripted_repos(&[("slow1", "nap"), ("ask1", "ask")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: j, task: t, repos: [slow1, ask1], qa: [] }
+            "#,
+        );
+    let started = t
+        .run(&["run", "spec.yaml", "--detach", "--output", "json"])
+        .expect_status(0)
+        .json();
+    let run = started["run"].as_str().expect("a run id").to_owned();
+    let units = started["units"].as_array().expect("units");
+    assert_eq!(units.len(), 2, "{started}");
+    for unit in units {
+        assert!(
+            matches!(unit["state"].as_str(), Some("queued" | "running")),
+            "answered before the units ended: {started}"
+        );
+        assert!(unit["workspace"]
+            .as_str()
+            .is_some_and(|w| w.contains("workspaces")));
+    }
+    let ended = wait_for_end(&t, &run);
+    assert_eq!(ended["run"]["status"], "finished", "{ended}");
+    assert_eq!(
+        outcomes(&ended),
+        [("j/t/ask1", "blocked"), ("j/t/slow1", "changed")]
+            .into_iter()
+            .map(|(u, o)| (u.to_owned(), o.to_owned()))
+            .collect()
+    );
+    let log = std::fs::read_to_string(started["log"].as_str().expect("a log")).expect("the log");
+    assert!(
+        log.contains("\"success\""),
+        "the runner's report is in its log: {log}"
+    );
+
+    // The answer, detached too; then the unit runs again and ends changed.
+    let answered = t
+        .run(&[
+            "answer",
+            &run,
+            "j/t/ask1",
+            "Port 8080",
+            "--detach",
+            "--output",
+            "json",
+        ])
+        .expect_status(0)
+        .json();
+    assert_eq!(answered["run"], run.as_str(), "{answered}");
+    let ended = wait_for_end(&t, &run);
+    assert_eq!(outcomes(&ended)["j/t/ask1"], "changed", "{ended}");
+
+    // A runner that fails before its run is recorded: its error and status are the command's.
+    let wrong = t.run(&["answer", &run, "j/t/nobody", "x", "--detach"]);
+    let wrong = wrong.expect_status(1);
+    assert!(
+        wrong.stderr.contains("has no unit j/t/nobody"),
+        "{}",
+        wrong.stderr
+    );
+}

@@ -28,12 +28,20 @@ pub struct Args {
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Start the runner in the background and answer as soon as the run is recorded: its id
+    /// and its units' states (the runner outlives this command).
+    #[arg(long)]
+    pub detach: bool,
 }
 
 /// Answers a blocked unit: `ANSWER.md` goes into its workspace and its agent runs again with
 /// the stored prompt, the question and the answer; then QA and publish as usual.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let (dir, db) = args.state.open()?;
+    if args.detach && !super::detach::is_runner() {
+        drop(db);
+        return super::detach::detach(&dir, args.output);
+    }
     // Before the answer goes into the workspace: no other runner works on the run or its
     // spec meanwhile.
     let (_, lock) = hold(&dir, &db, &args.run)?;

@@ -102,6 +102,7 @@ fn finish_held(
     let runtime = super::tokio_runtime(true)?;
     let pid = std::process::id();
     db.set_runner(&run.id, pid, lock::process_start(pid))?;
+    super::detach::ready(&run.id);
     drop(db);
     runtime.block_on(async move {
         // Held until the run is over.

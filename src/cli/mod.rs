@@ -27,6 +27,7 @@
 mod agents;
 mod answer;
 mod cancel;
+pub mod detach;
 mod doctor;
 pub mod error;
 mod finish;
@@ -225,6 +226,7 @@ pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(spec::nickel::EVALUATOR_COMMAND.as_ref()) {
         return ExitCode::from(spec::nickel::serve());
     }
+    detach::adopt();
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.color);
     let ui = Ui::new(cli.color);

@@ -23,11 +23,19 @@ pub struct Args {
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Start the runner in the background and answer as soon as the run is recorded: its id
+    /// and its units' states (the runner outlives this command).
+    #[arg(long)]
+    pub detach: bool,
 }
 
 /// Finishes a run whose runner died: finished nodes are not run again, containers that still
 /// run (or exited meanwhile) are collected, every other container of the run is removed.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
+    if args.detach && !super::detach::is_runner() {
+        let (dir, _) = args.state.open()?;
+        return super::detach::detach(&dir, args.output);
+    }
     finish(
         ui,
         &args.state,

@@ -33,6 +33,10 @@ pub struct Args {
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Start the runner in the background and answer as soon as the run is recorded: its id
+    /// and its units' states (the runner outlives this command).
+    #[arg(long)]
+    pub detach: bool,
 }
 
 /// Where a retried unit starts again.
@@ -51,6 +55,10 @@ pub enum Rerun {
 /// Re-runs chosen units of a run in a new attempt of the same run.
 pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let (dir, db) = args.state.open()?;
+    if args.detach && !super::detach::is_runner() {
+        drop(db);
+        return super::detach::detach(&dir, args.output);
+    }
     // Before anything of the run changes: no other runner works on it or its spec meanwhile.
     let (_, lock) = hold(&dir, &db, &args.run)?;
     let units = db.units(&args.run)?;

@@ -35,6 +35,10 @@ pub struct Args {
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Start the runner in the background and answer as soon as the run is recorded: its id,
+    /// its units' states and workspaces (the runner outlives this command).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub detach: bool,
     /// Start a new run even when the last run of this spec did not finish.
     #[arg(long)]
     pub new: bool,
@@ -91,6 +95,9 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     filter(&mut plan, &args.only).map_err(CommandError::failure)?;
     if args.dry_run {
         return dry_run(&loaded, &plan);
+    }
+    if args.detach && !super::detach::is_runner() {
+        return super::detach::detach(&state_dir, args.output);
     }
     let runtime = super::tokio_runtime(true)?;
     runtime.block_on(run_async(args, source, state_dir, loaded, found, plan))
@@ -152,6 +159,7 @@ async fn run_async(
     let plan = Arc::new(plan);
     let found = (!found.is_empty()).then(|| serde_json::to_string(&found).unwrap_or_default());
     exec::record_run(&session.journal, &run_id, &spec_path, &plan, found).await?;
+    super::detach::ready(&run_id);
     session::execute_and_report(
         loaded,
         plan,
