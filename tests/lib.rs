@@ -9,6 +9,7 @@ mod forge;
 mod fuzz;
 mod hostile;
 mod locks;
+mod outputs;
 mod plan;
 mod real_claude;
 mod real_codex;

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::session::{self, Output};
+use super::output::Output;
+use super::session;
 use super::state_dir::{self, StateDirArgs};
 use super::{runner, CommandError, Ui};
 use crate::exec::RunOptions;

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::session::{self, Output};
+use super::output::Output;
+use super::session;
 use super::{runner, state_dir, CommandError, Ui};
 use crate::exec::{self, RunOptions};
 use crate::plan::{self, target::Found, Plan};
