@@ -138,6 +138,16 @@ fn junit_and_markdown_of_a_run_with_mixed_outcomes() {
         .and_then(|p| p.all("property").find(|p| p.attr("name") == "run"))
         .map(|p| p.attr("value").to_owned())
         .expect("the run id is a property");
+    // So does `resume` of the run, which ended already (and says so on stderr).
+    let resumed = t
+        .run(&["resume", &run_id, "--output", "junit"])
+        .expect_status(0);
+    assert_eq!(resumed.stdout, run.stdout);
+    assert!(
+        resumed.stderr.contains("already ended"),
+        "{}",
+        resumed.stderr
+    );
     assert_eq!(
         lines[0],
         format!("**dispatch run ` {run_id} `** (spec ` t `, finished): 6 units: 1 agent_failed, 1 blocked, 1 changed, 1 infra_error, 1 no_changes, 1 qa_failed"),
