@@ -9,6 +9,8 @@ mod forge;
 mod fuzz;
 mod hostile;
 mod locks;
+mod mcp;
+mod outputs;
 mod plan;
 mod real_claude;
 mod real_codex;

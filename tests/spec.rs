@@ -483,6 +483,10 @@ fn template_directories_stay_inside_and_survive_symlink_loops() {
     }
     let ok = hostile(&t, &["validate", "spec/spec.yaml"]).expect_status(0);
     assert!(ok.stdout.starts_with("ok"), "{}", ok.stdout);
+    // By its absolute path (as `resume` loads the spec its run recorded), the same.
+    let absolute = t.path("spec/spec.yaml").display().to_string();
+    let ok = hostile(&t, &["validate", &absolute]).expect_status(0);
+    assert!(ok.stdout.starts_with("ok"), "{}", ok.stdout);
 
     let escaped = hostile(&t, &["validate", "spec/escape.yaml"]).expect_status(2);
     expect_all(
@@ -496,6 +500,11 @@ fn template_directories_stay_inside_and_survive_symlink_loops() {
     expect_all(
         &linked.stderr,
         &["`spec/templates/out` is outside the spec's directory"],
+    );
+    let linked = hostile(&t, &["validate", &absolute]).expect_status(2);
+    expect_all(
+        &linked.stderr,
+        &["template `out`", "is outside the spec's directory"],
     );
 }
 

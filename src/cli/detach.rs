@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::session::Output;
+use super::output::Output;
 use super::CommandError;
 use crate::state::views::UnitRow;
 use crate::state::Db;
@@ -82,6 +82,8 @@ pub struct Detached {
     pub run: String,
     /// The runner's process id.
     pub runner_pid: u32,
+    /// The run's state directory (what `status`, `logs` and `answer` need to find it).
+    pub state_dir: PathBuf,
     /// Where the runner's output goes.
     pub log: PathBuf,
     /// The run's units, in plan order.
@@ -118,11 +120,17 @@ pub fn unit_state(unit: &UnitRow) -> String {
 /// recorded; prints what [`Detached`] holds in `output`'s format (0), or ends with the
 /// runner's own error and status when it stopped before.
 pub fn detach(state_dir: &Path, output: Output) -> Result<u8, CommandError> {
+    if matches!(output, Output::Junit | Output::Markdown) {
+        return Err(CommandError::invalid(
+            "--detach answers before the run ends: use --output text or json with it, and \
+             `dispatch status RUN --output junit|markdown` once it ended",
+        ));
+    }
     let detached = start(state_dir)?;
     match detached {
         Started::Ready(detached) => {
             match output {
-                Output::Json => println!(
+                Output::Json | Output::Junit | Output::Markdown => println!(
                     "{}",
                     serde_json::to_string_pretty(&detached).unwrap_or_default()
                 ),
@@ -239,6 +247,7 @@ pub fn start(state_dir: &Path) -> Result<Started, CommandError> {
     Ok(Started::Ready(Detached {
         run,
         runner_pid,
+        state_dir: state_dir.to_owned(),
         log: log_path,
         units,
     }))

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::session::{self, Output};
+use super::output::Output;
+use super::session;
 use super::state_dir::{self, StateDirArgs};
 use super::{runner, CommandError, Ui};
 use crate::exec::RunOptions;
@@ -27,25 +28,34 @@ pub fn finish(
 ) -> Result<u8, CommandError> {
     let (dir, db) = state.open()?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    if let Some(ended) = ended(&row(&dir, &db, run)?) {
+    if let Some(ended) = ended(&db, &row(&dir, &db, run)?, output)? {
         return Ok(ended);
     }
     let (run, lock) = hold(&dir, &db, run)?;
-    if let Some(ended) = ended(&run) {
+    if let Some(ended) = ended(&db, &run, output)? {
         return Ok(ended);
     }
     finish_held(ui, dir, db, run, lock, options, output)
 }
 
-/// Status 0 for a run that ended already, after saying so.
-fn ended(run: &RunRow) -> Option<u8> {
-    (run.status != RunStatus::Running).then(|| {
-        println!(
-            "run {} already ended ({}); nothing to resume",
-            run.id, run.status
-        );
-        0
-    })
+/// Status 0 for a run that ended already, after saying so: on stderr when stdout is a CI
+/// document (`--output junit|markdown`), which is then printed as `status` prints it.
+fn ended(db: &Db, run: &RunRow, output: Output) -> Result<Option<u8>, CommandError> {
+    if run.status == RunStatus::Running {
+        return Ok(None);
+    }
+    let message = format!(
+        "run {} already ended ({}); nothing to resume",
+        run.id, run.status
+    );
+    match super::output::document(output, run, &db.units(&run.id)?) {
+        Some(document) => {
+            eprintln!("{message}");
+            print!("{document}");
+        }
+        None => println!("{message}"),
+    }
+    Ok(Some(0))
 }
 
 /// The journal's row of run `run` in `dir`, or an error naming both.

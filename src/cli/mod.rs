@@ -6,33 +6,41 @@
 //! Command files use the shared modules, never each other.
 //!
 //! Commands:
+//! - `init.rs`: a commented starter spec and its templates directory.
 //! - `validate.rs`, `plan.rs`, `render.rs`, `schema.rs`, `agents.rs`, `doctor.rs`: a spec
 //!   checked, planned, rendered; the schema; the agent presets; what a run needs.
 //! - `run.rs`, `resume.rs`, `retry.rs`, `answer.rs`: execute a plan, or finish a run.
 //! - `runs.rs`, `status.rs`, `logs.rs`, `cancel.rs`, `prs.rs`: look at runs (also while one
 //!   writes) and stop one; the local forge's pull requests.
+//! - `completions.rs`, `man.rs`: shell completions and the manual page, generated from the
+//!   command definitions in this file.
 //!
 //! Shared:
 //! - `error.rs`: [`CommandError`], the one error type of commands, and its exit statuses.
 //! - `state_dir.rs`: where the state directory is, and opening its database.
+//! - `output.rs`: the result formats (`--output text|json|junit|markdown`) of the commands
+//!   that report a run, and the JUnit and Markdown documents of a run from its journal.
 //! - `session.rs`: what a run needs from the machine (engine, journal, forge, images), and
 //!   executing and reporting a plan.
 //! - `finish.rs`: finishing a run from its journal (resume), after reopening units (retry,
 //!   answer).
 //! - `runner.rs`: the runner's spec lock, whether a run's runner is alive (from that lock and
 //!   the journal) and signalling only a verified one.
-//! - `outcome_counts.rs`: a run's counts per outcome, as `runs` and `status` print them.
 //! - `targets.rs`: the forge's part of planning (`select` entries, PR targets).
 
 mod agents;
 mod answer;
 mod cancel;
+mod completions;
 pub mod detach;
 mod doctor;
 pub mod error;
 mod finish;
+mod init;
 mod logs;
-mod outcome_counts;
+mod man;
+mod mcp;
+mod output;
 mod plan;
 mod prs;
 mod render;
@@ -95,6 +103,11 @@ pub enum Color {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented starter spec (spec.yaml) and its templates directory.
+    #[command(
+        after_help = "Examples:\n  dispatch init\n  dispatch init pipelines/first && dispatch validate pipelines/first/spec.yaml\n\nNothing existing is overwritten: when a file of the starter exists, nothing is written."
+    )]
+    Init(init::Args),
     /// Check specs; one line per file; exit 2 when any is invalid.
     #[command(after_help = "Example:\n  dispatch validate pipelines/*.yaml pipelines/*.ncl")]
     Validate(validate::Args),
@@ -120,7 +133,7 @@ pub enum Command {
     Agents(agents::Args),
     /// Run the plan: prep -> agent -> QA -> PR for every unit, in containers.
     #[command(
-        after_help = "Examples:\n  dispatch run pipelines/demo.yaml\n  dispatch run pipelines/fix-tests.yaml --only fix-tests/go-io --output json\n  dispatch run pipelines/fix-tests.yaml --dry-run\n\nExit status: 0 when every unit ended changed, no_changes or merged; 1 otherwise;\n2 for an invalid spec; 3 when the Docker engine cannot be reached."
+        after_help = "Examples:\n  dispatch run pipelines/demo.yaml\n  dispatch run pipelines/fix-tests.yaml --only fix-tests/go-io --output json\n  dispatch run pipelines/fix-tests.yaml --output junit > dispatch.xml\n  dispatch run pipelines/fix-tests.yaml --dry-run\n\nExit status: 0 when every unit ended changed, no_changes or merged; 1 otherwise;\n2 for an invalid spec; 3 when the Docker engine cannot be reached."
     )]
     Run(run::Args),
     /// Finish a run whose runner died (killed, crashed, the machine slept).
@@ -153,7 +166,7 @@ pub enum Command {
     Runs(runs::Args),
     /// Show the units of a run and their nodes (works while the run is active).
     #[command(
-        after_help = "Examples:\n  dispatch status --spec pipelines/demo.yaml\n  dispatch status 20261127-011742-24681 --state-dir pipelines/.dispatch --json"
+        after_help = "Examples:\n  dispatch status --spec pipelines/demo.yaml\n  dispatch status 20261127-011742-24681 --state-dir pipelines/.dispatch --json\n  dispatch status --spec pipelines/demo.yaml --output markdown >> \"$GITHUB_STEP_SUMMARY\""
     )]
     Status(status::Args),
     /// Print a node's log; --follow keeps printing while it runs.
@@ -166,6 +179,21 @@ pub enum Command {
         after_help = "Example:\n  dispatch cancel 20261127-011742-24681 --spec pipelines/demo.yaml"
     )]
     Cancel(cancel::Args),
+    /// Print the shell completion script for bash, zsh or fish.
+    #[command(
+        after_help = "Examples:\n  dispatch completions bash > ~/.local/share/bash-completion/completions/dispatch\n  dispatch completions zsh > ~/.zfunc/_dispatch      # with ~/.zfunc in $fpath\n  dispatch completions fish > ~/.config/fish/completions/dispatch.fish"
+    )]
+    Completions(completions::Args),
+    /// Print the manual page (roff) of dispatch, or of one command.
+    #[command(
+        after_help = "Examples:\n  dispatch man | man -l -\n  dispatch man > ~/.local/share/man/man1/dispatch.1\n  dispatch man run > ~/.local/share/man/man1/dispatch-run.1"
+    )]
+    Man(man::Args),
+    /// Serve dispatch's tools over MCP on stdin/stdout (for Claude Code, codex, IDEs).
+    #[command(
+        after_help = "Examples:\n  claude mcp add dispatch -- dispatch mcp\n  codex mcp add dispatch -- dispatch mcp\n\nRuns started through it go on when the server stops."
+    )]
+    Mcp(mcp::Args),
 }
 
 /// Output settings shared by the commands.
@@ -206,6 +234,15 @@ impl Ui {
     }
 }
 
+/// Writes `bytes` (a document a command prints whole) to stdout: status 0, or 1 when stdout is
+/// closed (a pipe whose reader left), which says nothing more.
+fn write_stdout(bytes: &[u8]) -> Result<u8, CommandError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_all(bytes).and_then(|()| stdout.flush());
+    Ok(if written.is_ok() { 0 } else { EXIT_FAILURE })
+}
+
 /// The async runtime of a command that talks to the engine or a forge (`multi_thread` for
 /// runs, which drive many nodes at once), or why it cannot start.
 pub fn tokio_runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, CommandError> {
@@ -231,6 +268,7 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose, cli.color);
     let ui = Ui::new(cli.color);
     let result = match cli.command {
+        Command::Init(args) => init::run(args),
         Command::Validate(args) => validate::run(&ui, args),
         Command::Plan(args) => plan::run(&ui, args),
         Command::Render(args) => render::run(&ui, args),
@@ -246,6 +284,9 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Cancel(args) => cancel::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
+        Command::Mcp(args) => mcp::run(args),
     };
     ExitCode::from(result.unwrap_or_else(CommandError::report))
 }

@@ -1,7 +1,7 @@
 //! `dispatch resume RUN`: finish a run whose runner died (killed, crashed, the machine slept).
 
 use super::finish::finish;
-use super::session::Output;
+use super::output::Output;
 use super::state_dir::StateDirArgs;
 use super::{CommandError, Ui};
 use crate::exec::RunOptions;

@@ -4,7 +4,7 @@
 use clap::ValueEnum;
 
 use super::finish::{hold, reopen};
-use super::session::Output;
+use super::output::Output;
 use super::state_dir::StateDirArgs;
 use super::{CommandError, Ui};
 use crate::vocab::{NodeKind, Outcome};

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::session::{self, Output};
+use super::output::Output;
+use super::session;
 use super::source::{Source, TaskArgs};
 use super::{runner, state_dir, CommandError, Ui};
 use crate::exec::{self, RunOptions};
@@ -94,7 +95,7 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let mut plan = plan::build(&loaded);
     filter(&mut plan, &args.only).map_err(CommandError::failure)?;
     if args.dry_run {
-        return dry_run(&loaded, &plan);
+        return dry_run(&loaded, &plan, &state_dir, args.output);
     }
     if args.detach && !super::detach::is_runner() {
         return super::detach::detach(&state_dir, args.output);
@@ -103,10 +104,17 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     runtime.block_on(run_async(args, source, state_dir, loaded, found, plan))
 }
 
-fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> Result<u8, CommandError> {
-    print!("{}", plan::render::text(plan));
+/// `--dry-run`: the plan and every unit's rendered prompt; with `--output json` one document
+/// `{ plan, prompts: [{ unit, workspace, prompt }] }`.
+fn dry_run(
+    loaded: &crate::spec::LoadedSpec,
+    plan: &Plan,
+    state_dir: &Path,
+    output: Output,
+) -> Result<u8, CommandError> {
+    let mut prompts = Vec::new();
     for unit in &plan.units {
-        let (id, target) = (&unit.id, &loaded.targets[unit.target]);
+        let target = &loaded.targets[unit.target];
         let context = plan::unit_context(&loaded.spec, target);
         let prompt = loaded
             .templates
@@ -115,10 +123,28 @@ fn dry_run(loaded: &crate::spec::LoadedSpec, plan: &Plan) -> Result<u8, CommandE
                 &context,
             )
             .map_err(CommandError::failure)?;
+        prompts.push(serde_json::json!({
+            "unit": unit.id,
+            "workspace": state_dir.join(&unit.workspace),
+            "prompt": prompt,
+        }));
+    }
+    if output == Output::Json {
+        let plan: serde_json::Value =
+            serde_json::from_str(&plan::render::json(plan)).unwrap_or_default();
+        let document = serde_json::json!({ "plan": plan, "prompts": prompts });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    print!("{}", plan::render::text(plan));
+    for (unit, prompt) in plan.units.iter().zip(&prompts) {
         println!(
             "\n===== prompt of {} =====\n{}",
-            crate::report::text::shown(id),
-            crate::report::text::on_stdout(&prompt)
+            crate::report::text::shown(&unit.id),
+            crate::report::text::on_stdout(prompt["prompt"].as_str().unwrap_or_default())
         );
     }
     Ok(0)

@@ -1,7 +1,7 @@
 //! `dispatch runs`: recent runs with counts per outcome (also while one writes).
 
 use super::state_dir::StateDirArgs;
-use super::{outcome_counts, CommandError};
+use super::CommandError;
 use crate::report::text::shown;
 
 /// Arguments of `dispatch runs`.
@@ -40,7 +40,7 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             run.status.as_str(),
             shown(&run.spec_name),
             run.units,
-            outcome_counts::line(run)
+            crate::report::outcome_counts(run)
         );
     }
     Ok(0)

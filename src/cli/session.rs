@@ -6,8 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::ValueEnum;
-
+use super::output::{self, Output};
 use super::CommandError;
 use crate::exec::{self, limits::Limits, Executor, Reporter, RunOptions, Signal};
 use crate::forge::any::AnyForge;
@@ -17,15 +16,6 @@ use crate::plan::{self, Plan};
 use crate::report;
 use crate::runtime::{docker::Docker, image};
 use crate::state::{self, Db, Journal};
-
-/// Result formats of the commands that execute a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Progress and a summary table.
-    Text,
-    /// One JSON document at the end.
-    Json,
-}
 
 /// What a run needs from the machine: the engine, the journal and the forge, ready.
 pub struct Session {
@@ -145,15 +135,14 @@ pub async fn execute_and_report(
                 .unwrap_or(0)
         })
     };
-    let json = output == Output::Json;
-    let reporter: Arc<dyn Reporter> = if json {
+    let reporter: Arc<dyn Reporter> = if output.is_document() {
         Arc::new(report::Silent)
     } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
         Arc::new(report::Bars::new(plan.units.len()))
     } else {
         Arc::new(report::Lines::new())
     };
-    if !json {
+    if !output.is_document() {
         println!(
             "run {run_id}: {} (state in {})",
             plan::render::count_line(&plan),
@@ -189,7 +178,18 @@ pub async fn execute_and_report(
     }
     drop(reporter);
     let success = results.iter().all(|r| r.outcome.is_success());
-    if json {
+    // SQLite on a blocking thread, as everywhere in async code.
+    let document = {
+        let (dir, id) = (state_dir.clone(), run_id.clone());
+        tokio::task::spawn_blocking(move || output::document_of(output, &dir, &id))
+            .await
+            .map_err(|error| {
+                CommandError::failure(format_args!("cannot read the run's journal: {error}"))
+            })??
+    };
+    if let Some(document) = document {
+        print!("{document}");
+    } else if output == Output::Json {
         let mut counts = std::collections::BTreeMap::new();
         for r in &results {
             *counts.entry(r.outcome.as_str()).or_insert(0) += 1;

@@ -254,7 +254,12 @@ impl Source {
     /// The source of run `spec_path` as the journal recorded it (`DEFAULTS#JOB` for the
     /// one-call form, whose job is read back from the state directory).
     pub fn of_run(state_dir: &Path, spec_path: &str) -> Result<Self, CommandError> {
-        let Some((defaults, job)) = spec_path.rsplit_once('#') else {
+        // A spec path may hold a `#` itself: only `#task-HEX` at the end is a one-call task.
+        let one_call = spec_path.rsplit_once('#').filter(|(_, job)| {
+            job.strip_prefix("task-")
+                .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        let Some((defaults, job)) = one_call else {
             return Ok(Self::Spec(PathBuf::from(spec_path)));
         };
         let file = task_file(state_dir, job);
@@ -390,6 +395,27 @@ mod tests {
         };
         assert_ne!(other.id(), id, "another issue is another job");
         assert_eq!(task().id(), id, "the same call is the same job");
+    }
+
+    #[test]
+    fn only_a_task_id_after_the_last_hash_is_a_one_call_run() {
+        let dir = Path::new("/nonexistent-state");
+        for path in [
+            "/specs/a#b/spec.yaml",
+            "/specs/spec#1.yaml",
+            "/specs/x.yaml#task-",
+        ] {
+            assert!(
+                matches!(Source::of_run(dir, path), Ok(Source::Spec(p)) if p == Path::new(path)),
+                "{path}"
+            );
+        }
+        let error = Source::of_run(dir, "/d/dispatch.yaml#task-4639e6691e75").unwrap_err();
+        assert!(
+            error.stderr().contains("cannot read the one-call task"),
+            "{}",
+            error.stderr()
+        );
     }
 
     #[test]

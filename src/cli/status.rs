@@ -2,9 +2,10 @@
 
 use std::io::Write;
 
+use super::output::{self, Output};
 use super::runner::{self, Runner};
 use super::state_dir::StateDirArgs;
-use super::{outcome_counts, CommandError, EXIT_FAILURE};
+use super::{CommandError, EXIT_FAILURE};
 use crate::report::text::shown;
 use crate::spec::problem::plural;
 use crate::state::views;
@@ -18,9 +19,23 @@ pub struct Args {
     /// Where the runs are.
     #[command(flatten)]
     pub state: StateDirArgs,
-    /// Print JSON.
-    #[arg(long)]
+    /// Result format on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Print JSON: the same as `--output json`.
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
+}
+
+impl Args {
+    /// The format asked for: `--json` is `--output json`.
+    fn output(&self) -> Output {
+        if self.json {
+            Output::Json
+        } else {
+            self.output
+        }
+    }
 }
 
 /// Shows the units of a run with their nodes.
@@ -40,7 +55,12 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
     } else {
         None
     };
-    if args.json {
+    let format = args.output();
+    if let Some(document) = output::document(format, &run, &units) {
+        print!("{document}");
+        return Ok(0);
+    }
+    if format == Output::Json {
         #[derive(serde::Serialize)]
         struct Document<'a> {
             run: &'a views::RunRow,
@@ -83,7 +103,7 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
         shown(&run.spec_path),
         run.units,
         plural(run.units as usize, "unit"),
-        outcome_counts::line(&run)
+        crate::report::outcome_counts(&run)
     );
     match &runner {
         Some(Runner::Gone { .. }) => {

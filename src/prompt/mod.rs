@@ -180,7 +180,7 @@ impl Templates {
         if let Some(dir) = dir.filter(|d| d.is_dir()) {
             let mut files = Vec::new();
             let mut visited = HashSet::new();
-            match tree.inside(dir, &dir.display().to_string()) {
+            match tree.holds(dir, &dir.display().to_string()) {
                 Ok(canonical) => {
                     visited.insert(canonical);
                     collect_md(dir, tree, &mut visited, &mut files, &mut errors);
@@ -196,7 +196,7 @@ impl Templates {
                     .with_extension("")
                     .to_string_lossy()
                     .replace('\\', "/");
-                match tree.read(&file, &file.display().to_string()) {
+                match tree.read_held(&file, &file.display().to_string()) {
                     Ok(text) => templates.add(&name, file.display().to_string(), text, &mut errors),
                     Err(error) => errors.push(unreadable(&file, error.to_string())),
                 }
@@ -408,7 +408,7 @@ fn collect_md(
             continue;
         }
         // A directory, or a link to anything: where it really is decides.
-        let canonical = match tree.inside(&path, &path.display().to_string()) {
+        let canonical = match tree.holds(&path, &path.display().to_string()) {
             Ok(canonical) => canonical,
             Err(error) => {
                 errors.push(unreadable(&path, error.to_string()));

@@ -1,10 +1,17 @@
 //! What a run shows: live progress (indicatif bars on a terminal, plain lines otherwise), the
-//! summary table of units by outcome, and the JSON result.
+//! summary table of units by outcome, the JSON result, and the documents for CI that `run` and
+//! `status` print from a run's journal rows: JUnit XML ([`junit`]) and a Markdown summary
+//! ([`markdown`]).
 //!
 //! Node and unit ids, reasons and PR references come from agents, repositories and forges:
 //! progress and the summary show them through [`text::shown`], so none of them can drive the
-//! terminal; the JSON result keeps them exact.
+//! terminal; the JSON result keeps them exact; the JUnit and Markdown documents escape them
+//! for their format, so none can break out of its element or cell.
 
+#[cfg(test)]
+mod fixtures;
+pub mod junit;
+pub mod markdown;
 pub mod text;
 
 use std::collections::HashMap;
@@ -17,6 +24,7 @@ use serde::Serialize;
 
 use crate::exec::{Reporter, UnitResult};
 use crate::spec::problem::plural;
+use crate::state::views::RunRow;
 use crate::state::RunEvent;
 use crate::vocab::{NodeStatus, Outcome};
 use text::shown;
@@ -204,8 +212,8 @@ impl Reporter for Bars {
     }
 }
 
-/// Shows nothing but why the run stops early (on stderr): for `--output json`, whose stdout
-/// is the JSON document alone.
+/// Shows nothing but why the run stops early (on stderr): for `--output json`, `junit` and
+/// `markdown`, whose stdout is that document alone.
 pub struct Silent;
 
 impl Reporter for Silent {
@@ -312,4 +320,14 @@ pub fn total_usage<'a>(
         total.add(usage);
     }
     (total.runs > 0).then_some(total)
+}
+
+/// A run's counts per outcome, as `runs`, `status` and the Markdown summary show them:
+/// `2 changed, 1 qa_failed` (`running` for units without an outcome yet).
+pub fn outcome_counts(run: &RunRow) -> String {
+    run.outcomes
+        .iter()
+        .map(|(o, n)| format!("{n} {o}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -68,22 +68,42 @@ impl SpecTree {
         if Path::new(written).is_absolute() {
             return Err(TreeError::Absolute(written.to_owned()));
         }
+        self.holds(path, written)
+    }
+
+    /// The canonical path of `path`, a path dispatch composed from the spec's directory (the
+    /// template directory and what is found in it) and names `shown` in errors, when it is
+    /// inside the tree. Unlike [`Self::inside`] it may be absolute, as it is when the spec's
+    /// own path is (`dispatch validate /src/spec.yaml`, or `resume`, which loads the spec by
+    /// the canonical path its run recorded): only where it resolves to decides.
+    pub fn holds(&self, path: &Path, shown: &str) -> Result<PathBuf, TreeError> {
         let canonical = path.canonicalize().map_err(|error| TreeError::Unreadable {
-            written: written.to_owned(),
+            written: shown.to_owned(),
             error,
         })?;
         if canonical.starts_with(&self.root) {
             Ok(canonical)
         } else {
-            Err(TreeError::Outside(written.to_owned()))
+            Err(TreeError::Outside(shown.to_owned()))
         }
     }
 
     /// Reads the file at `path` (written as `written`) when it is inside the tree.
     pub fn read(&self, path: &Path, written: &str) -> Result<String, TreeError> {
         let canonical = self.inside(path, written)?;
-        read_bounded(&canonical).map_err(|error| TreeError::Unreadable {
-            written: written.to_owned(),
+        Self::read_canonical(&canonical, written)
+    }
+
+    /// Reads the file at `path`, composed by dispatch ([`Self::holds`]), when it is inside
+    /// the tree.
+    pub fn read_held(&self, path: &Path, shown: &str) -> Result<String, TreeError> {
+        let canonical = self.holds(path, shown)?;
+        Self::read_canonical(&canonical, shown)
+    }
+
+    fn read_canonical(canonical: &Path, shown: &str) -> Result<String, TreeError> {
+        read_bounded(canonical).map_err(|error| TreeError::Unreadable {
+            written: shown.to_owned(),
             error,
         })
     }

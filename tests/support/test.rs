@@ -136,6 +136,11 @@ impl Test {
         self
     }
 
+    /// The environment the fixture gives the binary.
+    pub fn envs(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// Runs `dispatch ARGS` in the fixture and waits for it.
     pub fn run(&self, args: &[&str]) -> Output {
         Output::of(
