@@ -378,3 +378,49 @@ fn a_detached_runner_finishes_the_run_alone() {
         wrong.stderr
     );
 }
+
+/// One-call runs of one defaults spec share its limits across their runners: with
+/// `limits.total: 1`, two detached runs never run their agents at once (the second waits,
+/// queued, until the first lets its slot go), and both end changed.
+#[test]
+fn one_call_runs_share_their_defaults_specs_limits() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("shared-limits")
+        .scripted_repos(&[("n1", "nap"), ("n2", "nap")])
+        .scripted_defaults();
+    let defaults = format!("{}limits: {{ total: 1 }}\n", t.read("dispatch.yaml"));
+    std::fs::write(t.path("dispatch.yaml"), defaults).expect("the defaults spec");
+    let start = |repo: &str| {
+        let started = t
+            .run(&[
+                "run", "--detach", "--output", "json", "--repo", repo, "--task", "Nap",
+            ])
+            .expect_status(0)
+            .json();
+        started["run"].as_str().expect("a run").to_owned()
+    };
+    let (first, second) = (start("t/n1"), start("t/n2"));
+    let mut spans = Vec::new();
+    for run in [&first, &second] {
+        let ended = wait_for_end(&t, run);
+        assert_eq!(ended["units"][0]["outcome"], "changed", "{ended}");
+        let events = t.events(run);
+        let at = |kind: &str| {
+            events
+                .iter()
+                .find(|e| {
+                    e.kind == kind && e.node.as_deref().is_some_and(|n| n.ends_with(":agent"))
+                })
+                .map(|e| e.at_ms)
+                .unwrap_or_else(|| panic!("{run}: no agent {kind} in {events:?}"))
+        };
+        spans.push((at("started"), at("done")));
+    }
+    let ((a0, a1), (b0, b1)) = (spans[0], spans[1]);
+    assert!(
+        a1 <= b0 || b1 <= a0,
+        "the two runs' agents ran at once: {spans:?}"
+    );
+}

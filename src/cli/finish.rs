@@ -84,7 +84,8 @@ fn finish_held(
     options: RunOptions,
     output: Output,
 ) -> Result<u8, CommandError> {
-    let mut loaded = super::source::Source::of_run(&dir, &run.spec_path)?.load(ui)?;
+    let source = super::source::Source::of_run(&dir, &run.spec_path)?;
+    let mut loaded = source.load(ui)?;
     let (stored, found) = db.recorded(&run.id)?;
     // The targets the forge gave when the run started, not what it says now.
     if let Some(found) = found.and_then(|f| serde_json::from_str::<Found>(&f).ok()) {
@@ -117,6 +118,8 @@ fn finish_held(
     runtime.block_on(async move {
         // Held until the run is over.
         let _lock = lock;
+        // A one-call run shares its defaults spec's limits with the others: queued until free.
+        let _slots = source.shared_slots(&dir, &loaded, &current).await?;
         let session = session::connect(&loaded, &current, dir).await?;
         // Containers of the run that no node will collect (a QA step, a node that ended) go.
         let keep: std::collections::HashSet<String> = units

@@ -181,11 +181,14 @@ async fn run_async(
         }
     }
     source.keep(&state_dir)?;
+    let slots_dir = state_dir.clone();
     let session = session::connect(&loaded, &plan, state_dir).await?;
     let plan = Arc::new(plan);
     let found = (!found.is_empty()).then(|| serde_json::to_string(&found).unwrap_or_default());
     exec::record_run(&session.journal, &run_id, &spec_path, &plan, found).await?;
     super::detach::ready(&run_id);
+    // One-call runs share their defaults spec's limits with the others: queued until free.
+    let _slots = source.shared_slots(&slots_dir, &loaded, &plan).await?;
     session::execute_and_report(
         loaded,
         plan,

@@ -334,6 +334,57 @@ impl Source {
     }
 }
 
+impl Source {
+    /// For a run of the one-call form: a slot of its defaults spec's `limits.total` and one of
+    /// its agent pool's limit, shared with every other one-call run of that defaults spec in
+    /// `state_dir` (one per MCP `dispatch` call), waited for until free; held until dropped.
+    /// Nothing for a spec file, whose run is its spec's alone and limited by the executor.
+    pub async fn shared_slots(
+        &self,
+        state_dir: &Path,
+        loaded: &LoadedSpec,
+        plan: &crate::plan::Plan,
+    ) -> Result<Vec<crate::state::slots::Slot>, CommandError> {
+        let Self::Task { .. } = self else {
+            return Ok(Vec::new());
+        };
+        let key = self.run_key();
+        let spec = key.rsplit_once('#').map_or(key.as_str(), |(spec, _)| spec);
+        let limits = &loaded.spec.limits;
+        let mut wanted = vec![(
+            "total".to_owned(),
+            limits
+                .total
+                .map_or(crate::exec::limits::DEFAULT_TOTAL, |t| t as usize),
+        )];
+        for unit in &plan.units {
+            let pool = unit.agent.pool();
+            let limit = match limits.agents.get(pool) {
+                Some(crate::spec::model::PoolLimit::Total(n)) => Some(*n as usize),
+                Some(crate::spec::model::PoolLimit::PerModel(per)) => {
+                    per.get("total").map(|v| v.0 as usize)
+                }
+                None => None,
+            };
+            if let Some(limit) = limit {
+                wanted.push((format!("pool-{pool}"), limit));
+            }
+        }
+        wanted.dedup();
+        let mut held = Vec::new();
+        // Always in this order (total, then the pool): no two runners wait on each other.
+        for (name, n) in wanted {
+            let dir = crate::state::slots::dir(state_dir, spec, &name);
+            let slot = tokio::task::spawn_blocking(move || crate::state::slots::take(&dir, n))
+                .await
+                .map_err(|e| CommandError::failure(format_args!("waiting for a slot: {e}")))?
+                .map_err(|e| CommandError::failure(format_args!("waiting for a slot: {e}")))?;
+            held.push(slot);
+        }
+        Ok(held)
+    }
+}
+
 /// The defaults spec of the one-call form: `dispatch.yaml` in the current directory or the
 /// nearest parent, else `$XDG_CONFIG_HOME/dispatch/defaults.yaml` (`~/.config/...`).
 fn defaults_spec() -> Result<PathBuf, CommandError> {

@@ -28,6 +28,7 @@ pub mod event;
 pub mod journal;
 pub mod lock;
 pub mod reserve;
+pub mod slots;
 pub mod views;
 
 use std::path::{Path, PathBuf};
