@@ -60,7 +60,16 @@ fn crash_and_resume(case: usize, kill_after: Duration) {
     };
     match runs.as_array().and_then(|r| r.first()) {
         Some(run) if run["status"] == "running" => {
+            assert_eq!(
+                run["runner"], "gone",
+                "{case}: the killed runner is gone: {run}"
+            );
             let run = run["id"].as_str().unwrap();
+            let listed = t.run(&["runs"]).expect_status(0).stdout;
+            assert!(
+                listed.contains(&format!("`dispatch resume {run}` finishes it")),
+                "{case}: {listed}"
+            );
             t.run(&["resume", run, "--output", "json"]).expect_status(0);
         }
         // Killed after the run ended: nothing to do.

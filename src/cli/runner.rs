@@ -77,6 +77,17 @@ pub enum Runner {
     Unverified(String),
 }
 
+impl Runner {
+    /// The word `status --json` and `runs` use for it: `active`, `gone` or `unverified`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Active { .. } => "active",
+            Self::Gone { .. } => "gone",
+            Self::Unverified(_) => "unverified",
+        }
+    }
+}
+
 /// What the spec lock in `state_dir` and the journal's row say about the runner of `run` (a
 /// run the journal has as running).
 pub fn check(state_dir: &Path, run: &RunRow) -> Result<Runner, CommandError> {

@@ -78,11 +78,7 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             &mut stdout,
             &Document {
                 run: &run,
-                runner: runner.as_ref().map(|r| match r {
-                    Runner::Active { .. } => "active",
-                    Runner::Gone { .. } => "gone",
-                    Runner::Unverified(_) => "unverified",
-                }),
+                runner: runner.as_ref().map(Runner::word),
                 usage: crate::report::total_usage(units.iter().filter_map(|u| u.usage.as_ref())),
                 units: &units,
             },
