@@ -1451,3 +1451,49 @@ async fn review_findings_reach_the_pr(flavour: Flavour) {
 }
 
 on_every_forge!(review_findings_reach_the_pr: gitea_review_findings_reach_the_pr, github_review_findings_reach_the_pr);
+
+/// `dispatch prs close|reopen SPEC` on a remote forge: the unit's PR is closed, then reopened,
+/// through the API (every request checked against the forge's description).
+async fn prs_close_and_reopen_a_specs_prs(flavour: Flavour) {
+    if !available() {
+        return;
+    }
+    let fake = fake_with_repo(flavour, "svc").await;
+    let t = on_fake(
+        &fake,
+        flavour,
+        r#"
+        jobs:
+          - { id: fix, task: Fix it, repos: [svc], qa: [] }
+        "#,
+    )
+    .agent(FIXING_AGENT);
+    let report = cli(&t, &["run", "spec.yaml", "--output", "json"]).json();
+    assert_eq!(
+        unit(&report, "fix/core/svc")["outcome"],
+        "changed",
+        "{report}"
+    );
+    let state = |fake: &FakeForge| fake.pulls(ORG, "svc")[0].pull.clone().expect("a PR").state;
+    assert_eq!(state(&fake), "open");
+    let closed = cli(&t, &["prs", "close", "spec.yaml", "--json"]).json();
+    // The PR's web URL: `/pulls/1` on Gitea and Forgejo, `/pull/1` on GitHub.
+    assert!(
+        closed[0]["pr"]
+            .as_str()
+            .is_some_and(|pr| pr.ends_with("/1")),
+        "{closed}"
+    );
+    assert_eq!(state(&fake), "closed");
+    let again = cli(&t, &["prs", "close", "spec.yaml"]);
+    assert!(
+        again.stdout.contains("no open PR of branch agent/fix"),
+        "{}",
+        again.stdout
+    );
+    cli(&t, &["prs", "reopen", "spec.yaml"]);
+    assert_eq!(state(&fake), "open");
+    assert_valid(&fake);
+}
+
+on_every_forge!(prs_close_and_reopen_a_specs_prs: gitea_prs_close_and_reopen_a_specs_prs, github_prs_close_and_reopen_a_specs_prs);

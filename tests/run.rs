@@ -768,3 +768,57 @@ fn the_one_call_form_is_a_spec_with_one_target() {
         bad.stderr
     );
 }
+
+/// `dispatch prs close|reopen SPEC [--only]` on the local forge: only the units named, then
+/// the rest; a PR already closed is said to have nothing to close; reopen opens them again.
+#[test]
+fn prs_close_and_reopen_on_the_local_forge() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("prs-close")
+        .scripted_repos(&[("r1", "change"), ("r2", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: fix, task: t, repos: [r1, r2], qa: [] }
+            "#,
+        );
+    t.run(RUN).expect_status(0);
+    let status = |t: &Test| -> BTreeMap<String, String> {
+        t.run(&["prs", "--json"])
+            .expect_status(0)
+            .json()
+            .as_array()
+            .expect("PRs")
+            .iter()
+            .map(|p| {
+                (
+                    p["repo"].as_str().unwrap_or_default().to_owned(),
+                    p["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let closed = t
+        .run(&["prs", "close", "spec.yaml", "--only", "fix/r1"])
+        .expect_status(0)
+        .stdout;
+    assert!(closed.contains("closed    local:t/r1#"), "{closed}");
+    assert_eq!(status(&t)["r1"], "closed");
+    assert_eq!(status(&t)["r2"], "open");
+    let rest = t
+        .run(&["prs", "close", "spec.yaml"])
+        .expect_status(0)
+        .stdout;
+    assert!(
+        rest.contains("fix/t/r1: no open PR of branch agent/fix") && rest.contains("local:t/r2#"),
+        "{rest}"
+    );
+    let reopened = t
+        .run(&["prs", "reopen", "spec.yaml", "--json"])
+        .expect_status(0)
+        .json();
+    assert_eq!(reopened.as_array().map(Vec::len), Some(2), "{reopened}");
+    assert!(status(&t).values().all(|s| s == "open"), "{:?}", status(&t));
+}

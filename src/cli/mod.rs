@@ -275,7 +275,7 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Agents(args) => agents::run(&ui, args),
         Command::Run(args) => run::run(&ui, args),
-        Command::Prs(args) => prs::run(args),
+        Command::Prs(args) => prs::run(&ui, args),
         Command::Doctor(args) => doctor::run(&ui, args),
         Command::Resume(args) => resume::run(&ui, args),
         Command::Retry(args) => retry::run(&ui, args),

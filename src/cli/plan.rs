@@ -113,6 +113,7 @@ async fn preview_publish(
                     .rev()
                     .filter(|p| &p.org == org && &p.repo == repo && &p.branch == branch)
                     .map(|p| ExistingPr {
+                        number: p.number as u64,
                         reference: format!("local:{org}/{repo}#{}", p.number),
                         open: p.status == "open",
                         merged: p.status == "merged",

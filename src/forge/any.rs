@@ -166,6 +166,39 @@ impl AnyForge {
         }
     }
 
+    /// Closes (`open` false) the open PR of `branch` in `org/repo`, or reopens (`open` true)
+    /// its newest closed one that was not merged; the PR changed, `None` when there is none.
+    pub async fn set_pr_state(
+        &self,
+        org: &str,
+        repo: &str,
+        branch: &str,
+        open: bool,
+    ) -> Result<Option<String>, ForgeError> {
+        let prs = match self {
+            Self::Local(f) => return f.set_pr_state(org, repo, branch, open).await,
+            Self::Gitea(f) => f.branch_prs(org, repo, branch).await?,
+            Self::Github(f) => f.branch_prs(org, repo, branch).await?,
+        };
+        let Some(pr) = ExistingPr::to_set(&prs, open) else {
+            return Ok(None);
+        };
+        let Some(http) = self.http() else {
+            return Ok(None);
+        };
+        // The same path and body on every remote forge (below the API root).
+        let path = format!("/repos/{}/{}/pulls/{}", seg(org), seg(repo), pr.number);
+        let state = if open { "open" } else { "closed" };
+        http.send(
+            reqwest::Method::PATCH,
+            &path,
+            &[],
+            Some(&serde_json::json!({ "state": state })),
+        )
+        .await?;
+        Ok(Some(pr.reference.clone()))
+    }
+
     /// Pull request `number` of `org/repo`.
     pub async fn pull_request(
         &self,

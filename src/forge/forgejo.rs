@@ -174,16 +174,24 @@ impl GiteaForge {
         repo: &str,
         branch: &str,
     ) -> Result<Option<ExistingPr>, ForgeError> {
+        Ok(ExistingPr::pick(self.branch_prs(org, repo, branch).await?))
+    }
+
+    /// The PRs whose head is `branch`, newest first.
+    pub async fn branch_prs(
+        &self,
+        org: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Vec<ExistingPr>, ForgeError> {
         let path = format!("{}/pulls", Self::repo_path(org, repo));
         let query = [("state", "all".to_owned())];
         let items = self.http.get_all(&path, &query, "limit", PAGE).await?;
-        Ok(ExistingPr::pick(
-            items
-                .iter()
-                .filter(|p| p["head"]["ref"] == branch)
-                .map(ExistingPr::from_api)
-                .collect(),
-        ))
+        Ok(items
+            .iter()
+            .filter(|p| p["head"]["ref"] == branch)
+            .map(ExistingPr::from_api)
+            .collect())
     }
 
     /// The open PR whose head is `branch`, as JSON.

@@ -106,15 +106,23 @@ impl GithubForge {
         repo: &str,
         branch: &str,
     ) -> Result<Option<ExistingPr>, ForgeError> {
+        Ok(ExistingPr::pick(self.branch_prs(org, repo, branch).await?))
+    }
+
+    /// The PRs whose head is `branch`, newest first.
+    pub async fn branch_prs(
+        &self,
+        org: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Vec<ExistingPr>, ForgeError> {
         let path = format!("{}/pulls", Self::repo_path(org, repo));
         let query = [
             ("state", "all".to_owned()),
             ("head", format!("{org}:{branch}")),
         ];
         let items = self.http.get_all(&path, &query, "per_page", PAGE).await?;
-        Ok(ExistingPr::pick(
-            items.iter().map(ExistingPr::from_api).collect(),
-        ))
+        Ok(items.iter().map(ExistingPr::from_api).collect())
     }
 
     /// Repositories of `org` that `filter` accepts.

@@ -44,6 +44,24 @@ impl LocalForge {
     }
 }
 
+impl LocalForge {
+    /// Closes (`open` false) the open PR of `branch` in `org/repo`, or reopens (`open` true)
+    /// its closed one; the PR changed, `None` when there is none. Merged PRs stay merged.
+    pub async fn set_pr_state(
+        &self,
+        org: &str,
+        repo: &str,
+        branch: &str,
+        open: bool,
+    ) -> Result<Option<String>, ForgeError> {
+        let changed = self
+            .journal
+            .pr_set_open(org.to_owned(), repo.to_owned(), branch.to_owned(), open)
+            .await?;
+        Ok(changed.map(|number| format!("local:{org}/{repo}#{number}")))
+    }
+}
+
 impl Forge for LocalForge {
     fn name(&self) -> &str {
         "local"

@@ -16,6 +16,8 @@ use crate::backoff::Backoff;
 /// The PR a branch had or has, as `plan --remote` compares it with what publish would send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExistingPr {
+    /// Its number.
+    pub number: u64,
     /// How people refer to it (its web URL, or `local:org/repo#N`).
     pub reference: String,
     /// Open (neither closed nor merged).
@@ -32,11 +34,22 @@ impl ExistingPr {
     /// A PR from the forge's JSON (the same fields on every forge).
     pub(super) fn from_api(p: &serde_json::Value) -> Self {
         Self {
+            number: p["number"].as_u64().unwrap_or(0),
             reference: text(p, "html_url"),
             open: text(p, "state") == "open" && p["merged"].as_bool() != Some(true),
             merged: p["merged"].as_bool() == Some(true),
             title: text(p, "title"),
             body: text(p, "body"),
+        }
+    }
+
+    /// The one among `prs` (all of one head branch, newest first) that closing (`open`
+    /// false: the open one) or reopening (`open` true: the newest closed one that was not
+    /// merged) changes.
+    pub fn to_set(prs: &[ExistingPr], open: bool) -> Option<&ExistingPr> {
+        match open {
+            false => prs.iter().find(|p| p.open),
+            true => prs.iter().find(|p| !p.open && !p.merged),
         }
     }
 

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use rusqlite::{params, CachedStatement, Connection, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::event::{NewRun, PoolStart, RunEvent};
@@ -272,6 +272,44 @@ impl Journal {
             .map(drop)
         })
         .await
+    }
+
+    /// Closes (`open` false) the open PR of `branch` in `org/repo` of the local forge, or
+    /// reopens (`open` true) its closed one; the number of the PR changed, if any.
+    pub async fn pr_set_open(
+        &self,
+        org: String,
+        repo: String,
+        branch: String,
+        open: bool,
+    ) -> Result<Option<i64>, StateError> {
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = std::sync::Arc::clone(&answered);
+        let (from, to) = if open {
+            ("closed", "open")
+        } else {
+            ("open", "closed")
+        };
+        self.write(move |t| {
+            let number: Option<i64> = t
+                .query_row(
+                    "SELECT number FROM prs WHERE org = ?1 AND repo = ?2 AND branch = ?3 AND status = ?4 ORDER BY number DESC LIMIT 1",
+                    params![org, repo, branch, from],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(number) = number {
+                t.execute(
+                    "UPDATE prs SET status = ?2, updated_at = ?3 WHERE number = ?1",
+                    params![number, to, now()],
+                )?;
+            }
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(number);
+            Ok(())
+        })
+        .await?;
+        let changed = answered.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(changed.flatten())
     }
 
     /// Marks a pull request of the local forge merged.

@@ -1015,6 +1015,9 @@ fn route(
                 if let Some(b) = body["base"].as_str() {
                     i.pull.as_mut().expect("PR").base = b.to_owned();
                 }
+                if let Some(state) = body["state"].as_str() {
+                    i.pull.as_mut().expect("PR").state = state.to_owned();
+                }
             }
             respond(200, pull_json(i))
         }
