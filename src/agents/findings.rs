@@ -22,6 +22,7 @@
 //! of control characters, and locations lose the container's `/workspace/repo/` prefix.
 
 use crate::agents::WORKDIR;
+use crate::report::text::cut;
 
 /// At most this many findings are read from one review.
 pub const MAX_FINDINGS: usize = 50;
@@ -129,14 +130,6 @@ pub fn clean(text: &str) -> String {
     text.chars()
         .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
         .collect()
-}
-
-/// `text` cut to at most `max` characters, with an ellipsis when something was cut.
-pub fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some((at, _)) => format!("{}…", &text[..at]),
-    }
 }
 
 #[cfg(test)]

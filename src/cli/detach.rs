@@ -130,6 +130,7 @@ pub fn detach(state_dir: &Path, output: Output) -> Result<u8, CommandError> {
     match detached {
         Started::Ready(detached) => {
             match output {
+                // Junit and Markdown were refused above.
                 Output::Json | Output::Junit | Output::Markdown => println!(
                     "{}",
                     serde_json::to_string_pretty(&detached).unwrap_or_default()

@@ -114,7 +114,7 @@ async fn preview_publish(
                     .filter(|p| &p.org == org && &p.repo == repo && &p.branch == branch)
                     .map(|p| ExistingPr {
                         number: p.number as u64,
-                        reference: format!("local:{org}/{repo}#{}", p.number),
+                        reference: crate::forge::local::LocalForge::reference(org, repo, p.number),
                         open: p.status == "open",
                         merged: p.status == "merged",
                         title: p.title.clone(),

@@ -144,10 +144,9 @@ fn set_state(ui: &Ui, args: ChangeArgs, open: bool) -> Result<u8, CommandError> 
     let (loaded, _) = super::targets::load(ui, &source, &state_dir, false)?;
     let mut plan = crate::plan::build(&loaded);
     super::run::filter(&mut plan, &args.only).map_err(CommandError::failure)?;
-    let fail = |e: crate::forge::ForgeError| CommandError::failure(e);
     super::tokio_runtime(false)?.block_on(async {
         let forge = match AnyForge::from_spec(&loaded.spec.forge, RemoteOptions::default())
-            .map_err(fail)?
+            .map_err(CommandError::failure)?
         {
             Some(remote) => remote,
             None => {

@@ -123,15 +123,22 @@ fn dry_run(
                 &context,
             )
             .map_err(CommandError::failure)?;
-        prompts.push(serde_json::json!({
-            "unit": unit.id,
-            "workspace": state_dir.join(&unit.workspace),
-            "prompt": prompt,
-        }));
+        prompts.push(prompt);
     }
     if output == Output::Json {
-        let plan: serde_json::Value =
-            serde_json::from_str(&plan::render::json(plan)).unwrap_or_default();
+        let prompts: Vec<serde_json::Value> = plan
+            .units
+            .iter()
+            .zip(&prompts)
+            .map(|(unit, prompt)| {
+                serde_json::json!({
+                    "unit": unit.id,
+                    "workspace": state_dir.join(&unit.workspace),
+                    "prompt": prompt,
+                })
+            })
+            .collect();
+        let plan = serde_json::to_value(plan).unwrap_or_default();
         let document = serde_json::json!({ "plan": plan, "prompts": prompts });
         println!(
             "{}",
@@ -144,7 +151,7 @@ fn dry_run(
         println!(
             "\n===== prompt of {} =====\n{}",
             crate::report::text::shown(&unit.id),
-            crate::report::text::on_stdout(prompt["prompt"].as_str().unwrap_or_default())
+            crate::report::text::on_stdout(prompt)
         );
     }
     Ok(0)

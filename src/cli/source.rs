@@ -351,22 +351,10 @@ impl Source {
         let key = self.run_key();
         let spec = key.rsplit_once('#').map_or(key.as_str(), |(spec, _)| spec);
         let limits = &loaded.spec.limits;
-        let mut wanted = vec![(
-            "total".to_owned(),
-            limits
-                .total
-                .map_or(crate::exec::limits::DEFAULT_TOTAL, |t| t as usize),
-        )];
+        let mut wanted = vec![("total".to_owned(), crate::exec::limits::total(&loaded.spec))];
         for unit in &plan.units {
             let pool = unit.agent.pool();
-            let limit = match limits.agents.get(pool) {
-                Some(crate::spec::model::PoolLimit::Total(n)) => Some(*n as usize),
-                Some(crate::spec::model::PoolLimit::PerModel(per)) => {
-                    per.get("total").map(|v| v.0 as usize)
-                }
-                None => None,
-            };
-            if let Some(limit) = limit {
+            if let Some(limit) = limits.agents.get(pool).and_then(|l| l.total()) {
                 wanted.push((format!("pool-{pool}"), limit));
             }
         }

@@ -17,6 +17,11 @@ use crate::spec::model::{PoolLimit, Spec};
 /// Default global total when the spec sets none.
 pub const DEFAULT_TOTAL: usize = 4;
 
+/// The spec's global total of containers (`limits.total`, else [`DEFAULT_TOTAL`]).
+pub fn total(spec: &Spec) -> usize {
+    spec.limits.total.map_or(DEFAULT_TOTAL, |t| t as usize)
+}
+
 /// What a node needs before it may start.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
@@ -86,19 +91,14 @@ impl Limits {
     /// Limits from the spec; `starts_today(key, window_start)` counts earlier starts of a rate
     /// key in the current daily window (from the journal).
     pub fn new(spec: &Spec, mut starts_today: impl FnMut(&str, i64) -> u32) -> Self {
-        let total = spec.limits.total.map_or(DEFAULT_TOTAL, |t| t as usize);
+        let total = total(spec);
         let mut pools = HashMap::new();
         let mut models = HashMap::new();
         for (pool, limit) in &spec.limits.agents {
-            match limit {
-                PoolLimit::Total(n) => {
-                    pools.insert(pool.clone(), (Some(*n as usize), 0));
-                }
-                PoolLimit::PerModel(per) => {
-                    pools.insert(pool.clone(), (per.get("total").map(|v| v.0 as usize), 0));
-                    for (model, v) in per.iter().filter(|(k, _)| k.as_str() != "total") {
-                        models.insert((pool.clone(), model.clone()), (Some(v.0 as usize), 0));
-                    }
+            pools.insert(pool.clone(), (limit.total(), 0));
+            if let PoolLimit::PerModel(per) = limit {
+                for (model, v) in per.iter().filter(|(k, _)| k.as_str() != "total") {
+                    models.insert((pool.clone(), model.clone()), (Some(v.0 as usize), 0));
                 }
             }
         }

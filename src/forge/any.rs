@@ -175,15 +175,12 @@ impl AnyForge {
         branch: &str,
         open: bool,
     ) -> Result<Option<String>, ForgeError> {
-        let prs = match self {
+        let (prs, http) = match self {
             Self::Local(f) => return f.set_pr_state(org, repo, branch, open).await,
-            Self::Gitea(f) => f.branch_prs(org, repo, branch).await?,
-            Self::Github(f) => f.branch_prs(org, repo, branch).await?,
+            Self::Gitea(f) => (f.branch_prs(org, repo, branch).await?, f.http()),
+            Self::Github(f) => (f.branch_prs(org, repo, branch).await?, f.http()),
         };
         let Some(pr) = ExistingPr::to_set(&prs, open) else {
-            return Ok(None);
-        };
-        let Some(http) = self.http() else {
             return Ok(None);
         };
         // The same path and body on every remote forge (below the API root).

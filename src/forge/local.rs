@@ -42,9 +42,12 @@ impl LocalForge {
         git::seed_bare(dir, &bare, &scratch).await?;
         Ok(true)
     }
-}
 
-impl LocalForge {
+    /// How people refer to PR `number` of `org/repo` of the local forge.
+    pub fn reference(org: &str, repo: &str, number: i64) -> String {
+        format!("local:{org}/{repo}#{number}")
+    }
+
     /// Closes (`open` false) the open PR of `branch` in `org/repo`, or reopens (`open` true)
     /// its closed one; the PR changed, `None` when there is none. Merged PRs stay merged.
     pub async fn set_pr_state(
@@ -58,7 +61,7 @@ impl LocalForge {
             .journal
             .pr_set_open(org.to_owned(), repo.to_owned(), branch.to_owned(), open)
             .await?;
-        Ok(changed.map(|number| format!("local:{org}/{repo}#{number}")))
+        Ok(changed.map(|number| Self::reference(org, repo, number)))
     }
 }
 
@@ -107,7 +110,7 @@ impl Forge for LocalForge {
             .await?;
         Ok(PrRef {
             number,
-            reference: format!("local:{}/{}#{number}", request.org, request.repo),
+            reference: Self::reference(&request.org, &request.repo, number),
             created,
         })
     }

@@ -16,8 +16,8 @@
 
 use std::fmt::Write as _;
 
+use super::text::cut;
 use super::text::shown;
-use crate::agents::findings::cut;
 use crate::state::views::{RunRow, UnitRow};
 use crate::vocab::Outcome;
 

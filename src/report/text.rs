@@ -34,6 +34,14 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
+/// `text` cut to at most `max` characters, with `…` when something was cut.
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}…", &text[..at]),
+    }
+}
+
 /// `text` as one line of a report (a table cell, a reason, a name): every control, newline
 /// and tab included, and every bidi or invisible format character made visible.
 pub fn shown(text: &str) -> Cow<'_, str> {

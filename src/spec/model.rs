@@ -160,6 +160,16 @@ pub enum PoolLimit {
     PerModel(BTreeMap<String, LimitValue>),
 }
 
+impl PoolLimit {
+    /// The limit of the whole pool, if it has one.
+    pub fn total(&self) -> Option<usize> {
+        match self {
+            Self::Total(n) => Some(*n as usize),
+            Self::PerModel(per) => per.get("total").map(|v| v.0 as usize),
+        }
+    }
+}
+
 /// One concurrency limit (at least 1).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]

@@ -14,6 +14,7 @@ use miette::{
 };
 
 use super::source::{Sources, Span};
+use crate::report::text::cut;
 
 /// One thing wrong with a spec, at one place in its source.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -77,7 +78,7 @@ struct Group<'p> {
 impl Group<'_> {
     /// The message printed for the group: the first one's, with the count when it repeats.
     fn message(&self) -> String {
-        let message = clip(&self.first.message, MESSAGE_WIDTH);
+        let message = cut(&self.first.message, MESSAGE_WIDTH);
         if self.rest.is_empty() {
             message
         } else {
@@ -151,14 +152,6 @@ fn groups(problems: &[Problem]) -> Vec<Group<'_>> {
     }
     groups.sort_by_key(|g| (g.first.span.file, g.first.span.start));
     groups
-}
-
-/// `text` cut to `width` characters, with `…` when cut.
-fn clip(text: &str, width: usize) -> String {
-    match text.char_indices().nth(width) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
 }
 
 impl SpecErrors {
@@ -252,7 +245,7 @@ impl ProblemDiagnostic {
             help,
             source,
             label: LabeledSpan::new_primary_with_span(
-                Some(clip(&problem.label, MESSAGE_WIDTH)),
+                Some(cut(&problem.label, MESSAGE_WIDTH)),
                 span,
             ),
         }
@@ -292,7 +285,7 @@ impl Excerpt {
 
         let mut excerpt = String::new();
         if let Some(prev_start) = prev_start {
-            excerpt.push_str(&clip(&text[prev_start..line_start - 1], SNIPPET_WIDTH));
+            excerpt.push_str(&cut(&text[prev_start..line_start - 1], SNIPPET_WIDTH));
             excerpt.push('\n');
         }
         // The window of the problem's line: from half the width before the column, when the
@@ -311,7 +304,7 @@ impl Excerpt {
             shift = window_start - '…'.len_utf8();
         }
         let window_offset = excerpt.len();
-        excerpt.push_str(&clip(&line[window_start..], SNIPPET_WIDTH));
+        excerpt.push_str(&cut(&line[window_start..], SNIPPET_WIDTH));
         let in_window = |byte: usize| {
             // A byte of the line, as an offset of the excerpt (clamped to the window).
             let byte = byte.saturating_sub(line_start).max(window_start) - window_start;
@@ -321,7 +314,7 @@ impl Excerpt {
         let span_end = in_window(floor(text, span.end.min(line_end)).max(start));
         if let Some(next) = next {
             excerpt.push('\n');
-            excerpt.push_str(&clip(next, SNIPPET_WIDTH));
+            excerpt.push_str(&cut(next, SNIPPET_WIDTH));
         }
         let label_line = usize::from(prev_start.is_some());
         (

@@ -164,6 +164,26 @@ impl Journal {
         }
     }
 
+    /// [`Journal::write`] of a transaction that answers something (a PR's number): the
+    /// answer of the transaction that committed (a retried write answers again); `missing`
+    /// names it in the error when no transaction answered.
+    async fn write_answering<T: Send + 'static>(
+        &self,
+        missing: &'static str,
+        mut write: impl FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = std::sync::Arc::clone(&answered);
+        self.write(move |t| {
+            let answer = write(t)?;
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+            Ok(())
+        })
+        .await?;
+        let answer = answered.lock().unwrap_or_else(|p| p.into_inner()).take();
+        answer.ok_or_else(|| StateError::Closed(missing.to_owned()))
+    }
+
     /// Records a run, its units and its nodes (all `pending`) in one transaction, and waits
     /// for the commit. Its runner is this process: its pid and start time.
     pub async fn record_run(&self, run: NewRun) -> Result<(), StateError> {
@@ -224,10 +244,7 @@ impl Journal {
     /// Records a pull request of the local forge: a new one, or the update of the one its
     /// branch already has (reopened). Returns its number and whether it was created.
     pub async fn upsert_pr(&self, pr: NewPr) -> Result<(i64, bool), StateError> {
-        // What the committed transaction answered (a retried write answers again).
-        let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let answer_slot = std::sync::Arc::clone(&answered);
-        self.write(move |t| {
+        self.write_answering("no PR number", move |t| {
             let at = now();
             let existing: Option<i64> = t
                 .query_row(
@@ -252,12 +269,9 @@ impl Journal {
                     (t.last_insert_rowid(), true)
                 }
             };
-            *answer_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
-            Ok(())
+            Ok(answer)
         })
-        .await?;
-        let answer = *answered.lock().unwrap_or_else(|p| p.into_inner());
-        answer.ok_or_else(|| StateError::Closed("no PR number".to_owned()))
+        .await
     }
 
     /// Adds a comment to a pull request of the local forge, unless the same comment is there.
@@ -283,14 +297,12 @@ impl Journal {
         branch: String,
         open: bool,
     ) -> Result<Option<i64>, StateError> {
-        let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let slot = std::sync::Arc::clone(&answered);
         let (from, to) = if open {
             ("closed", "open")
         } else {
             ("open", "closed")
         };
-        self.write(move |t| {
+        self.write_answering("no PR state", move |t| {
             let number: Option<i64> = t
                 .query_row(
                     "SELECT number FROM prs WHERE org = ?1 AND repo = ?2 AND branch = ?3 AND status = ?4 ORDER BY number DESC LIMIT 1",
@@ -304,12 +316,9 @@ impl Journal {
                     params![number, to, now()],
                 )?;
             }
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(number);
-            Ok(())
+            Ok(number)
         })
-        .await?;
-        let changed = answered.lock().unwrap_or_else(|p| p.into_inner()).take();
-        Ok(changed.flatten())
+        .await
     }
 
     /// Marks a pull request of the local forge merged.

@@ -214,12 +214,16 @@ fn start_in_stat(stat: &str) -> Option<u64> {
 /// The lock of the runs of the spec at `spec_path` (its canonical path, as runs record it) in
 /// state directory `state_dir`.
 pub fn spec_lock(state_dir: &Path, spec_path: &str) -> PathBuf {
-    let digest = sha2::Sha256::digest(spec_path.as_bytes());
-    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     state_dir
         .join(LOCKS_DIR)
         .join("specs")
-        .join(format!("{name}.lock"))
+        .join(format!("{}.lock", spec_key(spec_path)))
+}
+
+/// The name a spec's locks go by: 16 hex digits of a digest of its canonical path.
+pub fn spec_key(spec_path: &str) -> String {
+    let digest = sha2::Sha256::digest(spec_path.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The lock of the workspace `workspace` (relative to the state directory, as units record

@@ -19,8 +19,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-
 /// A slot held; dropping it gives it back.
 #[derive(Debug)]
 pub struct Slot {
@@ -30,12 +28,10 @@ pub struct Slot {
 /// The slots directory of `name` (a pool, or `total`) of the spec at `spec_path` in
 /// `state_dir`.
 pub fn dir(state_dir: &Path, spec_path: &str, name: &str) -> PathBuf {
-    let digest = sha2::Sha256::digest(spec_path.as_bytes());
-    let spec: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     state_dir
         .join(super::lock::LOCKS_DIR)
         .join("slots")
-        .join(spec)
+        .join(super::lock::spec_key(spec_path))
         .join(name)
 }
 

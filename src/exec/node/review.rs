@@ -223,7 +223,7 @@ fn review_comment(text: &str, agent: &AgentRef, issues: &[u64], run: &str, unit:
     let text = findings::clean(text.trim());
     let text = match text.is_empty() {
         true => "(the review agent reported nothing)".to_owned(),
-        false => findings::cut(&text, MAX_COMMENT),
+        false => crate::report::text::cut(&text, MAX_COMMENT),
     };
     let mut body = format!("### Review by `{agent}`\n\n{text}\n");
     if !issues.is_empty() {
