@@ -102,7 +102,7 @@ pub struct DetachedUnit {
 }
 
 /// A unit's state for a caller that does not wait: `queued`, `running`, or its outcome.
-pub fn unit_state(unit: &UnitRow) -> String {
+fn unit_state(unit: &UnitRow) -> String {
     if let Some(outcome) = unit.outcome {
         return outcome.to_string();
     }

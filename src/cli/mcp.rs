@@ -18,7 +18,7 @@
 //! not ask for them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::wrapper::{Json, Parameters};
@@ -105,14 +105,18 @@ impl Server {
 
     /// `--state-dir DIR` for a tool that names a run: its own, else the server's.
     fn state_args(&self, given: &Option<String>) -> Vec<String> {
-        match given
-            .as_deref()
-            .map(Path::new)
-            .or(self.state_dir.as_deref())
-        {
+        match self.state_dir_of(given) {
             Some(dir) => vec!["--state-dir".into(), dir.display().to_string()],
             None => Vec::new(),
         }
+    }
+
+    /// The state directory of a tool that names a run: its own, else the server's.
+    fn state_dir_of(&self, given: &Option<String>) -> Option<PathBuf> {
+        given
+            .as_deref()
+            .map(PathBuf::from)
+            .or_else(|| self.state_dir.clone())
     }
 }
 
@@ -558,11 +562,8 @@ impl Server {
             Some(serde_json::Value::Array(units)) => units,
             _ => Vec::new(),
         };
-        let dir = input
-            .state_dir
-            .map(PathBuf::from)
-            .or_else(|| self.state_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(".dispatch"));
+        // Where the command looked: the same default as every command that reads runs.
+        let dir = super::state_dir::locate(self.state_dir_of(&input.state_dir).as_deref(), None);
         let mut blocked = Vec::new();
         for unit in &units {
             if unit["outcome"] != "blocked" {

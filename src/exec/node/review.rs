@@ -53,21 +53,25 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
     let log = container::log(&ctx.unit, ctx.unit.meta_dir().join("review.log"));
     let text = match kept(ctx, &head).await {
         Some(text) => text,
-        None => match review(ctx, &agent, &log).await {
-            Ok(text) => text,
-            Err(result) => return result,
-        },
+        None => {
+            let kept = match review(ctx, &agent, &log).await {
+                Ok(text) => Kept {
+                    run: ctx.run_id.clone(),
+                    head,
+                    text,
+                },
+                Err(result) => return result,
+            };
+            // Kept before anything is posted: a retry posts it without the agent.
+            let json = serde_json::to_string(&kept).unwrap_or_default();
+            let note = ctx.unit.note(REVIEW_NOTE);
+            if let Err(error) = write_file(Step::ReviewPost, &note, &json).await {
+                return NodeResult::Failed(error);
+            }
+            kept.text
+        }
     };
-    let kept = Kept {
-        run: ctx.run_id.clone(),
-        head,
-        text,
-    };
-    let json = serde_json::to_string(&kept).unwrap_or_default();
-    if let Err(error) = write_file(Step::ReviewPost, &ctx.unit.note(REVIEW_NOTE), &json).await {
-        return NodeResult::Failed(error);
-    }
-    match post(ctx, &agent, &kept.text, &log).await {
+    match post(ctx, &agent, &text, &log).await {
         Ok(()) => done(),
         Err(error) => NodeResult::Failed(error),
     }
