@@ -195,13 +195,13 @@ pub fn next_session(earlier: Option<(&str, Tokens)>, report: &Report) -> Option<
 /// overloaded, a server error) rather than that the request or its credentials were wrong:
 /// the words codex 0.163 and Claude Code 2.1 print after their own retries gave up.
 pub fn unavailable(error: &str) -> bool {
+    // Status codes on their own: as numbers, never as digits of a port or a key (`:42935`).
+    const CODES: &[&str] = &["429", "529"];
     const SAID: &[&str] = &[
-        "429",
         "too many requests",
         "rate limit",
         "rate_limit",
         "overloaded",
-        "529",
         "500 internal",
         "internal server error",
         "api_error",
@@ -215,7 +215,14 @@ pub fn unavailable(error: &str) -> bool {
         "unexpected status 5",
     ];
     let error = error.to_lowercase();
-    SAID.iter().any(|said| error.contains(said))
+    let number = |code: &&str| {
+        error.match_indices(*code).any(|(at, _)| {
+            let digit = |b: Option<&u8>| b.is_some_and(u8::is_ascii_digit);
+            !digit(error.as_bytes().get(at.wrapping_sub(1)))
+                && !digit(error.as_bytes().get(at + code.len()))
+        })
+    };
+    CODES.iter().any(number) || SAID.iter().any(|said| error.contains(said))
 }
 
 /// Reads one CLI's output line by line.
@@ -818,6 +825,10 @@ mod tests {
             "unexpected status 401 Unauthorized: Incorrect API key provided",
             "Failed to authenticate. API Error: 401 this key was revoked",
             "error_max_turns",
+            // Seen in CI: the scripted server's port held the digits of a status code.
+            "unexpected status 401 Unauthorized: Incorrect API key provided: sk-***0000., \
+             url: http://192.168.160.1:42935/v1/responses",
+            "unexpected status 401 Unauthorized, request id 55290",
         ] {
             assert!(!unavailable(said), "{said}");
         }
