@@ -44,6 +44,7 @@ impl NodeRunner<Noop, LocalForge> for ContainersOnly {
                         path: std::env::temp_dir().join("dispatch-bench-noop.log"),
                         limit: 1 << 20,
                         idle: None,
+                        tap: None,
                     },
                     Duration::from_secs(60),
                     ctx.cancel.clone(),

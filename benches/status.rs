@@ -52,6 +52,7 @@ fn main() {
                 outcome: Outcome::Changed,
                 reason: None,
                 pr: Some("local:core/x#1".to_owned()),
+                held: None,
             });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();

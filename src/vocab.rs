@@ -117,11 +117,13 @@ pub enum Outcome {
     Merged,
     /// The PR could not be merged automatically and waits for people.
     NeedsReview,
+    /// Its agent passed the unit's budget cap and was stopped (never retried automatically).
+    BudgetExceeded,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Changed,
         Outcome::NoChanges,
         Outcome::Blocked,
@@ -133,6 +135,7 @@ impl Outcome {
         Outcome::Cancelled,
         Outcome::Merged,
         Outcome::NeedsReview,
+        Outcome::BudgetExceeded,
     ];
 
     /// Whether this outcome counts as success for the exit status.
@@ -157,11 +160,35 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Merged => "merged",
             Outcome::NeedsReview => "needs_review",
+            Outcome::BudgetExceeded => "budget_exceeded",
         }
     }
 }
 
 words!(Outcome, "outcome");
+
+/// Why a `skipped` unit was held back rather than skipped for good: `dispatch resume` of its
+/// run, once what held it back allows (a budget raised), starts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hold {
+    /// What was left of a budget total could not cover the unit's cap.
+    Budget,
+}
+
+impl Hold {
+    /// Every reason.
+    pub const ALL: [Hold; 1] = [Hold::Budget];
+
+    /// The reason as written in the journal and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::Budget => "budget",
+        }
+    }
+}
+
+words!(Hold, "hold");
 
 /// Where a node is in its life.
 ///

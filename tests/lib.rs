@@ -4,6 +4,7 @@
 mod support;
 
 mod agents;
+mod budget;
 mod crash;
 mod forge;
 mod fuzz;

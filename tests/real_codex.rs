@@ -484,6 +484,17 @@ type Preset = preset::Preset<OpenAiServer>;
 /// works, and is silent when its API is) against a server playing `script`, dispatch run as
 /// `user` when given; `None` when the test skips.
 fn codex_preset(test: &str, script: Vec<Step>, qa: &str, user: Option<u32>) -> Option<Preset> {
+    codex_preset_with(test, script, qa, user, "")
+}
+
+/// [`codex_preset`] with more of the job (`, budget: ...`).
+fn codex_preset_with(
+    test: &str,
+    script: Vec<Step>,
+    qa: &str,
+    user: Option<u32>,
+    job_extra: &str,
+) -> Option<Preset> {
     if !docker::available() {
         return None;
     }
@@ -497,7 +508,7 @@ fn codex_preset(test: &str, script: Vec<Step>, qa: &str, user: Option<u32>) -> O
         image: &image,
         agent_extra: "",
         qa,
-        job_extra: ", idle_timeout: 20s",
+        job_extra: &format!(", idle_timeout: 20s{job_extra}"),
         home_files: &[(".codex/config.toml", &config)],
         user,
     };
@@ -811,4 +822,56 @@ fn dispatch_runs_the_local_preset_against_the_hosts_ollama() {
             "codex asks Ollama {asked} first: {paths:?}"
         );
     }
+}
+
+/// A scripted command with 2000 tokens of usage.
+fn costly(command: &str) -> Step {
+    Step::shell(command).with_usage(Usage {
+        input_tokens: 1900,
+        cached_tokens: 0,
+        output_tokens: 100,
+    })
+}
+
+#[test]
+fn dispatch_stops_codex_mid_run_once_the_unit_passes_its_token_cap() {
+    // Each model response costs 2000 tokens; the cap is 3000: the second response passes it,
+    // and codex is stopped before it gets through the script.
+    let mut script: Vec<Step> = (0..6)
+        .map(|i| costly(&format!("printf 'step {i}\\n' >> file.txt")))
+        .collect();
+    script.push(Step::message("done."));
+    let Some(p) = codex_preset_with(
+        "codex-budget",
+        script,
+        "[]",
+        None,
+        ", budget: { per_unit: { max_tokens: 3000 } }",
+    ) else {
+        return;
+    };
+    let report = p.run(1);
+    let (outcome, reason) = PresetRun::outcome(&report);
+    assert_eq!(outcome, "budget_exceeded", "{report}");
+    assert!(
+        reason.starts_with("budget: the unit spent ")
+            && reason.ends_with(
+                "tokens of its cap of 3000 tokens (jobs.fix.budget.per_unit.max_tokens)"
+            ),
+        "{reason}"
+    );
+    let taken = p.server.steps_taken();
+    assert!(
+        (2..=4).contains(&taken),
+        "stopped within a response or two of passing the cap, not at the script's end: {taken} of 7"
+    );
+    // Nothing of a stopped agent is committed or published.
+    let unit = crate::support::unit(&report, "fix/t/r1");
+    assert!(unit.get("pr").is_none_or(Value::is_null), "{unit}");
+    let agent_log =
+        std::fs::read_to_string(p.t.meta("r1", "fix").join("agent.log")).unwrap_or_default();
+    assert!(
+        agent_log.contains("[dispatch: stopped: the unit spent"),
+        "{agent_log}"
+    );
 }

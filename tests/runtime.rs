@@ -63,6 +63,7 @@ impl Run {
             path: self.dir.join(format!("{node}.log")),
             limit: 16 << 20,
             idle: None,
+            tap: None,
         }
     }
 

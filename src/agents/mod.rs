@@ -276,6 +276,18 @@ impl Invocation {
         self.needs.iter().map(|n| n.program.clone()).collect()
     }
 
+    /// The invocation with the CLI's own spending cap, when it has one (claude
+    /// `--max-budget-usd`): a second line behind dispatch's meter, never the only one.
+    pub fn capped(mut self, usd: Option<f64>) -> Invocation {
+        if let (Some(usd), AgentOutput::ClaudeStreamJson, Some("claude")) =
+            (usd, self.output, self.argv.first().map(String::as_str))
+        {
+            self.argv
+                .extend(["--max-budget-usd".to_owned(), format!("{usd:.4}")]);
+        }
+        self
+    }
+
     /// The invocation that continues the CLI's session `session` of an earlier run (a fix
     /// attempt, an answer), with the new message on stdin: `codex exec ... resume ID -` and
     /// `claude ... --resume ID`. `None` when this agent cannot continue a session (gemini,

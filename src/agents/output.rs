@@ -453,15 +453,7 @@ impl Reader {
                     r.session = Some(session.to_owned());
                 }
                 r.turns = event["num_turns"].as_u64();
-                let usage = &event["usage"];
-                let cached = u64_at(usage, "cache_read_input_tokens");
-                r.tokens = Tokens {
-                    input: u64_at(usage, "input_tokens")
-                        + cached
-                        + u64_at(usage, "cache_creation_input_tokens"),
-                    cached,
-                    output: u64_at(usage, "output_tokens"),
-                };
+                r.tokens = claude_tokens(&event["usage"]);
                 r.cost_usd = event["total_cost_usd"].as_f64();
                 let text = str_at(event, "result");
                 let subtype = str_at(event, "subtype");
@@ -580,6 +572,145 @@ fn last_lines(output: &str) -> String {
     text
 }
 
+/// What an agent used so far while it runs, from what it streams: for the budget's meter.
+///
+/// - claude (`stream-json`): each `assistant` event carries its API message's `usage` as the
+///   message started (input and cache tokens exact, output tokens only as far as the message
+///   began); the `result` event gives the run's exact tokens and cost.
+/// - codex (`exec --json`): its stdout says nothing about tokens before `turn.completed`, but
+///   its session log in `CODEX_HOME/sessions/` gets a `token_count` event (the thread's running
+///   total) after every model response ([`Live::session_log`]).
+/// - gemini: only its `result` event.
+#[derive(Debug)]
+pub struct Live {
+    format: AgentOutput,
+    /// codex: what earlier runs of the same thread reported.
+    earlier: Tokens,
+    /// claude: the tokens of each API message so far, by message id.
+    messages: std::collections::HashMap<String, Tokens>,
+    /// The run's tokens, once a total is known (codex's running total, a `result`).
+    total: Option<Tokens>,
+    /// The run's cost, when the CLI reported it.
+    cost: Option<f64>,
+    /// codex: the thread, whose session log holds its token counts.
+    thread: Option<String>,
+}
+
+impl Live {
+    /// A meter's reader of `format`; `earlier` is what earlier runs of the same codex thread
+    /// reported.
+    pub fn new(format: AgentOutput, earlier: Tokens) -> Self {
+        Self {
+            format,
+            earlier,
+            messages: std::collections::HashMap::new(),
+            total: None,
+            cost: None,
+            thread: None,
+        }
+    }
+
+    /// Reads one line the agent printed.
+    pub fn stdout(&mut self, line: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(line.trim()) else {
+            return;
+        };
+        match (self.format, str_at(&event, "type")) {
+            (AgentOutput::CodexJson, "thread.started") => {
+                self.thread = event["thread_id"].as_str().map(str::to_owned);
+            }
+            (AgentOutput::CodexJson, "turn.completed") => self.codex_total(&event["usage"]),
+            (AgentOutput::ClaudeStreamJson, "assistant") => {
+                let message = &event["message"];
+                let (Some(id), usage) = (message["id"].as_str(), &message["usage"]) else {
+                    return;
+                };
+                let tokens = claude_tokens(usage);
+                let known = self.messages.entry(id.to_owned()).or_default();
+                *known = Tokens {
+                    input: known.input.max(tokens.input),
+                    cached: known.cached.max(tokens.cached),
+                    output: known.output.max(tokens.output),
+                };
+            }
+            (AgentOutput::ClaudeStreamJson, "result") => {
+                self.total = Some(claude_tokens(&event["usage"]));
+                self.cost = event["total_cost_usd"].as_f64();
+            }
+            (AgentOutput::GeminiStreamJson, "result") => {
+                let stats = &event["stats"];
+                self.total = Some(Tokens {
+                    input: u64_at(stats, "input_tokens"),
+                    cached: u64_at(stats, "cached"),
+                    output: u64_at(stats, "output_tokens"),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads one line of codex's session log (`rollout-*.jsonl`).
+    pub fn session_log(&mut self, line: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(line.trim()) else {
+            return;
+        };
+        let payload = &event["payload"];
+        if str_at(&event, "type") == "event_msg" && str_at(payload, "type") == "token_count" {
+            self.codex_total(&payload["info"]["total_token_usage"]);
+        }
+    }
+
+    fn codex_total(&mut self, usage: &Value) {
+        let total = Tokens {
+            input: u64_at(usage, "input_tokens"),
+            cached: u64_at(usage, "cached_input_tokens"),
+            output: u64_at(usage, "output_tokens"),
+        }
+        .since(self.earlier);
+        // Running totals only grow; a stale line read late never lowers them.
+        if self
+            .total
+            .is_none_or(|known| total.total() >= known.total())
+        {
+            self.total = Some(total);
+        }
+    }
+
+    /// The codex thread, once it started.
+    pub fn thread(&self) -> Option<&str> {
+        self.thread.as_deref()
+    }
+
+    /// The tokens used so far.
+    pub fn tokens(&self) -> Tokens {
+        let streamed = self
+            .messages
+            .values()
+            .fold(Tokens::default(), |sum, t| sum.plus(*t));
+        match self.total {
+            Some(total) if total.total() >= streamed.total() => total,
+            _ => streamed,
+        }
+    }
+
+    /// The cost so far, when the CLI reported it (claude's `result`).
+    pub fn cost(&self) -> Option<f64> {
+        self.cost
+    }
+}
+
+/// Tokens of a claude `usage` object: input counts the cache reads and writes too.
+fn claude_tokens(usage: &Value) -> Tokens {
+    let cached = u64_at(usage, "cache_read_input_tokens");
+    Tokens {
+        input: u64_at(usage, "input_tokens")
+            + cached
+            + u64_at(usage, "cache_creation_input_tokens"),
+        cached,
+        output: u64_at(usage, "output_tokens"),
+    }
+}
+
 fn str_at<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key].as_str().unwrap_or_default()
 }
@@ -598,6 +729,61 @@ fn cut(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn claude_counts_each_message_once_then_takes_the_results_figures() {
+        let mut live = Live::new(AgentOutput::ClaudeStreamJson, Tokens::default());
+        let assistant = |id: &str, input: u64, output: u64| {
+            format!(
+                r#"{{"type":"assistant","message":{{"id":"{id}","usage":{{"input_tokens":{input},"cache_read_input_tokens":500,"cache_creation_input_tokens":70,"output_tokens":{output}}}}}}}"#
+            )
+        };
+        live.stdout(&assistant("m1", 1200, 1));
+        // A second content block of the same message repeats its usage.
+        live.stdout(&assistant("m1", 1200, 1));
+        live.stdout(&assistant("m2", 1300, 3));
+        assert_eq!(
+            live.tokens(),
+            Tokens {
+                input: 1770 + 1870,
+                cached: 1000,
+                output: 4
+            }
+        );
+        assert_eq!(live.cost(), None);
+        live.stdout(r#"{"type":"result","total_cost_usd":0.0115,"usage":{"input_tokens":2500,"cache_read_input_tokens":1300,"cache_creation_input_tokens":70,"output_tokens":46}}"#);
+        assert_eq!(live.tokens().total(), 3870 + 46);
+        assert_eq!(live.cost(), Some(0.0115));
+    }
+
+    #[test]
+    fn codex_counts_its_session_logs_running_totals_past_earlier_runs() {
+        let mut live = Live::new(
+            AgentOutput::CodexJson,
+            Tokens {
+                input: 1000,
+                cached: 0,
+                output: 10,
+            },
+        );
+        live.stdout(r#"{"type":"thread.started","thread_id":"t-1"}"#);
+        assert_eq!(live.thread(), Some("t-1"));
+        // As codex 0.163 writes it (a real session log, trimmed).
+        live.session_log(r#"{"timestamp":"2026-12-03T11:38:24.323Z","ordinal":15,"type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"input_tokens":2200,"cached_input_tokens":1000,"cache_write_input_tokens":0,"output_tokens":40,"reasoning_output_tokens":0,"total_tokens":2240},"last_token_usage":{"input_tokens":1200,"cached_input_tokens":1000,"output_tokens":30,"total_tokens":1230}}}}"#);
+        assert_eq!(live.tokens().total(), 1200 + 30);
+        live.session_log(r#"{"type":"response_item","payload":{"type":"message"}}"#);
+        live.session_log("not json");
+        live.stdout(r#"{"type":"turn.completed","usage":{"input_tokens":3500,"cached_input_tokens":2200,"output_tokens":52}}"#);
+        assert_eq!(live.tokens().total(), 2500 + 42);
+        // A stale count read late does not lower the total.
+        live.session_log(r#"{"type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"input_tokens":2200,"output_tokens":40}}}}"#);
+        assert_eq!(live.tokens().total(), 2500 + 42);
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,9 @@ use crate::vocab::{NodeKind, NodeStatus, RunStatus};
 
 /// Finishes run `run` of the state directory `state`: finished nodes are not run again,
 /// containers that still run (or exited meanwhile) are collected, every other container of
-/// the run is removed. A run that ended already is left alone (status 0); a run of a spec
-/// whose lock another runner holds is refused, naming it.
+/// the run is removed. A run that ended already is left alone (status 0), unless units of it
+/// were held back (by the budget): those start again, from prep, as the spec allows now. A
+/// run of a spec whose lock another runner holds is refused, naming it.
 pub fn finish(
     ui: &Ui,
     state: &StateDirArgs,
@@ -28,14 +29,44 @@ pub fn finish(
 ) -> Result<u8, CommandError> {
     let (dir, db) = state.open()?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    if let Some(ended) = ended(&db, &row(&dir, &db, run)?, output)? {
-        return Ok(ended);
+    let found = row(&dir, &db, run)?;
+    if held(&db, &found)?.is_empty() {
+        if let Some(ended) = ended(&db, &found, output)? {
+            return Ok(ended);
+        }
     }
     let (run, lock) = hold(&dir, &db, run)?;
+    let held = held(&db, &run)?;
+    if !held.is_empty() {
+        eprintln!(
+            "{} unit{} of run {} held back by the budget start again: {}",
+            held.len(),
+            if held.len() == 1 { "" } else { "s" },
+            run.id,
+            held.join(", ")
+        );
+        db.reopen(&run.id, &held, NodeKind::Prep)?;
+        let run = row(&dir, &db, &run.id)?;
+        return finish_held(ui, dir, db, run, lock, options, output);
+    }
     if let Some(ended) = ended(&db, &run, output)? {
         return Ok(ended);
     }
     finish_held(ui, dir, db, run, lock, options, output)
+}
+
+/// The units of an ended run that were held back (`skipped` by the budget), which a resume
+/// starts again; none while the run runs (its runner decides).
+fn held(db: &Db, run: &RunRow) -> Result<Vec<String>, CommandError> {
+    if run.status == RunStatus::Running {
+        return Ok(Vec::new());
+    }
+    Ok(db
+        .units(&run.id)?
+        .into_iter()
+        .filter(|u| u.held.is_some())
+        .map(|u| u.id)
+        .collect())
 }
 
 /// Status 0 for a run that ended already, after saying so: on stderr when stdout is a CI

@@ -209,6 +209,15 @@ pub async fn execute_and_report(
         );
     } else {
         print!("{}", report::summary(&results));
+        let held = results.iter().filter(|r| r.held.is_some()).count();
+        if held > 0 {
+            println!(
+                "{held} unit{} held back by the budget: raise it in the spec, then `dispatch resume {run_id} --state-dir {}` starts {}",
+                if held == 1 { " was" } else { "s were" },
+                state_dir.display(),
+                if held == 1 { "it" } else { "them" }
+            );
+        }
         println!("PRs: dispatch prs --state-dir {}", state_dir.display());
     }
     Ok(if success { 0 } else { super::EXIT_FAILURE })

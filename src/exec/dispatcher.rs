@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::budget::{Ledger, Spend};
 use super::error::NodeError;
 use super::limits::{Admission, Class, Limits};
 use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
@@ -59,7 +60,7 @@ use crate::runtime::Runtime;
 use crate::spec::values::AgentRef;
 use crate::state::event::{PoolStart, ResetCause};
 use crate::state::RunEvent;
-use crate::vocab::{CancelReason, NodeKind, NodeStatus, Outcome};
+use crate::vocab::{CancelReason, Hold, NodeKind, NodeStatus, Outcome};
 
 /// A signal from the user, as the command line hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +167,8 @@ pub(super) struct Progress {
     pub(super) fixes_left: u32,
     /// The outcome its nodes reached so far (`changed` after the agent, `merged` after merge).
     pub(super) reached: Option<Outcome>,
+    /// What held it back, when it ends `skipped` until something allows it.
+    pub(super) held: Option<Hold>,
 }
 
 /// One unit as the dispatcher tracks it.
@@ -206,6 +209,8 @@ pub(super) struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     /// `status.json` writes and container removals still under way (awaited before the run
     /// ends, so no container outlives its run).
     writes: Vec<tokio::task::JoinHandle<()>>,
+    /// The budget: each unit's cap, the totals and what running units hold.
+    budget: Ledger,
 }
 
 /// The channels the dispatcher's tasks answer on, read by the loop in [`super::execute`].
@@ -257,6 +262,15 @@ fn end_event(node: &str, result: &NodeResult) -> RunEvent {
     }
 }
 
+/// What the agent runs of `unit` used so far in the run, all its nodes together.
+fn unit_usage(nodes: &[Node], unit: &Unit) -> Usage {
+    let mut usage = Usage::default();
+    for &n in &unit.nodes {
+        usage.add(&nodes[n].usage);
+    }
+    usage
+}
+
 /// The status of a node that ended its unit with `outcome`.
 fn status_of(outcome: Outcome) -> NodeStatus {
     match outcome {
@@ -299,6 +313,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 .take(plan.units.len())
                 .collect(),
             writes: Vec::new(),
+            budget: Ledger::default(),
             ex,
         };
         d.build(plan);
@@ -349,6 +364,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 },
             });
         }
+        let spec = &self.ex.loaded.spec;
+        self.budget = Ledger::new(spec, self.units.iter().map(|u| (u.run.job, &u.run.agent)));
         for unit in &plan.units {
             for node in &unit.nodes {
                 let me = index[node.id.as_str()];
@@ -702,10 +719,18 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             UnitPhase::Decided { outcome, reason } => (*outcome, Some(reason.clone())),
             _ => (unit.progress.reached.unwrap_or(Outcome::Changed), None),
         };
-        let mut usage = Usage::default();
-        for &n in &unit.nodes {
-            usage.add(&self.nodes[n].usage);
+        let usage = unit_usage(&self.nodes, unit);
+        let held = unit.progress.held;
+        let spent = Spend::of(&usage);
+        if self.budget.holds(u) {
+            self.events.push(RunEvent::BudgetReleased {
+                unit: unit.run.unit().id.clone(),
+                usd: spent.usd,
+                tokens: spent.tokens,
+            });
         }
+        self.budget.finish(u, spent);
+        let unit = &self.units[u];
         let result = UnitResult {
             id: unit.run.unit().id.clone(),
             outcome,
@@ -713,6 +738,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             pr: unit.progress.pr.as_ref().map(|p| p.reference.clone()),
             meta: unit.run.meta_dir(),
             usage: (usage.runs > 0).then_some(usage),
+            held,
         };
         self.units[u].phase = UnitPhase::Finished(outcome);
         // None of its nodes runs any more.
@@ -723,6 +749,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             outcome,
             reason: result.reason.clone(),
             pr: result.pr.clone(),
+            held,
         });
         self.write_status(u, &result);
         self.results[u] = Some(result);
@@ -762,11 +789,38 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             self.set(idx, NodeStatus::Ready);
         }
         let mut starting = Vec::new();
+        let mut short = Vec::new();
         for (class, queue) in &mut self.ready {
-            while let Some(&idx) = queue.front() {
+            // Nodes before `at` wait for the budget; those behind them may start meanwhile.
+            let mut at = 0;
+            while let Some(&idx) = queue.get(at) {
                 match self.limits.check(class, now) {
                     Admission::Now => {
-                        queue.pop_front();
+                        // A unit's first node to start reserves its budget cap; one the rest
+                        // cannot cover waits while running units hold part of it, else it is
+                        // held back.
+                        let u = self.nodes[idx].unit;
+                        if !self.budget.holds(u) {
+                            let before = Spend::of(&unit_usage(&self.nodes, &self.units[u]));
+                            match self.budget.reserve(u, before) {
+                                Ok(None) => {}
+                                Ok(Some(held)) => self.events.push(RunEvent::BudgetReserved {
+                                    unit: self.units[u].run.unit().id.clone(),
+                                    usd: held.usd,
+                                    tokens: held.tokens,
+                                }),
+                                Err(wait) if wait.wait => {
+                                    at += 1;
+                                    continue;
+                                }
+                                Err(reason) => {
+                                    queue.remove(at);
+                                    short.push((idx, reason));
+                                    continue;
+                                }
+                            }
+                        }
+                        queue.remove(at);
                         self.limits.start(class, now);
                         starting.push(idx);
                     }
@@ -779,6 +833,18 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             }
         }
         self.ready.retain(|_, q| !q.is_empty());
+        for (idx, reason) in short {
+            // Held back: skipped, and started by a resume once the budget allows.
+            let u = self.nodes[idx].unit;
+            if self.units[u].phase == UnitPhase::Open {
+                self.units[u].phase = UnitPhase::Decided {
+                    outcome: Outcome::Skipped,
+                    reason: reason.to_string(),
+                };
+                self.units[u].progress.held = Some(Hold::Budget);
+            }
+            self.skip_rest(u, &reason.to_string());
+        }
         if starting.is_empty() {
             return wake;
         }
@@ -812,6 +878,9 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     fn spawn(&mut self, idx: usize) {
         tracing::debug!(node = %self.nodes[idx].id, "start");
         self.running += 1;
+        let u = self.nodes[idx].unit;
+        let budget =
+            (self.budget).allowance(u, Spend::of(&unit_usage(&self.nodes, &self.units[u])));
         let node = &mut self.nodes[idx];
         let unit = &self.units[node.unit];
         let ctx = NodeCtx {
@@ -834,6 +903,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             containers: node::Containers::default(),
             reports: node::Reports::default(),
             session: node.session.clone(),
+            budget,
             cache_dir: self.cache_dir.clone(),
             state_dir: self.ex.state_dir.clone(),
         };

@@ -18,6 +18,7 @@
 //! and lets running nodes finish; a second one (or SIGUSR1) stops the running containers
 //! (their units end `cancelled`).
 
+pub mod budget;
 pub mod cache;
 pub mod dispatcher;
 pub mod error;
@@ -69,6 +70,9 @@ pub struct UnitResult {
     /// What its agents used (reported by their CLIs), when any reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What held it back, when it is `skipped` until that allows it (`budget`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<crate::vocab::Hold>,
 }
 
 /// Shows what happens: it gets every [`RunEvent`] the dispatcher decides, the same values

@@ -61,6 +61,7 @@ impl NodeRunner<Noop, LocalForge> for Arc<Script> {
                 path: ctx.unit.meta_dir().join("noop.log"),
                 limit: 1 << 20,
                 idle: None,
+                tap: None,
             };
             ctx.runtime
                 .run(&id, None, &log, Duration::from_secs(60), ctx.cancel.clone())
@@ -549,6 +550,7 @@ jobs:
         outcome: Outcome::Changed,
         reason: None,
         pr: Some("local:core/done#1".to_owned()),
+        held: None,
     });
     for node in ["j/core/running:prep", "j/core/failed:prep"] {
         events.push(started(node));

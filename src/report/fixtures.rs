@@ -13,6 +13,7 @@ pub fn unit(id: &str, outcome: Option<Outcome>, reason: Option<&str>, pr: Option
         outcome,
         reason: reason.map(Into::into),
         pr: pr.map(Into::into),
+        held: None,
         usage: None,
         nodes: Vec::new(),
     }

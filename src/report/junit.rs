@@ -11,7 +11,7 @@
 //! | outcome | JUnit |
 //! |---|---|
 //! | `changed`, `no_changes`, `merged` | passed (the PR, when there is one, in `<system-out>`) |
-//! | `agent_failed`, `qa_failed`, `timed_out` | `<failure>` |
+//! | `agent_failed`, `qa_failed`, `timed_out`, `budget_exceeded` | `<failure>` |
 //! | `blocked`, `needs_review` | `<failure>`: they wait for a person, so a pipeline must not pass over them |
 //! | `infra_error` | `<error>` |
 //! | `skipped`, `cancelled`, a unit still running | `<skipped>` |
@@ -51,6 +51,7 @@ impl Verdict {
                 Outcome::AgentFailed
                 | Outcome::QaFailed
                 | Outcome::TimedOut
+                | Outcome::BudgetExceeded
                 | Outcome::Blocked
                 | Outcome::NeedsReview,
             ) => Verdict::Failure,

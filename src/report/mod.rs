@@ -124,11 +124,27 @@ impl Reporter for Lines {
                 usage.add_report(report);
                 println!("{} usage  {}: {}", self.stamp(), shown(node), usage.brief());
             }
+            RunEvent::BudgetReserved { unit, usd, tokens } => println!(
+                "{} budget {}: holds {}",
+                self.stamp(),
+                shown(unit),
+                held(*usd, *tokens)
+            ),
             RunEvent::ContainerCreated { .. }
             | RunEvent::CacheHit { .. }
             | RunEvent::PrOpened { .. }
+            | RunEvent::BudgetReleased { .. }
             | RunEvent::RunFinished { .. } => {}
         }
+    }
+}
+
+/// What a budget reservation holds, as a person reads it: `$0.40`, `20000 tokens`, or both.
+fn held(usd: f64, tokens: u64) -> String {
+    match (usd > 0.0, tokens > 0) {
+        (true, true) => format!("${usd:.2} and {tokens} tokens"),
+        (false, true) => format!("{tokens} tokens"),
+        _ => format!("${usd:.2}"),
     }
 }
 
@@ -207,6 +223,8 @@ impl Reporter for Bars {
             | RunEvent::ContainerCreated { .. }
             | RunEvent::CacheHit { .. }
             | RunEvent::PrOpened { .. }
+            | RunEvent::BudgetReserved { .. }
+            | RunEvent::BudgetReleased { .. }
             | RunEvent::RunFinished { .. } => {}
         }
     }

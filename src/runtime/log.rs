@@ -43,6 +43,109 @@ pub struct Log {
     /// The watchdog: the longest the container may print nothing before it is stopped
     /// ([`super::Exit::Idle`]; the spec's `idle_timeout`).
     pub idle: Option<std::time::Duration>,
+    /// Where a copy of each line of output goes while the container runs, if anywhere.
+    pub tap: Option<LineTap>,
+}
+
+/// Most bytes of one line a [`LineTap`] hands over; a longer line is dropped.
+pub const TAP_LINE: usize = 256 * 1024;
+
+/// Lines a [`LineTap`] holds for its reader before it drops new ones.
+pub const TAP_LINES: usize = 1024;
+
+/// A copy of a container's output, line by line, for a reader that follows it while the
+/// container runs (the budget's meter). It never slows the container down: when the reader
+/// falls [`TAP_LINES`] behind, new lines are dropped (the reader is told how many), and so is
+/// a line longer than [`TAP_LINE`]. What the log file keeps is not affected.
+#[derive(Clone, Debug)]
+pub struct LineTap(pub tokio::sync::mpsc::Sender<TapLine>);
+
+/// What a [`LineTap`] hands over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TapLine {
+    /// A line of output, without its newline.
+    Line(String),
+    /// Lines that were dropped since the last one handed over.
+    Dropped(u64),
+}
+
+impl LineTap {
+    /// A tap and the receiver its reader follows.
+    pub fn new() -> (Self, tokio::sync::mpsc::Receiver<TapLine>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(TAP_LINES);
+        (Self(tx), rx)
+    }
+}
+
+impl PartialEq for LineTap {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.same_channel(&other.0)
+    }
+}
+
+impl Eq for LineTap {}
+
+/// Cuts output into lines for a [`LineTap`].
+#[derive(Debug)]
+struct Lines {
+    tap: LineTap,
+    partial: Vec<u8>,
+    /// The current line passed [`TAP_LINE`]: it is dropped up to its end.
+    overlong: bool,
+    dropped: u64,
+}
+
+impl Lines {
+    fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (part, ended) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(at) => (&bytes[..at], Some(at + 1)),
+                None => (bytes, None),
+            };
+            if !self.overlong {
+                if self.partial.len() + part.len() > TAP_LINE {
+                    self.overlong = true;
+                    self.partial.clear();
+                } else {
+                    self.partial.extend_from_slice(part);
+                }
+            }
+            let Some(next) = ended else {
+                return;
+            };
+            bytes = &bytes[next..];
+            let line = std::mem::take(&mut self.partial);
+            if std::mem::take(&mut self.overlong) {
+                self.dropped += 1;
+                continue;
+            }
+            self.send(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+
+    fn send(&mut self, line: String) {
+        use tokio::sync::mpsc::error::TrySendError;
+        if self.dropped > 0 {
+            match self.tap.0.try_send(TapLine::Dropped(self.dropped)) {
+                Ok(()) => self.dropped = 0,
+                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                    self.dropped += 1;
+                    return;
+                }
+            }
+        }
+        if self.tap.0.try_send(TapLine::Line(line)).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    /// The output ended: a last line without its newline is handed over too.
+    fn finish(&mut self) {
+        if !self.partial.is_empty() && !self.overlong {
+            let line = std::mem::take(&mut self.partial);
+            self.send(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
 }
 
 /// The figures of a log that was cut.
@@ -94,6 +197,8 @@ pub struct CappedLog {
     tail_at: Option<u64>,
     /// Bytes in the tail region now.
     tail_len: u64,
+    /// The copy of the output for the log's [`LineTap`].
+    lines: Option<Lines>,
 }
 
 impl CappedLog {
@@ -136,6 +241,12 @@ impl CappedLog {
             printed: 0,
             tail_at: None,
             tail_len: 0,
+            lines: log.tap.clone().map(|tap| Lines {
+                tap,
+                partial: Vec::new(),
+                overlong: false,
+                dropped: 0,
+            }),
         })
     }
 
@@ -151,6 +262,9 @@ impl CappedLog {
 
     /// Adds a chunk of output.
     pub fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if let Some(lines) = &mut self.lines {
+            lines.write(bytes);
+        }
         let written_head = self.printed.min(self.head);
         self.printed += bytes.len() as u64;
         let tail_at = match self.tail_at {
@@ -200,6 +314,9 @@ impl CappedLog {
     /// Ends the log: when the output passed the cap, keeps its last `tail` bytes and puts the
     /// figures in the marker line; returns them then.
     pub fn finish(mut self) -> io::Result<Option<Cut>> {
+        if let Some(lines) = &mut self.lines {
+            lines.finish();
+        }
         let Some(tail_at) = self.tail_at else {
             return Ok(None);
         };
@@ -267,6 +384,7 @@ mod tests {
             path: dir.join("agent.log"),
             limit,
             idle: None,
+            tap: None,
         }
     }
 
@@ -341,6 +459,43 @@ mod tests {
                 "{marker}"
             );
         }
+    }
+
+    #[test]
+    fn the_tap_hands_over_whole_lines_and_drops_what_its_reader_cannot_take() {
+        let (tap, mut rx) = LineTap::new();
+        let mut log = log("tap", 1 << 20);
+        log.tap = Some(tap);
+        let mut capped = CappedLog::open(&log, Some(0)).unwrap();
+        capped.write(b"{\"a\":").unwrap();
+        capped.write(b"1}\nsecond\n").unwrap();
+        capped.write(&vec![b'x'; TAP_LINE + 1]).unwrap();
+        capped.write(b"\nthird").unwrap();
+        for _ in 0..TAP_LINES + 10 {
+            capped.write(b"flood\n").unwrap();
+        }
+        capped.finish().unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            TapLine::Line("{\"a\":1}".to_owned())
+        );
+        assert_eq!(rx.try_recv().unwrap(), TapLine::Line("second".to_owned()));
+        // The overlong line is dropped; the reader hears of it with the next line.
+        assert_eq!(rx.try_recv().unwrap(), TapLine::Dropped(1));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            TapLine::Line("thirdflood".to_owned())
+        );
+        let mut handed = 4;
+        while rx.try_recv().is_ok() {
+            handed += 1;
+        }
+        assert_eq!(handed, TAP_LINES, "a full tap drops, never blocks");
+        assert_eq!(
+            std::fs::read(&log.path).unwrap().len(),
+            "{\"a\":1}\nsecond\n".len() + TAP_LINE + 1 + "\nthird".len() + 6 * (TAP_LINES + 10),
+            "the log keeps everything"
+        );
     }
 
     #[test]

@@ -221,6 +221,7 @@ mod tests {
             path: std::env::temp_dir().join(format!("dispatch-noop-{}.log", std::process::id())),
             limit: 1 << 20,
             idle: None,
+            tap: None,
         };
         let exit_a = noop
             .run(&a, None, &log, Duration::from_secs(1), rx.clone())
@@ -243,6 +244,7 @@ mod tests {
             path: "/nonexistent/never-written.log".into(),
             limit: 1 << 20,
             idle: None,
+            tap: None,
         };
         let (tx, rx) = tokio::sync::watch::channel(false);
         let timed_out = noop

@@ -35,6 +35,10 @@ pub struct Spec {
     /// Concurrency and rate limits.
     #[serde(default)]
     pub limits: Limits,
+    /// What the run may spend on agents: caps per unit and in total, for the run and per
+    /// agent pool or model (see "Budgets" in the README).
+    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
     /// Custom agents and overrides of the built-in presets, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agents: BTreeMap<String, AgentDef>,
@@ -255,6 +259,96 @@ pub enum AgentOutput {
     GeminiStreamJson,
 }
 
+/// What a run may spend on agents: caps per unit and in total, for the whole run and per agent
+/// pool (`claude`) or model (`claude:opus`). A unit's cap is the least of the caps that apply to
+/// it (the run's, its job's, its agent's pool and model); each total counts the units it
+/// applies to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// The most one unit may spend (all its agent runs: attempts, fix attempts, its review).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_unit: Option<Cap>,
+    /// The most the whole run may spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<Cap>,
+    /// Caps of the units whose agent is of this pool (`claude`) or model (`claude:opus`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, Caps>,
+}
+
+impl Budget {
+    /// Whether no cap is set at all.
+    pub fn is_empty(&self) -> bool {
+        self.per_unit.is_none() && self.total.is_none() && self.agents.is_empty()
+    }
+
+    /// The budgets that apply to the units of job `job` (of `spec`) whose agent is `agent`:
+    /// the run's, the job's, the agent pool's and the model's, those that set a cap.
+    pub fn scopes(&self, spec: &Spec, job: usize, agent: &AgentRef) -> Vec<BudgetScope> {
+        let mut scopes = vec![BudgetScope {
+            name: "budget".to_owned(),
+            caps: Caps {
+                per_unit: self.per_unit,
+                total: self.total,
+            },
+        }];
+        if let Some(caps) = &spec.jobs[job].budget {
+            scopes.push(BudgetScope {
+                name: format!("jobs.{}.budget", spec.jobs[job].id),
+                caps: caps.clone(),
+            });
+        }
+        let model = agent.to_string();
+        for (key, caps) in &self.agents {
+            if key == agent.pool() || *key == model {
+                scopes.push(BudgetScope {
+                    name: format!("budget.agents.{key}"),
+                    caps: caps.clone(),
+                });
+            }
+        }
+        scopes.retain(|s| s.caps.per_unit.is_some() || s.caps.total.is_some());
+        scopes
+    }
+}
+
+/// One place a budget is set that applies to a unit, with its caps.
+#[derive(Clone, Debug)]
+pub struct BudgetScope {
+    /// Where it is set: `budget`, `jobs.fix.budget`, `budget.agents.claude`.
+    pub name: String,
+    /// Its caps.
+    pub caps: Caps,
+}
+
+/// Caps per unit and in total (of a job, an agent pool or a model).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Caps {
+    /// The most one unit may spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_unit: Option<Cap>,
+    /// The most all the units it applies to may spend together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<Cap>,
+}
+
+/// A cap: in USD (what the CLI reports, else estimated from the price table), in tokens (input
+/// plus output), or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cap {
+    /// The most USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_usd: Option<f64>,
+    /// The most tokens (input, cached included, plus output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u64>,
+}
+
 /// The price of a model in USD per million tokens, for the cost estimates of CLIs that report
 /// none (codex, gemini).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -407,6 +501,9 @@ pub struct Job {
     /// Retries of transient infrastructure failures per node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// The job's budget: caps per unit and for all its units together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Caps>,
     /// Container image (default from `defaults.image`, else `core-dev`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

@@ -43,6 +43,7 @@ pub fn validate(input: &Input<'_>, sources: &mut Sources) -> Vec<Problem> {
     v.jobs(spec);
     v.agents(spec);
     v.limits(spec);
+    v.budget(spec);
     v.forge(spec);
     v.templates(spec, input.templates);
     v.units(spec, input.targets);
@@ -424,27 +425,72 @@ impl Validator<'_> {
         }
     }
 
-    fn limits(&mut self, spec: &Spec) {
+    /// Says so when `pool` (a key at `path`, of a `what`) is no agent pool of the spec.
+    fn check_pool(&mut self, spec: &Spec, pool: &str, path: &Path, what: &str) {
         let known: Vec<&str> = PRESET_POOLS
             .iter()
             .copied()
             .chain(spec.agents.keys().map(String::as_str))
             .collect();
-        let check_pool = |v: &mut Self, pool: &str, path: &Path| {
-            if !known.contains(&pool) {
-                let help = did_you_mean(pool, known.iter().copied())
-                    .map(|s| format!("did you mean `{s}`?"));
-                v.push_at(
-                    v.doc.key_span(path),
-                    format!("limit for unknown agent pool `{pool}`"),
-                    "unknown pool",
-                    help,
-                );
+        if !known.contains(&pool) {
+            let help =
+                did_you_mean(pool, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            self.push_at(
+                self.doc.key_span(path),
+                format!("{what} for unknown agent pool `{pool}`"),
+                "unknown pool",
+                help,
+            );
+        }
+    }
+
+    /// Budgets: keys of `budget.agents` are agent pools or models, caps are above zero, and a
+    /// total comes with a per-unit cap on the same measure for every unit it counts (so each
+    /// unit can reserve its share before it starts).
+    fn budget(&mut self, spec: &Spec) {
+        for key in spec.budget.agents.keys() {
+            let path = p().key("budget").key("agents").key(key);
+            match AgentRef::parse(key) {
+                Ok(agent) => self.check_pool(spec, agent.pool(), &path, "budget"),
+                Err(message) => self.push(&path, message, "bad budget key", None),
             }
-        };
+        }
+        for (j, job) in spec.jobs.iter().enumerate() {
+            let agent = crate::plan::agent_of(spec, j);
+            let scopes = spec.budget.scopes(spec, j, &agent);
+            type Field = fn(&super::model::Cap) -> bool;
+            let measures: [(&str, Field); 2] = [
+                ("max_usd", |c| c.max_usd.is_some()),
+                ("max_tokens", |c| c.max_tokens.is_some()),
+            ];
+            for (field, set) in measures {
+                let total = scopes
+                    .iter()
+                    .find(|s| s.caps.total.as_ref().is_some_and(set));
+                let per_unit = scopes
+                    .iter()
+                    .any(|s| s.caps.per_unit.as_ref().is_some_and(set));
+                if let (Some(total), false) = (total, per_unit) {
+                    self.push(
+                        &p().key("jobs").index(j).key("id"),
+                        format!(
+                            "job `{}` counts against {}.total.{field} but no per-unit {field} applies to its units",
+                            job.id, total.name
+                        ),
+                        "no per-unit cap",
+                        Some(format!(
+                            "set `budget.per_unit.{field}` (or the job's `budget.per_unit.{field}`): each unit reserves its cap against the total before it starts"
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    fn limits(&mut self, spec: &Spec) {
         for (pool, limit) in &spec.limits.agents {
             let path = p().key("limits").key("agents").key(pool);
-            check_pool(self, pool, &path);
+            self.check_pool(spec, pool, &path, "limit");
             if let (PoolLimit::PerModel(models), Some(total)) = (limit, spec.limits.total) {
                 if let Some(value) = models.get("total").filter(|v| v.0 > total) {
                     self.push(
@@ -462,7 +508,7 @@ impl Validator<'_> {
         for key in spec.limits.rates.keys() {
             let path = p().key("limits").key("rates").key(key);
             match AgentRef::parse(key) {
-                Ok(agent) => check_pool(self, agent.pool(), &path),
+                Ok(agent) => self.check_pool(spec, agent.pool(), &path, "limit"),
                 Err(message) => self.push(&path, message, "bad rate key", None),
             }
         }

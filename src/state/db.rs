@@ -109,7 +109,7 @@ impl Db {
                     "UPDATE nodes SET status = 'pending', attempts = 0, container_id = NULL, exit_code = NULL, outcome = NULL, reason = NULL WHERE run_id = ?1 AND unit_id = ?2 AND kind = ?3",
                 )?;
                 let mut unit = tx.prepare(
-                    "UPDATE units SET outcome = NULL, reason = NULL WHERE run_id = ?1 AND id = ?2",
+                    "UPDATE units SET outcome = NULL, reason = NULL, held = NULL WHERE run_id = ?1 AND id = ?2",
                 )?;
                 for id in units {
                     for kind in NodeKind::ALL.iter().filter(|k| **k >= from) {

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::vocab::{CancelReason, NodeKind, NodeStatus, Outcome, RunStatus};
+use crate::vocab::{CancelReason, Hold, NodeKind, NodeStatus, Outcome, RunStatus};
 
 /// A run to record before it starts: its units and their nodes, in plan order.
 #[derive(Clone, Debug)]
@@ -159,6 +159,28 @@ pub enum RunEvent {
         reason: Option<String>,
         /// Its PR, if it has one.
         pr: Option<String>,
+        /// What held it back, when it was `skipped` until something allows it.
+        held: Option<Hold>,
+    },
+    /// A unit reserved its budget cap against the totals it counts against, before its first
+    /// node started (USD and tokens held).
+    BudgetReserved {
+        /// Unit id.
+        unit: String,
+        /// USD held.
+        usd: f64,
+        /// Tokens held.
+        tokens: u64,
+    },
+    /// A unit that held a reservation finished: it is given back, and what the unit spent
+    /// counts instead.
+    BudgetReleased {
+        /// Unit id.
+        unit: String,
+        /// USD the unit spent in the run.
+        usd: f64,
+        /// Tokens the unit spent in the run.
+        tokens: u64,
     },
     /// The run stops scheduling (or, forced, stops its containers).
     Cancelling {

@@ -380,7 +380,7 @@ const SQL: [&str; 10] = [
     "INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     "INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)",
     "UPDATE units SET pr = ?3 WHERE run_id = ?1 AND id = ?2",
-    "UPDATE units SET outcome = ?3, reason = ?4, pr = ?5 WHERE run_id = ?1 AND id = ?2",
+    "UPDATE units SET outcome = ?3, reason = ?4, pr = ?5, held = ?6 WHERE run_id = ?1 AND id = ?2",
     "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
     "INSERT INTO usage (run_id, node_id, attempt, session, model, turns, input_tokens, cached_tokens, output_tokens, cost_usd, cost_estimated, tools, result, final_message, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
 ];
@@ -511,11 +511,28 @@ fn apply(s: &mut Statements<'_>, run: &str, event: &RunEvent, at_ms: i64) -> rus
             outcome,
             reason,
             pr,
+            held,
         } => {
-            s.get(UNIT)?
-                .execute(params![run, unit, outcome.as_str(), reason, pr])?;
+            s.get(UNIT)?.execute(params![
+                run,
+                unit,
+                outcome.as_str(),
+                reason,
+                pr,
+                held.map(|h| h.as_str())
+            ])?;
             return Ok(());
         }
+        RunEvent::BudgetReserved { unit, usd, tokens } => (
+            None,
+            "reserved",
+            serde_json::json!({ "unit": unit, "usd": usd, "tokens": tokens }).to_string(),
+        ),
+        RunEvent::BudgetReleased { unit, usd, tokens } => (
+            None,
+            "released",
+            serde_json::json!({ "unit": unit, "usd": usd, "tokens": tokens }).to_string(),
+        ),
         RunEvent::Cancelling { reason } => (None, "cancel", reason.as_str().to_owned()),
         RunEvent::RunFinished { status } => {
             s.get(RUN)?.execute(params![run, status.as_str(), at])?;
@@ -610,6 +627,7 @@ mod tests {
                     outcome: Outcome::AgentFailed,
                     reason: Some("agent exited with code 7".to_owned()),
                     pr: None,
+                    held: None,
                 },
                 RunEvent::RunFinished {
                     status: RunStatus::Finished,

@@ -178,6 +178,10 @@ CREATE TABLE pr_comments (
 );
 CREATE INDEX pr_comments_by_pr ON pr_comments (pr_number);
 "#,
+    // What held a skipped unit back (`budget`): `dispatch resume` starts it once allowed.
+    r#"
+ALTER TABLE units ADD COLUMN held TEXT;
+"#,
 ];
 
 /// Errors of the state directory, each naming the file and what to do.

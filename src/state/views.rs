@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Db, StateError};
 use crate::agents::output::{next_session, Report, Tokens, Usage};
-use crate::vocab::{NodeKind, NodeStatus, Outcome, RunStatus, UnknownWord};
+use crate::vocab::{Hold, NodeKind, NodeStatus, Outcome, RunStatus, UnknownWord};
 
 /// One run, with its counts per outcome.
 #[derive(Clone, Debug, Serialize)]
@@ -54,6 +54,10 @@ pub struct UnitRow {
     /// PR reference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pr: Option<String>,
+    /// What held it back, when it is `skipped` until that allows it (`budget`): `dispatch
+    /// resume` of the run starts it then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
     /// What its agents used, summed over its nodes, when any reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -329,7 +333,7 @@ impl Db {
     pub fn units(&self, run: &str) -> Result<Vec<UnitRow>, StateError> {
         self.read((|| {
             let mut statement = self.conn.prepare(
-                "SELECT id, workspace, outcome, reason, pr FROM units WHERE run_id = ?1 ORDER BY ord",
+                "SELECT id, workspace, outcome, reason, pr, held FROM units WHERE run_id = ?1 ORDER BY ord",
             )?;
             let mut units: Vec<UnitRow> = statement
                 .query_map([run], |r| {
@@ -339,6 +343,7 @@ impl Db {
                         outcome: maybe_word(r, 2)?,
                         reason: get(r, 3)?,
                         pr: get(r, 4)?,
+                        held: maybe_word(r, 5)?,
                         usage: None,
                         nodes: Vec::new(),
                     })

@@ -5,18 +5,21 @@
 //! A re-attached agent (`dispatch resume`) keeps the prompt it was started with. The issue's
 //! stopwatch runs while the agent does.
 
+use super::meter;
 use super::publish::pr_title;
 use super::{
     container, log_len, start_commit, stop, tail, write_prompt, NodeCtx, NodeResult,
     NEVER_COMMITTED,
 };
-use crate::agents::output::{self, Reader, Report, Tokens};
+use crate::agents::output::{self, Live, Reader, Report, Tokens};
 use crate::agents::{self, presets, pricing, ArgvContext};
+use crate::exec::budget::Allowance;
 use crate::exec::cache;
 use crate::exec::error::FileAction;
 use crate::exec::error::{NodeError, Step};
 use crate::forge::Forge;
 use crate::git;
+use crate::runtime::log::LineTap;
 use crate::runtime::{mounted, Cut, Exit, Log, Ran, Runtime};
 use crate::spec::model::{AgentOutput, PromptHandoff};
 use crate::spec::values::AgentRef;
@@ -32,6 +35,9 @@ pub(super) struct AgentRan {
     pub report: Option<Report>,
     /// Where this run's part of the readable log starts.
     pub from: u64,
+    /// Why the unit passed its budget cap, when it did (the container was stopped then, or
+    /// its report showed it once it ended).
+    pub over_budget: Option<String>,
 }
 
 /// Runs `agent`'s container: with `prompt` on its stdin, or, when the node ran the agent
@@ -57,7 +63,8 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
         .map_err(|message| NodeError::Config {
             step: step(),
             message,
-        })?;
+        })?
+        .capped(ctx.budget.as_ref().and_then(Allowance::usd_left));
     image_has(ctx, &invocation, step()).await?;
     container::seed_home(&ctx.unit, &invocation, step()).await?;
     let raw = (invocation.output != AgentOutput::Text).then(|| Log {
@@ -88,15 +95,22 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
             &format!("continuing the agent's session {}", session.id),
         )
         .await;
-        let (ran, report) = runs
-            .run(&resumed, Some(message.into_bytes()), 0, session.tokens)
+        let continued = runs
+            .run(
+                &resumed,
+                Some(message.into_bytes()),
+                0,
+                session.tokens,
+                from,
+            )
             .await?;
-        let gone = matches!(ran.exit, Exit::Code(code) if code != 0)
-            && report.as_ref().is_some_and(|r| !r.result);
+        let gone = matches!(continued.ran.exit, Exit::Code(code) if code != 0)
+            && continued.report.as_ref().is_some_and(|r| !r.result)
+            && continued.over_budget.is_none();
         if !gone {
-            return Ok(AgentRan { ran, report, from });
+            return Ok(continued);
         }
-        let said = report.and_then(|r| r.error).unwrap_or_default();
+        let said = continued.report.and_then(|r| r.error).unwrap_or_default();
         note(
             log,
             &format!(
@@ -105,14 +119,19 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
         )
         .await;
         let from = log_len(&log.path);
-        let (ran, report) = runs
-            .run(&invocation, Some(prompt.into_bytes()), 1, Tokens::default())
-            .await?;
-        return Ok(AgentRan { ran, report, from });
+        return runs
+            .run(
+                &invocation,
+                Some(prompt.into_bytes()),
+                1,
+                Tokens::default(),
+                from,
+            )
+            .await;
     }
     let stdin = (invocation.prompt == PromptHandoff::Stdin).then(|| prompt.into_bytes());
-    let (ran, report) = runs.run(&invocation, stdin, 0, Tokens::default()).await?;
-    Ok(AgentRan { ran, report, from })
+    runs.run(&invocation, stdin, 0, Tokens::default(), from)
+        .await
 }
 
 /// What every agent container of a node's run shares: where its output goes.
@@ -125,18 +144,105 @@ struct Runs<'a, R: Runtime, F: Forge> {
 
 impl<R: Runtime, F: Forge> Runs<'_, R, F> {
     /// Runs agent container `number` of `invocation` with `stdin` and reads its report
-    /// (`earlier`: what the session it continues reported before).
+    /// (`earlier`: what the session it continues reported before; `from`: where its part of
+    /// the readable log starts). Under a budget, the meter follows the agent's output and the
+    /// container is killed once the unit passed its cap.
     async fn run(
         &self,
         invocation: &agents::Invocation,
         stdin: Option<Vec<u8>>,
         number: usize,
         earlier: Tokens,
-    ) -> Result<(Ran, Option<Report>), NodeError> {
-        let (ran, from) = start(self.ctx, invocation, stdin, self.container_log, number).await?;
-        let report = read_report(self.ctx, invocation, self.raw, self.log, from, earlier).await?;
-        Ok((ran, report))
+        from: u64,
+    ) -> Result<AgentRan, NodeError> {
+        let ctx = self.ctx;
+        let metered = ctx
+            .budget
+            .clone()
+            .filter(|_| invocation.output != AgentOutput::Text);
+        let pricing = meter::Pricing {
+            price: price(ctx, invocation).await,
+        };
+        let (ran, start_at, over_budget) = match &metered {
+            None => {
+                let (ran, at) = start(ctx, invocation, stdin, self.container_log, number).await?;
+                (ran, at, None)
+            }
+            Some(allowance) => {
+                let (tap, lines) = LineTap::new();
+                let log = Log {
+                    tap: Some(tap),
+                    ..self.container_log.clone()
+                };
+                let home = ctx.unit.agent_home(&invocation.pool).join(".codex");
+                let running = start(ctx, invocation, stdin, &log, number);
+                let watching = meter::passed(
+                    lines,
+                    allowance.clone(),
+                    Live::new(invocation.output, earlier),
+                    pricing,
+                    invocation.output,
+                    Some(home),
+                );
+                tokio::pin!(running);
+                tokio::select! {
+                    ran = &mut running => {
+                        let (ran, at) = ran?;
+                        (ran, at, None)
+                    }
+                    Some(reason) = watching => {
+                        stop_containers(ctx).await;
+                        let (ran, at) = running.await?;
+                        (ran, at, Some(reason))
+                    }
+                }
+            }
+        };
+        let report = read_report(ctx, invocation, self.raw, self.log, start_at, earlier).await?;
+        // What the report says once the agent ended can pass the cap too (claude's exact cost).
+        let over_budget = over_budget.or_else(|| {
+            let (allowance, report) = (metered.as_ref()?, report.as_ref()?);
+            allowance.passed(pricing.spend(report.tokens, report.cost_usd))
+        });
+        if let Some(reason) = &over_budget {
+            note(self.log, &format!("stopped: {reason}")).await;
+        }
+        Ok(AgentRan {
+            ran,
+            report,
+            from,
+            over_budget,
+        })
     }
+}
+
+/// Kills the node's running containers (found by their labels) at once: the agent must not
+/// spend more.
+async fn stop_containers<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) {
+    let Ok(listed) = ctx.runtime.list(&ctx.run_id).await else {
+        return;
+    };
+    for container in listed.iter().filter(|c| c.node == ctx.node && c.running) {
+        if let Err(error) = ctx.runtime.kill(&container.id).await {
+            tracing::warn!(container = %container.id, %error, "cannot stop an agent past its budget");
+        }
+    }
+}
+
+/// The price of the model the agent uses, for the meter (`None`: unknown, or a model on the
+/// user's machine, which costs nothing per token).
+async fn price<R: Runtime, F: Forge>(
+    ctx: &NodeCtx<R, F>,
+    invocation: &agents::Invocation,
+) -> Option<crate::spec::model::Price> {
+    if invocation.pool == "local" {
+        return None;
+    }
+    let model = match &invocation.model {
+        Some(model) => Some(model.clone()),
+        None => codex_model(invocation).await,
+    }?;
+    pricing::price(&model, &ctx.loaded.spec.pricing)
 }
 
 /// Runs (or, for `dispatch resume`, collects) agent container `number` of the node; returns
@@ -370,10 +476,15 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         ran: Ran { exit, cut },
         report,
         from,
+        over_budget,
     } = match ran {
         Ok(ran) => ran,
         Err(error) => return NodeResult::Failed(error),
     };
+    if let Some(reason) = over_budget {
+        // What it did is not committed: the unit ends here.
+        return stop(Outcome::BudgetExceeded, format!("budget: {reason}"));
+    }
     let cut = cut_note(cut, &log);
     match exit {
         Exit::TimedOut => {

@@ -364,6 +364,7 @@ pub(super) fn log(unit: &UnitRun, path: PathBuf) -> Log {
         path,
         limit: SpecResources::log_limit(unit.unit().resources.as_ref()).bytes(),
         idle: unit.unit().idle_timeout.map(|idle| idle.get()),
+        tap: None,
     }
 }
 

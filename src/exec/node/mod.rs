@@ -30,6 +30,7 @@
 mod agent;
 mod container;
 mod merge;
+mod meter;
 mod prep;
 mod publish;
 pub mod qa;
@@ -203,6 +204,8 @@ pub struct NodeCtx<R: Runtime, F: Forge> {
     pub reports: Reports,
     /// The agent's session of an earlier run of this node in the run, to continue.
     pub session: Option<Session>,
+    /// What the unit's agents may still spend, when a budget caps the unit.
+    pub budget: Option<crate::exec::budget::Allowance>,
     /// Where agent results are looked up (`None` with `--no-cache`).
     pub cache_dir: Option<PathBuf>,
     /// The state directory (agent results are stored under `cache/` in it).

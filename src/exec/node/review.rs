@@ -109,6 +109,9 @@ async fn review<R: Runtime, F: Forge>(
         .await
         .map_err(NodeResult::Failed)?;
     let ran = run_agent(ctx, agent, prompt, log, None).await;
+    if let Some(reason) = ran.as_ref().ok().and_then(|ran| ran.over_budget.clone()) {
+        return Err(stop(Outcome::BudgetExceeded, format!("budget: {reason}")));
+    }
     let cut = match &ran {
         Ok(ran) => cut_note(ran.ran.cut, log),
         Err(_) => String::new(),
