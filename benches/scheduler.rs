@@ -114,6 +114,7 @@ fn main() {
             options: RunOptions::default(),
             reporter: Arc::new(Quiet),
             runner: Arc::new(ContainersOnly),
+            open_prs: Vec::new(),
         };
         let (_tx, interrupts) = tokio::sync::mpsc::unbounded_channel();
         let results = exec::execute(executor, &plan, limits, interrupts, None).await;

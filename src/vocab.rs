@@ -170,20 +170,45 @@ words!(Outcome, "outcome");
 /// Why a `skipped` unit was held back rather than skipped for good: `dispatch resume` of its
 /// run, once what held it back allows (a budget raised), starts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Hold {
     /// What was left of a budget total could not cover the unit's cap.
     Budget,
+    /// The rollout halted before the unit started.
+    Rollout,
+    /// `rollout.max_open_prs` PRs of the spec were open and nothing in the run could close
+    /// one: its publish waits for people to merge or close some.
+    OpenPrs,
 }
 
 impl Hold {
     /// Every reason.
-    pub const ALL: [Hold; 1] = [Hold::Budget];
+    pub const ALL: [Hold; 3] = [Hold::Budget, Hold::Rollout, Hold::OpenPrs];
 
     /// The reason as written in the journal and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Hold::Budget => "budget",
+            Hold::Rollout => "rollout",
+            Hold::OpenPrs => "open_prs",
+        }
+    }
+
+    /// What held the unit back, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hold::Budget => "the budget",
+            Hold::Rollout => "the rollout's halt",
+            Hold::OpenPrs => "rollout.max_open_prs",
+        }
+    }
+
+    /// The node a resume starts the unit again from: prep, or publish for a unit whose work
+    /// is done and only its PR waited.
+    pub fn resumes_from(self) -> NodeKind {
+        match self {
+            Hold::Budget | Hold::Rollout => NodeKind::Prep,
+            Hold::OpenPrs => NodeKind::Publish,
         }
     }
 }

@@ -138,7 +138,7 @@ fn reservations_hold_under_concurrency_and_resume_continues_the_unit_held_back()
         out.stderr.contains("1 unit of run")
             && out
                 .stderr
-                .contains("held back by the budget start again: fix/t/r4"),
+                .contains("held back by the budget starts again: fix/t/r4"),
         "{}",
         out.stderr
     );

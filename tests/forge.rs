@@ -1497,3 +1497,75 @@ async fn prs_close_and_reopen_a_specs_prs(flavour: Flavour) {
 }
 
 on_every_forge!(prs_close_and_reopen_a_specs_prs: gitea_prs_close_and_reopen_a_specs_prs, github_prs_close_and_reopen_a_specs_prs);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_open_prs_holds_publish_back_until_a_pr_is_closed() {
+    let fake = fake_with_repo(Flavour::Gitea, "svc1").await;
+    fake.add_repo(ORG, "svc2", false, false);
+    fake.add_repo(ORG, "svc3", false, false);
+    let t = on_fake(
+        &fake,
+        Flavour::Gitea,
+        r#"
+        limits: { total: 1 }
+        rollout: { max_open_prs: 2 }
+        jobs:
+          - { id: fix, task: Fix it, repos: [svc1, svc2, svc3], qa: [] }
+        "#,
+    )
+    .agent(FIXING_AGENT);
+    let out = cli(&t, &["run", "spec.yaml", "--output", "json"]);
+    let report = out.json();
+    for repo in ["svc1", "svc2"] {
+        assert_eq!(
+            unit(&report, &format!("fix/core/{repo}"))["outcome"],
+            "changed",
+            "{report}"
+        );
+        assert_eq!(fake.pulls(ORG, repo).len(), 1);
+    }
+    let held = unit(&report, "fix/core/svc3");
+    assert_eq!(held["outcome"], "skipped", "{held}");
+    assert_eq!(held["held"], "open_prs", "{held}");
+    assert_eq!(
+        held["reason"],
+        "rollout.max_open_prs: 2 PRs of this spec are open (the cap is 2); publish waits for fewer",
+        "{held}"
+    );
+    assert!(fake.pulls(ORG, "svc3").is_empty(), "publish was held back");
+
+    // People close one of the spec's PRs: resume publishes the held unit from its publish node
+    // (its agent does not run again), counting the forge's open PRs afresh.
+    cli(
+        &t,
+        &["prs", "close", "spec.yaml", "--only", "fix/core/svc1"],
+    )
+    .expect_status(0);
+    let run = report["run"].as_str().expect("a run id");
+    let out = cli(&t, &["resume", run, "--output", "json"]);
+    assert!(
+        out.stderr
+            .contains("held back by rollout.max_open_prs starts again: fix/core/svc3"),
+        "{}",
+        out.stderr
+    );
+    let report = out.json();
+    let unit = unit(&report, "fix/core/svc3");
+    assert_eq!(unit["outcome"], "changed", "{unit}");
+    assert_eq!(fake.pulls(ORG, "svc3").len(), 1);
+    let status = cli(&t, &["status", run, "--output", "json"]).json();
+    let nodes = crate::support::unit(&status, "fix/core/svc3")["nodes"].clone();
+    let attempts = |kind: &str| {
+        nodes
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["kind"] == kind))
+            .map(|n| n["attempts"].clone())
+    };
+    assert_eq!(
+        attempts("agent"),
+        Some(1.into()),
+        "the agent ran once: {nodes}"
+    );
+    assert_eq!(attempts("publish"), Some(1.into()), "{nodes}");
+    assert_valid(&fake);
+}

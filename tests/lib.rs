@@ -16,6 +16,7 @@ mod plan;
 mod real_claude;
 mod real_codex;
 mod resume;
+mod rollout;
 mod run;
 mod runtime;
 mod spec;

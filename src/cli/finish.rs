@@ -13,13 +13,14 @@ use crate::plan::{self, target::Found};
 use crate::state::lock::{self, Lock};
 use crate::state::views::RunRow;
 use crate::state::Db;
-use crate::vocab::{NodeKind, NodeStatus, RunStatus};
+use crate::vocab::{Hold, NodeKind, NodeStatus, RunStatus};
 
 /// Finishes run `run` of the state directory `state`: finished nodes are not run again,
 /// containers that still run (or exited meanwhile) are collected, every other container of
 /// the run is removed. A run that ended already is left alone (status 0), unless units of it
-/// were held back (by the budget): those start again, from prep, as the spec allows now. A
-/// run of a spec whose lock another runner holds is refused, naming it.
+/// were held back (by the budget or a halted rollout): those start again, from prep, as the
+/// spec allows now (a halted rollout's failure rate is counted afresh). A run of a spec whose
+/// lock another runner holds is refused, naming it.
 pub fn finish(
     ui: &Ui,
     state: &StateDirArgs,
@@ -38,15 +39,35 @@ pub fn finish(
     let (run, lock) = hold(&dir, &db, run)?;
     let held = held(&db, &run)?;
     if !held.is_empty() {
-        eprintln!(
-            "{} unit{} of run {} held back by the budget start again: {}",
-            held.len(),
-            if held.len() == 1 { "" } else { "s" },
-            run.id,
-            held.join(", ")
-        );
-        db.reopen(&run.id, &held, NodeKind::Prep)?;
+        for hold in Hold::ALL {
+            let ids: Vec<&str> = (held.iter())
+                .filter(|(_, h)| *h == hold)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if !ids.is_empty() {
+                eprintln!(
+                    "{} unit{} of run {} held back by {} start{} again: {}",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" },
+                    run.id,
+                    hold.describe(),
+                    if ids.len() == 1 { "s" } else { "" },
+                    ids.join(", ")
+                );
+            }
+        }
+        for hold in Hold::ALL {
+            let ids: Vec<String> = (held.iter())
+                .filter(|(_, h)| *h == hold)
+                .map(|(id, _)| id.clone())
+                .collect();
+            db.reopen(&run.id, &ids, hold.resumes_from())?;
+        }
         let run = row(&dir, &db, &run.id)?;
+        let options = RunOptions {
+            continues_halt: held.iter().any(|(_, h)| *h == Hold::Rollout),
+            ..options
+        };
         return finish_held(ui, dir, db, run, lock, options, output);
     }
     if let Some(ended) = ended(&db, &run, output)? {
@@ -55,17 +76,17 @@ pub fn finish(
     finish_held(ui, dir, db, run, lock, options, output)
 }
 
-/// The units of an ended run that were held back (`skipped` by the budget), which a resume
-/// starts again; none while the run runs (its runner decides).
-fn held(db: &Db, run: &RunRow) -> Result<Vec<String>, CommandError> {
+/// The units of an ended run that were held back (`skipped` by the budget or a halted
+/// rollout), with what held them, which a resume starts again; none while the run runs (its
+/// runner decides).
+fn held(db: &Db, run: &RunRow) -> Result<Vec<(String, Hold)>, CommandError> {
     if run.status == RunStatus::Running {
         return Ok(Vec::new());
     }
     Ok(db
         .units(&run.id)?
         .into_iter()
-        .filter(|u| u.held.is_some())
-        .map(|u| u.id)
+        .filter_map(|u| Some((u.id, u.held?)))
         .collect())
 }
 
@@ -209,6 +230,7 @@ pub fn reopen(
         RunOptions {
             keep_containers: false,
             no_cache: false,
+            continues_halt: false,
         },
         output,
     )

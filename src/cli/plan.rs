@@ -50,6 +50,12 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let state_dir = state_dir::for_spec(source.file(), args.state_dir.as_deref());
     let (loaded, _) = super::targets::load(ui, &source, &state_dir, args.offline)?;
     let mut plan = plan::build(&loaded);
+    if let Some(rollout) = &loaded.spec.rollout {
+        let waves = crate::exec::rollout::waves(rollout, plan.units.len());
+        for (unit, wave) in plan.units.iter_mut().zip(waves) {
+            unit.wave = Some(wave);
+        }
+    }
     if args.remote {
         super::tokio_runtime(false)?
             .block_on(preview_publish(&loaded, &mut plan, &state_dir))

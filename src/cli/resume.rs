@@ -43,6 +43,7 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
         RunOptions {
             keep_containers: args.keep_containers,
             no_cache: args.no_cache,
+            continues_halt: false,
         },
         args.output,
     )

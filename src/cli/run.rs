@@ -204,6 +204,7 @@ async fn run_async(
         RunOptions {
             keep_containers: args.keep_containers,
             no_cache: args.no_cache,
+            continues_halt: false,
         },
         args.output,
         None,

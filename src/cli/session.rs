@@ -106,6 +106,52 @@ async fn seed_forge(forge: &LocalForge, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// For `rollout.max_open_prs`: per unit of the plan, whether its branch has an open PR on the
+/// forge now (empty without the setting). Asked once, before the run starts.
+async fn open_prs(
+    loaded: &crate::spec::LoadedSpec,
+    plan: &Plan,
+    forge: &AnyForge,
+    state_dir: &std::path::Path,
+) -> Result<Vec<bool>, CommandError> {
+    if loaded
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.max_open_prs)
+        .is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let local = match forge {
+        AnyForge::Local(_) => plan::resolve::local_prs(state_dir).map_err(CommandError::failure)?,
+        _ => Vec::new(),
+    };
+    let mut open = Vec::with_capacity(plan.units.len());
+    for unit in &plan.units {
+        let has = match forge {
+            AnyForge::Local(_) => local.iter().any(|p| {
+                p.org == unit.org
+                    && p.repo == unit.repo
+                    && p.branch == unit.branch
+                    && p.status == "open"
+            }),
+            _ => forge
+                .existing_pr(&unit.org, &unit.repo, &unit.branch)
+                .await
+                .map_err(|e| {
+                    CommandError::failure(format_args!(
+                        "rollout.max_open_prs: cannot count the open PRs of {}/{}: {e}",
+                        unit.org, unit.repo
+                    ))
+                })?
+                .is_some_and(|pr| pr.open),
+        };
+        open.push(has);
+    }
+    Ok(open)
+}
+
 /// Runs the plan (fresh, or resumed from the journal's rows) and prints the result; the
 /// status is 1 when some unit did not succeed.
 pub async fn execute_and_report(
@@ -154,7 +200,9 @@ pub async fn execute_and_report(
     })?;
     let docker = Arc::new(docker);
     let keep_containers = options.keep_containers;
+    let open_prs = open_prs(&loaded, &plan, &forge, &state_dir).await?;
     let executor = Executor {
+        open_prs,
         loaded: Arc::new(loaded),
         runtime: docker.clone(),
         forge: Arc::new(forge),
@@ -209,11 +257,22 @@ pub async fn execute_and_report(
         );
     } else {
         print!("{}", report::summary(&results));
-        let held = results.iter().filter(|r| r.held.is_some()).count();
-        if held > 0 {
+        for hold in crate::vocab::Hold::ALL {
+            let held = results.iter().filter(|r| r.held == Some(hold)).count();
+            if held == 0 {
+                continue;
+            }
+            let what = match hold {
+                crate::vocab::Hold::Budget => "raise it in the spec",
+                crate::vocab::Hold::Rollout => {
+                    "fix what failed (the spec, the template, the image)"
+                }
+                crate::vocab::Hold::OpenPrs => "merge or close some of the spec's PRs",
+            };
             println!(
-                "{held} unit{} held back by the budget: raise it in the spec, then `dispatch resume {run_id} --state-dir {}` starts {}",
+                "{held} unit{} held back by {}: {what}, then `dispatch resume {run_id} --state-dir {}` starts {}",
                 if held == 1 { " was" } else { "s were" },
+                hold.describe(),
                 state_dir.display(),
                 if held == 1 { "it" } else { "them" }
             );

@@ -36,7 +36,12 @@
 //! - a unit's outcome is decided once ([`UnitPhase::Decided`]) and carried as a value, never
 //!   inside a reason; every unit ends with exactly one [`Outcome`];
 //! - cancellation only escalates ([`CancelReason`]): once a reason is set nothing new starts,
-//!   and only [`CancelReason::Forced`] stops running containers.
+//!   and only [`CancelReason::Forced`] stops running containers;
+//! - a unit's first node starts only once the unit's budget cap is reserved against the totals
+//!   ([`Ledger`], decided without I/O like the limits); a unit that must wait for running
+//!   units to give back what they hold stays ready without blocking the nodes queued behind
+//!   it, and one nothing could cover is held back (`skipped`, [`Hold::Budget`]); the
+//!   reservation is given back, and the unit's spend counted, when the unit finishes.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -51,6 +56,7 @@ use super::budget::{Ledger, Spend};
 use super::error::NodeError;
 use super::limits::{Admission, Class, Limits};
 use super::node::{self, NodeCtx, NodeResult, NodeRunner, UnitRun};
+use super::rollout::{Gate, Rollout};
 use super::{cache, Executor, UnitResult};
 use crate::agents::output::{next_session, Report, Usage};
 use crate::backoff::Backoff;
@@ -211,6 +217,10 @@ pub(super) struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     writes: Vec<tokio::task::JoinHandle<()>>,
     /// The budget: each unit's cap, the totals and what running units hold.
     budget: Ledger,
+    /// The rollout: waves, pauses, the halt and the publish windows.
+    rollout: Rollout,
+    /// Whether units found finished are being taken over (a resume), not finishing now.
+    restoring: bool,
 }
 
 /// The channels the dispatcher's tasks answer on, read by the loop in [`super::execute`].
@@ -271,6 +281,27 @@ fn unit_usage(nodes: &[Node], unit: &Unit) -> Usage {
     usage
 }
 
+/// Whether a merge node of the run could still merge a PR (it runs, or its unit's PR is
+/// published), so that a publish waiting under `max_open_prs` may go on.
+fn merge_may_free(nodes: &[Node], units: &[Unit]) -> bool {
+    nodes.iter().any(|node| {
+        let published = units[node.unit]
+            .nodes
+            .iter()
+            .any(|&n| nodes[n].kind == NodeKind::Publish && nodes[n].status == NodeStatus::Done);
+        node.kind == NodeKind::Merge
+            && matches!(node.status, NodeStatus::Ready | NodeStatus::Running)
+            || (node.kind == NodeKind::Merge && node.status == NodeStatus::Pending && published)
+    })
+}
+
+/// Whether any node of `unit` started in this run (or in the run's earlier runners).
+fn unit_started(nodes: &[Node], unit: &Unit) -> bool {
+    unit.nodes.iter().any(|&n| {
+        nodes[n].attempt > 0 || matches!(nodes[n].status, NodeStatus::Done | NodeStatus::Failed)
+    })
+}
+
 /// The status of a node that ended its unit with `outcome`.
 fn status_of(outcome: Outcome) -> NodeStatus {
     match outcome {
@@ -314,6 +345,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 .collect(),
             writes: Vec::new(),
             budget: Ledger::default(),
+            rollout: Rollout::default(),
+            restoring: false,
             ex,
         };
         d.build(plan);
@@ -366,6 +399,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         }
         let spec = &self.ex.loaded.spec;
         self.budget = Ledger::new(spec, self.units.iter().map(|u| (u.run.job, &u.run.agent)));
+        self.rollout = Rollout::new(spec.rollout.as_ref(), self.units.len())
+            .with_open_prs(self.ex.open_prs.clone());
         for unit in &plan.units {
             for node in &unit.nodes {
                 let me = index[node.id.as_str()];
@@ -418,9 +453,11 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 self.set(idx, NodeStatus::Ready);
             }
         }
+        self.restoring = true;
         for u in 0..self.units.len() {
             self.finish_unit_if_done(u);
         }
+        self.restoring = false;
     }
 
     /// Handlers returned: their slots are free for other nodes at once (their ends are queued
@@ -513,6 +550,9 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 }
                 if self.nodes[idx].kind == NodeKind::Qa {
                     progress.qa_passed = true;
+                }
+                if outcome == Some(Outcome::Merged) {
+                    self.rollout.merged(u);
                 }
                 self.set(idx, NodeStatus::Done);
             }
@@ -730,6 +770,9 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             });
         }
         self.budget.finish(u, spent);
+        let counted = !(self.restoring && self.ex.options.continues_halt);
+        let halt =
+            (self.rollout).finished(u, outcome, crate::state::now_ms().max(0) as u64, counted);
         let unit = &self.units[u];
         let result = UnitResult {
             id: unit.run.unit().id.clone(),
@@ -753,6 +796,35 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         });
         self.write_status(u, &result);
         self.results[u] = Some(result);
+        if let Some(reason) = halt {
+            self.halt(reason);
+        }
+    }
+
+    /// The rollout halted: every unit that has not started is held back with the reason.
+    fn halt(&mut self, reason: String) {
+        self.events.push(RunEvent::RolloutHalted {
+            reason: reason.clone(),
+        });
+        for u in 0..self.units.len() {
+            if self.units[u].phase == UnitPhase::Open && !unit_started(&self.nodes, &self.units[u])
+            {
+                self.hold_back(u, Hold::Rollout, reason.clone());
+            }
+        }
+    }
+
+    /// Holds unit `u` back: it ends `skipped` with `reason`, and a resume starts it once what
+    /// held it back allows.
+    fn hold_back(&mut self, u: usize, hold: Hold, reason: String) {
+        if self.units[u].phase == UnitPhase::Open {
+            self.units[u].phase = UnitPhase::Decided {
+                outcome: Outcome::Skipped,
+                reason: reason.clone(),
+            };
+            self.units[u].progress.held = Some(hold);
+        }
+        self.skip_rest(u, &reason);
     }
 
     /// Sets the reason the run stops early, unless it has as good a reason already; a forced
@@ -779,7 +851,12 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             return None;
         }
         let now = Instant::now();
+        let wall = crate::state::now_ms().max(0) as u64;
         let mut wake: Option<Instant> = None;
+        let wake_at = |ms: u64, wake: &mut Option<Instant>| {
+            let at = now + Duration::from_millis(ms.saturating_sub(wall).max(1));
+            *wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+        };
         while let Some(Reverse((at, idx))) = self.delayed.peek().copied() {
             if at > now {
                 wake = Some(at);
@@ -789,17 +866,59 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             self.set(idx, NodeStatus::Ready);
         }
         let mut starting = Vec::new();
-        let mut short = Vec::new();
+        let mut held = Vec::new();
         for (class, queue) in &mut self.ready {
             // Nodes before `at` wait for the budget; those behind them may start meanwhile.
             let mut at = 0;
             while let Some(&idx) = queue.get(at) {
                 match self.limits.check(class, now) {
                     Admission::Now => {
+                        let u = self.nodes[idx].unit;
+                        // A unit starts in its rollout wave; publish happens in a window.
+                        if !unit_started(&self.nodes, &self.units[u]) {
+                            match self.rollout.gate(u, wall) {
+                                Gate::Now => {}
+                                Gate::At(ms) => {
+                                    wake_at(ms, &mut wake);
+                                    at += 1;
+                                    continue;
+                                }
+                                Gate::Wait => {
+                                    at += 1;
+                                    continue;
+                                }
+                                Gate::Halted(reason) => {
+                                    queue.remove(at);
+                                    held.push((idx, Hold::Rollout, reason));
+                                    continue;
+                                }
+                            }
+                        }
+                        if self.nodes[idx].kind == NodeKind::Publish {
+                            if let Some(ms) = self.rollout.publish_at(wall) {
+                                wake_at(ms, &mut wake);
+                                at += 1;
+                                continue;
+                            }
+                            if let Some(reason) = self.rollout.publish_full(u) {
+                                // A merge of this run may close one; else people must.
+                                if merge_may_free(&self.nodes, &self.units) {
+                                    at += 1;
+                                } else {
+                                    queue.remove(at);
+                                    held.push((
+                                        idx,
+                                        Hold::OpenPrs,
+                                        format!("{reason}; publish waits for fewer"),
+                                    ));
+                                }
+                                continue;
+                            }
+                            self.rollout.publishing(u);
+                        }
                         // A unit's first node to start reserves its budget cap; one the rest
                         // cannot cover waits while running units hold part of it, else it is
                         // held back.
-                        let u = self.nodes[idx].unit;
                         if !self.budget.holds(u) {
                             let before = Spend::of(&unit_usage(&self.nodes, &self.units[u]));
                             match self.budget.reserve(u, before) {
@@ -813,9 +932,9 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                                     at += 1;
                                     continue;
                                 }
-                                Err(reason) => {
+                                Err(short) => {
                                     queue.remove(at);
-                                    short.push((idx, reason));
+                                    held.push((idx, Hold::Budget, short.reason));
                                     continue;
                                 }
                             }
@@ -833,17 +952,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             }
         }
         self.ready.retain(|_, q| !q.is_empty());
-        for (idx, reason) in short {
-            // Held back: skipped, and started by a resume once the budget allows.
-            let u = self.nodes[idx].unit;
-            if self.units[u].phase == UnitPhase::Open {
-                self.units[u].phase = UnitPhase::Decided {
-                    outcome: Outcome::Skipped,
-                    reason: reason.to_string(),
-                };
-                self.units[u].progress.held = Some(Hold::Budget);
-            }
-            self.skip_rest(u, &reason.to_string());
+        for (idx, hold, reason) in held {
+            self.hold_back(self.nodes[idx].unit, hold, reason);
         }
         if starting.is_empty() {
             return wake;

@@ -25,6 +25,7 @@ pub mod error;
 pub mod limits;
 pub mod node;
 pub mod resume;
+pub mod rollout;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,9 @@ pub struct RunOptions {
     pub keep_containers: bool,
     /// Do not take agent results from the cache (results are still stored).
     pub no_cache: bool,
+    /// The run continues a halted rollout (`dispatch resume` of it): its halt counts only the
+    /// units that finish from now on.
+    pub continues_halt: bool,
 }
 
 /// How one unit ended.
@@ -102,6 +106,9 @@ pub struct Executor<R: Runtime, F: Forge, N: NodeRunner<R, F> = Handlers> {
     pub reporter: Arc<dyn Reporter>,
     /// What runs the nodes ([`Handlers`]).
     pub runner: Arc<N>,
+    /// For `rollout.max_open_prs`: per unit of the plan, whether its branch had an open PR on
+    /// the forge as the run started (empty without the setting).
+    pub open_prs: Vec<bool>,
 }
 
 /// Records the run, its units and nodes in the journal (one transaction), with what the forge

@@ -132,6 +132,7 @@ impl Harness {
             options: RunOptions::default(),
             reporter: Arc::new(crate::report::Silent),
             runner: Arc::new(script),
+            open_prs: Vec::new(),
         };
         execute(executor, &self.plan, limits, signals, resumed)
             .await

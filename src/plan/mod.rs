@@ -160,6 +160,10 @@ pub struct Unit {
     /// What publish would do on the forge now (`plan --remote` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishPreview>,
+    /// The rollout wave the unit starts in, 0 being the canary (or the first batch); shown by
+    /// `dispatch plan` for a spec with `rollout:`, not part of what a run records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave: Option<usize>,
 }
 
 /// What publish would do to a unit's branch and PR, judged from the forge's current state.
@@ -520,6 +524,7 @@ fn unit(spec: &Spec, index: usize, target: &ResolvedTarget) -> Unit {
         variables: target.variables.clone(),
         nodes,
         publish: None,
+        wave: None,
     }
 }
 

@@ -80,6 +80,9 @@ pub fn text_with_detected(
             shown(&unit.branch),
             shown(base)
         );
+        if let Some(wave) = unit.wave {
+            let _ = writeln!(out, "  │  rollout wave {wave}");
+        }
         if let Some(preview) = &unit.publish {
             let pr = preview
                 .pr

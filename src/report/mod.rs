@@ -130,6 +130,7 @@ impl Reporter for Lines {
                 shown(unit),
                 held(*usd, *tokens)
             ),
+            RunEvent::RolloutHalted { reason } => println!("{} {}", self.stamp(), shown(reason)),
             RunEvent::ContainerCreated { .. }
             | RunEvent::CacheHit { .. }
             | RunEvent::PrOpened { .. }
@@ -218,6 +219,9 @@ impl Reporter for Bars {
             }
             RunEvent::Cancelling { reason } => {
                 let _ = self.multi.println(reason.describe());
+            }
+            RunEvent::RolloutHalted { reason } => {
+                let _ = self.multi.println(shown(reason));
             }
             RunEvent::AgentReported { .. }
             | RunEvent::ContainerCreated { .. }

@@ -39,6 +39,11 @@ pub struct Spec {
     /// agent pool or model (see "Budgets" in the README).
     #[serde(default, skip_serializing_if = "Budget::is_empty")]
     pub budget: Budget,
+    /// How units start across the run: a canary first, then batches with pauses, a halt when
+    /// too many fail, a cap on open PRs and the windows in which publish may happen (see
+    /// "Rollout" in the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Custom agents and overrides of the built-in presets, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agents: BTreeMap<String, AgentDef>,
@@ -257,6 +262,92 @@ pub enum AgentOutput {
     ClaudeStreamJson,
     /// `gemini --output-format stream-json`: JSON lines ending with `result`.
     GeminiStreamJson,
+}
+
+/// How a run's units start: in waves (a canary, then batches), with a halt when too many fail,
+/// and the forge-facing limits of publish.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// This many units (in plan order) run first; the rest waits until they finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub canary: Option<u32>,
+    /// After the canary, units start in batches of this many, each once the one before
+    /// finished (default: all the rest at once, within the limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch: Option<u32>,
+    /// The time between one wave's end and the next wave's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Duration>,
+    /// Stop starting units once the failure rate of the finished units passes a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_if: Option<HaltIf>,
+    /// Publish waits while this spec has this many PRs open on the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_open_prs: Option<u32>,
+    /// When publish may happen (UTC); none: at any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+}
+
+/// When a rollout halts.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaltIf {
+    /// Halt once more than this share of the finished units failed (0.0 to 1.0).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub failure_rate: f64,
+    /// Only once at least this many units finished (default 1).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min_units: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A time in which publish may happen: days of the week and a span of the day, UTC.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// The days (default: every day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<Weekday>,
+    /// Start, `HH:MM` UTC.
+    pub from: TimeOfDay,
+    /// End, `HH:MM` UTC (before `from`: the window runs past midnight into the next day).
+    pub to: TimeOfDay,
+}
+
+/// A day of the week.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    /// Monday.
+    Mon,
+    /// Tuesday.
+    Tue,
+    /// Wednesday.
+    Wed,
+    /// Thursday.
+    Thu,
+    /// Friday.
+    Fri,
+    /// Saturday.
+    Sat,
+    /// Sunday.
+    Sun,
+}
+
+impl Weekday {
+    /// Monday is 0.
+    pub fn index(self) -> u64 {
+        self as u64
+    }
 }
 
 /// What a run may spend on agents: caps per unit and in total, for the whole run and per agent

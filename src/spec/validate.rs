@@ -44,6 +44,7 @@ pub fn validate(input: &Input<'_>, sources: &mut Sources) -> Vec<Problem> {
     v.agents(spec);
     v.limits(spec);
     v.budget(spec);
+    v.rollout(spec);
     v.forge(spec);
     v.templates(spec, input.templates);
     v.units(spec, input.targets);
@@ -481,6 +482,33 @@ impl Validator<'_> {
                         Some(format!(
                             "set `budget.per_unit.{field}` (or the job's `budget.per_unit.{field}`): each unit reserves its cap against the total before it starts"
                         )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Rollout waves follow the plan's order (job order): a job in waves may only need jobs
+    /// before it, else a unit of an early wave would wait for one of a later wave forever.
+    fn rollout(&mut self, spec: &Spec) {
+        let Some(rollout) = &spec.rollout else {
+            return;
+        };
+        if rollout.canary.is_none() && rollout.batch.is_none() {
+            return;
+        }
+        for (j, job) in spec.jobs.iter().enumerate() {
+            for (i, need) in job.needs.iter().enumerate() {
+                let later = spec.jobs[j..].iter().any(|other| other.id == *need);
+                if later {
+                    self.push(
+                        &p().key("jobs").index(j).key("needs").index(i),
+                        format!(
+                            "job `{}` needs `{need}`, which comes after it, but rollout waves start units in job order",
+                            job.id
+                        ),
+                        "a later job",
+                        Some("list the jobs a job needs before it".to_owned()),
                     );
                 }
             }

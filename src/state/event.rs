@@ -172,6 +172,11 @@ pub enum RunEvent {
         /// Tokens held.
         tokens: u64,
     },
+    /// The rollout halted: units that have not started are held back.
+    RolloutHalted {
+        /// Why, with the figures.
+        reason: String,
+    },
     /// A unit that held a reservation finished: it is given back, and what the unit spent
     /// counts instead.
     BudgetReleased {

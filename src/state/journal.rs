@@ -528,6 +528,7 @@ fn apply(s: &mut Statements<'_>, run: &str, event: &RunEvent, at_ms: i64) -> rus
             "reserved",
             serde_json::json!({ "unit": unit, "usd": usd, "tokens": tokens }).to_string(),
         ),
+        RunEvent::RolloutHalted { reason } => (None, "halted", reason.clone()),
         RunEvent::BudgetReleased { unit, usd, tokens } => (
             None,
             "released",
