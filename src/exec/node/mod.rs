@@ -157,6 +157,8 @@ pub const AGENT_HOMES: &str = "home";
 
 /// The note of the commit a unit's work started from.
 pub const START_NOTE: &str = "start.sha";
+/// The note of the run that noted [`START_NOTE`] (a later run starts the unit over).
+pub const START_RUN_NOTE: &str = "start.run";
 /// The note of a unit's base branch.
 pub const BASE_NOTE: &str = "base";
 /// The note of a unit's last QA failure (for a fix attempt of a resumed run).
