@@ -215,6 +215,34 @@ impl Hold {
 
 words!(Hold, "hold");
 
+/// Whose a unit's pull request is: dispatch opened it, or it was open for the unit's branch
+/// already (opened by a person or another tool) and dispatch adopted it. Only a PR dispatch
+/// opened is ever closed by dispatch on its own (`pr.on_no_changes: close`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrOrigin {
+    /// dispatch opened it (for this unit, in this run or an earlier one).
+    Opened,
+    /// It existed for the unit's branch and dispatch did not open it: dispatch updates it
+    /// instead of opening a second one.
+    Adopted,
+}
+
+impl PrOrigin {
+    /// Every origin.
+    pub const ALL: [PrOrigin; 2] = [PrOrigin::Opened, PrOrigin::Adopted];
+
+    /// The origin as written in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrOrigin::Opened => "opened",
+            PrOrigin::Adopted => "adopted",
+        }
+    }
+}
+
+words!(PrOrigin, "PR origin");
+
 /// Where a node is in its life.
 ///
 /// `Pending -> Ready -> Running -> Done | Failed | Cancelled`; `Pending | Ready -> Skipped |

@@ -1100,10 +1100,12 @@ async fn plan_remote_shows_what_publish_would_do(flavour: Flavour) {
     context.base = Some("main".to_owned());
     let title = dispatch::plan::pr_title(&loaded, 0, &context).expect("title");
     let body = dispatch::plan::pr_body(&loaded, 0, &context).expect("body");
-    open_pr("stale", "An older title".to_owned(), body.clone()).await;
+    let stale = open_pr("stale", "An older title".to_owned(), body.clone()).await;
     let same = open_pr("same", title, body.clone()).await;
     let gone = open_pr("gone", "Done".to_owned(), body).await;
     fake.close_pull(ORG, "gone", gone.number as u64, true);
+    // An earlier run opened `stale` and `same` (else publish would adopt them).
+    record_published(&t, &loaded, &[("stale", &stale), ("same", &same)]).await;
 
     let actions: Vec<Value> = plan_units(&t, &["--remote"])
         .iter()
@@ -1117,6 +1119,11 @@ async fn plan_remote_shows_what_publish_would_do(flavour: Flavour) {
         "{actions:?}"
     );
     assert_eq!(actions[3][1], "closed", "{actions:?}");
+    let closes: Vec<Value> = plan_units(&t, &["--remote"])
+        .iter()
+        .map(|u| u["publish"]["closes_if_unchanged"].clone())
+        .collect();
+    assert_eq!(closes, [Value::Null, json!(true), json!(true), Value::Null]);
     assert!(
         actions[3][2]
             .as_str()
@@ -1125,7 +1132,11 @@ async fn plan_remote_shows_what_publish_would_do(flavour: Flavour) {
     );
     let out = cli(&t, &["plan", "spec.yaml", "--remote"]).expect_status(0);
     assert!(
-        out.stdout.contains("publish: closed already"),
+        out.stdout.contains("publish: closed already")
+            && out.stdout.contains(&format!(
+                "publish: unchanged ({}); closed if the agent changes nothing",
+                same.reference
+            )),
         "{}",
         out.stdout
     );
@@ -1136,6 +1147,44 @@ async fn plan_remote_shows_what_publish_would_do(flavour: Flavour) {
         "{plain:?}"
     );
     assert_valid(&fake);
+}
+
+/// Records in the fixture's journal an earlier run of `loaded` whose publish opened `prs`
+/// (repository and PR) and left them open, as a run of dispatch would have.
+async fn record_published(
+    t: &Test,
+    loaded: &dispatch::spec::LoadedSpec,
+    prs: &[(&str, &dispatch::forge::PrRef)],
+) {
+    use dispatch::state::RunEvent;
+    use dispatch::vocab::{NodeStatus, Outcome, PrOrigin};
+    let journal = dispatch::state::Journal::start(&t.path(".dispatch")).expect("the journal");
+    let plan = dispatch::plan::build(loaded);
+    dispatch::exec::record_run(&journal, "earlier", "spec.yaml", &plan, None)
+        .await
+        .expect("the run is recorded");
+    for (repo, pr) in prs {
+        let unit = format!("fix/{ORG}/{repo}");
+        for event in [
+            RunEvent::NodeFinished {
+                node: format!("{unit}:publish"),
+                status: NodeStatus::Done,
+                outcome: Some(Outcome::Changed),
+                exit_code: None,
+                reason: None,
+            },
+            RunEvent::PrOpened {
+                unit,
+                pr: pr.reference.clone(),
+                origin: PrOrigin::Opened,
+            },
+        ] {
+            journal
+                .record_now("earlier", event)
+                .await
+                .expect("recorded");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1455,19 +1504,13 @@ on_every_forge!(review_findings_reach_the_pr: gitea_review_findings_reach_the_pr
 /// `dispatch prs close|reopen SPEC` on a remote forge: the unit's PR is closed, then reopened,
 /// through the API (every request checked against the forge's description).
 async fn prs_close_and_reopen_a_specs_prs(flavour: Flavour) {
-    if !available() {
-        return;
-    }
-    let fake = fake_with_repo(flavour, "svc").await;
-    let t = on_fake(
-        &fake,
-        flavour,
-        r#"
+    let jobs = r#"
         jobs:
           - { id: fix, task: Fix it, repos: [svc], qa: [] }
-        "#,
-    )
-    .agent(FIXING_AGENT);
+        "#;
+    let Some((fake, t)) = svc_fixture(flavour, jobs).await else {
+        return;
+    };
     let report = cli(&t, &["run", "spec.yaml", "--output", "json"]).json();
     assert_eq!(
         unit(&report, "fix/core/svc")["outcome"],
@@ -1569,3 +1612,178 @@ async fn max_open_prs_holds_publish_back_until_a_pr_is_closed() {
     assert_eq!(attempts("publish"), Some(1.into()), "{nodes}");
     assert_valid(&fake);
 }
+
+/// The scripted agent of a re-run that finds nothing to change.
+const IDLE_AGENT: &str = "#!/bin/sh\necho 'nothing to change here'\n";
+
+/// The fake with repository `core/svc` and a fixture whose `jobs` run [`FIXING_AGENT`] on it;
+/// `None` without the Docker engine.
+async fn svc_fixture(flavour: Flavour, jobs: &str) -> Option<(FakeForge, Test)> {
+    if !available() {
+        return None;
+    }
+    let fake = fake_with_repo(flavour, "svc").await;
+    let t = on_fake(&fake, flavour, jobs).agent(FIXING_AGENT);
+    Some((fake, t))
+}
+
+/// The PR of branch `head` of `core/svc` on the fake.
+fn pull_of(fake: &FakeForge, head: &str) -> fake::Issue {
+    fake.pulls(ORG, "svc")
+        .into_iter()
+        .find(|p| p.pull.as_ref().is_some_and(|p| p.head == head))
+        .unwrap_or_else(|| panic!("no PR of {head}"))
+}
+
+/// `pr.on_no_changes` on a remote forge: a re-run whose agent changes nothing closes the PR
+/// the first run opened, with the comment, and deletes its branch through the API (every
+/// request checked against the description); `keep` leaves PR and branch. Withdrawing again
+/// (what a resumed run does) finds the PR closed and the branch gone, and fails on neither.
+async fn a_re_run_that_changes_nothing_withdraws_the_pr(flavour: Flavour) {
+    let jobs = r#"
+        jobs:
+          - { id: fix, task: Fix it, repos: [svc], qa: [] }
+          - { id: keep, task: Fix it, repos: [svc], qa: [], pr: { on_no_changes: keep } }
+        "#;
+    let Some((fake, t)) = svc_fixture(flavour, jobs).await else {
+        return;
+    };
+    let first = cli(&t, &["run", "spec.yaml", "--output", "json"]).json();
+    assert_eq!(
+        unit(&first, "fix/core/svc")["outcome"],
+        "changed",
+        "{first}"
+    );
+    let first_run = first["run"].as_str().expect("a run id").to_owned();
+    let opened = pull_of(&fake, "agent/fix");
+    let reference = unit(&first, "fix/core/svc")["pr"].clone();
+    assert!(fake.has_branch(ORG, "svc", "agent/fix"));
+
+    std::fs::write(t.path("agent.sh"), IDLE_AGENT).expect("the idle agent");
+    let second = cli(&t, &["run", "spec.yaml", "--no-cache", "--output", "json"])
+        .expect_status(0)
+        .json();
+    let second_run = second["run"].as_str().expect("a run id").to_owned();
+    assert_eq!(
+        outcomes(&second),
+        BTreeMap::from([
+            ("fix/core/svc".to_owned(), "no_changes".to_owned()),
+            ("keep/core/svc".to_owned(), "no_changes".to_owned()),
+        ]),
+        "{second}"
+    );
+    assert_eq!(
+        unit(&second, "fix/core/svc")["reason"],
+        format!(
+            "the agent changed nothing; closed PR {} of run {first_run} and deleted its branch agent/fix",
+            reference.as_str().expect("the PR's reference")
+        ),
+        "{second}"
+    );
+    let closed = pull_of(&fake, "agent/fix");
+    assert_eq!(closed.number, opened.number);
+    assert_eq!(
+        closed.pull.as_ref().map(|p| p.state.as_str()),
+        Some("closed")
+    );
+    assert!(
+        closed.comments.iter().any(|c| c.starts_with(&format!(
+            "dispatch closed this pull request: on run {second_run} the agent found nothing to change"
+        ))),
+        "{:?}",
+        closed.comments
+    );
+    assert!(!fake.has_branch(ORG, "svc", "agent/fix"));
+    let kept = pull_of(&fake, "agent/keep");
+    assert_eq!(kept.pull.as_ref().map(|p| p.state.as_str()), Some("open"));
+    assert!(fake.has_branch(ORG, "svc", "agent/keep"));
+
+    let forge = client(&fake, flavour, TOKEN);
+    let again = forge
+        .withdraw(
+            &request("svc", "agent/fix", "Fix it"),
+            opened.number,
+            "again",
+        )
+        .await
+        .expect("a second withdrawal is no error");
+    assert_eq!(
+        again,
+        dispatch::forge::Withdrawn {
+            pr: dispatch::forge::PrWas::Closed,
+            branch_deleted: false
+        }
+    );
+    assert_eq!(pull_of(&fake, "agent/fix").comments, closed.comments);
+    assert_valid(&fake);
+}
+
+on_every_forge!(a_re_run_that_changes_nothing_withdraws_the_pr: gitea_a_re_run_that_changes_nothing_withdraws_the_pr, github_a_re_run_that_changes_nothing_withdraws_the_pr);
+
+/// An open PR someone else opened for the unit's branch is adopted: `plan --remote` says so
+/// with its author, the run updates it (title, body, labels) instead of opening a second one
+/// and says it adopted it, and a later run that changes nothing leaves it open (dispatch
+/// closes only what it opened).
+async fn an_open_pr_someone_else_opened_is_adopted(flavour: Flavour) {
+    let jobs = r#"
+        jobs:
+          - { id: fix, task: Fix it, repos: [svc], qa: [], pr: { labels: [agentic] } }
+        "#;
+    let Some((fake, t)) = svc_fixture(flavour, jobs).await else {
+        return;
+    };
+    let theirs = fake.add_pull(ORG, "svc", "agent/fix", "Their take", "alice");
+    let planned = plan_units(&t, &["--remote"]);
+    assert_eq!(planned[0]["publish"]["action"], "adopt", "{planned:?}");
+    assert_eq!(planned[0]["publish"]["author"], "alice", "{planned:?}");
+    assert!(
+        planned[0]["publish"]["pr"]
+            .as_str()
+            .is_some_and(|pr| pr.ends_with(&format!("/{theirs}"))),
+        "{planned:?}"
+    );
+    let tree = cli(&t, &["plan", "spec.yaml", "--remote"]).expect_status(0);
+    assert!(
+        tree.stdout.contains("publish: adopt (") && tree.stdout.contains(", opened by alice)"),
+        "{}",
+        tree.stdout
+    );
+
+    let report = cli(&t, &["run", "spec.yaml", "--output", "json"])
+        .expect_status(0)
+        .json();
+    let adopted = unit(&report, "fix/core/svc");
+    assert_eq!(adopted["outcome"], "changed", "{report}");
+    let reference = adopted["pr"].as_str().expect("the PR").to_owned();
+    assert_eq!(
+        adopted["reason"],
+        format!("adopted PR {reference}, opened by alice, instead of opening a second one"),
+        "{report}"
+    );
+    let pulls = fake.pulls(ORG, "svc");
+    assert_eq!(pulls.len(), 1, "no second PR: {pulls:?}");
+    assert_eq!(pulls[0].number, theirs);
+    assert_eq!(pulls[0].title, "Fix it");
+    assert!(
+        pulls[0].body.contains("Produced by dispatch"),
+        "{}",
+        pulls[0].body
+    );
+    assert_eq!(pulls[0].labels, ["agentic"]);
+
+    std::fs::write(t.path("agent.sh"), IDLE_AGENT).expect("the idle agent");
+    let idle = cli(&t, &["run", "spec.yaml", "--no-cache", "--output", "json"])
+        .expect_status(0)
+        .json();
+    assert_eq!(
+        unit(&idle, "fix/core/svc")["reason"],
+        "the agent changed nothing",
+        "{idle}"
+    );
+    let pr = pull_of(&fake, "agent/fix");
+    assert_eq!(pr.pull.as_ref().map(|p| p.state.as_str()), Some("open"));
+    assert!(fake.has_branch(ORG, "svc", "agent/fix"));
+    assert_valid(&fake);
+}
+
+on_every_forge!(an_open_pr_someone_else_opened_is_adopted: gitea_an_open_pr_someone_else_opened_is_adopted, github_an_open_pr_someone_else_opened_is_adopted);

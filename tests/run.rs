@@ -822,3 +822,118 @@ fn prs_close_and_reopen_on_the_local_forge() {
     assert_eq!(reopened.as_array().map(Vec::len), Some(2), "{reopened}");
     assert!(status(&t).values().all(|s| s == "open"), "{:?}", status(&t));
 }
+
+/// The scripted agent of a re-run that finds nothing to change.
+const IDLE_AGENT: &str = "#!/bin/sh\necho 'nothing to change here'\n";
+
+/// `pr.on_no_changes` on the local forge: a re-run whose agent changes nothing closes the PR
+/// the first run opened, with a comment naming the run, and deletes its branch from the bare
+/// repository (`close`, the default); with `keep` the PR and the branch stay. A third run
+/// finds nothing left to close.
+#[test]
+fn a_re_run_that_changes_nothing_closes_the_pr_it_opened_and_deletes_its_branch() {
+    if !available() {
+        return;
+    }
+    let t = Test::new("on-no-changes")
+        .scripted_repos(&[("r1", "change")])
+        .scripted_spec(
+            r#"
+            jobs:
+              - { id: fix, task: t, repos: [r1], qa: [] }
+              - { id: keep, task: t, repos: [r1], qa: [], pr: { on_no_changes: keep } }
+            "#,
+        );
+    let first = t.run(RUN).expect_status(0).json();
+    let want_changed = want(&[("fix/t/r1", "changed"), ("keep/t/r1", "changed")]);
+    assert_eq!(outcomes(&first), want_changed, "{first}");
+    let first_run = first["run"].as_str().expect("a run id").to_owned();
+    let branches = |t: &Test| {
+        t.git(
+            ".dispatch/forge/t/r1.git",
+            &["branch", "--format=%(refname:short)"],
+        )
+    };
+    assert_eq!(branches(&t), "agent/fix\nagent/keep\nmain");
+    let prs = |t: &Test| -> BTreeMap<String, (i64, String)> {
+        t.run(&["prs", "--json"])
+            .expect_status(0)
+            .json()
+            .as_array()
+            .expect("PRs")
+            .iter()
+            .map(|p| {
+                (
+                    p["branch"].as_str().unwrap_or_default().to_owned(),
+                    (
+                        p["number"].as_i64().unwrap_or_default(),
+                        p["status"].as_str().unwrap_or_default().to_owned(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let fix_pr = prs(&t)["agent/fix"].0;
+
+    std::fs::write(t.path("agent.sh"), IDLE_AGENT).expect("the idle agent");
+    let second = t
+        .run(&["run", "spec.yaml", "--no-cache", "--output", "json"])
+        .expect_status(0)
+        .json();
+    let second_run = second["run"].as_str().expect("a run id").to_owned();
+    let want_none = want(&[("fix/t/r1", "no_changes"), ("keep/t/r1", "no_changes")]);
+    assert_eq!(outcomes(&second), want_none, "{second}");
+    assert_eq!(
+        unit(&second, "fix/t/r1")["reason"],
+        format!(
+            "the agent changed nothing; closed PR local:t/r1#{fix_pr} of run {first_run} and deleted its branch agent/fix"
+        ),
+        "{second}"
+    );
+    assert_eq!(
+        unit(&second, "keep/t/r1")["reason"],
+        "the agent changed nothing",
+        "{second}"
+    );
+    assert_eq!(prs(&t)["agent/fix"].1, "closed");
+    assert_eq!(prs(&t)["agent/keep"].1, "open");
+    assert_eq!(
+        branches(&t),
+        "agent/keep\nmain",
+        "only the closed PR's branch is gone"
+    );
+    let shown = t
+        .run(&["prs", "--show", &fix_pr.to_string()])
+        .expect_status(0)
+        .stdout;
+    assert!(
+        shown.contains(&format!(
+            "dispatch closed this pull request: on run {second_run} the agent found nothing to change"
+        )),
+        "{shown}"
+    );
+
+    // Nothing is left to close: publish does not run again, and nothing fails.
+    let third = t
+        .run(&["run", "spec.yaml", "--no-cache", "--output", "json"])
+        .expect_status(0)
+        .json();
+    assert_eq!(outcomes(&third), want_none, "{third}");
+    assert_eq!(
+        unit(&third, "fix/t/r1")["reason"],
+        "the agent changed nothing",
+        "{third}"
+    );
+    let status = t
+        .run(&["status", third["run"].as_str().expect("a run id"), "--json"])
+        .expect_status(0)
+        .json();
+    let publish = status["units"]
+        .as_array()
+        .and_then(|units| units.iter().find(|u| u["id"] == "fix/t/r1"))
+        .and_then(|u| u["nodes"].as_array())
+        .and_then(|nodes| nodes.iter().find(|n| n["kind"] == "publish"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(publish["status"], "skipped", "{status}");
+}

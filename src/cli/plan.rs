@@ -23,7 +23,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "remote")]
     pub offline: bool,
     /// Show per unit what publish would do to its branch's PR on the forge now: create,
-    /// update, unchanged, or closed already.
+    /// update, unchanged, adopt (an open PR dispatch did not open), or closed already; and
+    /// which PRs a run whose agent changes nothing would close.
     #[arg(long)]
     pub remote: bool,
     /// State directory (default: `.dispatch/` beside the spec; the local forge lives there).
@@ -96,6 +97,13 @@ async fn preview_publish(
         None => crate::plan::resolve::local_prs(state_dir)?,
         Some(_) => Vec::new(),
     };
+    // Which PRs dispatch opened (the others are adopted by publish), as the journal says.
+    let published = match crate::state::Db::exists_in(state_dir) {
+        true => crate::state::Db::open_read_only(state_dir)
+            .and_then(|db| db.published_prs(None))
+            .map_err(|e| e.to_string())?,
+        false => Default::default(),
+    };
     let mut default_branches: std::collections::HashMap<(String, String), Option<String>> =
         std::collections::HashMap::new();
     for unit in &mut plan.units {
@@ -125,13 +133,26 @@ async fn preview_publish(
                         merged: p.status == "merged",
                         title: p.title.clone(),
                         body: p.body.clone(),
+                        author: None,
                     })
                     .collect(),
             ),
         };
+        let ours = published.get(&unit.id).filter(|p| {
+            p.origin == Some(crate::vocab::PrOrigin::Opened)
+                && existing
+                    .as_ref()
+                    .is_some_and(|e| e.reference == p.reference)
+        });
+        let closes_if_unchanged = ours.is_some_and(|p| p.open)
+            && existing.as_ref().is_some_and(|e| e.open)
+            && !unit.existing_branch
+            && loaded.spec.jobs[target.job].pr.on_no_changes
+                == crate::spec::model::OnNoChanges::Close;
         let action = match &existing {
             None => PublishAction::Create,
             Some(pr) if !pr.open => PublishAction::Closed,
+            Some(_) if ours.is_none() => PublishAction::Adopt,
             Some(pr) => {
                 let base = match &unit.base {
                     Some(base) => Some(base.clone()),
@@ -163,6 +184,11 @@ async fn preview_publish(
         };
         unit.publish = Some(PublishPreview {
             action,
+            author: existing
+                .as_ref()
+                .filter(|_| action == PublishAction::Adopt)
+                .and_then(|pr| pr.author.clone()),
+            closes_if_unchanged,
             pr: existing.map(|pr| {
                 if pr.merged {
                     format!("{}, merged", pr.reference)

@@ -65,8 +65,9 @@ use crate::plan::Plan;
 use crate::runtime::Runtime;
 use crate::spec::values::AgentRef;
 use crate::state::event::{PoolStart, ResetCause};
+use crate::state::views::PublishedPr;
 use crate::state::RunEvent;
-use crate::vocab::{CancelReason, Hold, NodeKind, NodeStatus, Outcome};
+use crate::vocab::{CancelReason, Hold, NodeKind, NodeStatus, Outcome, PrOrigin};
 
 /// A signal from the user, as the command line hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +176,12 @@ pub(super) struct Progress {
     pub(super) reached: Option<Outcome>,
     /// What held it back, when it ends `skipped` until something allows it.
     pub(super) held: Option<Hold>,
+    /// Why the agent changed nothing, when publish runs to withdraw an earlier run's PR.
+    pub(super) no_changes: Option<String>,
+    /// Whose the unit's PR is, as its last [`RunEvent::PrOpened`] of this run said.
+    pub(super) pr_origin: Option<PrOrigin>,
+    /// What a unit that ends with the outcome its nodes reached says (an adopted PR).
+    pub(super) note: Option<String>,
 }
 
 /// One unit as the dispatcher tracks it.
@@ -321,7 +328,13 @@ fn retry_delay(attempt: u32) -> Duration {
 
 impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     /// The dispatcher of `plan`, every node pending, and the channels its tasks answer on.
-    pub(super) fn new(ex: Executor<R, F, N>, plan: &Arc<Plan>, limits: Limits) -> (Self, Inbox) {
+    /// `published` holds the PR the journal's runs published for each unit, by unit id.
+    pub(super) fn new(
+        ex: Executor<R, F, N>,
+        plan: &Arc<Plan>,
+        limits: Limits,
+        published: HashMap<String, PublishedPr>,
+    ) -> (Self, Inbox) {
         let (returned_tx, returned) = mpsc::unbounded_channel();
         let (committed_tx, committed) = mpsc::unbounded_channel();
         let (cancel_tx, _) = watch::channel(false);
@@ -349,7 +362,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             restoring: false,
             ex,
         };
-        d.build(plan);
+        d.build(plan, published);
         (
             d,
             Inbox {
@@ -359,10 +372,11 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         )
     }
 
-    fn build(&mut self, plan: &Arc<Plan>) {
+    fn build(&mut self, plan: &Arc<Plan>, mut published: HashMap<String, PublishedPr>) {
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.counts.nodes);
         for (u, unit) in plan.units.iter().enumerate() {
-            let run = UnitRun::new(&self.ex.loaded, plan, u, &self.ex.state_dir);
+            let mut run = UnitRun::new(&self.ex.loaded, plan, u, &self.ex.state_dir);
+            run.published = published.remove(&unit.id);
             let mut ids = Vec::with_capacity(unit.nodes.len());
             for node in &unit.nodes {
                 let class = match node.kind {
@@ -486,11 +500,26 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             self.events
                 .push(end_event(&self.nodes[r.idx].id, &r.result));
             // A PR a node opened is its unit's from the same commit on (a resumed run needs it
-            // for merge).
+            // for merge), with whose it is.
             if let NodeResult::Done { pr: Some(pr), .. } = &r.result {
+                let u = self.nodes[r.idx].unit;
+                let origin = self.origin_of(u, pr);
+                let unit = &mut self.units[u];
+                unit.progress.pr_origin = Some(origin);
+                if origin == PrOrigin::Adopted {
+                    let by = pr
+                        .author
+                        .as_deref()
+                        .map_or(String::new(), |a| format!(", opened by {a},"));
+                    unit.progress.note = Some(format!(
+                        "adopted PR {}{by} instead of opening a second one",
+                        pr.reference
+                    ));
+                }
                 self.events.push(RunEvent::PrOpened {
-                    unit: self.units[self.nodes[r.idx].unit].run.unit().id.clone(),
+                    unit: unit.run.unit().id.clone(),
                     pr: pr.reference.clone(),
+                    origin,
                 });
             }
         }
@@ -502,6 +531,28 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             .record_then(&self.ex.run_id, events, move |written| {
                 let _ = committed.send((batch, written));
             });
+    }
+
+    /// Whose the PR a node of unit `u` returned is: dispatch's when this publish opened it, or
+    /// when this run or the journal's runs recorded it as opened by dispatch; else adopted (it
+    /// was open for the unit's branch, opened by someone or something else).
+    fn origin_of(&self, u: usize, pr: &PrRef) -> PrOrigin {
+        let progress = &self.units[u].progress;
+        let this_run = progress.pr_origin == Some(PrOrigin::Opened)
+            && progress
+                .pr
+                .as_ref()
+                .is_some_and(|p| p.reference == pr.reference);
+        let earlier = self.units[u]
+            .run
+            .published
+            .as_ref()
+            .is_some_and(|p| p.reference == pr.reference && p.origin == Some(PrOrigin::Opened));
+        if pr.created || this_run || earlier {
+            PrOrigin::Opened
+        } else {
+            PrOrigin::Adopted
+        }
     }
 
     /// What an agent run of node `idx` reported: counted for the node and its unit, its
@@ -564,6 +615,19 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                     self.set(idx, NodeStatus::Failed);
                     self.decide(u, verdict.outcome, error.to_string(), self.nodes[idx].kind);
                 }
+            }
+            // The agent changed nothing, and an earlier run's PR of the unit is open: publish
+            // alone runs on, to withdraw it, and decides the unit's `no_changes`.
+            NodeResult::Stop {
+                outcome: Outcome::NoChanges,
+                reason,
+                ..
+            } if self.nodes[idx].kind == NodeKind::Agent
+                && self.units[u].run.withdraws(&self.ex.loaded).is_some() =>
+            {
+                self.set(idx, NodeStatus::Done);
+                self.units[u].progress.no_changes = Some(reason);
+                self.skip_to_publish(u);
             }
             NodeResult::Stop {
                 outcome, reason, ..
@@ -631,6 +695,22 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             self.units[u].phase = UnitPhase::Decided { outcome, reason };
         }
         self.skip_rest(u, &format!("{} ended {outcome}", by.as_str()));
+    }
+
+    /// Skips every node of unit `u` but its publish that has not run: its agent changed
+    /// nothing, and publish withdraws the PR of an earlier run.
+    fn skip_to_publish(&mut self, u: usize) {
+        let reason = "the agent changed nothing; publish withdraws the PR of an earlier run";
+        for i in 0..self.units[u].nodes.len() {
+            let n = self.units[u].nodes[i];
+            let status = self.nodes[n].status;
+            if self.nodes[n].kind != NodeKind::Publish
+                && !status.is_terminal()
+                && status != NodeStatus::Running
+            {
+                self.end_unrun(n, NodeStatus::Skipped, reason);
+            }
+        }
     }
 
     /// Skips every node of unit `u` that neither ran to its end nor runs now.
@@ -757,7 +837,10 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         }
         let (outcome, reason) = match &unit.phase {
             UnitPhase::Decided { outcome, reason } => (*outcome, Some(reason.clone())),
-            _ => (unit.progress.reached.unwrap_or(Outcome::Changed), None),
+            _ => (
+                unit.progress.reached.unwrap_or(Outcome::Changed),
+                unit.progress.note.clone(),
+            ),
         };
         let usage = unit_usage(&self.nodes, unit);
         let held = unit.progress.held;
@@ -1003,6 +1086,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             base: unit.progress.base.clone(),
             qa_passed: unit.progress.qa_passed,
             pr: unit.progress.pr.clone(),
+            no_changes: unit.progress.no_changes.clone(),
             runtime: self.ex.runtime.clone(),
             forge: self.ex.forge.clone(),
             journal: self.ex.journal.clone(),

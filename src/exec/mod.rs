@@ -158,7 +158,8 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
     mut signals: mpsc::UnboundedReceiver<Signal>,
     resumed: Option<Vec<crate::state::views::UnitRow>>,
 ) -> Vec<UnitResult> {
-    let (mut d, mut inbox) = Dispatcher::new(ex, plan, limits);
+    let published = published_prs(&ex.state_dir).await;
+    let (mut d, mut inbox) = Dispatcher::new(ex, plan, limits, published);
     if let Some(rows) = resumed {
         d.take_over(&rows);
     }
@@ -208,6 +209,30 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
         tracing::error!(%error, "the journal could not record the end of the run");
     }
     results
+}
+
+/// The PR the journal's runs published for each unit ([`crate::state::Db::published_prs`]),
+/// read on a blocking thread; none when the journal cannot say (then nothing is withdrawn,
+/// and a PR open for a unit's branch counts as adopted).
+async fn published_prs(
+    state_dir: &std::path::Path,
+) -> std::collections::HashMap<String, crate::state::views::PublishedPr> {
+    let dir = state_dir.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::state::Db::open(&dir).and_then(|db| db.published_prs(None))
+    })
+    .await;
+    match read {
+        Ok(Ok(published)) => published,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot read the PRs earlier runs published");
+            Default::default()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the PRs earlier runs published");
+            Default::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! And unit by unit: the base prep resolved and the last QA failure (from the notes dispatch
 //! keeps beside the workspace), the PR, the outcome if one was recorded (its remaining nodes
 //! are skipped), what its finished nodes reached (an agent that ran to its end changed the
-//! repository, a merge merged), the fix attempts its agent used. A failed node whose unit had
+//! repository, a merge merged; an agent that changed nothing in a unit without an outcome
+//! left publish to withdraw an earlier run's PR), the fix attempts its agent used. A failed node whose unit had
 //! no outcome yet gives the unit its outcome (the node's own, recorded with it). Dependencies
 //! still to wait for are counted again from the restored statuses.
 
@@ -24,16 +25,6 @@ use crate::forge::{Forge, PrRef};
 use crate::runtime::Runtime;
 use crate::state::views::UnitRow;
 use crate::vocab::{NodeKind, NodeStatus, Outcome};
-
-/// A PR from its reference (`local:org/repo#3`, or a URL ending in the number).
-fn parse_pr(reference: &str) -> Option<PrRef> {
-    let number = reference.rsplit(['#', '/']).next()?.parse().ok()?;
-    Some(PrRef {
-        number,
-        reference: reference.to_owned(),
-        created: false,
-    })
-}
 
 /// A note dispatch keeps on a unit, trimmed; `None` when missing or empty.
 fn note(path: &std::path::Path) -> Option<String> {
@@ -118,7 +109,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         progress.qa_failure = std::fs::read_to_string(run.note(node::QA_FAILURE_NOTE)).ok();
         let mut decided = None;
         if let Some(row) = row {
-            progress.pr = row.pr.as_deref().and_then(parse_pr);
+            progress.pr = row.pr.as_deref().and_then(PrRef::from_reference);
             if let Some(outcome) = row.outcome {
                 decided = Some((outcome, row.reason.clone().unwrap_or_default()));
             }
@@ -138,7 +129,15 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         }
         for &n in &nodes {
             let node = &self.nodes[n];
+            let recorded = row.and_then(|row| row.nodes.iter().find(|r| r.id == node.id));
             match (node.kind, node.status) {
+                // An agent that changed nothing, whose unit's publish withdraws an earlier
+                // run's PR (the unit has no outcome yet).
+                (NodeKind::Agent, NodeStatus::Done)
+                    if recorded.is_some_and(|r| r.outcome == Some(Outcome::NoChanges)) =>
+                {
+                    progress.no_changes = recorded.and_then(|r| r.reason.clone());
+                }
                 (NodeKind::Agent, NodeStatus::Done) => progress.reached = Some(Outcome::Changed),
                 (NodeKind::Qa, NodeStatus::Done) => progress.qa_passed = true,
                 (NodeKind::Merge, NodeStatus::Done) => progress.reached = Some(Outcome::Merged),

@@ -655,3 +655,130 @@ jobs:
     assert_eq!(running, 0, "every container node that started ended");
     assert_eq!(most, 2, "total 2, and the nodes did overlap");
 }
+
+/// Records in `h`'s journal an earlier run `r0` whose publish opened a PR for `j/core/a` and
+/// left it open.
+async fn earlier_run_opened_a_pr(h: &Harness) {
+    record_run(&h.journal, "r0", "dispatcher.yaml", &h.plan, None)
+        .await
+        .expect("the earlier run is recorded");
+    let events = vec![
+        RunEvent::NodeFinished {
+            node: "j/core/a:publish".to_owned(),
+            status: NodeStatus::Done,
+            outcome: Some(Outcome::Changed),
+            exit_code: None,
+            reason: None,
+        },
+        RunEvent::PrOpened {
+            unit: "j/core/a".to_owned(),
+            pr: "local:core/a#1".to_owned(),
+            origin: crate::vocab::PrOrigin::Opened,
+        },
+    ];
+    for event in events {
+        h.journal.record_now("r0", event).await.expect("recorded");
+    }
+}
+
+/// The nodes `script` started, in order.
+fn nodes_started(script: &Script) -> Vec<String> {
+    let starts = script.starts.lock().expect("not poisoned");
+    starts.iter().map(|(n, _, _)| n.clone()).collect()
+}
+
+/// What the scripted nodes of a run whose agents change nothing answer: publish (which only
+/// runs to withdraw) says it closed the PR.
+fn nothing_changes(node: &str, _: u32) -> Option<NodeResult> {
+    match node {
+        n if n.ends_with(":agent") => stop(Outcome::NoChanges, "the agent changed nothing"),
+        n if n.ends_with(":publish") => stop(
+            Outcome::NoChanges,
+            "the agent changed nothing; closed PR local:core/a#1 of run r0",
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_changes_nothing_lets_publish_withdraw_only_a_pr_an_earlier_run_opened() {
+    let h = Harness::new("withdraw", QA_AND_PUBLISH).await;
+    earlier_run_opened_a_pr(&h).await;
+    let script = script(nothing_changes);
+    let results = h.run(script.clone(), no_signals(), None).await;
+    assert_eq!(
+        results["j/core/a"],
+        (
+            Outcome::NoChanges,
+            Some("the agent changed nothing; closed PR local:core/a#1 of run r0".to_owned())
+        )
+    );
+    assert_eq!(
+        results["j/core/b"],
+        (
+            Outcome::NoChanges,
+            Some("the agent changed nothing".to_owned())
+        ),
+        "no earlier PR: nothing to withdraw"
+    );
+    let ran = nodes_started(&script);
+    assert!(ran.contains(&"j/core/a:publish".to_owned()), "{ran:?}");
+    for skipped in ["j/core/a:qa", "j/core/b:qa", "j/core/b:publish"] {
+        assert!(!ran.contains(&skipped.to_owned()), "{skipped}: {ran:?}");
+        assert_eq!(h.status(skipped).0, NodeStatus::Skipped, "{skipped}");
+    }
+    assert_eq!(h.status("j/core/a:publish").0, NodeStatus::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_cut_short_by_a_crash_runs_again_on_resume() {
+    let h = Harness::new("withdraw-resume", QA_AND_PUBLISH).await;
+    earlier_run_opened_a_pr(&h).await;
+    // What a runner killed while publish withdrew the PR left of unit `a`.
+    let started = |node: &str| RunEvent::NodeStarted {
+        node: node.to_owned(),
+        attempt: 1,
+        pool: None,
+    };
+    let finished =
+        |node: &str, status, outcome: Option<Outcome>, reason: &str| RunEvent::NodeFinished {
+            node: node.to_owned(),
+            status,
+            outcome,
+            exit_code: None,
+            reason: Some(reason.to_owned()).filter(|r| !r.is_empty()),
+        };
+    let events = vec![
+        started("j/core/a:prep"),
+        finished("j/core/a:prep", NodeStatus::Done, None, ""),
+        started("j/core/a:agent"),
+        finished(
+            "j/core/a:agent",
+            NodeStatus::Done,
+            Some(Outcome::NoChanges),
+            "the agent changed nothing",
+        ),
+        finished(
+            "j/core/a:qa",
+            NodeStatus::Skipped,
+            None,
+            "the agent changed nothing",
+        ),
+        started("j/core/a:publish"),
+    ];
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    h.journal.record_then("r1", events, move |written| {
+        let _ = tx.send(written);
+    });
+    rx.await.expect("answered").expect("committed");
+    let rows = h.db().units("r1").expect("readable");
+    let script = script(nothing_changes);
+    let results = h.run(script.clone(), no_signals(), Some(rows)).await;
+    assert_eq!(
+        results["j/core/a"].1.as_deref(),
+        Some("the agent changed nothing; closed PR local:core/a#1 of run r0")
+    );
+    let mut ran = nodes_started(&script);
+    ran.retain(|n| n.starts_with("j/core/a"));
+    assert_eq!(ran, ["j/core/a:publish"], "only publish runs again");
+}

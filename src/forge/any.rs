@@ -22,7 +22,7 @@ use super::local::LocalForge;
 use super::options::RemoteOptions;
 use super::pr::ExistingPr;
 use super::target::{RemoteIssue, RemotePr, RemoteRepo, RepoFilter};
-use super::{Forge, ForgeError, IssueRef, NewIssue, PrRef, PrRequest, PublishOptions};
+use super::{Forge, ForgeError, IssueRef, NewIssue, PrRef, PrRequest, PublishOptions, Withdrawn};
 use crate::spec::model::{Forge as ForgeSpec, ForgeKind};
 
 /// The forge of a run: the embedded local one, Forgejo/Gitea, or GitHub.
@@ -183,16 +183,9 @@ impl AnyForge {
         let Some(pr) = ExistingPr::to_set(&prs, open) else {
             return Ok(None);
         };
-        // The same path and body on every remote forge (below the API root).
+        // The same path on every remote forge (below the API root).
         let path = format!("/repos/{}/{}/pulls/{}", seg(org), seg(repo), pr.number);
-        let state = if open { "open" } else { "closed" };
-        http.send(
-            reqwest::Method::PATCH,
-            &path,
-            &[],
-            Some(&serde_json::json!({ "state": state })),
-        )
-        .await?;
+        super::pr::set_state(http, &path, open).await?;
         Ok(Some(pr.reference.clone()))
     }
 
@@ -295,5 +288,14 @@ impl Forge for AnyForge {
         issue: &NewIssue,
     ) -> Result<IssueRef, ForgeError> {
         each!(self, f => f.open_issue(request, issue).await)
+    }
+
+    async fn withdraw(
+        &self,
+        request: &PrRequest,
+        number: u64,
+        comment: &str,
+    ) -> Result<Withdrawn, ForgeError> {
+        each!(self, f => f.withdraw(request, number, comment).await)
     }
 }

@@ -18,7 +18,7 @@ use super::push;
 use super::target::{self, RemoteIssue, RemoteRepo, RepoFilter};
 use super::{
     needs_review_comment, opened_comment, Forge, ForgeError, IssueRef, NewIssue, PrRef, PrRequest,
-    PublishOptions, DEFAULT_LABEL_COLOUR, NEEDS_REVIEW, NEEDS_REVIEW_COLOUR,
+    PublishOptions, Withdrawn, DEFAULT_LABEL_COLOUR, NEEDS_REVIEW, NEEDS_REVIEW_COLOUR,
 };
 
 /// Page size of list requests.
@@ -189,7 +189,7 @@ impl GiteaForge {
         let items = self.http.get_all(&path, &query, "limit", PAGE).await?;
         Ok(items
             .iter()
-            .filter(|p| p["head"]["ref"] == branch)
+            .filter(|p| p["head"]["ref"] == branch && pr::head_in(p, org, repo))
             .map(ExistingPr::from_api)
             .collect())
     }
@@ -210,7 +210,10 @@ impl GiteaForge {
                 )
                 .await?;
             let items = items.as_array().cloned().unwrap_or_default();
-            if let Some(pr) = items.iter().find(|p| p["head"]["ref"] == branch) {
+            if let Some(pr) = items
+                .iter()
+                .find(|p| p["head"]["ref"] == branch && pr::head_in(p, org, repo))
+            {
                 return Ok(pr.clone());
             }
             if items.len() < PAGE {
@@ -357,6 +360,7 @@ impl Forge for GiteaForge {
         };
         let existing = self.find_pr(org, repo, &request.branch).await?;
         let pulls = format!("{}/pulls", Self::repo_path(org, repo));
+        let author = pr::author(&existing);
         let (pr, created) = if existing.is_null() {
             let mut body = json!({
                 "head": request.branch,
@@ -407,6 +411,7 @@ impl Forge for GiteaForge {
             number: number as i64,
             reference: link,
             created,
+            author: author.filter(|_| !created),
         })
     }
 
@@ -494,6 +499,27 @@ impl Forge for GiteaForge {
     ) -> Result<(), ForgeError> {
         self.comment_once(&request.org, &request.repo, pr.number as u64, body)
             .await
+    }
+
+    /// The comment is not posted twice (a resumed withdrawal); the branch is deleted by
+    /// `DELETE /repos/{owner}/{repo}/branches/{branch}` (404: gone already).
+    async fn withdraw(
+        &self,
+        request: &PrRequest,
+        number: u64,
+        comment: &str,
+    ) -> Result<Withdrawn, ForgeError> {
+        let (org, repo) = (request.org.as_str(), request.repo.as_str());
+        let path = Self::repo_path(org, repo);
+        pr::withdraw(
+            &self.http,
+            &format!("{path}/pulls/{number}"),
+            &request.branch,
+            &format!("{path}/branches/{}", seg(&request.branch)),
+            &[404],
+            || self.comment_once(org, repo, number, comment),
+        )
+        .await
     }
 
     /// Labels are added after the issue is opened (Forgejo's and Gitea's create call takes

@@ -20,7 +20,7 @@ use super::push;
 use super::target::{self, RemoteIssue, RemoteRepo, RepoFilter};
 use super::{
     needs_review_comment, opened_comment, Forge, ForgeError, IssueRef, NewIssue, PrRef, PrRequest,
-    PublishOptions, NEEDS_REVIEW,
+    PublishOptions, Withdrawn, NEEDS_REVIEW,
 };
 
 /// The public API root.
@@ -122,7 +122,11 @@ impl GithubForge {
             ("head", format!("{org}:{branch}")),
         ];
         let items = self.http.get_all(&path, &query, "per_page", PAGE).await?;
-        Ok(items.iter().map(ExistingPr::from_api).collect())
+        Ok(items
+            .iter()
+            .filter(|p| pr::head_in(p, org, repo))
+            .map(ExistingPr::from_api)
+            .collect())
     }
 
     /// Repositories of `org` that `filter` accepts.
@@ -242,8 +246,9 @@ impl Forge for GithubForge {
             .await?;
         let existing = existing
             .as_array()
-            .and_then(|p| p.first().cloned())
+            .and_then(|p| p.iter().find(|p| pr::head_in(p, org, repo)).cloned())
             .unwrap_or(Value::Null);
+        let author = pr::author(&existing);
         let (pr, created) = if existing.is_null() {
             let body = json!({
                 "title": request.title,
@@ -304,6 +309,7 @@ impl Forge for GithubForge {
             number: number as i64,
             reference: link,
             created,
+            author: author.filter(|_| !created),
         })
     }
 
@@ -383,6 +389,35 @@ impl Forge for GithubForge {
             .send(Method::POST, &path, &[], Some(&json!({ "body": body })))
             .await?;
         Ok(())
+    }
+
+    /// The comment is posted once per attempt (GitHub's API subset cannot list comments); the
+    /// branch is deleted by `DELETE /repos/{owner}/{repo}/git/refs/heads/{branch}` (404 or
+    /// 422 "Reference does not exist": gone already).
+    async fn withdraw(
+        &self,
+        request: &PrRequest,
+        number: u64,
+        comment: &str,
+    ) -> Result<Withdrawn, ForgeError> {
+        let path = Self::repo_path(&request.org, &request.repo);
+        // The ref's path keeps the branch's slashes (`heads/agent/fix`), each part encoded.
+        let branch: Vec<String> = request.branch.split('/').map(seg).collect();
+        let pr = PrRef {
+            number: number as i64,
+            reference: format!("#{number}"),
+            created: false,
+            author: None,
+        };
+        pr::withdraw(
+            &self.http,
+            &format!("{path}/pulls/{number}"),
+            &request.branch,
+            &format!("{path}/git/refs/heads/{}", branch.join("/")),
+            &[404, 422],
+            || self.comment_on_pr(request, &pr, comment),
+        )
+        .await
     }
 
     /// GitHub takes label names on creation and creates the missing ones.

@@ -1,10 +1,11 @@
 //! The embedded local forge: bare repositories under `<state>/forge/<org>/<repo>.git`, pull
 //! requests and their comments as rows of the state database (`dispatch prs` lists them).
-//! Merging merges the branch into the base of the bare repository. It has no issues.
+//! Merging merges the branch into the base of the bare repository; withdrawing a PR closes its
+//! row and deletes its branch's ref there. It has no issues, and no PR of anyone but dispatch.
 
 use std::path::{Path, PathBuf};
 
-use super::{Forge, ForgeError, PrRef, PrRequest};
+use super::{Forge, ForgeError, PrRef, PrRequest, PrWas, Withdrawn};
 use crate::git;
 use crate::state::journal::NewPr;
 use crate::state::Journal;
@@ -112,6 +113,7 @@ impl Forge for LocalForge {
             number,
             reference: Self::reference(&request.org, &request.repo, number),
             created,
+            author: None,
         })
     }
 
@@ -150,6 +152,39 @@ impl Forge for LocalForge {
         let _ = tokio::fs::remove_dir_all(scratch).await;
         self.journal.pr_merged(pr.number).await?;
         Ok(())
+    }
+
+    /// The PR's row is closed with the comment, and the branch's ref is deleted from the bare
+    /// repository.
+    async fn withdraw(
+        &self,
+        request: &PrRequest,
+        number: u64,
+        comment: &str,
+    ) -> Result<Withdrawn, ForgeError> {
+        let before = self
+            .journal
+            .pr_withdraw(number as i64, request.branch.clone(), comment.to_owned())
+            .await?;
+        let pr = match before.as_deref() {
+            None => PrWas::Missing,
+            Some("open") => PrWas::Open,
+            Some("merged") => PrWas::Merged,
+            Some(_) => PrWas::Closed,
+        };
+        let mut branch_deleted = false;
+        if matches!(pr, PrWas::Open | PrWas::Closed) {
+            let bare = self.bare(&request.org, &request.repo);
+            let full = format!("refs/heads/{}", request.branch);
+            if git::git(&bare, &["rev-parse", "--verify", "--quiet", &full])
+                .await
+                .is_ok()
+            {
+                git::git(&bare, &["update-ref", "-d", &full]).await?;
+                branch_deleted = true;
+            }
+        }
+        Ok(Withdrawn { pr, branch_deleted })
     }
 
     async fn comment_on_pr(

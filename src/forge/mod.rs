@@ -81,6 +81,53 @@ pub struct PrRef {
     pub reference: String,
     /// Whether this publish created it (false: it existed and was updated).
     pub created: bool,
+    /// Who opened it, as the forge reports it for a PR that existed (`None` when this
+    /// publish created it, or the forge does not say: the local forge).
+    pub author: Option<String>,
+}
+
+impl PrRef {
+    /// A PR from its reference (`local:org/repo#3`, or a URL ending in the number).
+    pub fn from_reference(reference: &str) -> Option<Self> {
+        let number = reference.rsplit(['#', '/']).next()?.parse().ok()?;
+        Some(Self {
+            number,
+            reference: reference.to_owned(),
+            created: false,
+            author: None,
+        })
+    }
+}
+
+/// What [`Forge::withdraw`] found the PR to be before it acted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrWas {
+    /// Open: it is closed now, with the comment.
+    Open,
+    /// Closed already (by a person, or by an earlier attempt of the same withdrawal).
+    Closed,
+    /// Merged: nothing is closed or deleted.
+    Merged,
+    /// The forge has no such PR of the branch.
+    Missing,
+}
+
+/// What [`Forge::withdraw`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Withdrawn {
+    /// The PR before.
+    pub pr: PrWas,
+    /// Whether the branch was deleted now (false: it was gone already, or the PR was merged).
+    pub branch_deleted: bool,
+}
+
+/// The comment on a PR dispatch closes because a later run of its unit changed nothing.
+pub fn withdrawn_comment(run_id: &str, branch: &str) -> String {
+    format!(
+        "dispatch closed this pull request: on run {run_id} the agent found nothing to change, \
+         so the change is not needed any more. The branch {branch} is deleted; a later run \
+         that changes something opens a pull request again."
+    )
 }
 
 /// Errors of a forge.
@@ -250,6 +297,18 @@ pub trait Forge: Send + Sync + 'static {
         pr: &PrRef,
         body: &str,
     ) -> impl Future<Output = Result<(), ForgeError>> + Send;
+
+    /// Withdraws PR `number` of the request's branch, which dispatch opened for the unit in an
+    /// earlier run: comments `comment` on it and closes it when it is open, then deletes the
+    /// branch unless the PR was merged. Idempotent, so a resumed run can do it again: a PR
+    /// closed already or a branch deleted already is no error. Writes go through the forge
+    /// client's write budget. Never called for a branch that existed before the unit.
+    fn withdraw(
+        &self,
+        request: &PrRequest,
+        number: u64,
+        comment: &str,
+    ) -> impl Future<Output = Result<Withdrawn, ForgeError>> + Send;
 
     /// Opens `issue` in the request's repository unless an open issue with its title holds
     /// its marker already. Forges without issues (local) refuse with [`ForgeError::Config`].

@@ -1,6 +1,8 @@
 //! Pull requests on a remote forge after publish: the PR a branch already has
-//! ([`ExistingPr`], what `plan --remote` compares with what publish would send) and the
-//! guarded merge ([`Checks`], `wait_for_green`, `guarded_merge`).
+//! ([`ExistingPr`], what `plan --remote` compares with what publish would send, with who
+//! opened it), closing and reopening (`set_state`), the withdrawal of a PR whose unit changed
+//! nothing (`withdraw`) and the guarded merge ([`Checks`], `wait_for_green`,
+//! `guarded_merge`).
 //!
 //! Invariants: a merge happens only after the head commit's checks are green and the forge
 //! calls the PR mergeable; pending checks are asked again after the pauses of a [`Backoff`]
@@ -10,7 +12,7 @@
 use std::time::Duration;
 
 use super::http::{text, HttpClient};
-use super::{ForgeError, PrRef, PrRequest};
+use super::{ForgeError, PrRef, PrRequest, PrWas, Withdrawn};
 use crate::backoff::Backoff;
 
 /// The PR a branch had or has, as `plan --remote` compares it with what publish would send.
@@ -28,6 +30,8 @@ pub struct ExistingPr {
     pub title: String,
     /// Body.
     pub body: String,
+    /// Who opened it (the forge's `user.login`), when the forge says.
+    pub author: Option<String>,
 }
 
 impl ExistingPr {
@@ -40,6 +44,7 @@ impl ExistingPr {
             merged: p["merged"].as_bool() == Some(true),
             title: text(p, "title"),
             body: text(p, "body"),
+            author: author(p),
         }
     }
 
@@ -62,6 +67,72 @@ impl ExistingPr {
             None => prs.into_iter().next(),
         }
     }
+}
+
+/// Who opened the PR of the forge's JSON `p` (`user.login`), when it says.
+pub(super) fn author(p: &serde_json::Value) -> Option<String> {
+    Some(text(&p["user"], "login")).filter(|login| !login.is_empty())
+}
+
+/// Whether the PR of the forge's JSON `p` has its head in `org/repo` (not in a fork with a
+/// branch of the same name); a forge that does not name the head's repository is believed.
+pub(super) fn head_in(p: &serde_json::Value, org: &str, repo: &str) -> bool {
+    let name = text(&p["head"]["repo"], "full_name");
+    name.is_empty() || name.eq_ignore_ascii_case(&format!("{org}/{repo}"))
+}
+
+/// Closes (`open` false) or reopens the PR at `pull` (its API path, the same on every remote
+/// forge).
+pub(super) async fn set_state(http: &HttpClient, pull: &str, open: bool) -> Result<(), ForgeError> {
+    let state = if open { "open" } else { "closed" };
+    http.send(
+        reqwest::Method::PATCH,
+        pull,
+        &[],
+        Some(&serde_json::json!({ "state": state })),
+    )
+    .await
+    .map(drop)
+}
+
+/// The withdrawal of both remote forges ([`super::Forge::withdraw`]): the PR at `pull` (its
+/// API path), if its head is `head`, gets the comment `comment` posts and is closed when it
+/// is open; then the branch at `branch` (its API path) is deleted unless the PR was merged
+/// (or is not the branch's). An answer in `gone` to the deletion means the branch is gone
+/// already.
+pub(super) async fn withdraw<C, Fut>(
+    http: &HttpClient,
+    pull: &str,
+    head: &str,
+    branch: &str,
+    gone: &[u16],
+    comment: C,
+) -> Result<Withdrawn, ForgeError>
+where
+    C: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ForgeError>>,
+{
+    let pr = match http.get(pull, &[]).await {
+        Ok(p) if text(&p["head"], "ref") != head => PrWas::Missing,
+        Ok(p) if p["merged"].as_bool() == Some(true) => PrWas::Merged,
+        Ok(p) if text(&p, "state") == "open" => PrWas::Open,
+        Ok(_) => PrWas::Closed,
+        Err(ForgeError::Http { status: 404, .. }) => PrWas::Missing,
+        Err(e) => return Err(e),
+    };
+    if pr == PrWas::Open {
+        comment().await?;
+        set_state(http, pull, false).await?;
+    }
+    let mut branch_deleted = false;
+    if matches!(pr, PrWas::Open | PrWas::Closed) {
+        match http.send(reqwest::Method::DELETE, branch, &[], None).await {
+            Ok(_) => branch_deleted = true,
+            Err(ForgeError::Http { status, .. }) if gone.contains(&status) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Withdrawn { pr, branch_deleted })
 }
 
 /// What the head commit's statuses and checks say.

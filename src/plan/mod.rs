@@ -174,6 +174,13 @@ pub struct PublishPreview {
     /// The PR it concerns, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pr: Option<String>,
+    /// Who opened the PR publish would adopt, when the forge says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Whether a run whose agent changes nothing would close the PR and delete its branch
+    /// (`pr.on_no_changes: close`, and dispatch opened it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub closes_if_unchanged: bool,
 }
 
 /// What publish would do.
@@ -186,6 +193,9 @@ pub enum PublishAction {
     Update,
     /// An open PR with the same title and body (the branch is still pushed).
     Unchanged,
+    /// An open PR that dispatch did not open (a person's, or another tool's): publish updates
+    /// it instead of opening a second one.
+    Adopt,
     /// The branch's PR was closed or merged already; publish would open a new one.
     Closed,
 }
@@ -197,6 +207,7 @@ impl PublishAction {
             Self::Create => "create",
             Self::Update => "update",
             Self::Unchanged => "unchanged",
+            Self::Adopt => "adopt",
             Self::Closed => "closed already",
         }
     }

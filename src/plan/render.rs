@@ -84,11 +84,19 @@ pub fn text_with_detected(
             let _ = writeln!(out, "  │  rollout wave {wave}");
         }
         if let Some(preview) = &unit.publish {
+            let by = preview
+                .author
+                .as_deref()
+                .map_or(String::new(), |a| format!(", opened by {}", shown(a)));
             let pr = preview
                 .pr
                 .as_deref()
-                .map_or(String::new(), |pr| format!(" ({pr})"));
-            let _ = writeln!(out, "  │  publish: {}{pr}", preview.action.as_str());
+                .map_or(String::new(), |pr| format!(" ({}{by})", shown(pr)));
+            let closes = match preview.closes_if_unchanged {
+                true => "; closed if the agent changes nothing",
+                false => "",
+            };
+            let _ = writeln!(out, "  │  publish: {}{pr}{closes}", preview.action.as_str());
         }
         for (i, node) in unit.nodes.iter().enumerate() {
             let branch = if i + 1 == unit.nodes.len() {

@@ -746,6 +746,29 @@ pub struct PrSettings {
     /// Merge policy: `never` (default) or `when_green`.
     #[serde(default)]
     pub merge: MergePolicy,
+    /// What a later run whose agent changes nothing does to the open PR dispatch opened for
+    /// the unit in an earlier run: `close` (default: close it with a comment and delete its
+    /// branch) or `keep`.
+    #[serde(default, skip_serializing_if = "OnNoChanges::is_default")]
+    pub on_no_changes: OnNoChanges,
+}
+
+/// What happens to a unit's PR from an earlier run when its agent changes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNoChanges {
+    /// Close the PR dispatch opened, with a comment naming the run, and delete its branch.
+    #[default]
+    Close,
+    /// Leave the PR and its branch as they are.
+    Keep,
+}
+
+impl OnNoChanges {
+    /// Whether it is the default (`close`), left out when a spec is written back.
+    pub fn is_default(&self) -> bool {
+        *self == Self::Close
+    }
 }
 
 /// When dispatch merges a pull request.

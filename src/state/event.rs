@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::vocab::{CancelReason, Hold, NodeKind, NodeStatus, Outcome, RunStatus};
+use crate::vocab::{CancelReason, Hold, NodeKind, NodeStatus, Outcome, PrOrigin, RunStatus};
 
 /// A run to record before it starts: its units and their nodes, in plan order.
 #[derive(Clone, Debug)]
@@ -142,12 +142,14 @@ pub enum RunEvent {
         /// What the CLI reported.
         report: crate::agents::output::Report,
     },
-    /// A unit has a PR (recorded with the end of the node that opened it).
+    /// A unit has a PR (recorded with the end of the node that opened, updated or adopted it).
     PrOpened {
         /// Unit id.
         unit: String,
         /// The PR's reference, e.g. `local:core/go-io#3`.
         pr: String,
+        /// Whether dispatch opened it or adopted it.
+        origin: PrOrigin,
     },
     /// A unit ended with its one outcome.
     UnitFinished {

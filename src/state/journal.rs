@@ -10,7 +10,8 @@
 //!
 //! Callers never see SQL: they queue [`RunEvent`]s ([`Journal::record`],
 //! [`Journal::record_then`], [`Journal::record_now`]), record a run ([`Journal::record_run`])
-//! or the local forge's pull requests ([`Journal::upsert_pr`], [`Journal::pr_merged`]).
+//! or the local forge's pull requests ([`Journal::upsert_pr`], [`Journal::pr_merged`],
+//! [`Journal::pr_withdraw`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -321,6 +322,39 @@ impl Journal {
         .await
     }
 
+    /// Closes pull request `number` of `branch` of the local forge with `comment` when it is
+    /// open (in one transaction, so a resumed run finds it closed with its comment, or open
+    /// without it); its status before (`open`, `closed`, `merged`), `None` when the local
+    /// forge has no such PR of that branch.
+    pub async fn pr_withdraw(
+        &self,
+        number: i64,
+        branch: String,
+        comment: String,
+    ) -> Result<Option<String>, StateError> {
+        self.write_answering("no PR state", move |t| {
+            let status: Option<String> = t
+                .query_row(
+                    "SELECT status FROM prs WHERE number = ?1 AND branch = ?2",
+                    params![number, branch],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if status.as_deref() == Some("open") {
+                t.execute(
+                    "INSERT INTO pr_comments (pr_number, body, at) VALUES (?1, ?2, ?3)",
+                    params![number, comment, now()],
+                )?;
+                t.execute(
+                    "UPDATE prs SET status = 'closed', updated_at = ?2 WHERE number = ?1",
+                    params![number, now()],
+                )?;
+            }
+            Ok(status)
+        })
+        .await
+    }
+
     /// Marks a pull request of the local forge merged.
     pub async fn pr_merged(&self, number: i64) -> Result<(), StateError> {
         self.write(move |t| {
@@ -379,7 +413,7 @@ const SQL: [&str; 10] = [
     "UPDATE nodes SET status = 'pending' WHERE run_id = ?1 AND id = ?2",
     "INSERT INTO events (run_id, at_ms, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     "INSERT INTO starts (pool, model, at) VALUES (?1, ?2, ?3)",
-    "UPDATE units SET pr = ?3 WHERE run_id = ?1 AND id = ?2",
+    "UPDATE units SET pr = ?3, pr_origin = ?4 WHERE run_id = ?1 AND id = ?2",
     "UPDATE units SET outcome = ?3, reason = ?4, pr = ?5, held = ?6 WHERE run_id = ?1 AND id = ?2",
     "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
     "INSERT INTO usage (run_id, node_id, attempt, session, model, turns, input_tokens, cached_tokens, output_tokens, cost_usd, cost_estimated, tools, result, final_message, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
@@ -502,8 +536,9 @@ fn apply(s: &mut Statements<'_>, run: &str, event: &RunEvent, at_ms: i64) -> rus
             ])?;
             return Ok(());
         }
-        RunEvent::PrOpened { unit, pr } => {
-            s.get(PR)?.execute(params![run, unit, pr])?;
+        RunEvent::PrOpened { unit, pr, origin } => {
+            s.get(PR)?
+                .execute(params![run, unit, pr, origin.as_str()])?;
             return Ok(());
         }
         RunEvent::UnitFinished {
@@ -550,7 +585,7 @@ mod tests {
     use super::*;
     use crate::state::event::NewUnit;
     use crate::state::Db;
-    use crate::vocab::{NodeKind, NodeStatus, Outcome, RunStatus};
+    use crate::vocab::{NodeKind, NodeStatus, Outcome, PrOrigin, RunStatus};
 
     use crate::state::tests::temp;
 
@@ -660,20 +695,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[tokio::test]
-    async fn a_local_pr_is_created_once_per_branch_then_updated() {
-        let dir = temp("journal-prs");
-        let journal = Journal::start(&dir).expect("the journal starts");
-        let pr = NewPr {
+    /// A PR of branch `agent/j` of `o/r` on the local forge, titled `title`.
+    fn local_pr(title: &str) -> NewPr {
+        NewPr {
             org: "o".to_owned(),
             repo: "r".to_owned(),
             branch: "agent/j".to_owned(),
             base: "main".to_owned(),
-            title: "fix: one".to_owned(),
+            title: title.to_owned(),
             body: "b".to_owned(),
             run_id: "r1".to_owned(),
             unit_id: "j/o/r".to_owned(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_pr_is_created_once_per_branch_then_updated() {
+        let dir = temp("journal-prs");
+        let journal = Journal::start(&dir).expect("the journal starts");
+        let pr = local_pr("fix: one");
         assert_eq!(
             journal.upsert_pr(pr.clone()).await.expect("recorded"),
             (1, true)
@@ -693,6 +733,96 @@ mod tests {
             (prs[0].title.as_str(), prs[0].status.as_str()),
             ("fix: two", "merged")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A run of `one_unit_run`'s unit with a publish node, as run `id`.
+    fn publishing_run(id: &str) -> NewRun {
+        let mut run = one_unit_run();
+        run.id = id.to_owned();
+        run.units[0]
+            .nodes
+            .push(("j/o/r:publish".to_owned(), NodeKind::Publish));
+        run
+    }
+
+    /// The end of the unit's publish node with `outcome`.
+    fn published(outcome: Outcome) -> RunEvent {
+        RunEvent::NodeFinished {
+            node: "j/o/r:publish".to_owned(),
+            status: NodeStatus::Done,
+            outcome: Some(outcome),
+            exit_code: None,
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pr_a_unit_published_stays_open_until_a_later_publish_withdraws_it() {
+        let dir = temp("journal-published");
+        let journal = Journal::start(&dir).expect("the journal starts");
+        let read = |run: Option<&str>| {
+            Db::open(&dir)
+                .and_then(|db| db.published_prs(run))
+                .expect("readable")
+                .remove("j/o/r")
+        };
+        journal.record_run(publishing_run("r1")).await.expect("r1");
+        let opened = vec![
+            published(Outcome::Changed),
+            RunEvent::PrOpened {
+                unit: "j/o/r".to_owned(),
+                pr: "https://forge.example/o/r/pulls/3".to_owned(),
+                origin: PrOrigin::Opened,
+            },
+        ];
+        assert_eq!(hear(&journal, "r1", opened), Ok(()));
+        let first = read(None).expect("r1 published a PR");
+        assert_eq!(
+            (first.run.as_str(), first.origin, first.open),
+            ("r1", Some(PrOrigin::Opened), true)
+        );
+        assert_eq!(
+            read(Some("r1")),
+            None,
+            "a run's own PR is not an earlier run's"
+        );
+
+        // A later run whose agent changed nothing withdrew it: nothing is left to close.
+        journal.record_run(publishing_run("r2")).await.expect("r2");
+        assert_eq!(
+            hear(&journal, "r2", vec![published(Outcome::NoChanges)]),
+            Ok(())
+        );
+        let later = read(None).expect("the PR is still the unit's latest");
+        assert_eq!((later.run.as_str(), later.open), ("r1", false));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_local_pr_is_withdrawn_once_with_its_comment() {
+        let dir = temp("journal-withdraw");
+        let journal = Journal::start(&dir).expect("the journal starts");
+        let (number, _) = journal.upsert_pr(local_pr("fix")).await.expect("recorded");
+        let withdraw = |branch: &str| {
+            journal.pr_withdraw(
+                number,
+                branch.to_owned(),
+                "closed: nothing to do".to_owned(),
+            )
+        };
+        assert_eq!(withdraw("agent/other").await.expect("read"), None);
+        assert_eq!(
+            withdraw("agent/j").await.expect("closed").as_deref(),
+            Some("open")
+        );
+        assert_eq!(
+            withdraw("agent/j").await.expect("read").as_deref(),
+            Some("closed")
+        );
+        let prs = Db::open(&dir).and_then(|db| db.prs()).expect("readable");
+        assert_eq!(prs[0].status, "closed");
+        assert_eq!(prs[0].comments.len(), 1, "{:?}", prs[0].comments);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -4,7 +4,7 @@
 //! Tables: `runs`, `units`, `nodes` (status, attempts, timestamps, container id, exit code,
 //! outcome, reason), `events`, `starts` (agent starts, for daily limits across runs), `usage`
 //! (what each agent run reported: session, tokens, cost, final message, error) and `prs` (the
-//! local forge's pull requests). Schema versions are recorded in `meta` and migrations
+//! local forge's pull requests); a unit's row keeps its PR and whose it is (`pr_origin`). Schema versions are recorded in `meta` and migrations
 //! are applied in order; a database from a newer dispatch is refused with a clear message.
 //!
 //! - [`Journal`] ([`journal`]) is the one writer of a run: it takes typed [`RunEvent`]s
@@ -178,9 +178,17 @@ CREATE TABLE pr_comments (
 );
 CREATE INDEX pr_comments_by_pr ON pr_comments (pr_number);
 "#,
-    // What held a skipped unit back (`budget`): `dispatch resume` starts it once allowed.
+    // What held a skipped unit back (`budget`, `rollout`, `open_prs`): `dispatch resume`
+    // starts it again once that allows.
     r#"
 ALTER TABLE units ADD COLUMN held TEXT;
+"#,
+    // Whose a unit's PR is (`opened` by dispatch, or `adopted`: open for its branch already),
+    // so that only what dispatch opened is closed on a later run that changes nothing. PRs of
+    // the local forge are all dispatch's; the remote ones of earlier versions stay unknown.
+    r#"
+ALTER TABLE units ADD COLUMN pr_origin TEXT;
+UPDATE units SET pr_origin = 'opened' WHERE pr LIKE 'local:%';
 "#,
 ];
 

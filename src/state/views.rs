@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Db, StateError};
 use crate::agents::output::{next_session, Report, Tokens, Usage};
-use crate::vocab::{Hold, NodeKind, NodeStatus, Outcome, RunStatus, UnknownWord};
+use crate::vocab::{Hold, NodeKind, NodeStatus, Outcome, PrOrigin, RunStatus, UnknownWord};
 
 /// One run, with its counts per outcome.
 #[derive(Clone, Debug, Serialize)]
@@ -166,6 +166,21 @@ pub struct EventRow {
     /// Details (the attempt, the container id, the reason, the cache key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// The PR earlier runs of a unit published, as the journal has it ([`Db::published_prs`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedPr {
+    /// The run that last recorded it.
+    pub run: String,
+    /// Its reference (`local:org/repo#N` or its web URL).
+    pub reference: String,
+    /// Whose it is; `None` for a remote PR a dispatch before origins were recorded published.
+    pub origin: Option<PrOrigin>,
+    /// Whether the unit's latest publish left it open: it published the change (it did not
+    /// close the PR because the agent changed nothing) and no merge of that run merged it.
+    /// The forge may have closed it since.
+    pub open: bool,
 }
 
 /// A pull request of the local forge.
@@ -488,6 +503,51 @@ impl Db {
                 |r| r.get(0),
             ),
         })
+    }
+
+    /// The PR that runs other than `run` (all runs when `None`) published for each unit, by
+    /// unit id: the latest PR recorded for it, and whether its latest publish left it open.
+    /// One pass over the units of the state directory, oldest run first.
+    pub fn published_prs(
+        &self,
+        run: Option<&str>,
+    ) -> Result<HashMap<String, PublishedPr>, StateError> {
+        self.read((|| {
+            let mut statement = self.conn.prepare(
+                "SELECT u.id, u.run_id, u.pr, u.pr_origin, u.outcome, n.outcome FROM units u JOIN runs r ON r.id = u.run_id LEFT JOIN nodes n ON n.run_id = u.run_id AND n.id = u.id || ':publish' AND n.status = 'done' WHERE u.run_id IS NOT ?1 AND (u.pr IS NOT NULL OR n.outcome IS NOT NULL) ORDER BY r.rowid",
+            )?;
+            let rows = statement.query_map([run], |r| {
+                Ok((
+                    get::<String>(r, 0)?,
+                    get::<String>(r, 1)?,
+                    get::<Option<String>>(r, 2)?,
+                    maybe_word::<PrOrigin>(r, 3)?,
+                    maybe_word::<Outcome>(r, 4)?,
+                    maybe_word::<Outcome>(r, 5)?,
+                ))
+            })?;
+            let mut published: HashMap<String, PublishedPr> = HashMap::new();
+            for row in rows {
+                let (unit, run, pr, origin, outcome, publish) = row?;
+                if let Some(reference) = pr {
+                    let open = published.get(&unit).is_some_and(|p| p.open);
+                    published.insert(
+                        unit.clone(),
+                        PublishedPr {
+                            run,
+                            reference,
+                            origin,
+                            open,
+                        },
+                    );
+                }
+                // The latest publish that ended decides whether the PR was left open.
+                if let (Some(publish), Some(p)) = (publish, published.get_mut(&unit)) {
+                    p.open = publish == Outcome::Changed && outcome != Some(Outcome::Merged);
+                }
+            }
+            Ok(published)
+        })())
     }
 
     /// Every PR of the local forge, newest first.

@@ -97,6 +97,8 @@ pub struct Issue {
     pub stopwatch_events: Vec<&'static str>,
     /// Set for PRs.
     pub pull: Option<Pull>,
+    /// Who opened it (`user.login`): the token's user for what the API created.
+    pub author: String,
 }
 
 /// The PR part of an issue.
@@ -380,6 +382,47 @@ impl FakeForge {
         }
     }
 
+    /// Someone else (`author`) pushes branch `head` of `org/repo` (from `main`, with one commit
+    /// of theirs) and opens a PR of it titled `title`; its number.
+    pub fn add_pull(&self, org: &str, repo: &str, head: &str, title: &str, author: &str) -> u64 {
+        let bare = self.git_root.join(org).join(format!("{repo}.git"));
+        git(&bare, &["branch", head, "main"]);
+        commit_to(&bare, head, "theirs.txt", &format!("{author} was here\n"));
+        let mut inner = self.lock();
+        let r = inner.repo(org, repo);
+        let number = r.issues.len() as u64 + 1;
+        r.issues.push(Issue {
+            number,
+            title: title.to_owned(),
+            body: format!("{author}'s description"),
+            author: author.to_owned(),
+            pull: Some(Pull {
+                head: head.to_owned(),
+                base: "main".to_owned(),
+                state: "open".to_owned(),
+                mergeable: true,
+                ..Pull::default()
+            }),
+            ..Issue::default()
+        });
+        number
+    }
+
+    /// Whether `org/repo` has branch `branch`.
+    pub fn has_branch(&self, org: &str, repo: &str, branch: &str) -> bool {
+        let bare = self.git_root.join(org).join(format!("{repo}.git"));
+        Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{branch}"),
+            ])
+            .current_dir(bare)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
     /// Protects the base branches of `org/repo`: a PR merges only when it is up to date.
     pub fn require_up_to_date(&self, org: &str, repo: &str) {
         let mut inner = self.lock();
@@ -435,6 +478,23 @@ fn commit_to(bare: &Path, branch: &str, path: &str, content: &str) {
         ],
     );
     git(&work, &["push", "--quiet", "origin", branch]);
+}
+
+/// Deletes `branch` of the bare repository: 204, or `missing` when it has no such branch.
+fn delete_branch(bare: &Path, branch: &str, missing: u16) -> Response {
+    let full = format!("refs/heads/{branch}");
+    let run = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(bare)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !run(&["rev-parse", "--verify", "--quiet", &full]) {
+        return respond(missing, json!({ "message": "Reference does not exist" }));
+    }
+    assert!(run(&["update-ref", "-d", &full]), "the fake deletes {full}");
+    respond(204, Value::Null)
 }
 
 /// Runs git synchronously (test set-up only) and returns stdout.
@@ -870,6 +930,11 @@ fn route(
 ) -> Response {
     let flavour = inner.flavour;
     let base = inner.base.clone();
+    // The token's user opens what the API creates.
+    let login = inner
+        .user
+        .clone()
+        .unwrap_or_else(|| "dispatch-bot".to_owned());
     let git_root = inner.git_root.clone();
     let body = body.unwrap_or(Value::Null);
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -921,6 +986,7 @@ fn route(
             Flavour::Github => format!("https://github.example/{org}/{name}/pull/{}", i.number),
         };
         json!({ "number": i.number, "title": i.title, "body": i.body, "state": p.state,
+                "user": { "login": i.author },
                 "html_url": url, "merged": p.merged, "mergeable": p.mergeable && up_to_date(p), "draft": p.draft,
                 "head": { "ref": p.head, "sha": sha, "repo": { "full_name": format!("{org}/{name}") } },
                 "base": { "ref": p.base },
@@ -972,6 +1038,7 @@ fn route(
                 number,
                 title: body["title"].as_str().unwrap_or_default().to_owned(),
                 body: body["body"].as_str().unwrap_or_default().to_owned(),
+                author: login.clone(),
                 pull: Some(Pull {
                     head,
                     base: body["base"].as_str().unwrap_or_default().to_owned(),
@@ -1217,6 +1284,14 @@ fn route(
                 200,
                 json!({ "state": state, "sha": sha, "total_count": list.len(), "statuses": list }),
             )
+        }
+        // Deleting a branch: Forgejo/Gitea `branches/{branch}` (404 when there is none),
+        // GitHub `git/refs/heads/{branch...}` (422 "Reference does not exist").
+        ("DELETE", ["branches", branch]) if flavour.is_gitea() => delete_branch(&bare, branch, 404),
+        ("DELETE", ["git", "refs", "heads", branch @ ..])
+            if flavour == Flavour::Github && !branch.is_empty() =>
+        {
+            delete_branch(&bare, &branch.join("/"), 422)
         }
         ("GET", ["commits", sha, "check-runs"]) if flavour == Flavour::Github => {
             let runs: Vec<Value> = repo

@@ -44,12 +44,15 @@ use crate::forge::{Forge, PrRef};
 use crate::plan::{Plan, Unit};
 use crate::prompt::PromptContext;
 use crate::runtime::{mounted, Cancel, Runtime};
+use crate::spec::model::OnNoChanges;
 use crate::spec::values::AgentRef;
 use crate::spec::LoadedSpec;
 use crate::state::lock::{self, Busy, Holder, Lock};
+use crate::state::views::PublishedPr;
 use crate::state::Journal;
 use crate::vocab::NodeKind;
 use crate::vocab::Outcome;
+use crate::vocab::PrOrigin;
 
 /// Files an agent may leave that dispatch never commits.
 pub const NEVER_COMMITTED: &[&str] = &["BLOCKED.md", "ANSWER.md"];
@@ -75,6 +78,8 @@ pub struct UnitRun {
     /// The workspace's lock, once a node of the unit took it ([`hold_workspace`]); released
     /// when the unit finishes ([`UnitRun::release_workspace`]).
     workspace_lock: std::sync::Mutex<Option<Lock>>,
+    /// The PR the journal's runs published for the unit, as the run found it when it began.
+    pub published: Option<PublishedPr>,
 }
 
 impl UnitRun {
@@ -90,7 +95,24 @@ impl UnitRun {
             agent: unit.agent.clone(),
             review: unit.review.clone(),
             workspace_lock: std::sync::Mutex::new(None),
+            published: None,
         }
+    }
+
+    /// The PR of an earlier run that publish withdraws (closes, and deletes its branch) when
+    /// the agent changes nothing: the job publishes with `pr.on_no_changes: close`, the unit
+    /// works on a branch of its own (never one that existed before it), and the journal says
+    /// dispatch opened the PR and its latest publish left it open. `None`: nothing to do, and
+    /// publish does not run for a unit whose agent changed nothing.
+    pub fn withdraws(&self, loaded: &LoadedSpec) -> Option<&PublishedPr> {
+        let unit = self.unit();
+        let job = &loaded.spec.jobs[self.job];
+        let publishes = unit.nodes.iter().any(|n| n.kind == NodeKind::Publish);
+        let closes = job.pr.on_no_changes == OnNoChanges::Close;
+        self.published
+            .as_ref()
+            .filter(|p| p.open && p.origin == Some(PrOrigin::Opened))
+            .filter(|_| publishes && closes && !unit.existing_branch)
     }
 
     /// Takes the workspace's lock at `path` for run `run` unless the unit holds it already,
@@ -158,6 +180,8 @@ pub const AGENT_HOMES: &str = "home";
 
 /// The note of the commit a unit's work started from.
 pub const START_NOTE: &str = "start.sha";
+/// The note of the run that noted [`START_NOTE`] (a later run starts the unit over).
+pub const START_RUN_NOTE: &str = "start.run";
 /// The note of a unit's base branch.
 pub const BASE_NOTE: &str = "base";
 /// The note of a unit's last QA failure (for a fix attempt of a resumed run).
@@ -183,6 +207,9 @@ pub struct NodeCtx<R: Runtime, F: Forge> {
     pub qa_passed: bool,
     /// The PR publish opened (for review and merge).
     pub pr: Option<PrRef>,
+    /// Why the agent changed nothing, when it did not and publish withdraws the PR of an
+    /// earlier run instead ([`UnitRun::withdraws`]).
+    pub no_changes: Option<String>,
     /// Container engine.
     pub runtime: Arc<R>,
     /// Forge.

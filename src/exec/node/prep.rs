@@ -2,13 +2,16 @@
 //! its start, note the start and the base, and render the first prompt.
 //!
 //! The clone is made beside the workspace and renamed into place, so a clone cut short by a
-//! crash is never taken for an unfinished unit; an unfinished unit keeps its branch and its
-//! starting commit.
+//! crash is never taken for an unfinished unit; an unfinished unit (its start noted by the same
+//! run: a resume, a retry, an answer) keeps its branch and its starting commit, and a later
+//! run of the unit starts its branch over, so that an agent that finds nothing to change ends
+//! `no_changes` whatever an earlier run did.
 
 use std::path::Path;
 
 use super::{
     container, write_file, write_prompt, NodeCtx, NodeResult, AGENT_HOMES, BASE_NOTE, START_NOTE,
+    START_RUN_NOTE,
 };
 use crate::exec::error::{FileAction, NodeError, Step};
 use crate::forge::Forge;
@@ -69,8 +72,16 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         let has_branch = refs
             .commit(&format!("refs/heads/{}", unit.branch))
             .is_some();
+        // The run that noted the start: a later run starts the unit over from its start
+        // point (the agent's work of an earlier run is not the work of this one); a note
+        // without it is from a dispatch that did not write it, and is continued.
+        let run_file = ctx.unit.note(START_RUN_NOTE);
+        let same_run = match tokio::fs::read_to_string(&run_file).await {
+            Ok(run) => run.trim() == ctx.run_id,
+            Err(_) => true,
+        };
         let kept = match tokio::fs::read_to_string(&start_file).await {
-            Ok(sha) if has_branch => Some(sha.trim().to_owned()),
+            Ok(sha) if has_branch && same_run => Some(sha.trim().to_owned()),
             _ => None,
         };
         let start_sha = match kept {
@@ -93,6 +104,7 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         container::check_disk(ctx, Step::Prep).await?;
         // The commit the work starts from: what "changed", the cache and leases compare with.
         write_file(Step::Prep, &start_file, &format!("{start_sha}\n")).await?;
+        write_file(Step::Prep, &run_file, &format!("{}\n", ctx.run_id)).await?;
         write_file(Step::Prep, &ctx.unit.note(BASE_NOTE), &format!("{base}\n")).await?;
         write_prompt(ctx, Step::Prep, Some(&base), 1, None).await?;
         Ok(base)

@@ -1,12 +1,14 @@
 //! The publish node: push the unit's branch and open the PR, or update the one its branch
-//! has, with the rendered title and body and the job's `pr` settings.
+//! has (adopted when dispatch did not open it), with the rendered title and body and the
+//! job's `pr` settings. For a unit whose agent changed nothing it runs only to withdraw the
+//! PR an earlier run opened (`pr.on_no_changes: close`): closed with a comment, its branch
+//! deleted.
 //!
 //! Also what merge needs to publish again after a rebase: the PR request and its options.
 
-use super::{start_commit, NodeCtx, NodeResult};
+use super::{start_commit, stop, NodeCtx, NodeResult};
 use crate::exec::error::{NodeError, Step};
-use crate::forge::PublishOptions;
-use crate::forge::{Forge, PrRequest};
+use crate::forge::{withdrawn_comment, Forge, PrRef, PrRequest, PrWas, PublishOptions};
 use crate::prompt::PromptContext;
 use crate::runtime::Runtime;
 use crate::vocab::Outcome;
@@ -67,8 +69,12 @@ pub(super) fn publish_options<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Publ
     }
 }
 
-/// Runs the publish node; its result carries the PR.
+/// Runs the publish node; its result carries the PR. When the agent changed nothing, it
+/// withdraws the PR of an earlier run instead ([`withdraw`]).
 pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult {
+    if let Some(reason) = &ctx.no_changes {
+        return withdraw(ctx, reason).await;
+    }
     let request = match pr_request(ctx).await {
         Ok(request) => request,
         Err(error) => return NodeResult::Failed(error),
@@ -85,4 +91,56 @@ pub(super) async fn run<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> NodeResult
         },
         Err(error) => NodeResult::Failed(Step::Publish.forge()(error)),
     }
+}
+
+/// The agent changed nothing (`reason`) and an earlier run's PR of the unit is open
+/// ([`super::UnitRun::withdraws`]): the PR is closed with a comment naming this run and the
+/// branch dispatch pushed is deleted. The unit ends `no_changes`, its reason saying what was
+/// done. Doing it again (a resumed run) finds the PR closed or the branch gone and says so.
+async fn withdraw<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>, reason: &str) -> NodeResult {
+    let Some(published) = ctx.unit.withdraws(&ctx.loaded) else {
+        return stop(Outcome::NoChanges, reason);
+    };
+    let Some(pr) = PrRef::from_reference(&published.reference) else {
+        return stop(
+            Outcome::NoChanges,
+            format!(
+                "{reason}; the PR {} of run {} was left open (its number cannot be read from its reference)",
+                published.reference, published.run
+            ),
+        );
+    };
+    let request = match pr_request(ctx).await {
+        Ok(request) => request,
+        Err(error) => return NodeResult::Failed(error),
+    };
+    let comment = withdrawn_comment(&ctx.run_id, &request.branch);
+    let withdrawn = match ctx
+        .forge
+        .withdraw(&request, pr.number as u64, &comment)
+        .await
+    {
+        Ok(withdrawn) => withdrawn,
+        Err(error) => return NodeResult::Failed(Step::Publish.forge()(error)),
+    };
+    let (pr, run, branch) = (&published.reference, &published.run, &request.branch);
+    let done = match (withdrawn.pr, withdrawn.branch_deleted) {
+        (PrWas::Open, true) => {
+            format!("closed PR {pr} of run {run} and deleted its branch {branch}")
+        }
+        (PrWas::Open, false) => {
+            format!("closed PR {pr} of run {run}; its branch {branch} was gone already")
+        }
+        (PrWas::Closed, true) => {
+            format!("PR {pr} of run {run} was closed already; deleted its branch {branch}")
+        }
+        (PrWas::Closed, false) => {
+            format!("PR {pr} of run {run} was closed and its branch {branch} gone already")
+        }
+        (PrWas::Merged, _) => format!("PR {pr} of run {run} was merged; nothing was closed"),
+        (PrWas::Missing, _) => {
+            format!("PR {pr} of run {run} is not a PR of branch {branch} on the forge any more")
+        }
+    };
+    stop(Outcome::NoChanges, format!("{reason}; {done}"))
 }

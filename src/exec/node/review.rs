@@ -289,6 +289,7 @@ mod tests {
             number: 7,
             reference: "https://forge.example/o/r/pulls/7".to_owned(),
             created: true,
+            author: None,
         };
         let agent = AgentRef::parse("codex:review").expect("an agent");
         let labels = ["review-finding".to_owned()];
