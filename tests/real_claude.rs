@@ -559,6 +559,18 @@ fn claude_preset(
     claude: &str,
     user: Option<u32>,
 ) -> Option<Preset> {
+    claude_preset_with(test, script, qa, claude, user, "")
+}
+
+/// [`claude_preset`] with more of the job (`, budget: ...`).
+fn claude_preset_with(
+    test: &str,
+    script: Vec<Step>,
+    qa: &str,
+    claude: &str,
+    user: Option<u32>,
+    job_extra: &str,
+) -> Option<Preset> {
     if !available() {
         return None;
     }
@@ -572,7 +584,7 @@ fn claude_preset(
         image: &image,
         agent_extra: claude,
         qa,
-        job_extra: "",
+        job_extra,
         home_files: &[(".claude/settings.json", "{}\n")],
         user,
     };
@@ -729,5 +741,45 @@ fn claude_api_error_ends_the_unit(test: &str, error: ApiError, outcome: &str, at
             .as_str()
             .is_some_and(|e| e.contains(&message)),
         "{agent}"
+    );
+}
+
+#[test]
+fn dispatch_passes_the_units_usd_cap_to_claude_which_stops_and_the_unit_ends_budget_exceeded() {
+    // Three costly turns; the unit may spend $0.005, less than one of them costs at the
+    // model's price (Claude Code prices it itself): claude's own --max-budget-usd stops it,
+    // and its reported cost passes the unit's cap.
+    let script = vec![
+        Step::bash("printf 'one\\n' >> file.txt").with_usage(usage(1200, 34, 500, 70)),
+        Step::bash("printf 'two\\n' >> file.txt").with_usage(usage(1300, 34, 800, 0)),
+        Step::text("Done.").with_usage(usage(1300, 12, 800, 0)),
+    ];
+    let Some(p) = claude_preset_with(
+        "claude-budget",
+        script,
+        "[]",
+        "",
+        None,
+        ", budget: { per_unit: { max_usd: 0.005 } }",
+    ) else {
+        return;
+    };
+    let report = p.run(1);
+    let (outcome, reason) = PresetRun::outcome(&report);
+    assert_eq!(outcome, "budget_exceeded", "{report}");
+    assert!(
+        reason.contains("of its cap of $0.0050 (jobs.fix.budget.per_unit.max_usd)"),
+        "{reason}"
+    );
+    let turns = p.server.turns().len();
+    assert!(
+        turns < 3,
+        "claude's own cap stopped it before the script's end: {turns} turns"
+    );
+    let raw =
+        std::fs::read_to_string(p.t.meta("r1", "fix").join("agent.jsonl")).unwrap_or_default();
+    assert!(
+        raw.contains("error_max_budget_usd"),
+        "claude hit its own cap: {raw}"
     );
 }
