@@ -18,9 +18,10 @@ use crate::vocab::{Hold, NodeKind, NodeStatus, RunStatus};
 /// Finishes run `run` of the state directory `state`: finished nodes are not run again,
 /// containers that still run (or exited meanwhile) are collected, every other container of
 /// the run is removed. A run that ended already is left alone (status 0), unless units of it
-/// were held back (by the budget or a halted rollout): those start again, from prep, as the
-/// spec allows now (a halted rollout's failure rate is counted afresh). A run of a spec whose
-/// lock another runner holds is refused, naming it.
+/// were held back (by the budget, a halted rollout, `max_open_prs`): those start again as the
+/// spec and the forge allow now, from prep (from publish when only their PR waited; a halted
+/// rollout's failure rate is counted afresh). A run of a spec whose lock another runner holds
+/// is refused, naming it.
 pub fn finish(
     ui: &Ui,
     state: &StateDirArgs,
@@ -40,27 +41,22 @@ pub fn finish(
     let held = held(&db, &run)?;
     if !held.is_empty() {
         for hold in Hold::ALL {
-            let ids: Vec<&str> = (held.iter())
-                .filter(|(_, h)| *h == hold)
-                .map(|(id, _)| id.as_str())
-                .collect();
-            if !ids.is_empty() {
-                eprintln!(
-                    "{} unit{} of run {} held back by {} start{} again: {}",
-                    ids.len(),
-                    if ids.len() == 1 { "" } else { "s" },
-                    run.id,
-                    hold.describe(),
-                    if ids.len() == 1 { "s" } else { "" },
-                    ids.join(", ")
-                );
-            }
-        }
-        for hold in Hold::ALL {
             let ids: Vec<String> = (held.iter())
                 .filter(|(_, h)| *h == hold)
                 .map(|(id, _)| id.clone())
                 .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            eprintln!(
+                "{} unit{} of run {} held back by {} start{} again: {}",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                run.id,
+                hold.describe(),
+                if ids.len() == 1 { "s" } else { "" },
+                ids.join(", ")
+            );
             db.reopen(&run.id, &ids, hold.resumes_from())?;
         }
         let run = row(&dir, &db, &run.id)?;

@@ -602,8 +602,11 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 if self.nodes[idx].kind == NodeKind::Qa {
                     progress.qa_passed = true;
                 }
-                if outcome == Some(Outcome::Merged) {
-                    self.rollout.merged(u);
+                // A merged PR, or one publish withdrew, no longer counts as open.
+                let withdrew = self.nodes[idx].kind == NodeKind::Publish
+                    && self.units[u].progress.no_changes.is_some();
+                if outcome == Some(Outcome::Merged) || withdrew {
+                    self.rollout.closed(u);
                 }
                 self.set(idx, NodeStatus::Done);
             }

@@ -144,8 +144,8 @@ impl Rollout {
         }
     }
 
-    /// Unit `u`'s PR was merged: it no longer counts.
-    pub fn merged(&mut self, u: usize) {
+    /// Unit `u`'s PR was merged or withdrawn: it no longer counts.
+    pub fn closed(&mut self, u: usize) {
         if let Some(has) = self.has_pr.get_mut(u).filter(|has| **has) {
             *has = false;
             self.open = self.open.saturating_sub(1);
@@ -366,7 +366,7 @@ mod tests {
             Some("rollout.max_open_prs: 2 PRs of this spec are open (the cap is 2)")
         );
         assert_eq!(rollout.publish_full(1), None, "its own PR");
-        rollout.merged(0);
+        rollout.closed(0);
         assert_eq!(rollout.publish_full(2), None);
     }
 

@@ -161,7 +161,10 @@ impl<R: Runtime, F: Forge> Runs<'_, R, F> {
             .clone()
             .filter(|_| invocation.output != AgentOutput::Text);
         let pricing = meter::Pricing {
-            price: price(ctx, invocation).await,
+            price: match metered {
+                Some(_) => price(ctx, invocation).await,
+                None => None,
+            },
         };
         let (ran, start_at, over_budget) = match &metered {
             None => {
