@@ -783,3 +783,34 @@ fn dispatch_passes_the_units_usd_cap_to_claude_which_stops_and_the_unit_ends_bud
         "claude hit its own cap: {raw}"
     );
 }
+
+#[test]
+fn dispatch_passes_the_units_turn_cap_to_claude_and_the_unit_ends_budget_exceeded() {
+    let script = vec![
+        Step::bash("printf 'one\\n' >> file.txt"),
+        Step::bash("printf 'two\\n' >> file.txt"),
+        Step::bash("printf 'three\\n' >> file.txt"),
+        Step::text("Done."),
+    ];
+    let Some(p) = claude_preset_with(
+        "claude-turns",
+        script,
+        "[]",
+        "",
+        None,
+        ", budget: { per_unit: { max_turns: 2 } }",
+    ) else {
+        return;
+    };
+    let report = p.run(1);
+    let (outcome, reason) = PresetRun::outcome(&report);
+    let raw =
+        std::fs::read_to_string(p.t.meta("r1", "fix").join("agent.jsonl")).unwrap_or_default();
+    assert_eq!(outcome, "budget_exceeded", "{report}\n{raw}");
+    assert!(
+        reason.contains("(jobs.fix.budget.per_unit.max_turns)"),
+        "{reason}"
+    );
+    let turns = p.server.turns().len();
+    assert!(turns < 4, "stopped before the script's end: {turns} turns");
+}

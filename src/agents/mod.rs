@@ -276,14 +276,22 @@ impl Invocation {
         self.needs.iter().map(|n| n.program.clone()).collect()
     }
 
-    /// The invocation with the CLI's own spending cap, when it has one (claude
-    /// `--max-budget-usd`): a second line behind dispatch's meter, never the only one.
-    pub fn capped(mut self, usd: Option<f64>) -> Invocation {
-        if let (Some(usd), AgentOutput::ClaudeStreamJson, Some("claude")) =
-            (usd, self.output, self.argv.first().map(String::as_str))
+    /// The invocation with the CLI's own caps of what the unit has left (`usd`, `turns`),
+    /// when it has them (claude `--max-budget-usd`, `--max-turns`): a second line behind
+    /// dispatch's meter, never the only one.
+    pub fn capped(mut self, usd: Option<f64>, turns: Option<u64>) -> Invocation {
+        if (self.output, self.argv.first().map(String::as_str))
+            != (AgentOutput::ClaudeStreamJson, Some("claude"))
         {
+            return self;
+        }
+        if let Some(usd) = usd {
             self.argv
                 .extend(["--max-budget-usd".to_owned(), format!("{usd:.4}")]);
+        }
+        if let Some(turns) = turns {
+            self.argv
+                .extend(["--max-turns".to_owned(), turns.to_string()]);
         }
         self
     }

@@ -594,6 +594,8 @@ pub struct Live {
     cost: Option<f64>,
     /// codex: the thread, whose session log holds its token counts.
     thread: Option<String>,
+    /// Turns: codex's ended turns, claude's and gemini's `result` count.
+    turns: Option<u64>,
 }
 
 impl Live {
@@ -607,6 +609,7 @@ impl Live {
             total: None,
             cost: None,
             thread: None,
+            turns: None,
         }
     }
 
@@ -619,7 +622,13 @@ impl Live {
             (AgentOutput::CodexJson, "thread.started") => {
                 self.thread = event["thread_id"].as_str().map(str::to_owned);
             }
-            (AgentOutput::CodexJson, "turn.completed") => self.codex_total(&event["usage"]),
+            (AgentOutput::CodexJson, "turn.completed") => {
+                self.turns = Some(self.turns.unwrap_or(0) + 1);
+                self.codex_total(&event["usage"]);
+            }
+            (AgentOutput::CodexJson, "turn.failed") => {
+                self.turns = Some(self.turns.unwrap_or(0) + 1);
+            }
             (AgentOutput::ClaudeStreamJson, "assistant") => {
                 let message = &event["message"];
                 let (Some(id), usage) = (message["id"].as_str(), &message["usage"]) else {
@@ -636,6 +645,7 @@ impl Live {
             (AgentOutput::ClaudeStreamJson, "result") => {
                 self.total = Some(claude_tokens(&event["usage"]));
                 self.cost = event["total_cost_usd"].as_f64();
+                self.turns = event["num_turns"].as_u64();
             }
             (AgentOutput::GeminiStreamJson, "result") => {
                 let stats = &event["stats"];
@@ -691,6 +701,11 @@ impl Live {
             Some(total) if total.total() >= streamed.total() => total,
             _ => streamed,
         }
+    }
+
+    /// The turns so far: what the CLI counted, else (claude, while it runs) its API messages.
+    pub fn turns(&self) -> u64 {
+        self.turns.unwrap_or(self.messages.len() as u64)
     }
 
     /// The cost so far, when the CLI reported it (claude's `result`).

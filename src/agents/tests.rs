@@ -601,3 +601,24 @@ fn a_preset_override_with_its_own_command_declares_what_it_prints() {
         "{error}"
     );
 }
+
+#[test]
+fn claude_gets_the_units_caps_as_its_own_and_other_clis_nothing() {
+    let claude = resolve("claude").capped(Some(0.25), Some(3));
+    let tail: Vec<&str> = claude
+        .argv
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["--max-budget-usd", "0.2500", "--max-turns", "3"]);
+    let continued = claude.continued("s-1").expect("claude continues");
+    assert!(
+        continued.argv.contains(&"--max-turns".to_owned()),
+        "kept on --resume"
+    );
+    let codex = resolve("codex");
+    assert_eq!(codex.clone().capped(Some(0.25), Some(3)).argv, codex.argv);
+}

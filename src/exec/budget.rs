@@ -24,13 +24,15 @@ use crate::agents::output::Usage;
 use crate::spec::model::{Cap, Spec};
 use crate::spec::values::AgentRef;
 
-/// What was spent: USD (reported or estimated) and tokens (input plus output).
+/// What was spent: USD (reported or estimated), tokens (input plus output) and turns.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Spend {
     /// USD.
     pub usd: f64,
     /// Tokens.
     pub tokens: u64,
+    /// Turns, as the CLIs count them.
+    pub turns: u64,
 }
 
 impl Spend {
@@ -39,6 +41,7 @@ impl Spend {
         Self {
             usd: usage.cost_usd.unwrap_or(0.0),
             tokens: usage.input_tokens + usage.output_tokens,
+            turns: usage.turns,
         }
     }
 
@@ -47,24 +50,27 @@ impl Spend {
         Self {
             usd: self.usd + other.usd,
             tokens: self.tokens + other.tokens,
+            turns: self.turns + other.turns,
         }
     }
 }
 
-/// One of the two things a cap limits.
+/// One of the things a cap limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Measure {
     Usd,
     Tokens,
+    Turns,
 }
 
 impl Measure {
-    const BOTH: [Measure; 2] = [Measure::Usd, Measure::Tokens];
+    const ALL: [Measure; 3] = [Measure::Usd, Measure::Tokens, Measure::Turns];
 
     fn cap(self, cap: &Cap) -> Option<f64> {
         match self {
             Measure::Usd => cap.max_usd,
             Measure::Tokens => cap.max_tokens.map(|n| n as f64),
+            Measure::Turns => cap.max_turns.map(|n| n as f64),
         }
     }
 
@@ -72,14 +78,16 @@ impl Measure {
         match self {
             Measure::Usd => spend.usd,
             Measure::Tokens => spend.tokens as f64,
+            Measure::Turns => spend.turns as f64,
         }
     }
 
-    /// `$0.4000` or `12,000 tokens`.
+    /// `$0.4000`, `12000 tokens`, `3 turns`.
     fn show(self, amount: f64) -> String {
         match self {
             Measure::Usd => format!("${amount:.4}"),
             Measure::Tokens => format!("{} tokens", amount.round() as u64),
+            Measure::Turns => format!("{} turns", amount.round() as u64),
         }
     }
 
@@ -87,7 +95,19 @@ impl Measure {
         match self {
             Measure::Usd => "max_usd",
             Measure::Tokens => "max_tokens",
+            Measure::Turns => "max_turns",
         }
+    }
+
+    /// A spend of `amount` of this measure alone.
+    fn spend(self, amount: f64) -> Spend {
+        let mut spend = Spend::default();
+        match self {
+            Measure::Usd => spend.usd = amount,
+            Measure::Tokens => spend.tokens = amount as u64,
+            Measure::Turns => spend.turns = amount as u64,
+        }
+        spend
     }
 }
 
@@ -99,6 +119,8 @@ pub struct UnitCap {
     pub usd: Option<(f64, String)>,
     /// The most tokens, and the setting it comes from.
     pub tokens: Option<(u64, String)>,
+    /// The most turns, and the setting it comes from.
+    pub turns: Option<(u64, String)>,
 }
 
 impl UnitCap {
@@ -106,11 +128,25 @@ impl UnitCap {
         match measure {
             Measure::Usd => self.usd.as_ref().map(|(n, at)| (*n, at.as_str())),
             Measure::Tokens => self.tokens.as_ref().map(|(n, at)| (*n as f64, at.as_str())),
+            Measure::Turns => self.turns.as_ref().map(|(n, at)| (*n as f64, at.as_str())),
         }
     }
 
     fn is_none(&self) -> bool {
-        self.usd.is_none() && self.tokens.is_none()
+        self.usd.is_none() && self.tokens.is_none() && self.turns.is_none()
+    }
+}
+
+/// Lowers `slot` to `value` (set at the setting `at` names) when that is less.
+fn lower<T: PartialOrd>(
+    slot: &mut Option<(T, String)>,
+    value: Option<T>,
+    at: impl FnOnce() -> String,
+) {
+    if let Some(value) = value {
+        if slot.as_ref().is_none_or(|(cap, _)| value < *cap) {
+            *slot = Some((value, at()));
+        }
     }
 }
 
@@ -128,7 +164,7 @@ impl Allowance {
     /// Why the unit passed its cap once the running agent spent `now`: `None` while it has not.
     pub fn passed(&self, now: Spend) -> Option<String> {
         let spent = self.before.plus(now);
-        Measure::BOTH.into_iter().find_map(|m| {
+        Measure::ALL.into_iter().find_map(|m| {
             let (cap, at) = self.cap.get(m)?;
             (m.of(spent) > cap).then(|| {
                 format!(
@@ -144,6 +180,13 @@ impl Allowance {
     pub fn usd_left(&self) -> Option<f64> {
         let (cap, _) = self.cap.get(Measure::Usd)?;
         Some((cap - self.before.usd).max(0.0))
+    }
+
+    /// The turns the unit has left (for claude's `--max-turns`), at least one (a unit with
+    /// none left does not start).
+    pub fn turns_left(&self) -> Option<u64> {
+        let (cap, _) = self.cap.get(Measure::Turns)?;
+        Some((cap as u64).saturating_sub(self.before.turns).max(1))
     }
 }
 
@@ -199,21 +242,16 @@ impl Ledger {
             for scope in spec.budget.scopes(spec, job, agent) {
                 if let Some(per_unit) = scope.caps.per_unit {
                     let setting = format!("{}.per_unit", scope.name);
-                    if let Some(usd) = per_unit.max_usd {
-                        if unit.cap.usd.as_ref().is_none_or(|(cap, _)| usd < *cap) {
-                            unit.cap.usd = Some((usd, format!("{setting}.max_usd")));
-                        }
-                    }
-                    if let Some(tokens) = per_unit.max_tokens {
-                        if unit
-                            .cap
-                            .tokens
-                            .as_ref()
-                            .is_none_or(|(cap, _)| tokens < *cap)
-                        {
-                            unit.cap.tokens = Some((tokens, format!("{setting}.max_tokens")));
-                        }
-                    }
+                    let cap = &mut unit.cap;
+                    lower(&mut cap.usd, per_unit.max_usd, || {
+                        format!("{setting}.max_usd")
+                    });
+                    lower(&mut cap.tokens, per_unit.max_tokens, || {
+                        format!("{setting}.max_tokens")
+                    });
+                    lower(&mut cap.turns, per_unit.max_turns, || {
+                        format!("{setting}.max_turns")
+                    });
                 }
                 if let Some(total) = scope.caps.total {
                     let name = format!("{}.total", scope.name);
@@ -266,7 +304,7 @@ impl Ledger {
             return Ok(None);
         }
         let mut hold = Spend::default();
-        for m in Measure::BOTH {
+        for m in Measure::ALL {
             let Some((cap, at)) = unit.cap.get(m) else {
                 continue;
             };
@@ -281,10 +319,7 @@ impl Ledger {
                 });
             }
             let amount = cap.max(m.of(before));
-            match m {
-                Measure::Usd => hold.usd = amount,
-                Measure::Tokens => hold.tokens = amount as u64,
-            }
+            hold = hold.plus(m.spend(amount));
             for &s in &unit.scopes {
                 let scope = &self.scopes[s];
                 let Some(total) = m.cap(&scope.total) else {
@@ -328,6 +363,7 @@ impl Ledger {
             scope.held = Spend {
                 usd: (scope.held.usd - hold.usd).max(0.0),
                 tokens: scope.held.tokens.saturating_sub(hold.tokens),
+                turns: scope.held.turns.saturating_sub(hold.turns),
             };
             scope.spent = scope.spent.plus(spent);
         }
@@ -395,7 +431,8 @@ jobs:
         assert_eq!(
             other.passed(Spend {
                 usd: 0.1,
-                tokens: 30_001
+                tokens: 30_001,
+                turns: 0,
             }),
             Some(
                 "the unit spent 30001 tokens of its cap of 30000 tokens (budget.agents.claude.per_unit.max_tokens)"
@@ -406,6 +443,7 @@ jobs:
             before: Spend {
                 usd: 0.25,
                 tokens: 0,
+                turns: 0,
             },
             ..other
         };
@@ -413,7 +451,8 @@ jobs:
         assert!(after
             .passed(Spend {
                 usd: 0.06,
-                tokens: 0
+                tokens: 0,
+                turns: 0,
             })
             .is_some());
     }
@@ -440,6 +479,7 @@ jobs:
             Spend {
                 usd: 0.05,
                 tokens: 900,
+                turns: 0,
             },
         );
         assert!(ledger.reserve(1, Spend::default()).is_ok());
@@ -450,6 +490,7 @@ jobs:
             Spend {
                 usd: 0.2,
                 tokens: 900,
+                turns: 0,
             },
         );
         let short = ledger.reserve(2, Spend::default()).expect_err("$0.25 left");
@@ -460,6 +501,7 @@ jobs:
             Spend {
                 usd: 0.4,
                 tokens: 0,
+                turns: 0,
             },
         );
         assert!(
@@ -484,6 +526,36 @@ jobs:
         );
         // The claude job has a per-unit token cap of its pool: only `fix` is refused.
         assert!(!shown.contains("job `other`"), "{shown}");
+    }
+
+    #[test]
+    fn turns_are_a_cap_of_their_own_and_what_is_left_goes_to_the_cli() {
+        let spec = spec(&SPEC.replace(
+            "claude: { per_unit: { max_usd: 0.3, max_tokens: 30000 } }",
+            "claude: { per_unit: { max_usd: 0.3, max_tokens: 30000, max_turns: 5 } }",
+        ));
+        let claude = claude();
+        let ledger = Ledger::new(&spec, [(1, &claude)]);
+        let before = Spend {
+            turns: 3,
+            ..Spend::default()
+        };
+        let allowance = ledger.allowance(0, before).expect("capped");
+        assert_eq!(allowance.turns_left(), Some(2));
+        assert_eq!(
+            allowance.passed(Spend {
+                turns: 3,
+                ..Spend::default()
+            }),
+            Some("the unit spent 6 turns of its cap of 5 turns (budget.agents.claude.per_unit.max_turns)".to_owned())
+        );
+        assert_eq!(
+            allowance.passed(Spend {
+                turns: 2,
+                ..Spend::default()
+            }),
+            None
+        );
     }
 
     #[test]

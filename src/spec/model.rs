@@ -438,6 +438,11 @@ pub struct Cap {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_tokens: Option<u64>,
+    /// The most turns, as the CLIs count them (claude: its model turns, passed to it as
+    /// `--max-turns` too; codex: its turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_turns: Option<u64>,
 }
 
 /// The price of a model in USD per million tokens, for the cost estimates of CLIs that report

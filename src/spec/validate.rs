@@ -460,9 +460,10 @@ impl Validator<'_> {
             let agent = crate::plan::agent_of(spec, j);
             let scopes = spec.budget.scopes(spec, j, &agent);
             type Field = fn(&super::model::Cap) -> bool;
-            let measures: [(&str, Field); 2] = [
+            let measures: [(&str, Field); 3] = [
                 ("max_usd", |c| c.max_usd.is_some()),
                 ("max_tokens", |c| c.max_tokens.is_some()),
+                ("max_turns", |c| c.max_turns.is_some()),
             ];
             for (field, set) in measures {
                 let total = scopes

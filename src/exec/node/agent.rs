@@ -64,7 +64,10 @@ pub(super) async fn run_agent<R: Runtime, F: Forge>(
             step: step(),
             message,
         })?
-        .capped(ctx.budget.as_ref().and_then(Allowance::usd_left));
+        .capped(
+            ctx.budget.as_ref().and_then(Allowance::usd_left),
+            ctx.budget.as_ref().and_then(Allowance::turns_left),
+        );
     image_has(ctx, &invocation, step()).await?;
     container::seed_home(&ctx.unit, &invocation, step()).await?;
     let raw = (invocation.output != AgentOutput::Text).then(|| Log {
@@ -205,7 +208,11 @@ impl<R: Runtime, F: Forge> Runs<'_, R, F> {
         // What the report says once the agent ended can pass the cap too (claude's exact cost).
         let over_budget = over_budget.or_else(|| {
             let (allowance, report) = (metered.as_ref()?, report.as_ref()?);
-            allowance.passed(pricing.spend(report.tokens, report.cost_usd))
+            allowance.passed(pricing.spend(
+                report.tokens,
+                report.cost_usd,
+                report.turns.unwrap_or(0),
+            ))
         });
         if let Some(reason) = &over_budget {
             note(self.log, &format!("stopped: {reason}")).await;

@@ -36,14 +36,15 @@ pub(super) struct Pricing {
 }
 
 impl Pricing {
-    /// What `live` says was spent.
-    pub fn spend(&self, tokens: Tokens, cost: Option<f64>) -> Spend {
+    /// What was spent: `tokens` in `turns`, at `cost` when the CLI said it.
+    pub fn spend(&self, tokens: Tokens, cost: Option<f64>, turns: u64) -> Spend {
         let usd = cost
             .or_else(|| self.price.map(|price| pricing::cost(tokens, price)))
             .unwrap_or(0.0);
         Spend {
             usd,
             tokens: tokens.total(),
+            turns,
         }
     }
 }
@@ -80,7 +81,8 @@ pub(super) async fn passed(
                 }
             }
         }
-        if let Some(reason) = allowance.passed(pricing.spend(live.tokens(), live.cost())) {
+        let spent = pricing.spend(live.tokens(), live.cost(), live.turns());
+        if let Some(reason) = allowance.passed(spent) {
             return Some(reason);
         }
     }
