@@ -1787,3 +1787,80 @@ async fn an_open_pr_someone_else_opened_is_adopted(flavour: Flavour) {
 }
 
 on_every_forge!(an_open_pr_someone_else_opened_is_adopted: gitea_an_open_pr_someone_else_opened_is_adopted, github_an_open_pr_someone_else_opened_is_adopted);
+
+/// A canary `c1`, then a batch `b1`, `b2`, waiting for the canary's PR to be green; the CI of
+/// `c1` reports `state` on every head.
+fn wait_for_checks(fake: &FakeForge, state: &str) -> (Test, Value) {
+    for repo in ["c1", "b1", "b2"] {
+        fake.add_repo(ORG, repo, false, false);
+    }
+    fake.set_status_of_every_head(ORG, "c1", "ci/build", state);
+    let t = on_fake(
+        fake,
+        Flavour::Gitea,
+        r#"
+        limits: { total: 2 }
+        rollout: { canary: 1, batch: 2, wait_for_checks: true }
+        jobs:
+          - { id: fix, task: Fix it, repos: [c1, b1, b2], qa: [] }
+        "#,
+    )
+    .agent(FIXING_AGENT);
+    let report = cli(&t, &["run", "spec.yaml", "--output", "json"]).json();
+    (t, report)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_starts_once_the_canarys_pr_is_green() {
+    let fake = FakeForge::start(Flavour::Gitea, TOKEN).await;
+    let (_t, report) = wait_for_checks(&fake, "success");
+    for repo in ["c1", "b1", "b2"] {
+        assert_eq!(
+            unit(&report, &format!("fix/core/{repo}"))["outcome"],
+            "changed",
+            "{report}"
+        );
+    }
+    // The canary's head was asked about before the batch's first PR was opened.
+    let seen = fake.seen();
+    let asked = seen
+        .iter()
+        .position(|s| {
+            s.method == "GET"
+                && s.path.contains("/repos/core/c1/commits/")
+                && s.path.ends_with("/status")
+        })
+        .unwrap_or_else(|| panic!("the canary's checks were asked: {seen:?}"));
+    let batch = seen
+        .iter()
+        .position(|s| {
+            s.method == "POST" && (s.path.ends_with("/b1/pulls") || s.path.ends_with("/b2/pulls"))
+        })
+        .unwrap_or_else(|| panic!("the batch opened PRs: {seen:?}"));
+    assert!(asked < batch, "{seen:?}");
+    assert_valid(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_red_canary_pr_halts_the_rollout_before_the_batch() {
+    let fake = FakeForge::start(Flavour::Gitea, TOKEN).await;
+    let (_t, report) = wait_for_checks(&fake, "failure");
+    assert_eq!(
+        unit(&report, "fix/core/c1")["outcome"],
+        "changed",
+        "{report}"
+    );
+    for repo in ["b1", "b2"] {
+        let held = unit(&report, &format!("fix/core/{repo}"));
+        assert_eq!(held["outcome"], "skipped", "{held}");
+        assert_eq!(held["held"], "rollout", "{held}");
+        let reason = held["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("rollout halted: the PRs of wave 0 are not green (")
+                && reason.contains("ci/build"),
+            "{reason}"
+        );
+        assert!(fake.pulls(ORG, repo).is_empty(), "no PR for {repo}");
+    }
+    assert_valid(&fake);
+}

@@ -41,7 +41,11 @@
 //!   ([`Ledger`], decided without I/O like the limits); a unit that must wait for running
 //!   units to give back what they hold stays ready without blocking the nodes queued behind
 //!   it, and one nothing could cover is held back (`skipped`, [`Hold::Budget`]); the
-//!   reservation is given back, and the unit's spend counted, when the unit finishes.
+//!   reservation is given back, and the unit's spend counted, when the unit finishes;
+//! - a unit's first node starts only in its rollout wave ([`Rollout`]): once the waves before
+//!   it finished (and, with `wait_for_checks`, their PRs are green: a task waits for the
+//!   forge and answers with [`Event::Checked`], and the run does not end while one waits);
+//!   a halt holds back every unit that has not started.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -93,6 +97,8 @@ pub(super) enum Event {
     Signal(Signal),
     /// The journal found the state directory's disk full (and used its reserve).
     DiskFull,
+    /// The checks of a rollout wave's PRs settled (`wait_for_checks`): green, or what is red.
+    Checked(usize, Result<(), String>),
 }
 
 /// A node whose handler returned: its index, result and the containers it ran.
@@ -209,6 +215,9 @@ pub(super) struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
     cancel_tx: watch::Sender<bool>,
     returned_tx: mpsc::UnboundedSender<Returned>,
     committed_tx: mpsc::UnboundedSender<(Vec<Returned>, Result<(), String>)>,
+    checked_tx: mpsc::UnboundedSender<(usize, Result<(), String>)>,
+    /// Rollout waves whose PRs' checks are being waited for.
+    checking: usize,
     /// Where agent results are cached, unless the run does without.
     cache_dir: Option<PathBuf>,
     /// Nodes waiting out a retry backoff, earliest first.
@@ -234,6 +243,7 @@ pub(super) struct Dispatcher<R: Runtime, F: Forge, N: NodeRunner<R, F>> {
 pub(super) struct Inbox {
     pub(super) returned: mpsc::UnboundedReceiver<Returned>,
     pub(super) committed: mpsc::UnboundedReceiver<(Vec<Returned>, Result<(), String>)>,
+    pub(super) checked: mpsc::UnboundedReceiver<(usize, Result<(), String>)>,
 }
 
 fn agent_class(agent: &AgentRef) -> Class {
@@ -337,6 +347,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
     ) -> (Self, Inbox) {
         let (returned_tx, returned) = mpsc::unbounded_channel();
         let (committed_tx, committed) = mpsc::unbounded_channel();
+        let (checked_tx, checked) = mpsc::unbounded_channel();
         let (cancel_tx, _) = watch::channel(false);
         let mut d = Self {
             nodes: Vec::with_capacity(plan.counts.nodes),
@@ -349,6 +360,8 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             cancel_tx,
             returned_tx,
             committed_tx,
+            checked_tx,
+            checking: 0,
             cache_dir: (!ex.options.no_cache).then(|| cache::dir(&ex.state_dir)),
             delayed: BinaryHeap::new(),
             settled: VecDeque::new(),
@@ -368,6 +381,7 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
             Inbox {
                 returned,
                 committed,
+                checked,
             },
         )
     }
@@ -447,11 +461,19 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
                 let dir = self.ex.state_dir.display().to_string();
                 self.begin_cancel(CancelReason::DiskFull(dir));
             }
+            Event::Checked(wave, result) => {
+                self.checking -= 1;
+                if let Some(reason) = self.rollout.checked(wave, result) {
+                    self.halt(reason);
+                }
+            }
         }
         self.propagate();
         let wake = self.start_ready();
         self.flush();
-        let idle = self.running == 0 && self.recording == 0;
+        // Checks being waited for keep the run going, unless it stops early.
+        let checking = self.checking > 0 && self.cancel.is_none();
+        let idle = self.running == 0 && self.recording == 0 && !checking;
         if idle && (self.cancel.is_some() || wake.is_none()) {
             Next::Over
         } else {
@@ -884,6 +906,39 @@ impl<R: Runtime, F: Forge, N: NodeRunner<R, F>> Dispatcher<R, F, N> {
         self.results[u] = Some(result);
         if let Some(reason) = halt {
             self.halt(reason);
+        }
+        self.ask_checks();
+    }
+
+    /// Waits, in a task of its own, for the checks of the PRs of every finished rollout wave a
+    /// later wave waits for (`wait_for_checks`); the answer comes as [`Event::Checked`].
+    fn ask_checks(&mut self) {
+        while let Some(wave) = self.rollout.to_check() {
+            let prs: Vec<(String, String, PrRef)> = (0..self.units.len())
+                .filter(|&u| self.rollout.wave(u) == wave)
+                .filter(|&u| self.units[u].phase == UnitPhase::Finished(Outcome::Changed))
+                .filter_map(|u| {
+                    let unit = &self.units[u];
+                    let pr = unit.progress.pr.clone()?;
+                    Some((
+                        unit.run.unit().org.clone(),
+                        unit.run.unit().repo.clone(),
+                        pr,
+                    ))
+                })
+                .collect();
+            let (forge, answer) = (self.ex.forge.clone(), self.checked_tx.clone());
+            self.checking += 1;
+            tokio::spawn(async move {
+                let mut result = Ok(());
+                for (org, repo, pr) in &prs {
+                    if let Err(error) = forge.wait_green(org, repo, pr).await {
+                        result = Err(error.to_string());
+                        break;
+                    }
+                }
+                let _ = answer.send((wave, result));
+            });
         }
     }
 

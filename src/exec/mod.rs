@@ -178,6 +178,7 @@ pub async fn execute<R: Runtime, F: Forge, N: NodeRunner<R, F>>(
                 Event::Returned(batch)
             }
             Some((batch, written)) = inbox.committed.recv() => Event::Committed(batch, written),
+            Some((wave, checked)) = inbox.checked.recv() => Event::Checked(wave, checked),
             () = sleep_until(wake), if wake.is_some() => Event::Wake,
             full = disk_full.wait_for(|full| *full), if !disk_noted => {
                 disk_noted = true;

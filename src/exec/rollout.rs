@@ -39,6 +39,19 @@ struct Wave {
     left: usize,
     /// When its last unit finished.
     ended_at: Option<u64>,
+    /// Where the checks of its PRs are (`wait_for_checks`).
+    checks: Checks,
+}
+
+/// Where the checks of a finished wave's PRs are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checks {
+    /// Not asked yet.
+    Unasked,
+    /// Being waited for.
+    Asked,
+    /// All green (or not needed).
+    Green,
 }
 
 /// The dispatcher's rollout state.
@@ -94,10 +107,15 @@ impl Rollout {
         };
         let wave_of = waves(settings, units);
         let count = wave_of.last().map_or(0, |w| w + 1);
+        let checks = match settings.wait_for_checks {
+            true => Checks::Unasked,
+            false => Checks::Green,
+        };
         let mut waves = vec![
             Wave {
                 left: 0,
                 ended_at: None,
+                checks,
             };
             count
         ];
@@ -166,7 +184,10 @@ impl Rollout {
         if wave == 0 || self.waves.is_empty() {
             return Gate::Now;
         }
-        if self.waves[..wave].iter().any(|w| w.left > 0) {
+        if self.waves[..wave]
+            .iter()
+            .any(|w| w.left > 0 || w.checks != Checks::Green)
+        {
             return Gate::Wait;
         }
         let pause = self
@@ -220,6 +241,37 @@ impl Rollout {
         );
         self.halted = Some(why.clone());
         Some(why)
+    }
+
+    /// A finished wave whose PRs' checks are to be waited for now (a later wave waits for
+    /// them), marked asked; `None` when there is none.
+    pub fn to_check(&mut self) -> Option<usize> {
+        let last = self.waves.len().checked_sub(1)?;
+        let (wave, state) = self.waves[..last]
+            .iter_mut()
+            .enumerate()
+            .find(|(_, w)| w.left == 0 && w.checks == Checks::Unasked)?;
+        state.checks = Checks::Asked;
+        Some(wave)
+    }
+
+    /// The checks of wave `wave`'s PRs settled: green lets the next wave start; red (what
+    /// failed) halts the rollout, and the reason is returned.
+    pub fn checked(&mut self, wave: usize, result: Result<(), String>) -> Option<String> {
+        match result {
+            Ok(()) => {
+                if let Some(w) = self.waves.get_mut(wave) {
+                    w.checks = Checks::Green;
+                }
+                None
+            }
+            Err(red) if self.halted.is_none() => {
+                let why = format!("rollout halted: the PRs of wave {wave} are not green ({red})");
+                self.halted = Some(why.clone());
+                Some(why)
+            }
+            Err(_) => None,
+        }
     }
 
     /// When publish may happen, from wall-clock millisecond `now`: now (`None`), or the
@@ -350,6 +402,36 @@ mod tests {
             resumed.finished(u, Outcome::AgentFailed, 10, false);
         }
         assert_eq!(resumed.gate(2, 20), Gate::Now);
+    }
+
+    #[test]
+    fn with_wait_for_checks_a_wave_waits_for_the_prs_of_the_one_before() {
+        let mut s = settings(Some(1), Some(1));
+        s.wait_for_checks = true;
+        let mut rollout = Rollout::new(Some(&s), 3);
+        assert_eq!(rollout.to_check(), None, "nothing finished");
+        rollout.finished(0, Outcome::Changed, 10, true);
+        assert_eq!(rollout.gate(1, 10), Gate::Wait);
+        assert_eq!(rollout.to_check(), Some(0));
+        assert_eq!(rollout.to_check(), None, "asked once");
+        assert_eq!(rollout.checked(0, Ok(())), None);
+        assert_eq!(rollout.gate(1, 10), Gate::Now);
+        rollout.finished(1, Outcome::Changed, 20, true);
+        assert_eq!(rollout.to_check(), Some(1));
+        let why = rollout
+            .checked(1, Err("local:t/r#2: ci failed".into()))
+            .expect("halts");
+        assert_eq!(
+            why,
+            "rollout halted: the PRs of wave 1 are not green (local:t/r#2: ci failed)"
+        );
+        assert_eq!(rollout.gate(2, 30), Gate::Halted(why));
+        rollout.finished(2, Outcome::Changed, 40, true);
+        assert_eq!(
+            rollout.to_check(),
+            None,
+            "the last wave has none to wait for it"
+        );
     }
 
     #[test]

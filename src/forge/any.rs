@@ -282,6 +282,10 @@ impl Forge for AnyForge {
         each!(self, f => f.comment_on_pr(request, pr, body).await)
     }
 
+    async fn wait_green(&self, org: &str, repo: &str, pr: &PrRef) -> Result<(), ForgeError> {
+        each!(self, f => f.wait_green(org, repo, pr).await)
+    }
+
     async fn open_issue(
         &self,
         request: &PrRequest,

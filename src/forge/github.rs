@@ -313,6 +313,12 @@ impl Forge for GithubForge {
         })
     }
 
+    async fn wait_green(&self, org: &str, repo: &str, pr: &PrRef) -> Result<(), ForgeError> {
+        let pull = format!("{}/pulls/{}", Self::repo_path(org, repo), pr.number);
+        let checks = |sha: String| async move { self.checks(org, repo, &sha).await };
+        pr::wait_green(&self.http, &pull, pr, self.options.checks_timeout, checks).await
+    }
+
     async fn merge(
         &self,
         pr: &PrRef,

@@ -253,6 +253,20 @@ pub trait Forge: Send + Sync + 'static {
         self.publish(repo_dir, request)
     }
 
+    /// Waits until the head of PR `pr` of `org/repo` has all its statuses and checks green
+    /// (re-asked with growing pauses, at most the forge's `checks_timeout`); an error says
+    /// what is red or still pending. A forge without checks (the local one) is green at once:
+    /// dispatch's own QA ran.
+    fn wait_green(
+        &self,
+        org: &str,
+        repo: &str,
+        pr: &PrRef,
+    ) -> impl Future<Output = Result<(), ForgeError>> + Send {
+        let _ = (org, repo, pr);
+        async { Ok(()) }
+    }
+
     /// The repository's default branch as the forge reports it; `None` when the forge does
     /// not know (use the clone's `origin/HEAD`).
     fn default_branch(

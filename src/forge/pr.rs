@@ -182,6 +182,23 @@ where
     }
 }
 
+/// [`super::Forge::wait_green`] of both remote forges: the head of the PR at `pull` (its API
+/// path) waited for until `checks(head sha)` is green.
+pub(super) async fn wait_green<C, Fut>(
+    http: &HttpClient,
+    pull: &str,
+    pr: &PrRef,
+    checks_timeout: Duration,
+    checks: C,
+) -> Result<(), ForgeError>
+where
+    C: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Checks, ForgeError>>,
+{
+    let sha = text(&http.get(pull, &[]).await?["head"], "sha");
+    wait_for_green(&pr.reference, checks_timeout, || checks(sha.clone())).await
+}
+
 /// The guarded merge of both remote forges: the PR at `pull` (its API path) is merged by the
 /// request `merge(head sha, title)` builds, once `checks(head sha)` is green and the forge
 /// calls it mergeable. A PR merged already is fine; a merge refused (405, 409) or a PR the

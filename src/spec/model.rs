@@ -291,6 +291,11 @@ pub struct Rollout {
     /// When publish may happen (UTC); none: at any time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<Window>,
+    /// A wave starts only once the PRs of the wave before it are green on the forge (their
+    /// heads' statuses and checks, waited for at most `forge.checks_timeout`); a red one halts
+    /// the rollout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_checks: bool,
 }
 
 /// When a rollout halts.

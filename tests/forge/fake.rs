@@ -70,6 +70,8 @@ struct Repo {
     labels: Vec<(u64, String, String)>,
     issues: Vec<Issue>,
     statuses: BTreeMap<String, Vec<(String, String)>>,
+    /// The statuses of every head that has none of its own (a CI that reports on each push).
+    every_head: Vec<(String, String)>,
     checks: BTreeMap<String, Vec<(String, String, String)>>,
     /// Branch protection "up to date before merging": a PR whose head does not contain the
     /// base's head is not mergeable.
@@ -267,6 +269,15 @@ impl FakeForge {
         let list = r.statuses.entry(sha).or_default();
         list.retain(|(c, _)| c != context);
         list.push((context.to_owned(), state.to_owned()));
+    }
+
+    /// Sets the status `context` of every head of `org/repo` that has none of its own, now
+    /// and pushed later, to `state`.
+    pub fn set_status_of_every_head(&self, org: &str, repo: &str, context: &str, state: &str) {
+        let mut inner = self.lock();
+        let r = inner.repo(org, repo);
+        r.every_head.retain(|(c, _)| c != context);
+        r.every_head.push((context.to_owned(), state.to_owned()));
     }
 
     /// Adds a check run (GitHub) on the head of `branch`.
@@ -1259,7 +1270,8 @@ fn route(
         }
         ("GET", ["commits", sha, "status"]) => {
             let sha = heads.get(*sha).cloned().unwrap_or_else(|| sha.to_string());
-            let statuses = repo.statuses.get(&sha).cloned().unwrap_or_default();
+            let statuses =
+                (repo.statuses.get(&sha).cloned()).unwrap_or_else(|| repo.every_head.clone());
             let state = if statuses.iter().any(|(_, s)| s == "failure" || s == "error") {
                 "failure"
             } else if statuses.is_empty() || statuses.iter().any(|(_, s)| s == "pending") {
