@@ -587,6 +587,7 @@ fn claude_preset_with(
         job_extra,
         home_files: &[(".claude/settings.json", "{}\n")],
         user,
+        repos: &[],
     };
     let env = [
         ("ANTHROPIC_API_KEY", KEY),

@@ -495,12 +495,29 @@ fn codex_preset_with(
     user: Option<u32>,
     job_extra: &str,
 ) -> Option<Preset> {
+    codex_preset_on(test, script, qa, user, job_extra, &[], false)
+}
+
+/// [`codex_preset_with`] on `repos` (none: `r1`), every conversation playing `script` from its
+/// start when `each` (many units at once).
+fn codex_preset_on(
+    test: &str,
+    script: Vec<Step>,
+    qa: &str,
+    user: Option<u32>,
+    job_extra: &str,
+    repos: &[&str],
+    each: bool,
+) -> Option<Preset> {
     if !docker::available() {
         return None;
     }
     let image = agent_image("codex");
     let network = ModelNetwork::create(test);
-    let server = OpenAiServer::start(&network, KEY, script);
+    let server = match each {
+        true => OpenAiServer::start_each(&network, KEY, script),
+        false => OpenAiServer::start(&network, KEY, script),
+    };
     let config = format!("openai_base_url = \"{}\"\n", server.base_url);
     let spec = PresetSpec {
         test,
@@ -511,6 +528,7 @@ fn codex_preset_with(
         job_extra: &format!(", idle_timeout: 20s{job_extra}"),
         home_files: &[(".codex/config.toml", &config)],
         user,
+        repos,
     };
     Preset::new(&spec, network, server, &[("CODEX_API_KEY", KEY)])
 }
@@ -802,6 +820,7 @@ fn dispatch_runs_the_local_preset_against_the_hosts_ollama() {
         job_extra: ", idle_timeout: 20s",
         home_files: &[],
         user: None,
+        repos: &[],
     };
     let Some(p) = preset::Preset::new(&spec, network, server, &[]) else {
         return;
@@ -874,4 +893,93 @@ fn dispatch_stops_codex_mid_run_once_the_unit_passes_its_token_cap() {
         agent_log.contains("[dispatch: stopped: the unit spent"),
         "{agent_log}"
     );
+}
+
+#[test]
+fn real_codex_units_reserve_their_token_caps_and_the_last_is_held_back_until_resume() {
+    // Every unit's codex spends 3000 tokens (2000 + 1000 over its two responses); each unit
+    // may spend 5000 and the job 12000: two units hold their caps at once, the third waits
+    // for room, the fourth is held back once nothing it could wait for runs.
+    let script = vec![
+        costly("printf 'fixed\\n' > file.txt"),
+        Step::message("file.txt now says fixed.").with_usage(Usage {
+            input_tokens: 900,
+            cached_tokens: 0,
+            output_tokens: 100,
+        }),
+    ];
+    let repos = ["r1", "r2", "r3", "r4"];
+    let Some(p) = codex_preset_on(
+        "codex-reserve",
+        script,
+        "[]",
+        None,
+        ", budget: { per_unit: { max_tokens: 5000 }, total: { max_tokens: 12000 } }",
+        &repos,
+        true,
+    ) else {
+        return;
+    };
+    let out = p.t.run(&["run", "spec.yaml", "--output", "json"]);
+    assert_eq!(out.status, 1, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    for repo in ["r1", "r2", "r3"] {
+        let unit = crate::support::unit(&report, &format!("fix/t/{repo}"));
+        assert_eq!(unit["outcome"], "changed", "{unit}");
+        assert_eq!(unit["usage"]["input_tokens"], 2800, "{unit}");
+        assert_eq!(unit["usage"]["output_tokens"], 200, "{unit}");
+    }
+    let held = crate::support::unit(&report, "fix/t/r4");
+    assert_eq!(held["held"], "budget", "{held}");
+    assert_eq!(
+        held["reason"],
+        "budget: the unit needs 5000 tokens (jobs.fix.budget.per_unit.max_tokens) but jobs.fix.budget.total.max_tokens has 3000 tokens left of 12000 tokens (9000 tokens spent)",
+        "{held}"
+    );
+    // From the journal: spent + held never passed the total; two units held at once.
+    let db = rusqlite::Connection::open(p.t.path(".dispatch/dispatch.db")).expect("the journal");
+    let mut statement = db
+        .prepare(
+            "SELECT kind, detail FROM events WHERE kind IN ('reserved', 'released') ORDER BY seq",
+        )
+        .expect("a query");
+    let events: Vec<(String, Value)> = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .expect("rows")
+        .map(|row| {
+            let (kind, detail) = row.expect("a row");
+            (kind, serde_json::from_str(&detail).expect("JSON"))
+        })
+        .collect();
+    let (mut holding, mut spent, mut most) = (std::collections::HashMap::new(), 0, 0);
+    for (kind, detail) in &events {
+        let unit = detail["unit"].as_str().expect("a unit").to_owned();
+        let tokens = detail["tokens"].as_u64().expect("tokens");
+        if kind == "reserved" {
+            holding.insert(unit, tokens);
+        } else {
+            holding.remove(&unit).expect("released after reserved");
+            spent += tokens;
+        }
+        let held: u64 = holding.values().sum();
+        assert!(spent + held <= 12_000, "{spent} + {held}: {events:?}");
+        most = most.max(holding.len());
+    }
+    assert_eq!(most, 2, "{events:?}");
+    assert_eq!(spent, 9000, "{events:?}");
+
+    // Raised, the held unit runs on resume.
+    let spec = std::fs::read_to_string(p.t.path("spec.yaml")).expect("the spec");
+    std::fs::write(
+        p.t.path("spec.yaml"),
+        spec.replace("max_tokens: 12000", "max_tokens: 20000"),
+    )
+    .expect("the spec");
+    let run = report["run"].as_str().expect("a run id");
+    let out = p.t.run(&["resume", run, "--output", "json"]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    let unit = crate::support::unit(&out.json(), "fix/t/r4").clone();
+    assert_eq!(unit["outcome"], "changed", "{unit}");
 }

@@ -28,6 +28,8 @@ pub struct PresetSpec<'a> {
     pub home_files: &'a [(&'a str, &'a str)],
     /// The uid dispatch runs as, when not the test's own.
     pub user: Option<u32>,
+    /// The job's repositories, each with `file.txt` = `broken` (none: `r1`).
+    pub repos: &'a [&'a str],
 }
 
 /// The fixture and the HOME of a [`PresetSpec`].
@@ -42,13 +44,20 @@ impl PresetRun {
     /// The fixture of `spec` on `network`; `None` when the test skips (it cannot run as the
     /// uid asked for).
     pub fn new(spec: &PresetSpec<'_>, network: &ModelNetwork) -> Option<Self> {
+        let repos = if spec.repos.is_empty() {
+            &["r1"][..]
+        } else {
+            spec.repos
+        };
         let t = spec
             .home_files
             .iter()
             .fold(Test::new(spec.test), |t, (path, text)| {
                 t.file(&format!("user/{path}"), text)
-            })
-            .repo("r1", &[("file.txt", "broken\n")])
+            });
+        let t = repos
+            .iter()
+            .fold(t, |t, repo| t.repo(repo, &[("file.txt", "broken\n")]))
             .spec(&format!(
                 r#"
                 version: 1
@@ -58,7 +67,7 @@ impl PresetRun {
                 agents:
                   {agent}: {{ image: "{image}", network: {network}{extra} }}
                 jobs:
-                  - {{ id: fix, task: Make file.txt say fixed, repos: [r1], qa: {qa}, fix_attempts: 1{job} }}
+                  - {{ id: fix, task: Make file.txt say fixed, repos: [{repos}], qa: {qa}, fix_attempts: 1{job} }}
                 "#,
                 agent = spec.agent,
                 image = spec.image,
@@ -66,6 +75,7 @@ impl PresetRun {
                 extra = spec.agent_extra,
                 qa = spec.qa,
                 job = spec.job_extra,
+                repos = repos.join(", "),
             ));
         let home = t.path("user");
         let t = match spec.user {
