@@ -8,6 +8,7 @@ mod budget;
 mod crash;
 mod forge;
 mod fuzz;
+mod githttp;
 mod hostile;
 mod locks;
 mod mcp;

@@ -1,6 +1,7 @@
 //! The Docker engine of the tests. Without it the Docker tests skip, unless CI sets
 //! `DISPATCH_REQUIRE_DOCKER=1`: then they fail. The busybox image is built once per test
-//! binary, before the first test that needs the engine.
+//! binary, before the first test that needs the engine; the git image of the Kubernetes pods'
+//! clone and push steps is built beforehand by `scripts/agent-images` ([`git_image`]).
 
 use std::sync::OnceLock;
 
@@ -29,6 +30,32 @@ pub fn available() -> bool {
             eprintln!("skipped: no Docker engine ({error})");
             false
         }
+    }
+}
+
+/// The tag of the image the Kubernetes pods' clone and push steps run in (`sh` and `git` over
+/// HTTP(S), any uid with a writable `HOME`), which `scripts/agent-images` builds; panics, saying
+/// how to build it, when the engine does not have it.
+pub fn git_image() -> &'static str {
+    const TAG: &str = "dispatch-git:latest";
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        let out = std::process::Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", TAG])
+            .output()
+            .map_err(|e| format!("docker: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    });
+    match checked {
+        Ok(()) => TAG,
+        Err(error) => panic!(
+            "the image {TAG} is missing: run `scripts/install-deps --agent-images` \
+             (or `scripts/agent-images git`) to build it ({error})"
+        ),
     }
 }
 
