@@ -73,6 +73,14 @@ const INVALID: &[(&str, &str)] = &[
         "agent-gets-engine.yaml",
         "would hand the agent the container engine",
     ),
+    (
+        "kubernetes-local-forge.yaml",
+        "the local forge's repositories are directories on this machine, which no pod can reach",
+    ),
+    (
+        "kubernetes-ssh-git.yaml",
+        "not an HTTP(S) URL",
+    ),
 ];
 
 #[test]

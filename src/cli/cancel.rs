@@ -80,20 +80,38 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
     };
     let runtime = super::tokio_runtime(false)?;
     let removed = runtime.block_on(async {
+        use crate::runtime::any::AnyRuntime;
         use crate::runtime::Runtime;
-        let docker = crate::runtime::docker::Docker::connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let containers = docker.list(&run.id).await.map_err(|e| e.to_string())?;
+        let engine = match run.runtime {
+            crate::spec::model::RuntimeKind::Docker => AnyRuntime::Docker(
+                crate::runtime::docker::Docker::connect()
+                    .await
+                    .map_err(CommandError::failure)?,
+            ),
+            // The cluster's settings are the spec's.
+            crate::spec::model::RuntimeKind::Kubernetes => {
+                let loaded = crate::spec::load(std::path::Path::new(&run.spec_path)).map_err(
+                    |e| {
+                        CommandError::failure(format_args!(
+                            "cannot read {} for its cluster's settings: {e}",
+                            run.spec_path
+                        ))
+                    },
+                )?;
+                let cluster = super::session::kubernetes(&loaded).await?;
+                AnyRuntime::Kubernetes(Box::new(cluster))
+            }
+        };
+        let containers = engine.list(&run.id).await.map_err(CommandError::failure)?;
         for container in &containers {
-            docker
+            engine
                 .remove(&container.id)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(CommandError::failure)?;
         }
-        Ok::<usize, String>(containers.len())
+        Ok::<usize, CommandError>(containers.len())
     });
-    let removed = removed.map_err(CommandError::failure)?;
+    let removed = removed?;
     db.cancel_orphans(&run.id, "cancelled by dispatch cancel")?;
     println!("run {}: its runner is gone ({why}), so no process was signalled; removed {removed} {} and marked its unfinished units cancelled", run.id, plural(removed, "container"));
     Ok(0)

@@ -1,7 +1,8 @@
 //! `dispatch doctor SPEC`: checks what a run of the spec needs before it starts: the Docker
-//! engine and the images, the forge (its token and every target repository), and per agent:
-//! what its image must hold, the keys its CLI reads (or the login it copies), its network.
-//! One line per check; exit 1 when anything would fail.
+//! engine and the images (or, on Kubernetes, the cluster: reachable, the namespace, the
+//! permissions the backend needs, the Secrets the spec names), the forge (its token and every
+//! target repository), and per agent: what its image must hold, the keys its CLI reads (or
+//! the login it copies), its network. One line per check; exit 1 when anything would fail.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ pub struct Args {
     /// State directory (default: `.dispatch/` beside the spec).
     #[arg(long, env = "DISPATCH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Check the runtime a run with this `--runtime` would use, whatever the spec's
+    /// `runtime.kind` says.
+    #[arg(long, value_enum)]
+    pub runtime: Option<super::run::RuntimeArg>,
 }
 
 /// The checks' lines; what they say quotes forges and engines, so it is shown through
@@ -51,7 +56,8 @@ pub fn run(ui: &Ui, args: Args) -> Result<u8, CommandError> {
     let mut loaded = ui.load_spec(&args.spec)?;
     let runtime = super::tokio_runtime(false)?;
     let state_dir = state_dir::for_spec(&args.spec, args.state_dir.as_deref());
-    let report = runtime.block_on(check(&mut loaded, &state_dir));
+    let kind = args.runtime.map_or(loaded.spec.runtime.kind, Into::into);
+    let report = runtime.block_on(check(&mut loaded, &state_dir, kind));
     if report.failed == 0 {
         println!("\nall checks passed");
         Ok(0)
@@ -94,7 +100,11 @@ fn token_scopes(report: &mut Report, forge: &AnyForge) {
     }
 }
 
-async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report {
+async fn check(
+    loaded: &mut crate::spec::LoadedSpec,
+    state_dir: &Path,
+    kind: crate::spec::model::RuntimeKind,
+) -> Report {
     let mut report = Report::default();
     if !loaded.selections.is_empty() {
         match crate::plan::resolve::find(loaded, state_dir).await {
@@ -118,7 +128,12 @@ async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report
         }
     }
     let plan = plan::build(loaded);
+    let on_cluster = kind == crate::spec::model::RuntimeKind::Kubernetes;
+    if on_cluster {
+        check_cluster(&mut report, loaded).await;
+    }
     match Docker::connect().await {
+        _ if on_cluster => {}
         Ok(docker) => {
             report.ok("the Docker engine answers");
             // The units' images, and the images agents name of their own (`agents.X.image`).
@@ -225,7 +240,11 @@ async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report
                 .map(move |agent| (agent, u.image.as_str()))
         })
         .collect();
-    let engine = Docker::connect().await.ok();
+    // On a cluster the images are the cluster's: nothing here can look into them.
+    let engine = match on_cluster {
+        true => None,
+        false => Docker::connect().await.ok(),
+    };
     for (agent, unit_image) in agents {
         match agents::invocation(agent, &loaded.spec.agents, &ArgvContext::new("main")) {
             Ok(invocation) => {
@@ -236,6 +255,55 @@ async fn check(loaded: &mut crate::spec::LoadedSpec, state_dir: &Path) -> Report
         }
     }
     report
+}
+
+/// What the Kubernetes backend needs of the spec's cluster: that it answers, that the
+/// namespace exists, that dispatch may do there what it does (asked with
+/// SelfSubjectAccessReviews), that the image pull Secrets the spec names exist, and that the
+/// git tokens the pods get are set.
+async fn check_cluster(report: &mut Report, loaded: &crate::spec::LoadedSpec) {
+    use crate::runtime::kubernetes::Kubernetes;
+    let spec = &loaded.spec.runtime;
+    if let Err(why) = crate::spec::validate::kubernetes_reaches(&loaded.spec.forge) {
+        report.fail(&format!("{} ({})", why.message, why.help));
+    }
+    let tokens = [
+        ("runtime.read_token_env", spec.read_token_env.as_ref()),
+        ("runtime.write_token_env", spec.write_token_env.as_ref()),
+    ];
+    let mut git = crate::runtime::kubernetes::GitTokens::default();
+    for (field, name) in tokens {
+        let Some(name) = name.or(loaded.spec.forge.token_env.as_ref()) else {
+            report.warn(&format!(
+                "{field} and forge.token_env are not set: the pods reach the forge's git without a credential"
+            ));
+            continue;
+        };
+        match crate::forge::http::Secret::from_env(field, name.as_str()) {
+            Ok(token) => {
+                report.ok(&format!("the pods' git token {name} ({field}) is set"));
+                if field.contains("write") {
+                    git.write = Some(token);
+                } else {
+                    git.read = Some(token);
+                }
+            }
+            Err(_) => report.fail(&format!("{name} ({field}) is not set or empty")),
+        }
+    }
+    let cluster = match Kubernetes::connect(spec, git).await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            report.fail(&format!("{error} (check $KUBECONFIG, ~/.kube/config and runtime.context)"));
+            return;
+        }
+    };
+    for line in crate::runtime::kubernetes::doctor::check(&cluster, spec).await {
+        match line {
+            Ok(ok) => report.ok(&ok),
+            Err(failed) => report.fail(&failed),
+        }
+    }
 }
 
 /// The checks of one agent: its image holds what it needs, its credentials are there (a key

@@ -168,7 +168,7 @@ fn finish_held(
         let _lock = lock;
         // A one-call run shares its defaults spec's limits with the others: queued until free.
         let _slots = source.shared_slots(&dir, &loaded, &current).await?;
-        let session = session::connect(&loaded, &current, dir).await?;
+        let session = session::connect(&loaded, &current, dir, run.runtime).await?;
         // Containers of the run that no node will collect (a QA step, a node that ended) go.
         let keep: std::collections::HashSet<String> = units
             .iter()
@@ -181,12 +181,12 @@ fn finish_held(
             .collect();
         use crate::runtime::Runtime;
         let containers = session
-            .docker
+            .runtime
             .list(&run.id)
             .await
             .map_err(CommandError::failure)?;
         for container in containers.iter().filter(|c| !keep.contains(&c.id)) {
-            let _ = session.docker.remove(&container.id).await;
+            let _ = session.runtime.remove(&container.id).await;
         }
         session::execute_and_report(
             loaded,

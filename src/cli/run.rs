@@ -47,6 +47,28 @@ pub struct Args {
     /// and base commit.
     #[arg(long)]
     pub no_cache: bool,
+    /// Where the containers run, whatever the spec's `runtime.kind` says (its other
+    /// `runtime:` settings still apply); a resume of the run runs them there too.
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeArg>,
+}
+
+/// The values of `--runtime`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    /// The Docker engine.
+    Docker,
+    /// The Kubernetes cluster of the kubeconfig (see the spec's `runtime:`).
+    Kubernetes,
+}
+
+impl From<RuntimeArg> for crate::spec::model::RuntimeKind {
+    fn from(arg: RuntimeArg) -> Self {
+        match arg {
+            RuntimeArg::Docker => Self::Docker,
+            RuntimeArg::Kubernetes => Self::Kubernetes,
+        }
+    }
 }
 
 /// Keeps the units `--only` names (and drops edges to units left out).
@@ -189,10 +211,13 @@ async fn run_async(
     }
     source.keep(&state_dir)?;
     let slots_dir = state_dir.clone();
-    let session = session::connect(&loaded, &plan, state_dir).await?;
+    let runtime = args
+        .runtime
+        .map_or(loaded.spec.runtime.kind, Into::into);
+    let session = session::connect(&loaded, &plan, state_dir, runtime).await?;
     let plan = Arc::new(plan);
     let found = (!found.is_empty()).then(|| serde_json::to_string(&found).unwrap_or_default());
-    exec::record_run(&session.journal, &run_id, &spec_path, &plan, found).await?;
+    exec::record_run(&session.journal, &run_id, &spec_path, &plan, found, runtime).await?;
     super::detach::ready(&run_id);
     // One-call runs share their defaults spec's limits with the others: queued until free.
     let _slots = source.shared_slots(&slots_dir, &loaded, &plan).await?;

@@ -14,13 +14,16 @@ use crate::forge::local::LocalForge;
 use crate::forge::options::RemoteOptions;
 use crate::plan::{self, Plan};
 use crate::report;
+use crate::runtime::any::AnyRuntime;
+use crate::runtime::kubernetes::{GitTokens, Kubernetes};
 use crate::runtime::{docker::Docker, image};
+use crate::spec::model::RuntimeKind;
 use crate::state::{self, Db, Journal};
 
-/// What a run needs from the machine: the engine, the journal and the forge, ready.
+/// What a run needs from the machine: the runtime, the journal and the forge, ready.
 pub struct Session {
-    /// The engine.
-    pub docker: Docker,
+    /// Where the containers run.
+    pub runtime: AnyRuntime,
     /// The run's journal.
     pub journal: Journal,
     /// The spec's forge (the local one unless the spec names another).
@@ -29,16 +32,21 @@ pub struct Session {
     pub state_dir: PathBuf,
 }
 
-/// Connects to the engine (exit 3 when it is unreachable), opens the journal, seeds the local
-/// forge and builds the `dispatch-busybox` image when the plan uses it.
+/// Connects to the runtime `kind` names (exit 3 when it is unreachable), opens the journal,
+/// seeds the local forge and, on Docker, builds the `dispatch-busybox` image when the plan
+/// uses it.
 pub async fn connect(
     loaded: &crate::spec::LoadedSpec,
     plan: &Plan,
     state_dir: PathBuf,
+    kind: RuntimeKind,
 ) -> Result<Session, CommandError> {
-    let docker = Docker::connect().await.map_err(|error| {
-        CommandError::no_engine(error).hint("Start the Docker engine (for example `sudo systemctl start docker`, or `dockerd &`) and make sure this user may use /var/run/docker.sock; set DOCKER_HOST for another socket.")
-    })?;
+    let runtime = match kind {
+        RuntimeKind::Docker => AnyRuntime::Docker(Docker::connect().await.map_err(|error| {
+            CommandError::no_engine(error).hint("Start the Docker engine (for example `sudo systemctl start docker`, or `dockerd &`) and make sure this user may use /var/run/docker.sock; set DOCKER_HOST for another socket.")
+        })?),
+        RuntimeKind::Kubernetes => AnyRuntime::Kubernetes(Box::new(kubernetes(loaded).await?)),
+    };
     let journal = Journal::start(&state_dir).map_err(CommandError::failure)?;
     let forge = match AnyForge::from_spec(&loaded.spec.forge, RemoteOptions::default()) {
         Ok(Some(remote)) => remote,
@@ -65,12 +73,13 @@ pub async fn connect(
     let images: std::collections::BTreeSet<String> =
         plan.units.iter().map(|u| u.image.clone()).collect();
     let busybox = image::busybox_image_tag().trim_end_matches(":latest");
-    if images
-        .iter()
-        .chain(std::env::var("DISPATCH_IMAGE").ok().as_ref())
-        .any(|i| i.trim_end_matches(":latest") == busybox)
-    {
-        image::ensure_busybox_image(&docker, image::busybox_image_tag())
+    if let Some(docker) = runtime.docker().filter(|_| {
+        images
+            .iter()
+            .chain(std::env::var("DISPATCH_IMAGE").ok().as_ref())
+            .any(|i| i.trim_end_matches(":latest") == busybox)
+    }) {
+        image::ensure_busybox_image(docker, image::busybox_image_tag())
             .await
             .map_err(|error| {
                 CommandError::failure(format_args!(
@@ -80,11 +89,44 @@ pub async fn connect(
             })?;
     }
     Ok(Session {
-        docker,
+        runtime,
         journal,
         forge,
         state_dir,
     })
+}
+
+/// The cluster of the spec's `runtime:` (exit 3 when it cannot be reached), with the git
+/// tokens its pods get: `runtime.read_token_env` and `write_token_env`, else the forge's
+/// `token_env`. A spec whose forge the cluster cannot reach is refused first, with the reason.
+pub(super) async fn kubernetes(
+    loaded: &crate::spec::LoadedSpec,
+) -> Result<Kubernetes, CommandError> {
+    let spec = &loaded.spec;
+    if let Err(why) = crate::spec::validate::kubernetes_reaches(&spec.forge) {
+        return Err(CommandError::failure(format_args!(
+            "{}: {} ({}); {}",
+            loaded.path.display(),
+            why.message,
+            why.label,
+            why.help
+        )));
+    }
+    let token = |name: Option<&crate::spec::values::EnvName>, what: &str| {
+        let Some(name) = name.or(spec.forge.token_env.as_ref()) else {
+            return Ok(None);
+        };
+        crate::forge::http::Secret::from_env(what, name.as_str())
+            .map(Some)
+            .map_err(|error| CommandError::failure(format_args!("{}: {error}", loaded.path.display())))
+    };
+    let tokens = GitTokens {
+        read: token(spec.runtime.read_token_env.as_ref(), "runtime.read_token_env")?,
+        write: token(spec.runtime.write_token_env.as_ref(), "runtime.write_token_env")?,
+    };
+    Kubernetes::connect(&spec.runtime, tokens)
+        .await
+        .map_err(|error| CommandError::no_engine(error).hint("Check the kubeconfig (`$KUBECONFIG`, `~/.kube/config`), its context and that the cluster answers; `dispatch doctor` checks the namespace and the permissions the backend needs."))
 }
 
 /// Creates the local forge's repositories from `ORG/REPO` directories under `dir`.
@@ -164,7 +206,7 @@ pub async fn execute_and_report(
     resumed: Option<Vec<state::views::UnitRow>>,
 ) -> Result<u8, CommandError> {
     let Session {
-        docker,
+        runtime,
         journal,
         forge,
         state_dir,
@@ -198,13 +240,13 @@ pub async fn execute_and_report(
     let signals = listen_for_signals().map_err(|error| {
         CommandError::failure(format_args!("cannot listen for signals: {error}"))
     })?;
-    let docker = Arc::new(docker);
+    let runtime = Arc::new(runtime);
     let keep_containers = options.keep_containers;
     let open_prs = open_prs(&loaded, &plan, &forge, &state_dir).await?;
     let executor = Executor {
         open_prs,
         loaded: Arc::new(loaded),
-        runtime: docker.clone(),
+        runtime: runtime.clone(),
         forge: Arc::new(forge),
         journal,
         run_id: run_id.clone(),
@@ -218,9 +260,9 @@ pub async fn execute_and_report(
     // example one the engine finished creating after an earlier runner was killed.
     if !keep_containers {
         use crate::runtime::Runtime;
-        if let Ok(containers) = docker.list(&run_id).await {
+        if let Ok(containers) = runtime.list(&run_id).await {
             for container in containers {
-                let _ = docker.remove(&container.id).await;
+                let _ = runtime.remove(&container.id).await;
             }
         }
     }

@@ -120,6 +120,7 @@ pub async fn record_run(
     spec_path: &str,
     plan: &Plan,
     found: Option<String>,
+    runtime: crate::spec::model::RuntimeKind,
 ) -> Result<(), StateError> {
     let units = plan
         .units
@@ -142,6 +143,7 @@ pub async fn record_run(
             plan: plan::fingerprint(plan),
             found,
             units,
+            runtime,
         })
         .await
 }

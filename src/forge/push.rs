@@ -29,16 +29,7 @@ pub(crate) async fn push(
     let args = crate::git::push_args(url, &request.branch, request.lease.as_deref());
     let mut command = crate::git::command(repo_dir);
     command.args(&args);
-    if is_http(url) {
-        let basic = base64(format!("x-access-token:{}", token.expose()).as_bytes());
-        command
-            .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env(
-                "GIT_CONFIG_VALUE_0",
-                format!("Authorization: Basic {basic}"),
-            );
-    }
+    authorize(&mut command, url, token);
     let failed = |message: String| {
         ForgeError::Git(crate::git::GitError {
             args: args.join(" "),
@@ -53,6 +44,22 @@ pub(crate) async fn push(
         Err(failed(crate::git::failure(&String::from_utf8_lossy(
             &output.stderr,
         ))))
+    }
+}
+
+/// Gives a git command (from [`crate::git::command`]) the token for `url`: for HTTP(S) URLs in
+/// an `Authorization: Basic` header set through git's environment configuration (never in
+/// its argv or the URL); SSH URLs and paths get nothing.
+pub(crate) fn authorize(command: &mut tokio::process::Command, url: &str, token: &Secret) {
+    if is_http(url) {
+        let basic = base64(format!("x-access-token:{}", token.expose()).as_bytes());
+        command
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: Basic {basic}"),
+            );
     }
 }
 

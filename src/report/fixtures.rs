@@ -29,6 +29,7 @@ pub fn run(units: &[UnitRow]) -> RunRow {
             .or_insert(0) += 1;
     }
     RunRow {
+        runtime: Default::default(),
         id: "20261127-011742-24681".into(),
         spec_path: "/src/pipelines/fix-tests.yaml".into(),
         spec_name: "fix-tests".into(),

@@ -46,7 +46,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use super::log::CappedLog;
+use super::log::{open_log, silent, CappedLog, LastOutput};
 use super::{
     Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_NODE,
     LABEL_RUN, STOP_GRACE,
@@ -303,54 +303,6 @@ struct AbortOnDrop<T>(JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Opens a container's log (see [`CappedLog::open`]) on the blocking pool.
-async fn open_log(log: &Log, keep: Option<u64>) -> Result<CappedLog, RuntimeError> {
-    let path = log.path.clone();
-    let log = log.clone();
-    tokio::task::spawn_blocking(move || CappedLog::open(&log, keep))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|opened| opened)
-        .map_err(|error| RuntimeError::Log { path, error })
-}
-
-/// When a container last printed: its log's writer stamps it, the watchdog reads it.
-#[derive(Clone, Debug)]
-struct LastOutput(std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
-
-impl LastOutput {
-    /// Stamped now.
-    fn now() -> Self {
-        Self(std::sync::Arc::new(std::sync::Mutex::new(
-            tokio::time::Instant::now(),
-        )))
-    }
-
-    fn stamp(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
-    }
-
-    fn get(&self) -> tokio::time::Instant {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Resolves once the container has printed nothing for `idle` (the watchdog of [`Log::idle`]);
-/// never without one. It sleeps until the moment the silence would be long enough, and again
-/// from the newest output when there was some meanwhile: no polling.
-async fn silent(watchdog: Option<(LastOutput, Duration)>) {
-    let Some((last, idle)) = watchdog else {
-        return std::future::pending().await;
-    };
-    loop {
-        let due = last.get() + idle;
-        tokio::time::sleep_until(due).await;
-        if last.get() + idle <= tokio::time::Instant::now() {
-            return;
-        }
     }
 }
 
@@ -771,7 +723,7 @@ impl Runtime for Docker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{Mount, Resources};
+    use crate::runtime::{Carry, Mount, Resources};
 
     #[test]
     fn config_never_wraps_the_argv_in_a_shell_or_the_image_entrypoint() {
@@ -796,11 +748,13 @@ mod tests {
                     source: "/w".into(),
                     target: "/workspace".into(),
                     read_only: false,
+                    carry: Carry::In,
                 },
                 Mount {
                     source: "/c".into(),
                     target: "/cfg".into(),
                     read_only: true,
+                    carry: Carry::In,
                 },
             ],
             resources: Resources {

@@ -372,6 +372,54 @@ fn move_within(file: &File, from: u64, to: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a container's log (see [`CappedLog::open`]) on the blocking pool.
+pub(crate) async fn open_log(log: &Log, keep: Option<u64>) -> Result<CappedLog, super::RuntimeError> {
+    let path = log.path.clone();
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || CappedLog::open(&log, keep))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|opened| opened)
+        .map_err(|error| super::RuntimeError::Log { path, error })
+}
+
+/// When a container last printed: its log's writer stamps it, the watchdog reads it.
+#[derive(Clone, Debug)]
+pub(crate) struct LastOutput(std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl LastOutput {
+    /// Stamped now.
+    pub(crate) fn now() -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(
+            tokio::time::Instant::now(),
+        )))
+    }
+
+    pub(crate) fn stamp(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+
+    pub(crate) fn get(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Resolves once the container has printed nothing for `idle` (the watchdog of [`Log::idle`]);
+/// never without one. It sleeps until the moment the silence would be long enough, and again
+/// from the newest output when there was some meanwhile: no polling.
+pub(crate) async fn silent(watchdog: Option<(LastOutput, std::time::Duration)>) {
+    let Some((last, idle)) = watchdog else {
+        return std::future::pending().await;
+    };
+    loop {
+        let due = last.get() + idle;
+        tokio::time::sleep_until(due).await;
+        if last.get() + idle <= tokio::time::Instant::now() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,15 @@
 //! them with [`Runtime::list`].
 //!
 //! The trait does not assume bind mounts: a [`Mount`] names what a container needs at a path,
-//! and the Docker runtime satisfies it with a bind mount while a Kubernetes runtime would
-//! satisfy the workspace mount by cloning the unit's branch into a volume.
+//! and a [`Checkout`] the git work tree it works in. The Docker runtime binds both; the
+//! Kubernetes runtime ([`kubernetes`]) runs the container in a pod far away, where the
+//! checkout is cloned from the forge and its result pushed back, and other mounts are carried
+//! in (and back) as their [`Carry`] says.
 
+pub mod any;
 pub mod docker;
 pub mod image;
+pub mod kubernetes;
 pub mod log;
 pub mod mounted;
 pub mod noop;
@@ -57,6 +61,9 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// Extra `/etc/hosts` entries, e.g. `host.docker.internal:host-gateway`.
     pub extra_hosts: Vec<String>,
+    /// The git work tree the container works in (its mounts are among `mounts`), for a
+    /// runtime that cannot bind it; set by the node that runs the container.
+    pub checkout: Option<Checkout>,
 }
 
 /// A path the container sees.
@@ -68,6 +75,34 @@ pub struct Mount {
     pub target: String,
     /// Read-only.
     pub read_only: bool,
+    /// What a runtime that copies rather than binds carries (read-only mounts: always in).
+    pub carry: Carry,
+}
+
+/// What a runtime that runs containers far away (Kubernetes) carries for a mount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Carry {
+    /// What the host holds there goes in; what the container changes stays with it (an
+    /// agent's home: it holds credentials, which must not travel back through the forge).
+    #[default]
+    In,
+    /// What the host holds goes in and what the container leaves comes back (`meta/`), both
+    /// through the forge, as the checkout does: so it must hold no credential.
+    Both,
+}
+
+/// A git work tree on this machine that a container works in: a runtime that cannot bind it
+/// pushes its state (HEAD and what is not committed) to a scratch ref of `remote`, has the
+/// container's side clone that, and brings the container's result back into `dir` the same
+/// way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkout {
+    /// The work tree (bound at [`crate::agents::WORKDIR`]).
+    pub dir: PathBuf,
+    /// Where this machine pushes and fetches the scratch refs (a path or a URL).
+    pub remote: String,
+    /// Where the container's side clones and pushes the same repository (an HTTP(S) URL).
+    pub remote_there: String,
 }
 
 /// Resource limits of a container.
@@ -126,6 +161,9 @@ pub enum RuntimeError {
     /// The engine cannot be reached at all.
     #[error("cannot reach the Docker engine: {0}")]
     Unreachable(String),
+    /// The cluster cannot be reached, or refuses what dispatch needs of it.
+    #[error("Kubernetes: {0}")]
+    Cluster(String),
     /// The image is not present (and cannot be pulled here).
     #[error("image `{0}` is not present in the engine; build or load it first")]
     ImageMissing(String),

@@ -44,6 +44,11 @@ pub struct Spec {
     /// "Rollout" in the README).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Where the container nodes (agents, reviewers, QA) run: the local Docker engine (the
+    /// default) or a Kubernetes cluster, one Job per container (see "Running on Kubernetes"
+    /// in the README). `dispatch run --runtime` overrides `kind`.
+    #[serde(default, skip_serializing_if = "RuntimeSpec::is_default")]
+    pub runtime: RuntimeSpec,
     /// Custom agents and overrides of the built-in presets, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agents: BTreeMap<String, AgentDef>,
@@ -82,13 +87,140 @@ pub struct Forge {
     pub writes_per_minute: Option<u32>,
     /// Remote forges: clone and push `{git_url}/{org}/{repo}.git` instead of the forge's
     /// HTTPS URL, e.g. `ssh://git@forge.example:2222` to push over SSH with the user's keys
-    /// (the token is then used for the API only), or a local mirror directory.
+    /// (the token is then used for the API only), or a local mirror directory. The local
+    /// forge: the HTTP(S) URL at which a Kubernetes cluster reaches its repositories (the
+    /// state directory's `forge/`, served by e.g. `git http-backend`); the Kubernetes backend
+    /// needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_url: Option<String>,
     /// How long a guarded merge waits for the head's pending statuses and checks before the
     /// unit ends `needs_review` (default `20m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks_timeout: Option<Duration>,
+}
+
+/// Where container nodes run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    /// `docker` (the default) or `kubernetes`.
+    #[serde(default)]
+    pub kind: RuntimeKind,
+    /// Kubernetes: the namespace the Jobs and their Secrets are made in (default: the
+    /// context's namespace, else `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Kubernetes: the kubeconfig context to use (default: the current context; the
+    /// kubeconfig is `$KUBECONFIG`, else `~/.kube/config`, else the in-cluster account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Kubernetes: the service account the pods run as (its token is never mounted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// Kubernetes: node labels the pods must be scheduled on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Kubernetes: taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Kubernetes: Secrets (of type `kubernetes.io/dockerconfigjson`) the cluster pulls the
+    /// images with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+    /// Kubernetes: the image of the steps that clone the unit's ref before a container and
+    /// push its result after it; it needs `sh` and `git` with HTTP(S) (default
+    /// `dispatch-git:latest`, what `scripts/agent-images` builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_image: Option<String>,
+    /// Kubernetes: the uid (and gid) every container of a pod runs as; never 0, as the
+    /// "restricted" Pod Security Standard asks (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub run_as: Option<u32>,
+    /// Kubernetes: the variable holding the token the clone step reads the forge's git with
+    /// (default: `forge.token_env`; none: the git server needs no credential to read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token_env: Option<EnvName>,
+    /// Kubernetes: the variable holding the token the last step pushes the result with
+    /// (default: `forge.token_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_token_env: Option<EnvName>,
+}
+
+impl RuntimeSpec {
+    /// Whether nothing is set (the local Docker engine).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Kinds of runtime backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// The local Docker engine (or the one `DOCKER_HOST` names).
+    #[default]
+    Docker,
+    /// A Kubernetes cluster: one `batch/v1` Job per container.
+    Kubernetes,
+}
+
+impl RuntimeKind {
+    /// The word, as in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Kubernetes => "kubernetes",
+        }
+    }
+
+    /// The kind a word names.
+    pub fn parse(word: &str) -> Option<Self> {
+        [Self::Docker, Self::Kubernetes]
+            .into_iter()
+            .find(|k| k.as_str() == word)
+    }
+}
+
+/// A taint the pods tolerate (Kubernetes' `Toleration`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Toleration {
+    /// The taint's key (none with `Exists`: every taint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (the default) or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    /// The value the taint must have with `Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The effect tolerated: `NoSchedule`, `PreferNoSchedule` or `NoExecute` (none: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    /// With `NoExecute`: how long the pod stays once the taint appears (none: for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// How a toleration matches a taint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TolerationOperator {
+    /// Key and value are equal.
+    Equal,
+    /// The key exists (any value).
+    Exists,
+}
+
+/// What a taint does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    /// New pods are not scheduled there.
+    NoSchedule,
+    /// The scheduler avoids the node.
+    PreferNoSchedule,
+    /// Running pods are evicted.
+    NoExecute,
 }
 
 /// Kinds of forge.

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::model::{ForgeKind, MergePolicy, PoolLimit, Spec, TargetSpec};
+use super::model::{
+    Forge, ForgeKind, MergePolicy, PoolLimit, RuntimeKind, Spec, TargetSpec,
+};
 use super::node::{Node, Path};
 use super::problem::Problem;
 use super::schema_check::did_you_mean;
@@ -46,6 +48,7 @@ pub fn validate(input: &Input<'_>, sources: &mut Sources) -> Vec<Problem> {
     v.budget(spec);
     v.rollout(spec);
     v.forge(spec);
+    v.runtime(spec);
     v.templates(spec, input.templates);
     v.units(spec, input.targets);
     v.renders(
@@ -579,6 +582,19 @@ impl Validator<'_> {
         }
     }
 
+    fn runtime(&mut self, spec: &Spec) {
+        if spec.runtime.kind == RuntimeKind::Kubernetes {
+            if let Err(why) = kubernetes_reaches(&spec.forge) {
+                let at = if why.of_git_url {
+                    p().key("forge").key("git_url")
+                } else {
+                    p().key("runtime").key("kind")
+                };
+                self.push(&at, why.message, why.label, Some(why.help));
+            }
+        }
+    }
+
     fn templates(&mut self, spec: &Spec, templates: &Templates) {
         let check = |v: &mut Self, name: &str, path: Path, persona: bool| {
             let exists = if persona {
@@ -727,6 +743,52 @@ impl Validator<'_> {
                 }
             }
         }
+    }
+}
+
+/// Why a Kubernetes cluster cannot reach the forge's git, for [`kubernetes_reaches`].
+#[derive(Debug)]
+pub struct Unreachable {
+    /// The problem.
+    pub message: String,
+    /// A short label.
+    pub label: &'static str,
+    /// What to do.
+    pub help: String,
+    /// Whether it is `forge.git_url` that is wrong (else the runtime, for the forge).
+    pub of_git_url: bool,
+}
+
+/// Whether pods can clone from and push to the forge's git: the pods reach it over HTTP(S)
+/// (they hold no SSH keys and see no local directory), so the local forge needs a `git_url`
+/// the cluster reaches, and a remote forge's `git_url`, when set, must be HTTP(S).
+pub fn kubernetes_reaches(forge: &Forge) -> Result<(), Unreachable> {
+    let http = |url: &str| url.starts_with("https://") || url.starts_with("http://");
+    match (&forge.kind, forge.git_url.as_deref()) {
+        (ForgeKind::Local, None) => Err(Unreachable {
+            message: "the Kubernetes backend clones each unit's ref in the cluster, and the \
+                      local forge's repositories are directories on this machine, which no pod \
+                      can reach"
+                .to_owned(),
+            label: "the cluster cannot reach the local forge",
+            help: "serve the state directory's `forge/` over HTTP (e.g. `git http-backend`) \
+                   and set `forge.git_url` to the URL the cluster reaches it at, or use a \
+                   remote forge"
+                .to_owned(),
+            of_git_url: false,
+        }),
+        (_, Some(url)) if !http(url) => Err(Unreachable {
+            message: format!(
+                "the Kubernetes backend's pods clone and push over HTTP(S), and `forge.git_url` \
+                 is `{url}`"
+            ),
+            label: "not an HTTP(S) URL",
+            help: "give an http:// or https:// `git_url` the cluster reaches (the pods hold \
+                   no SSH keys and see no directory of this machine)"
+                .to_owned(),
+            of_git_url: true,
+        }),
+        _ => Ok(()),
     }
 }
 

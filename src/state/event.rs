@@ -26,6 +26,8 @@ pub struct NewRun {
     pub found: Option<String>,
     /// The units, in plan order.
     pub units: Vec<NewUnit>,
+    /// Where its containers run.
+    pub runtime: crate::spec::model::RuntimeKind,
 }
 
 /// A unit of a [`NewRun`].

@@ -192,8 +192,8 @@ impl Journal {
         let runner_start = super::lock::process_start(pid).map(|s| s as i64);
         self.write(move |t| {
             t.execute(
-                "INSERT INTO runs (id, spec_path, spec_name, plan, found_json, status, pid, started_at, runner_start) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
-                params![run.id, run.spec_path, run.spec_name, run.plan, run.found, pid, now(), runner_start],
+                "INSERT INTO runs (id, spec_path, spec_name, plan, found_json, status, pid, started_at, runner_start, runtime) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9)",
+                params![run.id, run.spec_path, run.spec_name, run.plan, run.found, pid, now(), runner_start, run.runtime.as_str()],
             )?;
             let mut unit_row = t.prepare("INSERT INTO units (run_id, id, job, org, repo, key, workspace, ord) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
             let mut node_row = t.prepare("INSERT INTO nodes (run_id, id, unit_id, kind, status, ord) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)")?;
@@ -605,6 +605,7 @@ mod tests {
             spec_name: "s".to_owned(),
             plan: "sha256:00".to_owned(),
             found: None,
+            runtime: Default::default(),
             units: vec![NewUnit {
                 id: "j/o/r".to_owned(),
                 job: "j".to_owned(),

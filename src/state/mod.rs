@@ -190,6 +190,11 @@ ALTER TABLE units ADD COLUMN held TEXT;
 ALTER TABLE units ADD COLUMN pr_origin TEXT;
 UPDATE units SET pr_origin = 'opened' WHERE pr LIKE 'local:%';
 "#,
+    // Where the run's containers run (`docker`, `kubernetes`): a resume of it runs them
+    // there too, whatever the command line says then.
+    r#"
+ALTER TABLE runs ADD COLUMN runtime TEXT NOT NULL DEFAULT 'docker';
+"#,
 ];
 
 /// Errors of the state directory, each naming the file and what to do.

@@ -28,6 +28,8 @@ pub struct RunRow {
     /// Start time of the runner's process (`/proc/PID/stat` field 22), with `pid` what
     /// identifies it; `None` for runs of a dispatch that did not record it.
     pub runner_start: Option<i64>,
+    /// Where its containers run.
+    pub runtime: crate::spec::model::RuntimeKind,
     /// Start, seconds since the epoch.
     pub started_at: i64,
     /// End, if it ended.
@@ -259,6 +261,10 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         started_at: get(row, 5)?,
         finished_at: get(row, 6)?,
         runner_start: get(row, 7)?,
+        runtime: {
+            let text: String = get(row, 8)?;
+            crate::spec::model::RuntimeKind::parse(&text).unwrap_or_default()
+        },
         units: 0,
         outcomes: BTreeMap::new(),
     })
@@ -268,7 +274,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
 macro_rules! select_runs {
     ($rest:literal) => {
         concat!(
-            "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at, runner_start FROM runs ",
+            "SELECT id, spec_path, spec_name, status, pid, started_at, finished_at, runner_start, runtime FROM runs ",
             $rest
         )
     };

@@ -23,10 +23,10 @@ use crate::forge::Forge;
 use crate::git;
 use crate::plan::{QaStepPlan, Unit};
 use crate::runtime::{
-    mounted, Cancel, ContainerSpec, Log, Mount, Ran, Resources, Runtime, RuntimeError, LABEL_NODE,
+    mounted, Cancel, Carry, Checkout, ContainerSpec, Log, Mount, Ran, Resources, Runtime, RuntimeError, LABEL_NODE,
     LABEL_RUN,
 };
-use crate::spec::model::{PromptHandoff, Resources as SpecResources};
+use crate::spec::model::{ForgeKind, PromptHandoff, Resources as SpecResources};
 use crate::state::RunEvent;
 
 /// Whose a container is: the run, the node and the node's attempt (its name and labels).
@@ -73,11 +73,13 @@ pub(super) fn agent(
         source: unit.meta_dir().join("prompt.md"),
         target: agents::PROMPT_FILE.to_owned(),
         read_only: true,
+        carry: Carry::In,
     });
     container.mounts.push(Mount {
         source: unit.agent_home(&invocation.pool),
         target: agents::AGENT_HOME.to_owned(),
         read_only: false,
+        carry: Carry::In,
     });
     let home = user_home();
     for config in &invocation.config_mounts {
@@ -91,6 +93,7 @@ pub(super) fn agent(
                 source: host,
                 target: config.target.clone(),
                 read_only: config.read_only,
+                carry: Carry::In,
             });
         }
     }
@@ -303,16 +306,19 @@ fn base_mounts(unit: &UnitRun) -> Vec<Mount> {
             source: unit.repo_dir(),
             target: agents::WORKDIR.to_owned(),
             read_only: false,
+            carry: Carry::In,
         },
         Mount {
             source: unit.repo_dir().join(".git"),
             target: format!("{}/.git", agents::WORKDIR),
             read_only: true,
+            carry: Carry::In,
         },
         Mount {
             source: unit.meta_dir(),
             target: agents::META_DIR.to_owned(),
             read_only: false,
+            carry: Carry::Both,
         },
     ]
 }
@@ -324,11 +330,12 @@ fn base_mounts(unit: &UnitRun) -> Vec<Mount> {
 pub(super) async fn run<R: Runtime, F: Forge>(
     ctx: &NodeCtx<R, F>,
     step: Step,
-    spec: ContainerSpec,
+    mut spec: ContainerSpec,
     stdin: Option<Vec<u8>>,
     log: &Log,
     timeout: Duration,
 ) -> Result<Ran, NodeError> {
+    spec.checkout = checkout(ctx);
     let id = ctx
         .runtime
         .create(&spec)
@@ -355,6 +362,29 @@ pub(super) async fn run<R: Runtime, F: Forge>(
     let ran = ran?.map_err(step.clone().runtime())?;
     refuse_planted(ctx, step).await?;
     Ok(ran)
+}
+
+/// The unit's clone as a [`Checkout`]: where this machine reaches the forge's repository
+/// (what prep cloned) and where a cluster does (the local forge's `git_url`, else the same).
+/// `None` when the forge cannot say (a runtime that binds the clone does not need it).
+fn checkout<R: Runtime, F: Forge>(ctx: &NodeCtx<R, F>) -> Option<Checkout> {
+    let unit = ctx.unit.unit();
+    let remote = ctx.forge.clone_source(&unit.org, &unit.repo).ok()?;
+    let forge = &ctx.loaded.spec.forge;
+    let remote_there = match (&forge.kind, &forge.git_url) {
+        (ForgeKind::Local, Some(url)) => format!(
+            "{}/{}/{}.git",
+            url.trim_end_matches('/'),
+            unit.org,
+            unit.repo
+        ),
+        _ => remote.clone(),
+    };
+    Some(Checkout {
+        dir: ctx.unit.repo_dir(),
+        remote,
+        remote_there,
+    })
 }
 
 /// The log of a unit's container at `path`, under the unit's cap (`resources.log`) and its

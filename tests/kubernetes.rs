@@ -1,0 +1,213 @@
+//! The Kubernetes backend, end to end: the real binary runs a spec on a fake API server that
+//! checks every request against the Kubernetes API description and runs each Job's pod as
+//! Docker containers (`support::kube`), with the local forge's repositories served over HTTP
+//! by git's own `http-backend` (`support::githttp`) on the pods' internal network. The same
+//! spec runs on Docker beside it: the outcomes, the PRs and what they hold must be the same.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::docker::{available, git_image};
+use crate::support::githttp::{GitServer, TokenKind};
+use crate::support::kube::{ClusterOptions, FakeCluster};
+use crate::support::network::network;
+use crate::support::{outcomes, Output, Test};
+
+const READ: &str = "git-read-4f1c2e9b";
+const WRITE: &str = "git-write-8d3a7c51";
+const KUBE_TOKEN: &str = "kube-token-c0ffee";
+const NAMESPACE: &str = "agents";
+
+/// The scripted units both backends run: what each one's agent does, and the outcome it must
+/// end with.
+const UNITS: &[(&str, &str, &str)] = &[
+    ("c1", "change", "changed"),
+    ("n1", "none", "no_changes"),
+    ("b1", "block", "blocked"),
+    ("f1", "fail", "agent_failed"),
+    ("q1", "qa-fails", "qa_failed"),
+    ("r1", "fix-on-retry", "changed"),
+];
+
+/// The jobs of the spec (after the scripted head): one unit per repository, QA `sh test.sh`,
+/// one fix attempt.
+fn jobs() -> String {
+    let repos: Vec<&str> = UNITS.iter().map(|(repo, _, _)| *repo).collect();
+    format!(
+        "jobs:\n  - {{ id: j, task: t, repos: [{}], qa: [{{ run: sh test.sh }}], fix_attempts: 1 }}\n",
+        repos.join(", ")
+    )
+}
+
+/// A fixture with the scripted repositories.
+fn repos(name: &str) -> Test {
+    let repos: Vec<(&str, &str)> = UNITS.iter().map(|(r, b, _)| (*r, *b)).collect();
+    Test::new(name).scripted_repos(&repos)
+}
+
+/// The spec of the fixture: on Docker (no `runtime:`, no `git_url`), or on the fake cluster
+/// with the forge served at `git_url`.
+fn spec(t: Test, git_url: Option<&str>) -> Test {
+    match git_url {
+        None => t.scripted_spec(&jobs()),
+        Some(url) => {
+            let forge = format!("{{ kind: local, seed: repos, git_url: \"{url}\" }}");
+            let runtime = format!(
+                "runtime: {{ kind: kubernetes, namespace: {NAMESPACE}, git_image: \"{}\", read_token_env: GIT_READ, write_token_env: GIT_WRITE }}\n",
+                git_image()
+            );
+            let kubeconfig = t.path("kubeconfig").to_string_lossy().into_owned();
+            t.scripted_spec_on(&forge, "t", &format!("{runtime}{}", jobs()))
+                .env("KUBECONFIG", &kubeconfig)
+                .env("GIT_READ", READ)
+                .env("GIT_WRITE", WRITE)
+        }
+    }
+}
+
+/// The fake cluster, its kubeconfig in the fixture, and the git server of the fixture's local
+/// forge (started before the forge is seeded: it serves whatever is there when asked).
+struct Cluster {
+    fake: FakeCluster,
+    git: GitServer,
+}
+
+async fn cluster(t: &Test) -> Cluster {
+    let net = network();
+    let fake = FakeCluster::start(ClusterOptions {
+        namespace: NAMESPACE.to_owned(),
+        token: KUBE_TOKEN.to_owned(),
+        network: net.name.clone(),
+        history: 1000,
+        bookmarks: true,
+    })
+    .await;
+    fake.write_kubeconfig(&t.path("kubeconfig"));
+    let forge = t.path(".dispatch/forge");
+    std::fs::create_dir_all(&forge).expect("the forge's directory");
+    let git = GitServer::start(&forge, net.gateway, READ, WRITE).await;
+    Cluster { fake, git }
+}
+
+/// `dispatch ARGS` in the fixture, off the runtime's threads (the fakes run on them).
+fn run(t: &Test, args: &[&str]) -> Output {
+    tokio::task::block_in_place(|| t.run(args))
+}
+
+/// Per unit of a finished run: its outcome, and the tree of its PR's branch on the forge
+/// (none without a PR).
+fn results(t: &Test, report: &Value) -> BTreeMap<String, (String, Option<String>)> {
+    let prs = run(t, &["prs", "--json"]).expect_status(0).json();
+    let by_unit: BTreeMap<String, String> = prs
+        .as_array()
+        .expect("a list of PRs")
+        .iter()
+        .map(|pr| {
+            (
+                pr["unit_id"].as_str().unwrap_or_default().to_owned(),
+                pr["branch"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    outcomes(report)
+        .into_iter()
+        .map(|(unit, outcome)| {
+            let repo = unit.rsplit('/').next().unwrap_or_default().to_owned();
+            let tree = by_unit.get(&unit).map(|branch| {
+                t.git(
+                    &format!(".dispatch/forge/t/{repo}.git"),
+                    &["rev-parse", &format!("{branch}^{{tree}}")],
+                )
+            });
+            (unit, (outcome, tree))
+        })
+        .collect()
+}
+
+/// What must hold after any run on the fake cluster: every request was one the API
+/// describes, nothing of the run is left on the cluster or on the forge, and the tokens went
+/// where they belong only.
+fn clean(t: &Test, cluster: &Cluster) {
+    let violations = cluster.fake.violations();
+    assert!(violations.is_empty(), "requests the API does not describe: {violations:#?}");
+    assert_eq!(cluster.fake.jobs(), Vec::<Value>::new(), "no Job outlives its run");
+    assert_eq!(cluster.fake.secrets(), Vec::<Value>::new(), "no Secret outlives its run");
+    for (repo, _, _) in UNITS {
+        let refs = t.git(
+            &format!(".dispatch/forge/t/{repo}.git"),
+            &["for-each-ref", "refs/dispatch/"],
+        );
+        assert_eq!(refs, "", "no scratch ref of {repo} is left on the forge");
+    }
+    let seen = cluster.git.seen();
+    assert!(
+        seen.iter().any(|r| r.token == TokenKind::Read && r.status == 200),
+        "the pods cloned with the read token: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|r| r.token == TokenKind::Write && r.path.contains("receive-pack")),
+        "the pods pushed with the write token"
+    );
+    assert!(
+        seen.iter()
+            .filter(|r| r.path.contains("receive-pack"))
+            .all(|r| r.token != TokenKind::Read || r.status == 401 || r.status == 403),
+        "nothing was pushed with the read token"
+    );
+    for token in [READ, WRITE, KUBE_TOKEN] {
+        assert!(
+            !contains(&t.path(".dispatch"), token),
+            "the token {token} is in the state directory"
+        );
+    }
+}
+
+/// Whether a file below `dir` holds `needle`.
+fn contains(dir: &Path, needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => contains(&path, needle),
+            Ok(kind) if kind.is_file() => std::fs::read(&path)
+                .map(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
+                .unwrap_or(false),
+            _ => false,
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_spec_ends_with_the_same_outcomes_and_prs_on_kubernetes_as_on_docker() {
+    if !available() {
+        return;
+    }
+    let docker = spec(repos("k8s-docker"), None);
+    let on_docker = run(&docker, &["run", "spec.yaml", "--output", "json"]).expect_status(1);
+    let expected = results(&docker, &on_docker.json());
+    let wanted: BTreeMap<String, String> = UNITS
+        .iter()
+        .map(|(repo, _, outcome)| (format!("j/t/{repo}"), (*outcome).to_owned()))
+        .collect();
+    let got: BTreeMap<String, String> =
+        expected.iter().map(|(u, (o, _))| (u.clone(), o.clone())).collect();
+    assert_eq!(got, wanted, "on Docker");
+
+    let t = repos("k8s");
+    let cluster = cluster(&t).await;
+    let t = spec(t, Some(&cluster.git.url()));
+    let on_kube = run(&t, &["run", "spec.yaml", "--output", "json"]).expect_status(1);
+    assert_eq!(
+        results(&t, &on_kube.json()),
+        expected,
+        "the same outcomes and PRs, with the same trees, as on Docker\n{}",
+        on_kube.stderr
+    );
+    clean(&t, &cluster);
+    let status = run(&t, &["status", "--json"]).expect_status(0).json();
+    assert_eq!(status["run"]["runtime"], "kubernetes", "{status}");
+}
