@@ -9,6 +9,7 @@ mod crash;
 mod forge;
 mod fuzz;
 mod hostile;
+mod kube_fake;
 mod locks;
 mod mcp;
 mod outputs;

@@ -4,6 +4,7 @@
 //! the test image built once, and [`xml`], a strict reader of the XML documents dispatch writes.
 
 pub mod docker;
+pub mod kube;
 pub mod mcp;
 pub mod model;
 mod scripted;
