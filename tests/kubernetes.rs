@@ -126,6 +126,21 @@ fn results(t: &Test, report: &Value) -> BTreeMap<String, (String, Option<String>
         .collect()
 }
 
+/// Unit id -> reason, of a report.
+fn reasons(report: &Value) -> BTreeMap<String, String> {
+    report["units"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap_or_default().to_owned(),
+                u["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// What must hold after any run on the fake cluster: every request was one the API
 /// describes, nothing of the run is left on the cluster or on the forge, and the tokens went
 /// where they belong only.
@@ -201,11 +216,12 @@ async fn the_same_spec_ends_with_the_same_outcomes_and_prs_on_kubernetes_as_on_d
     let cluster = cluster(&t).await;
     let t = spec(t, Some(&cluster.git.url()));
     let on_kube = run(&t, &["run", "spec.yaml", "--output", "json"]).expect_status(1);
+    let report = on_kube.json();
     assert_eq!(
-        results(&t, &on_kube.json()),
+        results(&t, &report),
         expected,
-        "the same outcomes and PRs, with the same trees, as on Docker\n{}",
-        on_kube.stderr
+        "the same outcomes and PRs, with the same trees, as on Docker; the reasons: {:#?}",
+        reasons(&report)
     );
     clean(&t, &cluster);
     let status = run(&t, &["status", "--json"]).expect_status(0).json();

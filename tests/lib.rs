@@ -10,6 +10,7 @@ mod forge;
 mod fuzz;
 mod githttp;
 mod hostile;
+mod kubernetes;
 mod kube_fake;
 mod locks;
 mod mcp;

@@ -458,9 +458,15 @@ fn stage(seen: &Seen, listed: bool) -> Stage {
                 return Stage::Failed(format!("its {before} step exited {}", t.exit_code));
             }
         }
-        if status.and_then(|s| s.phase.as_deref()) == Some("Failed") {
-            let why = status.and_then(|s| s.reason.clone()).unwrap_or_else(|| "its pod failed".to_owned());
-            return Stage::Failed(why);
+        match status.and_then(|s| s.phase.as_deref()) {
+            Some("Failed") => {
+                let why = status.and_then(|s| s.reason.clone()).unwrap_or_else(|| "its pod failed".to_owned());
+                return Stage::Failed(why);
+            }
+            Some("Succeeded") => {}
+            // The pod's own end is still to come (the two watches do not keep each other's
+            // order): it says more than the Job's.
+            _ => return Stage::Before,
         }
     }
     match job_end(job) {
