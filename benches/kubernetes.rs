@@ -48,9 +48,9 @@ fn measured(t: &Test, args: &[&str]) -> Cost {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let started = Instant::now();
-    let child = command.spawn().expect("dispatch starts");
+    let mut child = command.spawn().expect("dispatch starts");
     let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut text).ok();
@@ -62,6 +62,8 @@ fn measured(t: &Test, args: &[&str]) -> Cost {
     // SAFETY: pid is our child's; status and usage are valid for writes.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4");
+    // Reaped by wait4 above: the handle has nothing left to wait for.
+    drop(child);
     let wall = started.elapsed().as_secs_f64();
     let report: serde_json::Value =
         serde_json::from_str(&reader.join().expect("read")).expect("a JSON report");
@@ -116,7 +118,10 @@ fn main() {
         .ok()
         .and_then(|u| u.parse().ok())
         .unwrap_or(200);
-    assert!(support::docker::available(), "the bench needs the Docker engine");
+    assert!(
+        support::docker::available(),
+        "the bench needs the Docker engine"
+    );
     let image = support::docker::git_image();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -172,7 +177,10 @@ fn main() {
         on_cluster.first_to_end / on_docker.first_to_end.max(0.001)
     );
     assert_eq!(on_docker.changed, units, "every unit changed on Docker");
-    assert_eq!(on_cluster.changed, units, "every unit changed on Kubernetes");
+    assert_eq!(
+        on_cluster.changed, units,
+        "every unit changed on Kubernetes"
+    );
     drop(git);
     drop(fake);
 }

@@ -99,9 +99,16 @@ fn main() {
     let (elapsed, results) = rt.block_on(async {
         let journal = Journal::start(&state).unwrap();
         let start = Instant::now();
-        exec::record_run(&journal, "bench", "bench.yaml", &plan, None)
-            .await
-            .unwrap();
+        exec::record_run(
+            &journal,
+            "bench",
+            "bench.yaml",
+            &plan,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
         let recorded = start.elapsed();
         let limits = Limits::new(&loaded.spec, |_, _| 0);
         let executor = exec::Executor {

@@ -27,9 +27,16 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let journal = dispatch::state::Journal::start(&state).unwrap();
-        dispatch::exec::record_run(&journal, "bench", "bench.yaml", &plan, None)
-            .await
-            .unwrap();
+        dispatch::exec::record_run(
+            &journal,
+            "bench",
+            "bench.yaml",
+            &plan,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
         // Half of the units finished, through the events a run records.
         let mut events = Vec::new();
         for unit in plan.units.iter().step_by(2) {

@@ -1160,9 +1160,16 @@ async fn record_published(
     use dispatch::vocab::{NodeStatus, Outcome, PrOrigin};
     let journal = dispatch::state::Journal::start(&t.path(".dispatch")).expect("the journal");
     let plan = dispatch::plan::build(loaded);
-    dispatch::exec::record_run(&journal, "earlier", "spec.yaml", &plan, None, Default::default())
-        .await
-        .expect("the run is recorded");
+    dispatch::exec::record_run(
+        &journal,
+        "earlier",
+        "spec.yaml",
+        &plan,
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("the run is recorded");
     for (repo, pr) in prs {
         let unit = format!("fix/{ORG}/{repo}");
         for event in [

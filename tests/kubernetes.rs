@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -33,25 +34,25 @@ const UNITS: &[(&str, &str, &str)] = &[
 
 /// The jobs of the spec (after the scripted head): one unit per repository, QA `sh test.sh`,
 /// one fix attempt.
-fn jobs() -> String {
-    let repos: Vec<&str> = UNITS.iter().map(|(repo, _, _)| *repo).collect();
+fn jobs(units: &[(&str, &str, &str)]) -> String {
+    let repos: Vec<&str> = units.iter().map(|(repo, _, _)| *repo).collect();
     format!(
         "jobs:\n  - {{ id: j, task: t, repos: [{}], qa: [{{ run: sh test.sh }}], fix_attempts: 1 }}\n",
         repos.join(", ")
     )
 }
 
-/// A fixture with the scripted repositories.
-fn repos(name: &str) -> Test {
-    let repos: Vec<(&str, &str)> = UNITS.iter().map(|(r, b, _)| (*r, *b)).collect();
+/// A fixture with the scripted repositories of `units`.
+fn repos(name: &str, units: &[(&str, &str, &str)]) -> Test {
+    let repos: Vec<(&str, &str)> = units.iter().map(|(r, b, _)| (*r, *b)).collect();
     Test::new(name).scripted_repos(&repos)
 }
 
 /// The spec of the fixture: on Docker (no `runtime:`, no `git_url`), or on the fake cluster
 /// with the forge served at `git_url`.
-fn spec(t: Test, git_url: Option<&str>) -> Test {
+fn spec(t: Test, units: &[(&str, &str, &str)], git_url: Option<&str>) -> Test {
     match git_url {
-        None => t.scripted_spec(&jobs()),
+        None => t.scripted_spec(&jobs(units)),
         Some(url) => {
             let forge = format!("{{ kind: local, seed: repos, git_url: \"{url}\" }}");
             let runtime = format!(
@@ -59,7 +60,7 @@ fn spec(t: Test, git_url: Option<&str>) -> Test {
                 git_image()
             );
             let kubeconfig = t.path("kubeconfig").to_string_lossy().into_owned();
-            t.scripted_spec_on(&forge, "t", &format!("{runtime}{}", jobs()))
+            t.scripted_spec_on(&forge, "t", &format!("{runtime}{}", jobs(units)))
                 .env("KUBECONFIG", &kubeconfig)
                 .env("GIT_READ", READ)
                 .env("GIT_WRITE", WRITE)
@@ -144,12 +145,23 @@ fn reasons(report: &Value) -> BTreeMap<String, String> {
 /// What must hold after any run on the fake cluster: every request was one the API
 /// describes, nothing of the run is left on the cluster or on the forge, and the tokens went
 /// where they belong only.
-fn clean(t: &Test, cluster: &Cluster) {
+fn clean(t: &Test, cluster: &Cluster, units: &[(&str, &str, &str)]) {
     let violations = cluster.fake.violations();
-    assert!(violations.is_empty(), "requests the API does not describe: {violations:#?}");
-    assert_eq!(cluster.fake.jobs(), Vec::<Value>::new(), "no Job outlives its run");
-    assert_eq!(cluster.fake.secrets(), Vec::<Value>::new(), "no Secret outlives its run");
-    for (repo, _, _) in UNITS {
+    assert!(
+        violations.is_empty(),
+        "requests the API does not describe: {violations:#?}"
+    );
+    assert_eq!(
+        cluster.fake.jobs(),
+        Vec::<Value>::new(),
+        "no Job outlives its run"
+    );
+    assert_eq!(
+        cluster.fake.secrets(),
+        Vec::<Value>::new(),
+        "no Secret outlives its run"
+    );
+    for (repo, _, _) in units {
         let refs = t.git(
             &format!(".dispatch/forge/t/{repo}.git"),
             &["for-each-ref", "refs/dispatch/"],
@@ -158,11 +170,13 @@ fn clean(t: &Test, cluster: &Cluster) {
     }
     let seen = cluster.git.seen();
     assert!(
-        seen.iter().any(|r| r.token == TokenKind::Read && r.status == 200),
+        seen.iter()
+            .any(|r| r.token == TokenKind::Read && r.status == 200),
         "the pods cloned with the read token: {seen:#?}"
     );
     assert!(
-        seen.iter().any(|r| r.token == TokenKind::Write && r.path.contains("receive-pack")),
+        seen.iter()
+            .any(|r| r.token == TokenKind::Write && r.path.contains("receive-pack")),
         "the pods pushed with the write token"
     );
     assert!(
@@ -196,25 +210,36 @@ fn contains(dir: &Path, needle: &str) -> bool {
     })
 }
 
+/// Runs `units` on Docker: what each must end with there, checked, and the results to
+/// compare the cluster's with.
+fn on_docker(
+    name: &str,
+    units: &[(&str, &str, &str)],
+) -> BTreeMap<String, (String, Option<String>)> {
+    let docker = spec(repos(name, units), units, None);
+    let report = run(&docker, &["run", "spec.yaml", "--output", "json"]).json();
+    let expected = results(&docker, &report);
+    let wanted: BTreeMap<String, String> = units
+        .iter()
+        .map(|(repo, _, outcome)| (format!("j/t/{repo}"), (*outcome).to_owned()))
+        .collect();
+    let got: BTreeMap<String, String> = expected
+        .iter()
+        .map(|(u, (o, _))| (u.clone(), o.clone()))
+        .collect();
+    assert_eq!(got, wanted, "on Docker: {:#?}", reasons(&report));
+    expected
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_spec_ends_with_the_same_outcomes_and_prs_on_kubernetes_as_on_docker() {
     if !available() {
         return;
     }
-    let docker = spec(repos("k8s-docker"), None);
-    let on_docker = run(&docker, &["run", "spec.yaml", "--output", "json"]).expect_status(1);
-    let expected = results(&docker, &on_docker.json());
-    let wanted: BTreeMap<String, String> = UNITS
-        .iter()
-        .map(|(repo, _, outcome)| (format!("j/t/{repo}"), (*outcome).to_owned()))
-        .collect();
-    let got: BTreeMap<String, String> =
-        expected.iter().map(|(u, (o, _))| (u.clone(), o.clone())).collect();
-    assert_eq!(got, wanted, "on Docker");
-
-    let t = repos("k8s");
+    let expected = on_docker("k8s-docker", UNITS);
+    let t = repos("k8s", UNITS);
     let cluster = cluster(&t).await;
-    let t = spec(t, Some(&cluster.git.url()));
+    let t = spec(t, UNITS, Some(&cluster.git.url()));
     let on_kube = run(&t, &["run", "spec.yaml", "--output", "json"]).expect_status(1);
     let report = on_kube.json();
     assert_eq!(
@@ -223,7 +248,94 @@ async fn the_same_spec_ends_with_the_same_outcomes_and_prs_on_kubernetes_as_on_d
         "the same outcomes and PRs, with the same trees, as on Docker; the reasons: {:#?}",
         reasons(&report)
     );
-    clean(&t, &cluster);
+    clean(&t, &cluster, UNITS);
     let status = run(&t, &["status", "--json"]).expect_status(0).json();
     assert_eq!(status["run"]["runtime"], "kubernetes", "{status}");
+}
+
+/// Units whose agents take a while, for the runner to be killed while they run.
+const SLOW: &[(&str, &str, &str)] = &[
+    ("s1", "nap", "changed"),
+    ("s2", "nap", "changed"),
+    ("s3", "change", "changed"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_killed_while_its_jobs_run_resumes_on_the_cluster_and_ends_as_on_docker() {
+    if !available() {
+        return;
+    }
+    let expected = on_docker("k8s-kill-docker", SLOW);
+    let t = repos("k8s-kill", SLOW);
+    let cluster = cluster(&t).await;
+    let t = spec(t, SLOW, Some(&cluster.git.url()));
+    let runner = t.spawn(&["run", "spec.yaml", "--output", "json"]);
+    let run_id = tokio::task::block_in_place(|| t.wait_for_container());
+    // The Job the journal named exists on the cluster before the runner dies.
+    for _ in 0..100 {
+        if !cluster.fake.jobs().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!cluster.fake.jobs().is_empty(), "a Job runs");
+    runner.kill();
+    let resumed = run(&t, &["resume", &run_id, "--output", "json"]).expect_status(0);
+    let report = resumed.json();
+    assert_eq!(
+        results(&t, &report),
+        expected,
+        "after the resume, the outcomes and PRs of Docker: {:#?}",
+        reasons(&report)
+    );
+    for (repo, _, _) in SLOW {
+        assert_eq!(
+            t.agent_runs(repo, "j"),
+            1,
+            "the agent of {repo} ran once: collected, not run again"
+        );
+    }
+    clean(&t, &cluster, SLOW);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_whose_history_expired_lists_again_and_the_run_goes_on() {
+    if !available() {
+        return;
+    }
+    let units = &SLOW[..2];
+    let t = repos("k8s-410", units);
+    let cluster = cluster(&t).await;
+    let t = spec(t, units, Some(&cluster.git.url()));
+    let runner = t.spawn(&["run", "spec.yaml", "--output", "json"]);
+    for _ in 0..200 {
+        if !cluster.fake.jobs().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // As an API server that restarted: the watches end, and watching again from where they
+    // were answers an ERROR event carrying 410 Gone.
+    cluster.fake.restart_watches();
+    let out = tokio::task::block_in_place(|| runner.wait()).expect_status(0);
+    let report = out.json();
+    assert!(
+        outcomes(&report).values().all(|o| o == "changed"),
+        "{:#?}",
+        reasons(&report)
+    );
+    let lists = |path: &str| {
+        cluster
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(path) && !r.watch)
+            .count()
+    };
+    assert!(
+        lists("/jobs") >= 2 && lists("/pods") >= 2,
+        "the watches listed again after the 410: {:#?}",
+        cluster.fake.requests()
+    );
+    clean(&t, &cluster, units);
 }

@@ -77,10 +77,7 @@ const INVALID: &[(&str, &str)] = &[
         "kubernetes-local-forge.yaml",
         "the local forge's repositories are directories on this machine, which no pod can reach",
     ),
-    (
-        "kubernetes-ssh-git.yaml",
-        "not an HTTP(S) URL",
-    ),
+    ("kubernetes-ssh-git.yaml", "not an HTTP(S) URL"),
 ];
 
 #[test]

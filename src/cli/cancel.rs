@@ -90,14 +90,13 @@ pub fn run(args: Args) -> Result<u8, CommandError> {
             ),
             // The cluster's settings are the spec's.
             crate::spec::model::RuntimeKind::Kubernetes => {
-                let loaded = crate::spec::load(std::path::Path::new(&run.spec_path)).map_err(
-                    |e| {
+                let loaded =
+                    crate::spec::load(std::path::Path::new(&run.spec_path)).map_err(|e| {
                         CommandError::failure(format_args!(
                             "cannot read {} for its cluster's settings: {e}",
                             run.spec_path
                         ))
-                    },
-                )?;
+                    })?;
                 let cluster = super::session::kubernetes(&loaded).await?;
                 AnyRuntime::Kubernetes(Box::new(cluster))
             }

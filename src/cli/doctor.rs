@@ -294,7 +294,9 @@ async fn check_cluster(report: &mut Report, loaded: &crate::spec::LoadedSpec) {
     let cluster = match Kubernetes::connect(spec, git).await {
         Ok(cluster) => cluster,
         Err(error) => {
-            report.fail(&format!("{error} (check $KUBECONFIG, ~/.kube/config and runtime.context)"));
+            report.fail(&format!(
+                "{error} (check $KUBECONFIG, ~/.kube/config and runtime.context)"
+            ));
             return;
         }
     };

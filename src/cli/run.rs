@@ -211,9 +211,7 @@ async fn run_async(
     }
     source.keep(&state_dir)?;
     let slots_dir = state_dir.clone();
-    let runtime = args
-        .runtime
-        .map_or(loaded.spec.runtime.kind, Into::into);
+    let runtime = args.runtime.map_or(loaded.spec.runtime.kind, Into::into);
     let session = session::connect(&loaded, &plan, state_dir, runtime).await?;
     let plan = Arc::new(plan);
     let found = (!found.is_empty()).then(|| serde_json::to_string(&found).unwrap_or_default());

@@ -118,11 +118,19 @@ pub(super) async fn kubernetes(
         };
         crate::forge::http::Secret::from_env(what, name.as_str())
             .map(Some)
-            .map_err(|error| CommandError::failure(format_args!("{}: {error}", loaded.path.display())))
+            .map_err(|error| {
+                CommandError::failure(format_args!("{}: {error}", loaded.path.display()))
+            })
     };
     let tokens = GitTokens {
-        read: token(spec.runtime.read_token_env.as_ref(), "runtime.read_token_env")?,
-        write: token(spec.runtime.write_token_env.as_ref(), "runtime.write_token_env")?,
+        read: token(
+            spec.runtime.read_token_env.as_ref(),
+            "runtime.read_token_env",
+        )?,
+        write: token(
+            spec.runtime.write_token_env.as_ref(),
+            "runtime.write_token_env",
+        )?,
     };
     Kubernetes::connect(&spec.runtime, tokens)
         .await

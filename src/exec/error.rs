@@ -398,7 +398,9 @@ impl NodeError {
             Self::Git { source, .. } | Self::MissingPrHead { source, .. } => git_may_pass(source),
             Self::Forge { source, .. } => forge_may_pass(source),
             Self::Runtime { source, .. } => match source {
-                RuntimeError::Unreachable(_) | RuntimeError::Engine(_) | RuntimeError::Cluster(_) => true,
+                RuntimeError::Unreachable(_)
+                | RuntimeError::Engine(_)
+                | RuntimeError::Cluster(_) => true,
                 RuntimeError::Log { .. } => true,
                 // Nothing builds it meanwhile: the message says to build or load it.
                 RuntimeError::ImageMissing(_) => false,

@@ -100,9 +100,16 @@ impl Harness {
             std::env::temp_dir().join(format!("dispatch-dispatcher-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
         let journal = Journal::start(&state).expect("the journal starts");
-        record_run(&journal, "r1", "dispatcher.yaml", &plan, None, Default::default())
-            .await
-            .expect("the run is recorded");
+        record_run(
+            &journal,
+            "r1",
+            "dispatcher.yaml",
+            &plan,
+            None,
+            Default::default(),
+        )
+        .await
+        .expect("the run is recorded");
         Self {
             state,
             loaded: Arc::new(loaded),
@@ -659,9 +666,16 @@ jobs:
 /// Records in `h`'s journal an earlier run `r0` whose publish opened a PR for `j/core/a` and
 /// left it open.
 async fn earlier_run_opened_a_pr(h: &Harness) {
-    record_run(&h.journal, "r0", "dispatcher.yaml", &h.plan, None, Default::default())
-        .await
-        .expect("the earlier run is recorded");
+    record_run(
+        &h.journal,
+        "r0",
+        "dispatcher.yaml",
+        &h.plan,
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("the earlier run is recorded");
     let events = vec![
         RunEvent::NodeFinished {
             node: "j/core/a:publish".to_owned(),

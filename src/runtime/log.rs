@@ -373,7 +373,10 @@ fn move_within(file: &File, from: u64, to: u64, len: u64) -> io::Result<()> {
 }
 
 /// Opens a container's log (see [`CappedLog::open`]) on the blocking pool.
-pub(crate) async fn open_log(log: &Log, keep: Option<u64>) -> Result<CappedLog, super::RuntimeError> {
+pub(crate) async fn open_log(
+    log: &Log,
+    keep: Option<u64>,
+) -> Result<CappedLog, super::RuntimeError> {
     let path = log.path.clone();
     let log = log.clone();
     tokio::task::spawn_blocking(move || CappedLog::open(&log, keep))

@@ -5,9 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::model::{
-    Forge, ForgeKind, MergePolicy, PoolLimit, RuntimeKind, Spec, TargetSpec,
-};
+use super::model::{Forge, ForgeKind, MergePolicy, PoolLimit, RuntimeKind, Spec, TargetSpec};
 use super::node::{Node, Path};
 use super::problem::Problem;
 use super::schema_check::did_you_mean;

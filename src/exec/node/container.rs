@@ -23,8 +23,8 @@ use crate::forge::Forge;
 use crate::git;
 use crate::plan::{QaStepPlan, Unit};
 use crate::runtime::{
-    mounted, Cancel, Carry, Checkout, ContainerSpec, Log, Mount, Ran, Resources, Runtime, RuntimeError, LABEL_NODE,
-    LABEL_RUN,
+    mounted, Cancel, Carry, Checkout, ContainerSpec, Log, Mount, Ran, Resources, Runtime,
+    RuntimeError, LABEL_NODE, LABEL_RUN,
 };
 use crate::spec::model::{ForgeKind, PromptHandoff, Resources as SpecResources};
 use crate::state::RunEvent;

@@ -108,7 +108,16 @@ async fn commit_dir(repo: &Path, tree: &Path, name: &str) -> Result<String, Runt
         git_run(in_dir(), tree, &add, None, Some(&index)).await?;
         let tree_id = git_run(in_dir(), tree, &["write-tree"], None, Some(&index)).await?;
         let tree_id = String::from_utf8_lossy(&tree_id).trim().to_owned();
-        git_text(repo, &["commit-tree", &tree_id, "-m", "dispatch: a directory as sent to the cluster"]).await
+        git_text(
+            repo,
+            &[
+                "commit-tree",
+                &tree_id,
+                "-m",
+                "dispatch: a directory as sent to the cluster",
+            ],
+        )
+        .await
     }
     .await;
     let _ = tokio::fs::remove_file(&index).await;
@@ -299,7 +308,13 @@ struct Entry {
 }
 
 async fn ls_tree(dir: &Path, tree: &str) -> Result<Vec<Entry>, RuntimeError> {
-    let out = git_with(dir, &["ls-tree", "-r", "-z", "--full-tree", tree], None, None).await?;
+    let out = git_with(
+        dir,
+        &["ls-tree", "-r", "-z", "--full-tree", tree],
+        None,
+        None,
+    )
+    .await?;
     Ok(out
         .split(|b| *b == 0)
         .filter(|e| !e.is_empty())
@@ -416,7 +431,10 @@ fn make_dirs(base: &Path, relative: &Path) -> std::io::Result<()> {
             Ok(_) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("{} is not a directory; nothing is written through it", at.display()),
+                    format!(
+                        "{} is not a directory; nothing is written through it",
+                        at.display()
+                    ),
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&at)?,
@@ -433,14 +451,25 @@ mod tests {
     /// `git ARGS` in `dir` as a test sets things up (not hardened: the test's own repos).
     fn sh_git(dir: &Path, args: &[&str]) -> String {
         let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "protocol.file.allow=always"])
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "protocol.file.allow=always",
+            ])
             .args(args)
             .current_dir(dir)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .output()
             .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -454,11 +483,21 @@ mod tests {
         let bare_text = bare.to_str().unwrap();
         sh_git(
             &work,
-            &["fetch", "-q", "--depth=2", bare_text, &format!("+{refs}/in:refs/in"), &format!("+{refs}/in-0:refs/in-0")],
+            &[
+                "fetch",
+                "-q",
+                "--depth=2",
+                bare_text,
+                &format!("+{refs}/in:refs/in"),
+                &format!("+{refs}/in-0:refs/in-0"),
+            ],
         );
         sh_git(&work, &["checkout", "-q", "--detach", "refs/in"]);
         sh_git(&work, &["reset", "-q", "--mixed", "HEAD~1"]);
-        assert_eq!(std::fs::read_to_string(work.join("new.txt")).unwrap(), "not committed\n");
+        assert_eq!(
+            std::fs::read_to_string(work.join("new.txt")).unwrap(),
+            "not committed\n"
+        );
         std::fs::remove_file(work.join("a.txt")).unwrap();
         std::fs::write(work.join("b.txt"), "made in the pod\n").unwrap();
         std::fs::create_dir_all(work.join("nested")).unwrap();
@@ -484,11 +523,19 @@ mod tests {
                 .env("GIT_INDEX_FILE", &index)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         };
         meta_git(&["read-tree", "-u", "--reset", "refs/in-0"]);
-        assert_eq!(std::fs::read_to_string(meta.join("kept.md")).unwrap(), "kept", "meta/ went in");
+        assert_eq!(
+            std::fs::read_to_string(meta.join("kept.md")).unwrap(),
+            "kept",
+            "meta/ went in"
+        );
         std::fs::remove_file(meta.join("failed-once")).unwrap();
         std::fs::write(meta.join("last-message.md"), "done").unwrap();
         std::fs::write(meta.join("prompt.md"), "").unwrap();
@@ -497,7 +544,13 @@ mod tests {
         let commit = meta_git(&["commit-tree", "-m", "meta", &tree]);
         sh_git(
             &work,
-            &["push", "-q", bare_text, &format!("+HEAD:{refs}/out"), &format!("+{commit}:{refs}/out-0")],
+            &[
+                "push",
+                "-q",
+                bare_text,
+                &format!("+HEAD:{refs}/out"),
+                &format!("+{commit}:{refs}/out-0"),
+            ],
         );
     }
 
@@ -531,26 +584,57 @@ mod tests {
         let sent = send(&checkout, "job1", outs, None).await.expect("sent");
         assert_eq!(sent.head, head);
         assert_eq!(sh_git(&host, &["rev-parse", "HEAD"]), head, "HEAD stays");
-        assert_eq!(sh_git(&host, &["status", "--porcelain"]), "?? new.txt", "the index stays");
+        assert_eq!(
+            sh_git(&host, &["status", "--porcelain"]),
+            "?? new.txt",
+            "the index stays"
+        );
 
         pod_round(&bare, &dir.join("pod"), &sent.refs);
         bring_back(&sent, None).await.expect("brought back");
-        bring_back(&sent, None).await.expect("and again: a resumed runner collects twice");
+        bring_back(&sent, None)
+            .await
+            .expect("and again: a resumed runner collects twice");
         assert!(!host.join("a.txt").exists(), "deleted in the pod");
-        assert_eq!(std::fs::read_to_string(host.join("b.txt")).unwrap(), "made in the pod\n");
-        assert_eq!(std::fs::read_to_string(host.join("new.txt")).unwrap(), "not committed\n");
+        assert_eq!(
+            std::fs::read_to_string(host.join("b.txt")).unwrap(),
+            "made in the pod\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("new.txt")).unwrap(),
+            "not committed\n"
+        );
         assert_eq!(sh_git(&host, &["rev-parse", "HEAD"]), head);
-        assert_eq!(sh_git(&host, &["diff", "--cached", "--name-only"]), "", "nothing staged");
+        assert_eq!(
+            sh_git(&host, &["diff", "--cached", "--name-only"]),
+            "",
+            "nothing staged"
+        );
         assert!(
             host.join("nested/.git").is_dir(),
             "the repository nested in the pod is one here, for the node to refuse"
         );
-        assert_eq!(std::fs::read_to_string(meta.join("last-message.md")).unwrap(), "done");
-        assert_eq!(std::fs::read_to_string(meta.join("sub/notes.md")).unwrap(), "notes");
-        assert_eq!(std::fs::read_to_string(meta.join("prompt.md")).unwrap(), "the prompt");
-        assert!(std::fs::symlink_metadata(meta.join("link.md")).is_err(), "no link comes back");
+        assert_eq!(
+            std::fs::read_to_string(meta.join("last-message.md")).unwrap(),
+            "done"
+        );
+        assert_eq!(
+            std::fs::read_to_string(meta.join("sub/notes.md")).unwrap(),
+            "notes"
+        );
+        assert_eq!(
+            std::fs::read_to_string(meta.join("prompt.md")).unwrap(),
+            "the prompt"
+        );
+        assert!(
+            std::fs::symlink_metadata(meta.join("link.md")).is_err(),
+            "no link comes back"
+        );
         assert!(!meta.join("failed-once").exists(), "deleted in the pod");
-        assert_eq!(std::fs::read_to_string(meta.join("kept.md")).unwrap(), "kept");
+        assert_eq!(
+            std::fs::read_to_string(meta.join("kept.md")).unwrap(),
+            "kept"
+        );
 
         forget(&host, &sent.remote, &format!("{}/", sent.refs), None)
             .await
@@ -563,7 +647,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_result_that_is_not_one_commit_on_the_sent_head_is_refused() {
-        let dir = std::env::temp_dir().join(format!("dispatch-carry-refuse-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dispatch-carry-refuse-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (host, bare) = (dir.join("host"), dir.join("forge.git"));
         std::fs::create_dir_all(&host).unwrap();
@@ -585,9 +670,20 @@ mod tests {
         std::fs::write(other.join("evil"), "x").unwrap();
         sh_git(&other, &["add", "evil"]);
         sh_git(&other, &["commit", "-q", "-m", "orphan"]);
-        sh_git(&other, &["push", "-q", bare.to_str().unwrap(), &format!("+HEAD:{}/out", sent.refs)]);
+        sh_git(
+            &other,
+            &[
+                "push",
+                "-q",
+                bare.to_str().unwrap(),
+                &format!("+HEAD:{}/out", sent.refs),
+            ],
+        );
         let error = bring_back(&sent, None).await.expect_err("refused");
-        assert!(error.to_string().contains("is not one commit on the HEAD"), "{error}");
+        assert!(
+            error.to_string().contains("is not one commit on the HEAD"),
+            "{error}"
+        );
         assert!(!host.join("evil").exists(), "nothing of it is taken");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -612,7 +708,10 @@ mod tests {
         assert!(dir.join("base/a/b").is_dir());
         let error = make_dirs(&dir.join("base"), Path::new("link/c")).unwrap_err();
         assert!(error.to_string().contains("not a directory"), "{error}");
-        assert!(!dir.join("elsewhere/c").exists(), "nothing made through the link");
+        assert!(
+            !dir.join("elsewhere/c").exists(),
+            "nothing made through the link"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,7 +12,12 @@ use crate::spec::model::RuntimeSpec;
 
 /// What the backend does, per resource: (API group, resource, subresource, verbs).
 pub const NEEDED: &[(&str, &str, &str, &[&str])] = &[
-    ("batch", "jobs", "", &["create", "get", "list", "watch", "delete"]),
+    (
+        "batch",
+        "jobs",
+        "",
+        &["create", "get", "list", "watch", "delete"],
+    ),
     ("", "pods", "", &["get", "list", "watch"]),
     ("", "pods", "log", &["get"]),
     ("", "secrets", "", &["create", "get", "delete"]),

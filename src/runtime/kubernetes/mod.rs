@@ -42,9 +42,7 @@ use self::carry::{OutDir, Sent};
 use self::pod::{Carried, PodSettings};
 use self::watch::{RunWatch, Seen};
 use super::log::{open_log, silent, LastOutput};
-use super::{
-    Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_RUN,
-};
+use super::{Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_RUN};
 use crate::forge::http::Secret as Token;
 use crate::spec::model::RuntimeSpec;
 
@@ -219,7 +217,10 @@ impl Kubernetes {
             Err(e) if is_status(&e, 409) => Ok(()),
             Err(e) => {
                 let _ = self.delete_job(&name, false).await;
-                Err(cluster_error(&format!("creating the Secret of Job {name}"), e))
+                Err(cluster_error(
+                    &format!("creating the Secret of Job {name}"),
+                    e,
+                ))
             }
         }
     }
@@ -296,7 +297,11 @@ impl Kubernetes {
                 let tail = self.tail(&seen, pod::CLONE).await;
                 return Err(RuntimeError::Cluster(format!(
                     "Job {job} failed before its step ran: {why}{}",
-                    if tail.is_empty() { String::new() } else { format!("; the clone step printed:\n{tail}") }
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; the clone step printed:\n{tail}")
+                    }
                 )));
             }
             Stage::Step(pod) => pod.clone(),
@@ -418,7 +423,10 @@ enum Stage {
     Gone,
 }
 
-fn status_of<'a>(statuses: Option<&'a Vec<ContainerStatus>>, name: &str) -> Option<&'a ContainerStatus> {
+fn status_of<'a>(
+    statuses: Option<&'a Vec<ContainerStatus>>,
+    name: &str,
+) -> Option<&'a ContainerStatus> {
     statuses?.iter().find(|s| s.name == name)
 }
 
@@ -432,11 +440,17 @@ fn job_end(job: &Job) -> Option<(String, String)> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
     conditions
         .iter()
-        .find(|c| c.status == "True" && matches!(c.type_.as_str(), "Failed" | "FailureTarget" | "Complete"))
+        .find(|c| {
+            c.status == "True"
+                && matches!(c.type_.as_str(), "Failed" | "FailureTarget" | "Complete")
+        })
         .map(|c| {
             (
                 c.type_.clone(),
-                c.reason.clone().or_else(|| c.message.clone()).unwrap_or_default(),
+                c.reason
+                    .clone()
+                    .or_else(|| c.message.clone())
+                    .unwrap_or_default(),
             )
         })
 }
@@ -460,7 +474,9 @@ fn stage(seen: &Seen, listed: bool) -> Stage {
         }
         match status.and_then(|s| s.phase.as_deref()) {
             Some("Failed") => {
-                let why = status.and_then(|s| s.reason.clone()).unwrap_or_else(|| "its pod failed".to_owned());
+                let why = status
+                    .and_then(|s| s.reason.clone())
+                    .unwrap_or_else(|| "its pod failed".to_owned());
                 return Stage::Failed(why);
             }
             Some("Succeeded") => {}
@@ -504,9 +520,9 @@ fn push_exit(seen: &Seen, listed: bool) -> Option<Result<i64, String>> {
         return Some(Ok(i64::from(t.exit_code)));
     }
     match job_end(job) {
-        Some((kind, reason)) if kind != "Complete" && seen.pod.is_none() => {
-            Some(Err(format!("the Job ended before its push step did ({reason})")))
-        }
+        Some((kind, reason)) if kind != "Complete" && seen.pod.is_none() => Some(Err(format!(
+            "the Job ended before its push step did ({reason})"
+        ))),
         _ => None,
     }
 }
@@ -631,9 +647,10 @@ impl Runtime for Kubernetes {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id)
             .ok_or_else(|| RuntimeError::Cluster(format!("Job {id} was never created")))?;
-        let checkout = spec.checkout.clone().ok_or_else(|| {
-            RuntimeError::Cluster(format!("container {id} names no checkout"))
-        })?;
+        let checkout = spec
+            .checkout
+            .clone()
+            .ok_or_else(|| RuntimeError::Cluster(format!("container {id} names no checkout")))?;
         let run = spec.labels.get(LABEL_RUN).cloned().unwrap_or_default();
         let inputs = pod::inputs(&spec).await?;
         let outs = out_dirs(&spec, &inputs.mounts, log);
@@ -664,7 +681,8 @@ impl Runtime for Kubernetes {
         );
         let watch = self.watch(&run).await;
         self.submit(&job, secret).await?;
-        self.follow(&watch, id, &sent, log, timeout, cancel, None).await
+        self.follow(&watch, id, &sent, log, timeout, cancel, None)
+            .await
     }
 
     async fn reattach(

@@ -129,7 +129,10 @@ fn gather(spec: &ContainerSpec) -> Result<Inputs, RuntimeError> {
         Ok(())
     };
     for mount in &spec.mounts {
-        if checkout.as_ref().is_some_and(|dir| mount.source.starts_with(dir)) {
+        if checkout
+            .as_ref()
+            .is_some_and(|dir| mount.source.starts_with(dir))
+        {
             inputs.mounts.push(Carried::Checkout);
             continue;
         }
@@ -169,7 +172,8 @@ fn gather(spec: &ContainerSpec) -> Result<Inputs, RuntimeError> {
 /// A regular file that is not a link, at most a Secret's worth.
 fn read_regular(path: &Path) -> Result<Vec<u8>, RuntimeError> {
     use std::io::Read;
-    let cannot = |e: std::io::Error| RuntimeError::Cluster(format!("reading {}: {e}", path.display()));
+    let cannot =
+        |e: std::io::Error| RuntimeError::Cluster(format!("reading {}: {e}", path.display()));
     let file = crate::runtime::mounted::std_open_options()
         .read(true)
         .open(path)
@@ -406,7 +410,12 @@ fn git_step(name: &str, settings: &PodSettings, script: &str, env: Vec<EnvVar>) 
     Container {
         name: name.to_owned(),
         image: Some(settings.git_image.clone()),
-        command: Some(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "sh".to_owned()]),
+        command: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            script.to_owned(),
+            "sh".to_owned(),
+        ]),
         env: Some(env),
         security_context: Some(restricted()),
         ..Default::default()
@@ -433,7 +442,12 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
     let mut volumes = vec![empty_dir("work", spec.resources.file_bytes)];
     let mut step_mounts = vec![
         mount("work", &work_target, Some("repo"), false),
-        mount("work", &format!("{work_target}/.git"), Some("repo/.git"), true),
+        mount(
+            "work",
+            &format!("{work_target}/.git"),
+            Some("repo/.git"),
+            true,
+        ),
     ];
     let mut push_mounts = vec![mount("work", "/dispatch/work", None, false)];
     let mut clone_mounts = vec![mount("work", "/dispatch/work", None, false)];
@@ -508,7 +522,12 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
     let (program, args) = match spec.argv.split_first() {
         Some((program, args)) if !spec.stdin => (vec![program.clone()], args.to_vec()),
         _ => (
-            vec!["sh".to_owned(), "-c".to_owned(), STDIN_SCRIPT.to_owned(), "sh".to_owned()],
+            vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                STDIN_SCRIPT.to_owned(),
+                "sh".to_owned(),
+            ],
             spec.argv.clone(),
         ),
     };
@@ -547,10 +566,12 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
         ],
     );
     if read {
-        clone
-            .env
-            .get_or_insert_with(Vec::new)
-            .push(secret_env(&name, "DISPATCH_GIT_TOKEN", "git-read", false));
+        clone.env.get_or_insert_with(Vec::new).push(secret_env(
+            &name,
+            "DISPATCH_GIT_TOKEN",
+            "git-read",
+            false,
+        ));
     }
     clone.volume_mounts = Some(clone_mounts);
     let mut init = vec![clone];
@@ -571,9 +592,12 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
         ],
     );
     if write {
-        push.env
-            .get_or_insert_with(Vec::new)
-            .push(secret_env(&name, "DISPATCH_GIT_TOKEN", "git-write", false));
+        push.env.get_or_insert_with(Vec::new).push(secret_env(
+            &name,
+            "DISPATCH_GIT_TOKEN",
+            "git-write",
+            false,
+        ));
     }
     push.volume_mounts = Some(push_mounts);
 
@@ -622,7 +646,8 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
         volumes: Some(volumes),
         ..Default::default()
     };
-    let sent = serde_json::to_string(plan.sent).map_err(|e| RuntimeError::Cluster(e.to_string()))?;
+    let sent =
+        serde_json::to_string(plan.sent).map_err(|e| RuntimeError::Cluster(e.to_string()))?;
     let mut annotations = BTreeMap::from([(ANNOTATION_SENT.to_owned(), sent)]);
     if let Some(node) = spec.labels.get(LABEL_NODE) {
         annotations.insert(ANNOTATION_NODE.to_owned(), node.clone());
@@ -679,13 +704,19 @@ pub fn secret(
         data.insert(key.clone(), ByteString(bytes.clone()));
     }
     if spec.stdin {
-        data.insert("stdin".to_owned(), ByteString(stdin.unwrap_or_default().to_vec()));
+        data.insert(
+            "stdin".to_owned(),
+            ByteString(stdin.unwrap_or_default().to_vec()),
+        );
     }
     if let Some(read) = tokens.0 {
         data.insert("git-read".to_owned(), ByteString(read.as_bytes().to_vec()));
     }
     if let Some(write) = tokens.1 {
-        data.insert("git-write".to_owned(), ByteString(write.as_bytes().to_vec()));
+        data.insert(
+            "git-write".to_owned(),
+            ByteString(write.as_bytes().to_vec()),
+        );
     }
     Secret {
         metadata: ObjectMeta {
@@ -735,7 +766,12 @@ mod tests {
                 m(repo.clone(), "/workspace/repo", false, Carry::In),
                 m(repo.join(".git"), "/workspace/repo/.git", true, Carry::In),
                 m(meta.clone(), "/workspace/.meta", false, Carry::Both),
-                m(meta.join("prompt.md"), "/workspace/.meta/prompt.md", true, Carry::In),
+                m(
+                    meta.join("prompt.md"),
+                    "/workspace/.meta/prompt.md",
+                    true,
+                    Carry::In,
+                ),
                 m(home, "/home/agent", false, Carry::In),
             ],
             user: Some("0:0".to_owned()),
@@ -750,7 +786,10 @@ mod tests {
                 cpus: Some(1.5),
                 ..Default::default()
             },
-            extra_hosts: vec!["model:10.0.0.5".to_owned(), "host.docker.internal:host-gateway".to_owned()],
+            extra_hosts: vec![
+                "model:10.0.0.5".to_owned(),
+                "host.docker.internal:host-gateway".to_owned(),
+            ],
             checkout: Some(Checkout {
                 dir: repo,
                 remote: "/forge/core/go-io.git".to_owned(),
@@ -816,7 +855,11 @@ mod tests {
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let context = pod.security_context.as_ref().unwrap();
         assert_eq!(context.run_as_non_root, Some(true));
-        assert_eq!(context.run_as_user, Some(1000), "never the invoking user's 0");
+        assert_eq!(
+            context.run_as_user,
+            Some(1000),
+            "never the invoking user's 0"
+        );
         assert_eq!(
             context.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
             Some("RuntimeDefault")
@@ -850,8 +893,10 @@ mod tests {
     #[test]
     fn each_credential_reaches_one_container_only() {
         let (job, _, _) = built();
-        let by_name: BTreeMap<String, Container> =
-            containers(&job).into_iter().map(|c| (c.name.clone(), c)).collect();
+        let by_name: BTreeMap<String, Container> = containers(&job)
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
         let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
         assert_eq!(names, ["clone", "push", "seed", "step"]);
         assert_eq!(secret_keys(&by_name["clone"]), ["git-read"]);
@@ -859,7 +904,11 @@ mod tests {
         assert!(secret_keys(&by_name["seed"]).is_empty());
         let step = secret_keys(&by_name["step"]);
         assert!(step.iter().all(|k| k.starts_with("env-")), "{step:?}");
-        assert_eq!(step, ["env-1", "env-2"], "HOME, then the last OPENAI_API_KEY");
+        assert_eq!(
+            step,
+            ["env-1", "env-2"],
+            "HOME, then the last OPENAI_API_KEY"
+        );
         // Files of the Secret: only the step (its read-only files) and seed (the home) mount it.
         for (name, c) in &by_name {
             let mounts_inputs = c.volume_mounts.iter().flatten().any(|m| m.name == "inputs");
@@ -889,7 +938,13 @@ mod tests {
         for secret in ["sk-secret", "sk-later", "login", "Fix the tests", "tok-"] {
             assert!(!text.contains(secret), "{secret} is in the Job");
         }
-        let secret = secret(&spec, &inputs, Some(b"the prompt"), (Some("tok-r"), Some("tok-w")), None);
+        let secret = secret(
+            &spec,
+            &inputs,
+            Some(b"the prompt"),
+            (Some("tok-r"), Some("tok-w")),
+            None,
+        );
         let data = secret.data.unwrap();
         assert_eq!(data["git-read"].0, b"tok-r");
         assert_eq!(data["git-write"].0, b"tok-w");

@@ -62,7 +62,10 @@ fn job_of(pod: &Pod) -> Option<String> {
     let meta = pod.meta();
     let labels = meta.labels.as_ref();
     labels
-        .and_then(|l| l.get("batch.kubernetes.io/job-name").or_else(|| l.get("job-name")))
+        .and_then(|l| {
+            l.get("batch.kubernetes.io/job-name")
+                .or_else(|| l.get("job-name"))
+        })
         .cloned()
         .or_else(|| {
             meta.owner_references

@@ -138,6 +138,8 @@ pub struct Cluster {
     pub creating: usize,
     /// The fake cluster was dropped.
     pub closed: bool,
+    /// Bumped when the API server "restarts": open watches end.
+    pub watch_epoch: u64,
     /// Told whenever a container's output grows or a container changes state.
     pub output: watch::Sender<u64>,
     pods_dir: PathBuf,
@@ -182,6 +184,7 @@ impl Cluster {
             created_containers: 0,
             creating: 0,
             closed: false,
+            watch_epoch: 0,
             output: watch::Sender::new(0),
             pods_dir,
         }

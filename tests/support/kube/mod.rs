@@ -326,6 +326,15 @@ impl FakeCluster {
         self.shared.lock().store.forget();
     }
 
+    /// As an API server that restarted: every open watch ends (cleanly, as on a dropped
+    /// connection), and the history starts afresh, so the clients' watches from where they
+    /// were get the 410 ERROR event and must list again.
+    pub fn restart_watches(&self) {
+        let mut cluster = self.shared.lock();
+        cluster.watch_epoch += 1;
+        cluster.store.restart();
+    }
+
     /// Docker containers the fake created so far.
     pub fn created_containers(&self) -> usize {
         self.shared.lock().created_containers

@@ -296,6 +296,15 @@ impl Store {
         }
     }
 
+    /// As after an API server's restart whose watch cache starts afresh: the resourceVersion
+    /// moves on and every kind's history starts there, so a watch from any version a client
+    /// holds is too old, while one from a list made now is not.
+    pub fn restart(&mut self) {
+        self.rv += 1;
+        self.forget();
+        self.wake();
+    }
+
     /// Drops every kind's history: watches from before now are too old.
     pub fn forget(&mut self) {
         for kind in Kind::ALL {

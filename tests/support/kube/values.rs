@@ -133,7 +133,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// The bytes of standard padded base64, or `None` when `text` is not that.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let b = text.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(b.len() / 4 * 3);

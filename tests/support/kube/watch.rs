@@ -156,6 +156,7 @@ pub fn answer(
     };
     let mut cluster = shared.lock();
     cluster.seen[seen].watch = true;
+    let epoch = cluster.watch_epoch;
     let mut changed = cluster.store.subscribe();
     changed.borrow_and_update();
     let mut first: Vec<Vec<u8>> = Vec::new();
@@ -212,7 +213,7 @@ pub fn answer(
         loop {
             let (lines, expired_now) = {
                 let cluster = shared.lock();
-                if cluster.closed {
+                if cluster.closed || cluster.watch_epoch != epoch {
                     return;
                 }
                 changed.borrow_and_update();
