@@ -71,13 +71,24 @@ fn measured(t: &Test, args: &[&str]) -> Cost {
         .as_array()
         .map(|units| units.iter().filter(|u| u["outcome"] == "changed").count())
         .unwrap_or(0);
-    let run = report["run"]["id"].as_str().unwrap_or_default().to_owned();
+    let run = report["run"].as_str().unwrap_or_default().to_owned();
     let events = t.events(&run);
     let first = events
         .iter()
         .find(|e| e.kind == "container")
         .map_or(0, |e| e.at_ms);
     let end = events.iter().map(|e| e.at_ms).max().unwrap_or(first);
+    for event in events
+        .iter()
+        .filter(|e| e.kind == "failed" || e.kind == "reset")
+    {
+        println!(
+            "  {} {}: {}",
+            event.kind,
+            event.node.as_deref().unwrap_or_default(),
+            event.detail.as_deref().unwrap_or_default()
+        );
+    }
     let seconds = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     Cost {
         wall,
@@ -172,6 +183,27 @@ fn main() {
         fake.violations().len(),
         fake.created_containers()
     );
+    let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for request in &seen {
+        let resource = request
+            .path
+            .rsplit('/')
+            .find(|part| !part.is_empty() && !part.starts_with("dispatch-"))
+            .unwrap_or_default()
+            .to_owned();
+        let what = format!(
+            "{} {resource}{} {}",
+            request.method,
+            if request.watch { " (watch)" } else { "" },
+            request.status
+        );
+        let entry = by_kind.entry(what).or_default();
+        entry.0 += 1;
+        entry.1 += request.events;
+    }
+    for (what, (count, events)) in by_kind {
+        println!("            {what}: {count} requests, {events} events");
+    }
     println!(
         "ratio       kubernetes / docker, first container to the end: {:.2}",
         on_cluster.first_to_end / on_docker.first_to_end.max(0.001)

@@ -317,11 +317,14 @@ async fn kube_fake_job_runs_init_then_main_and_fails_with_its_exit_code() {
     assert_eq!(
         (types, phases),
         (
-            vec!["ADDED", "MODIFIED", "MODIFIED"],
-            vec!["Pending", "Running", "Failed"]
+            vec!["ADDED", "MODIFIED", "MODIFIED", "MODIFIED"],
+            vec!["Pending", "Pending", "Running", "Failed"]
         ),
-        "the pod's status is published when it runs and when it ends, no more"
+        "the pod's status is published when its init container starts, when it runs and when \
+         it ends, no more"
     );
+    let init_running = &events[1]["object"]["status"]["initContainerStatuses"][0]["state"];
+    assert!(init_running["running"].is_object(), "{init_running:#}");
     let pod = failed["metadata"]["name"]
         .as_str()
         .expect("a pod name")

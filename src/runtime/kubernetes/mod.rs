@@ -267,10 +267,15 @@ impl Kubernetes {
         keep: Option<u64>,
     ) -> Result<Ran, RuntimeError> {
         let stopped = |exit| Ran { exit, cut: None };
-        // 1. Until the step runs (or the pod ended without it).
-        let waiting = watch.until(job, |seen, listed| match stage(seen, listed) {
-            Stage::Before => None,
-            stage => Some(stage),
+        // 1. Until the step runs (or the pod ended without it). A Job just created may not
+        // have reached the watch yet: it is gone only once it was seen.
+        let mut appeared = false;
+        let waiting = watch.until(job, |seen, listed| {
+            appeared |= seen.job.is_some();
+            match stage(seen, listed && appeared) {
+                Stage::Before => None,
+                stage => Some(stage),
+            }
         });
         let stage = tokio::select! {
             stage = waiting => stage,
@@ -292,20 +297,27 @@ impl Kubernetes {
                     "Job {job} is gone from the cluster (deleted, or its TTL passed)"
                 )))
             }
-            Stage::Failed(why) => {
+            Stage::Failed(why, step) => {
                 let (seen, _) = watch.seen(job);
-                let tail = self.tail(&seen, pod::CLONE).await;
+                let tail = match step {
+                    Some(step) => self.tail(&seen, step).await,
+                    None => String::new(),
+                };
                 return Err(RuntimeError::Cluster(format!(
                     "Job {job} failed before its step ran: {why}{}",
-                    if tail.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; the clone step printed:\n{tail}")
+                    match (step, tail.is_empty()) {
+                        (Some(step), false) => format!("; its {step} step printed:\n{tail}"),
+                        _ => String::new(),
                     }
                 )));
             }
             Stage::Step(pod) => pod.clone(),
-            Stage::Before => unreachable!("waited past it"),
+            // The wait ends only past this stage.
+            Stage::Before => {
+                return Err(RuntimeError::Cluster(format!(
+                    "Job {job}: the wait for its step ended early"
+                )))
+            }
         };
 
         // 2. The step: its log streamed while it runs.
@@ -417,8 +429,8 @@ enum Stage {
     Before,
     /// Its step runs or ran, in this pod.
     Step(String),
-    /// It ended before its step ran.
-    Failed(String),
+    /// It ended before its step ran: why, and the step that failed when one did.
+    Failed(String, Option<&'static str>),
     /// The Job is gone.
     Gone,
 }
@@ -469,7 +481,10 @@ fn stage(seen: &Seen, listed: bool) -> Stage {
         }
         for before in [pod::CLONE, pod::SEED] {
             if let Some(t) = terminated(status_of(init, before)).filter(|t| t.exit_code != 0) {
-                return Stage::Failed(format!("its {before} step exited {}", t.exit_code));
+                return Stage::Failed(
+                    format!("its {before} step exited {}", t.exit_code),
+                    Some(before),
+                );
             }
         }
         match status.and_then(|s| s.phase.as_deref()) {
@@ -477,7 +492,7 @@ fn stage(seen: &Seen, listed: bool) -> Stage {
                 let why = status
                     .and_then(|s| s.reason.clone())
                     .unwrap_or_else(|| "its pod failed".to_owned());
-                return Stage::Failed(why);
+                return Stage::Failed(why, None);
             }
             Some("Succeeded") => {}
             // The pod's own end is still to come (the two watches do not keep each other's
@@ -486,7 +501,7 @@ fn stage(seen: &Seen, listed: bool) -> Stage {
         }
     }
     match job_end(job) {
-        Some((_, reason)) => Stage::Failed(format!("the Job ended ({reason})")),
+        Some((_, reason)) => Stage::Failed(format!("the Job ended ({reason})"), None),
         None => Stage::Before,
     }
 }
@@ -697,6 +712,16 @@ impl Runtime for Kubernetes {
             Err(e) if is_status(&e, 404) => return Ok(None),
             Err(e) => return Err(cluster_error(&format!("reading Job {id}"), e)),
         };
+        // A runner killed between the Job and its Secret left a pod that waits for ever: it
+        // goes, and the container starts afresh.
+        match self.secrets().get(id).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {
+                self.delete_job(id, true).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(cluster_error(&format!("reading the Secret of Job {id}"), e)),
+        }
         let annotations = job.metadata.annotations.clone().unwrap_or_default();
         let sent: Sent = annotations
             .get(pod::ANNOTATION_SENT)

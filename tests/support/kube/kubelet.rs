@@ -10,8 +10,9 @@
 //! 2. init containers one after the other, each to its end; one that exits non-zero fails
 //!    the pod and later ones never run. A sidecar (`restartPolicy: Always`) is started and
 //!    not waited for, and is killed once the regular containers have ended;
-//! 3. the regular containers, concurrently; the pod's status is published once when they
-//!    have all started (Running) and once when they have ended (Succeeded/Failed).
+//! 3. the regular containers, concurrently; the pod's status is published when each init
+//!    container starts (with the end of the one before), once when the regular ones have all
+//!    started (Running) and once when they have ended (Succeeded/Failed).
 //!
 //! Each container is created, attached (before it starts: no output is lost), started and
 //! waited for through the Engine API (the fake's `docker create/start/wait`): the image must
@@ -850,6 +851,9 @@ impl Kubelet {
             if self.plan.containers[index].kind == ContainerKind::Sidecar {
                 continue;
             }
+            // As kubelet's status manager does on each container's start: the earlier init
+            // container's end and this one running, in one update.
+            self.publish();
             loop {
                 let exited = self.next().await?;
                 let (which, code) = (exited.index, exited.code);
