@@ -267,13 +267,9 @@ async fn check_cluster(report: &mut Report, loaded: &crate::spec::LoadedSpec) {
     if let Err(why) = crate::spec::validate::kubernetes_reaches(&loaded.spec.forge) {
         report.fail(&format!("{} ({})", why.message, why.help));
     }
-    let tokens = [
-        ("runtime.read_token_env", spec.read_token_env.as_ref()),
-        ("runtime.write_token_env", spec.write_token_env.as_ref()),
-    ];
     let mut git = crate::runtime::kubernetes::GitTokens::default();
-    for (field, name) in tokens {
-        let Some(name) = name.or(loaded.spec.forge.token_env.as_ref()) else {
+    for (field, name) in spec.git_token_envs(&loaded.spec.forge) {
+        let Some(name) = name else {
             report.warn(&format!(
                 "{field} and forge.token_env are not set: the pods reach the forge's git without a credential"
             ));

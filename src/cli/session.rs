@@ -112,25 +112,19 @@ pub(super) async fn kubernetes(
             why.help
         )));
     }
-    let token = |name: Option<&crate::spec::values::EnvName>, what: &str| {
-        let Some(name) = name.or(spec.forge.token_env.as_ref()) else {
-            return Ok(None);
-        };
-        crate::forge::http::Secret::from_env(what, name.as_str())
-            .map(Some)
-            .map_err(|error| {
-                CommandError::failure(format_args!("{}: {error}", loaded.path.display()))
-            })
+    let [read, write] = spec
+        .runtime
+        .git_token_envs(&spec.forge)
+        .map(|(field, name)| {
+            name.map(|name| crate::forge::http::Secret::from_env(field, name.as_str()))
+                .transpose()
+        });
+    let failed = |error: crate::forge::ForgeError| {
+        CommandError::failure(format_args!("{}: {error}", loaded.path.display()))
     };
     let tokens = GitTokens {
-        read: token(
-            spec.runtime.read_token_env.as_ref(),
-            "runtime.read_token_env",
-        )?,
-        write: token(
-            spec.runtime.write_token_env.as_ref(),
-            "runtime.write_token_env",
-        )?,
+        read: read.map_err(failed)?,
+        write: write.map_err(failed)?,
     };
     Kubernetes::connect(&spec.runtime, tokens)
         .await

@@ -152,6 +152,19 @@ impl RuntimeSpec {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
+
+    /// The variables holding the pods' git tokens, read then write, each with the field that
+    /// names it: `read_token_env` and `write_token_env`, else the forge's `token_env`.
+    pub fn git_token_envs<'a>(
+        &'a self,
+        forge: &'a Forge,
+    ) -> [(&'static str, Option<&'a EnvName>); 2] {
+        let or_forge = |own: &'a Option<EnvName>| own.as_ref().or(forge.token_env.as_ref());
+        [
+            ("runtime.read_token_env", or_forge(&self.read_token_env)),
+            ("runtime.write_token_env", or_forge(&self.write_token_env)),
+        ]
+    }
 }
 
 /// Kinds of runtime backend.
