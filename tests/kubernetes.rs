@@ -339,3 +339,46 @@ async fn a_watch_whose_history_expired_lists_again_and_the_run_goes_on() {
     );
     clean(&t, &cluster, units);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doctor_checks_the_cluster_the_namespace_and_the_permissions_the_backend_needs() {
+    if !available() {
+        return;
+    }
+    let units = &UNITS[..1];
+    let t = repos("k8s-doctor", units);
+    let cluster = cluster(&t).await;
+    let t = spec(t, units, Some(&cluster.git.url()));
+    let out = run(&t, &["doctor", "spec.yaml"]).expect_status(0);
+    for line in [
+        "ok    the cluster answers (Kubernetes v",
+        &format!("ok    namespace {NAMESPACE} exists"),
+        &format!("ok    may create, get, list, watch, delete jobs in {NAMESPACE}"),
+        &format!("ok    may get, list, watch pods in {NAMESPACE}"),
+        &format!("ok    may get pods/log in {NAMESPACE}"),
+        &format!("ok    may create, get, delete secrets in {NAMESPACE}"),
+        "ok    the pods' git token GIT_READ (runtime.read_token_env) is set",
+    ] {
+        assert!(out.stdout.contains(line), "`{line}` in:\n{}", out.stdout);
+    }
+    assert!(
+        !out.stdout.contains("Docker engine"),
+        "no engine is asked:\n{}",
+        out.stdout
+    );
+    assert!(
+        cluster.fake.secrets().is_empty(),
+        "the namespace probe stores nothing"
+    );
+
+    cluster.fake.deny("create", "secrets");
+    let out = run(&t, &["doctor", "spec.yaml"]).expect_status(1);
+    assert!(
+        out.stdout
+            .contains(&format!("FAIL  may not create secrets in {NAMESPACE}")),
+        "{}",
+        out.stdout
+    );
+    let violations = cluster.fake.violations();
+    assert!(violations.is_empty(), "{violations:#?}");
+}
