@@ -12,6 +12,7 @@
 //! --agent-images`, for the `dispatch-git` image); `UNITS=20` runs fewer. It prints the
 //! figures and asserts only that every unit ended `changed` on both.
 
+// The bench uses a part of the tests' support (the fakes and the fixture builder).
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -145,7 +145,7 @@ fn reasons(report: &Value) -> BTreeMap<String, String> {
 /// What must hold after any run on the fake cluster: every request was one the API
 /// describes, nothing of the run is left on the cluster or on the forge, and the tokens went
 /// where they belong only.
-fn clean(t: &Test, cluster: &Cluster, units: &[(&str, &str, &str)]) {
+fn clean(t: &Test, cluster: &Cluster, units: &[(&str, &str, &str)], pushed: bool) {
     let violations = cluster.fake.violations();
     assert!(
         violations.is_empty(),
@@ -174,10 +174,11 @@ fn clean(t: &Test, cluster: &Cluster, units: &[(&str, &str, &str)]) {
             .any(|r| r.token == TokenKind::Read && r.status == 200),
         "the pods cloned with the read token: {seen:#?}"
     );
-    assert!(
+    assert_eq!(
         seen.iter()
             .any(|r| r.token == TokenKind::Write && r.path.contains("receive-pack")),
-        "the pods pushed with the write token"
+        pushed,
+        "the pods pushed (with the write token) only when a step ended by itself"
     );
     assert!(
         seen.iter()
@@ -248,7 +249,7 @@ async fn the_same_spec_ends_with_the_same_outcomes_and_prs_on_kubernetes_as_on_d
         "the same outcomes and PRs, with the same trees, as on Docker; the reasons: {:#?}",
         reasons(&report)
     );
-    clean(&t, &cluster, UNITS);
+    clean(&t, &cluster, UNITS, true);
     let status = run(&t, &["status", "--json"]).expect_status(0).json();
     assert_eq!(status["run"]["runtime"], "kubernetes", "{status}");
 }
@@ -295,7 +296,7 @@ async fn a_run_killed_while_its_jobs_run_resumes_on_the_cluster_and_ends_as_on_d
             "the agent of {repo} ran once: collected, not run again"
         );
     }
-    clean(&t, &cluster, SLOW);
+    clean(&t, &cluster, SLOW, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -337,7 +338,7 @@ async fn a_watch_whose_history_expired_lists_again_and_the_run_goes_on() {
         "the watches listed again after the 410: {:#?}",
         cluster.fake.requests()
     );
-    clean(&t, &cluster, units);
+    clean(&t, &cluster, units, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -381,4 +382,90 @@ async fn doctor_checks_the_cluster_the_namespace_and_the_permissions_the_backend
     );
     let violations = cluster.fake.violations();
     assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// Agents that never end by themselves: one past its timeout, one silent past its
+/// `idle_timeout`.
+const STUCK: &[(&str, &str, &str)] = &[("t1", "sleep", "timed_out"), ("i1", "sleep", "timed_out")];
+
+/// The spec of [`STUCK`]: `t1`'s job has a timeout of 3 s, `i1`'s an idle timeout of 2 s.
+fn stuck_jobs() -> &'static str {
+    "jobs:\n  - { id: j, task: t, repos: [t1], qa: [], timeout: 3s }\n  - { id: k, task: t, repos: [i1], qa: [], idle_timeout: 2s }\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_past_its_timeout_or_silent_too_long_is_stopped_as_on_docker_and_cancel_stops_it() {
+    if !available() {
+        return;
+    }
+    let docker = repos("k8s-stuck-docker", STUCK).scripted_spec(stuck_jobs());
+    let on_docker = run(&docker, &["run", "spec.yaml", "--output", "json"]).json();
+    let t = repos("k8s-stuck", STUCK);
+    let cluster = cluster(&t).await;
+    let forge = format!(
+        "{{ kind: local, seed: repos, git_url: \"{}\" }}",
+        cluster.git.url()
+    );
+    let runtime = format!(
+        "runtime: {{ kind: kubernetes, namespace: {NAMESPACE}, git_image: \"{}\", read_token_env: GIT_READ, write_token_env: GIT_WRITE }}\n",
+        git_image()
+    );
+    let kubeconfig = t.path("kubeconfig").to_string_lossy().into_owned();
+    let t = t
+        .scripted_spec_on(&forge, "t", &format!("{runtime}{}", stuck_jobs()))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("GIT_READ", READ)
+        .env("GIT_WRITE", WRITE);
+    let on_kube = run(&t, &["run", "spec.yaml", "--output", "json"]).json();
+    assert_eq!(
+        outcomes(&on_kube),
+        outcomes(&on_docker),
+        "{:#?}",
+        reasons(&on_kube)
+    );
+    let expected: BTreeMap<String, String> = [
+        ("j/t/t1".to_owned(), "timed_out".to_owned()),
+        ("k/t/i1".to_owned(), "timed_out".to_owned()),
+    ]
+    .into();
+    assert_eq!(outcomes(&on_kube), expected);
+    let why = reasons(&on_kube);
+    assert!(why["j/t/t1"].contains("past its timeout of 3s"), "{why:#?}");
+    assert!(why["k/t/i1"].contains("printed nothing for 2s"), "{why:#?}");
+    assert!(cluster.fake.pods().is_empty(), "the stopped pods are gone");
+
+    // Ctrl-C twice: the running step's Job is deleted, its unit ends cancelled.
+    let runner = t.spawn(&[
+        "run",
+        "spec.yaml",
+        "--new",
+        "--only",
+        "j",
+        "--output",
+        "json",
+    ]);
+    for _ in 0..200 {
+        let running = cluster.fake.pods().iter().any(|pod| {
+            pod["status"]["initContainerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["name"] == "step" && s["state"]["running"].is_object())
+        });
+        if running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    runner.interrupt();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    runner.interrupt();
+    let cancelled = tokio::task::block_in_place(|| runner.wait()).json();
+    assert_eq!(
+        outcomes(&cancelled)["j/t/t1"],
+        "cancelled",
+        "{:#?}",
+        reasons(&cancelled)
+    );
+    clean(&t, &cluster, STUCK, false);
 }

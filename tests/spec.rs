@@ -75,7 +75,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "kubernetes-local-forge.yaml",
-        "the local forge's repositories are directories on this machine, which no pod can reach",
+        "the cluster cannot reach the local forge",
     ),
     ("kubernetes-ssh-git.yaml", "not an HTTP(S) URL"),
 ];

@@ -291,7 +291,10 @@ pub async fn forget(
         args.extend(there.iter().map(String::as_str));
         git_with(dir, &args, token.map(|t| (remote, t)), None).await?;
     }
-    if dir.join(".git").is_dir() {
+    if tokio::fs::metadata(dir.join(".git"))
+        .await
+        .is_ok_and(|m| m.is_dir())
+    {
         let here = git_text(dir, &["for-each-ref", "--format=%(refname)", prefix]).await?;
         for name in here.lines().filter(|n| n.starts_with(prefix)) {
             git_text(dir, &["update-ref", "-d", name]).await?;
@@ -378,7 +381,10 @@ async fn write_dir(repo: &Path, tree: &str, out: &OutDir) -> Result<(), RuntimeE
         };
         let at = out.host.join(relative);
         // Only a regular file is removed (a link there is not followed, just left).
-        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_file()) {
+        if tokio::fs::symlink_metadata(&at)
+            .await
+            .is_ok_and(|m| m.is_file())
+        {
             tokio::fs::remove_file(&at)
                 .await
                 .map_err(|e| failed(&format!("removing {}", at.display()), e))?;

@@ -52,6 +52,8 @@ pub const DEFAULT_GIT_IMAGE: &str = "dispatch-git:latest";
 pub const DEFAULT_RUN_AS: u32 = 1000;
 /// How long the log stream may stay open once the step ended before it is read afresh.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long [`Runtime::remove`] waits for a deleted Job to be gone.
+const GONE_WITHIN: Duration = Duration::from_secs(60);
 
 /// The forge credentials the pods get: `read` for the clone step, `write` for the push
 /// step (each only in its own container), and `write` for this machine's pushes and fetches
@@ -74,6 +76,8 @@ pub struct Kubernetes {
     pending: Mutex<HashMap<String, ContainerSpec>>,
     /// What was sent per Job, for its removal.
     sent: Mutex<HashMap<String, Sent>>,
+    /// The run of each Job this process ran or collected (whose watch says when it is gone).
+    runs: Mutex<HashMap<String, String>>,
     /// Jobs [`Runtime::kill`] deleted: their step ended as a killed container does.
     killed: Mutex<std::collections::HashSet<String>>,
     /// The watches, per run.
@@ -140,6 +144,7 @@ impl Kubernetes {
             pending: Mutex::default(),
             sent: Mutex::default(),
             killed: Mutex::default(),
+            runs: Mutex::default(),
             watches: tokio::sync::Mutex::default(),
         })
     }
@@ -255,6 +260,8 @@ impl Kubernetes {
 
     /// Follows Job `job` to its end (see [`Runtime::run`]): `keep` is where its output starts
     /// in the log (`Some(0)`: the log is written afresh, for a Job collected again).
+    // One call per container, from `run` and `reattach`, each with all of these at hand: a
+    // struct would only be built to be taken apart here.
     #[allow(clippy::too_many_arguments)]
     async fn follow(
         &self,
@@ -695,6 +702,10 @@ impl Runtime for Kubernetes {
             None,
         );
         let watch = self.watch(&run).await;
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), run);
         self.submit(&job, secret).await?;
         self.follow(&watch, id, &sent, log, timeout, cancel, None)
             .await
@@ -740,6 +751,10 @@ impl Runtime for Kubernetes {
             .and_then(|l| l.get(LABEL_RUN).cloned())
             .unwrap_or_default();
         let watch = self.watch(&run).await;
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), run);
         self.follow(&watch, id, &sent, log, timeout, cancel, Some(0))
             .await
             .map(Some)
@@ -778,6 +793,22 @@ impl Runtime for Kubernetes {
             },
         };
         self.delete_job(id, false).await?;
+        // Gone once the watch says so (its pod first, when a kill deleted it in the
+        // foreground): a run that ends leaves no Job behind.
+        let run = self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(run) = run {
+            let watch = self.watch(&run).await;
+            let gone = watch.until(id, |seen, listed| {
+                (listed && seen.job.is_none()).then_some(())
+            });
+            if tokio::time::timeout(GONE_WITHIN, gone).await.is_err() {
+                tracing::warn!(job = id, "the Job is still being deleted");
+            }
+        }
         if let Some(sent) = sent {
             let prefix = format!("{}/", sent.refs);
             carry::forget(&sent.dir, &sent.remote, &prefix, self.tokens.write.as_ref()).await?;
