@@ -357,7 +357,7 @@ async fn doctor_checks_the_cluster_the_namespace_and_the_permissions_the_backend
         &format!("ok    may create, get, list, watch, delete jobs in {NAMESPACE}"),
         &format!("ok    may get, list, watch pods in {NAMESPACE}"),
         &format!("ok    may get pods/log in {NAMESPACE}"),
-        &format!("ok    may create, get, delete secrets in {NAMESPACE}"),
+        &format!("ok    may create, get secrets in {NAMESPACE}"),
         "ok    the pods' git token GIT_READ (runtime.read_token_env) is set",
     ] {
         assert!(out.stdout.contains(line), "`{line}` in:\n{}", out.stdout);

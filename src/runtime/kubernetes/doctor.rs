@@ -20,7 +20,8 @@ pub const NEEDED: &[(&str, &str, &str, &[&str])] = &[
     ),
     ("", "pods", "", &["get", "list", "watch"]),
     ("", "pods", "log", &["get"]),
-    ("", "secrets", "", &["create", "get", "delete"]),
+    // Never deleted by dispatch: each is owned by its Job and goes with it.
+    ("", "secrets", "", &["create", "get"]),
 ];
 
 /// One line per check: `Ok` what holds, `Err` what would make a run fail.
