@@ -44,12 +44,11 @@ use bollard::query_parameters::{
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
 use super::log::{open_log, silent, CappedLog, LastOutput};
 use super::{
-    Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_NODE,
-    LABEL_RUN, STOP_GRACE,
+    cancelled, AbortOnDrop, Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime,
+    RuntimeError, LABEL_NODE, LABEL_RUN, STOP_GRACE,
 };
 
 /// An image and the programs asked of it.
@@ -297,15 +296,6 @@ fn engine_error(what: &str, id: &str, e: EngineError) -> RuntimeError {
 /// normally ends at once).
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Aborts a spawned task when dropped, so a dropped `run` leaves no task behind.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Copies every output chunk of the container into its log as it comes, and ends the log
 /// when the stream ends: the figures when it was cut.
 ///
@@ -351,18 +341,6 @@ async fn feed_stdin<W: AsyncWrite + Unpin>(mut input: W, bytes: Option<Vec<u8>>)
     }
     if let Err(e) = input.shutdown().await {
         tracing::debug!(error = %e, "closing container stdin");
-    }
-}
-
-/// Resolves when the cancel signal is (or already was) true; never when its sender is gone.
-async fn cancelled(mut cancel: Cancel) {
-    loop {
-        if *cancel.borrow_and_update() {
-            return;
-        }
-        if cancel.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 

@@ -183,6 +183,22 @@ pub enum RuntimeError {
 /// A cancel signal: becomes `true` once, when the node must stop.
 pub type Cancel = tokio::sync::watch::Receiver<bool>;
 
+/// Resolves when the cancel signal is (or already was) true; never when its sender is gone.
+pub async fn cancelled(mut cancel: Cancel) {
+    if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Aborts a spawned task when dropped, so a dropped `run` leaves no task behind.
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A container with its labels, as [`Runtime::list`] finds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {

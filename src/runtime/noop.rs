@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use super::log::CappedLog;
 use super::{
-    Cancel, ContainerSpec, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_NODE, LABEL_RUN,
+    cancelled, Cancel, ContainerSpec, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_NODE,
+    LABEL_RUN,
 };
 
 /// A runtime that runs nothing (test double).
@@ -83,18 +84,6 @@ impl Noop {
         });
         node.and_then(|n| lock(&self.exits).get(&n).copied())
             .unwrap_or(0)
-    }
-}
-
-/// Resolves when the cancel signal is (or already was) true; never when its sender is gone.
-async fn cancelled(mut cancel: Cancel) {
-    loop {
-        if *cancel.borrow_and_update() {
-            return;
-        }
-        if cancel.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 

@@ -23,8 +23,8 @@ use crate::forge::Forge;
 use crate::git;
 use crate::plan::{QaStepPlan, Unit};
 use crate::runtime::{
-    mounted, Cancel, Carry, Checkout, ContainerSpec, Log, Mount, Ran, Resources, Runtime,
-    RuntimeError, LABEL_NODE, LABEL_RUN,
+    cancelled, mounted, Cancel, Carry, Checkout, ContainerSpec, Log, Mount, Ran, Resources,
+    Runtime, RuntimeError, LABEL_NODE, LABEL_RUN,
 };
 use crate::spec::model::{ForgeKind, PromptHandoff, Resources as SpecResources};
 use crate::state::RunEvent;
@@ -509,13 +509,6 @@ async fn measure(workspace: &Path, limit: u64) -> std::io::Result<u64> {
     tokio::task::spawn_blocking(move || mounted::disk_usage(&dir, limit))
         .await
         .map_err(std::io::Error::other)?
-}
-
-/// Resolves when the cancel signal is (or already was) true; never when its sender is gone.
-async fn cancelled(mut cancel: Cancel) {
-    if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// Fails the node when the container left a nested repository in the unit's work tree (see

@@ -67,10 +67,6 @@ impl Sent {
     fn dir_ref(&self, index: usize) -> String {
         format!("{}/out-{index}", self.refs)
     }
-
-    fn dir_in_ref(&self, index: usize) -> String {
-        format!("{}/in-{index}", self.refs)
-    }
 }
 
 /// The scratch refs of Job `job`.
@@ -92,32 +88,38 @@ async fn git_with(
     git_run(git::command(dir), dir, args, remote, index).await
 }
 
-/// The commit of what directory `tree` holds (no parent), made with the objects of the
-/// repository `repo` and a temporary index.
-async fn commit_dir(repo: &Path, tree: &Path, name: &str) -> Result<String, RuntimeError> {
+/// The commit of what directory `tree` holds (what `.gitignore` leaves out aside), made with
+/// the objects of the repository `repo` and a temporary index named after `name`: on `parent`
+/// (whose tree the index starts from, so that files it tracks stay) when given, else with
+/// none.
+async fn commit_tree(
+    repo: &Path,
+    tree: &Path,
+    name: &str,
+    parent: Option<&str>,
+    message: &str,
+) -> Result<String, RuntimeError> {
     let index = repo.join(".git").join(format!("dispatch-{name}.index"));
     let _ = tokio::fs::remove_file(&index).await;
-    let in_dir = || {
+    let in_tree = || {
         let mut command = git::command(tree);
         command.env("GIT_DIR", repo.join(".git"));
         command.arg("--work-tree=.");
         command
     };
     let made = async {
+        if let Some(parent) = parent {
+            git_run(in_tree(), tree, &["read-tree", parent], None, Some(&index)).await?;
+        }
         let add = ["add", "--all", "--", "."];
-        git_run(in_dir(), tree, &add, None, Some(&index)).await?;
-        let tree_id = git_run(in_dir(), tree, &["write-tree"], None, Some(&index)).await?;
+        git_run(in_tree(), tree, &add, None, Some(&index)).await?;
+        let tree_id = git_run(in_tree(), tree, &["write-tree"], None, Some(&index)).await?;
         let tree_id = String::from_utf8_lossy(&tree_id).trim().to_owned();
-        git_text(
-            repo,
-            &[
-                "commit-tree",
-                &tree_id,
-                "-m",
-                "dispatch: a directory as sent to the cluster",
-            ],
-        )
-        .await
+        let mut args = vec!["commit-tree", tree_id.as_str(), "-m", message];
+        if let Some(parent) = parent {
+            args.extend(["-p", parent]);
+        }
+        git_text(repo, &args).await
     }
     .await;
     let _ = tokio::fs::remove_file(&index).await;
@@ -173,34 +175,26 @@ pub async fn send(
     let dir = &checkout.dir;
     let refs = refs_of(job);
     let head = git_text(dir, &["rev-parse", "--verify", "HEAD^{commit}"]).await?;
-    let index = dir.join(".git").join(format!("dispatch-{job}.index"));
-    let _ = tokio::fs::remove_file(&index).await;
-    let snapshot = async {
-        git_with(dir, &["read-tree", &head], None, Some(&index)).await?;
-        git_with(dir, &["add", "--all", "--", "."], None, Some(&index)).await?;
-        let tree = git_with(dir, &["write-tree"], None, Some(&index)).await?;
-        let tree = String::from_utf8_lossy(&tree).trim().to_owned();
-        git_text(
-            dir,
-            &[
-                "commit-tree",
-                &tree,
-                "-p",
-                &head,
-                "-m",
-                "dispatch: the work tree as sent to the cluster",
-            ],
-        )
-        .await
-    }
-    .await;
-    let _ = tokio::fs::remove_file(&index).await;
-    let snapshot = snapshot?;
+    let snapshot = commit_tree(
+        dir,
+        dir,
+        job,
+        Some(&head),
+        "dispatch: the work tree as sent to the cluster",
+    )
+    .await?;
     let local = format!("{refs}/in");
     git_text(dir, &["update-ref", &local, &snapshot]).await?;
     let mut specs = vec![format!("+{snapshot}:{local}")];
     for (index, out) in outs.iter_mut().enumerate() {
-        out.sent = commit_dir(dir, &out.host, &format!("{job}-{index}")).await?;
+        out.sent = commit_tree(
+            dir,
+            &out.host,
+            &format!("{job}-{index}"),
+            None,
+            "dispatch: a directory as sent to the cluster",
+        )
+        .await?;
         let local = format!("{refs}/in-{index}");
         git_text(dir, &["update-ref", &local, &out.sent]).await?;
         specs.push(format!("+{}:{local}", out.sent));
@@ -259,11 +253,6 @@ pub async fn bring_back(sent: &Sent, token: Option<&Secret>) -> Result<(), Runti
         write_dir(dir, &sent.dir_ref(index), out_dir).await?;
     }
     Ok(())
-}
-
-/// The in-ref of directory `index` (what the clone step checks out there).
-pub fn dir_in_ref(sent: &Sent, index: usize) -> String {
-    sent.dir_in_ref(index)
 }
 
 /// Deletes the scratch refs that start with `prefix` (one Job's `refs/dispatch/<job>/`), on

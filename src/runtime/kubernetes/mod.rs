@@ -42,7 +42,10 @@ use self::carry::{OutDir, Sent};
 use self::pod::{Carried, PodSettings};
 use self::watch::{RunWatch, Seen};
 use super::log::{open_log, silent, LastOutput};
-use super::{Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime, RuntimeError, LABEL_RUN};
+use super::{
+    cancelled, AbortOnDrop, Cancel, ContainerSpec, Cut, Exit, Listed, Log, Ran, Runtime,
+    RuntimeError, LABEL_RUN,
+};
 use crate::forge::http::Secret as Token;
 use crate::spec::model::RuntimeSpec;
 
@@ -270,7 +273,7 @@ impl Kubernetes {
         sent: &Sent,
         log: &Log,
         timeout: Duration,
-        mut cancel: Cancel,
+        cancel: Cancel,
         keep: Option<u64>,
     ) -> Result<Ran, RuntimeError> {
         let stopped = |exit| Ran { exit, cut: None };
@@ -292,7 +295,7 @@ impl Kubernetes {
                     "the pod of Job {job} never started its step (pending, or its images could not be pulled)"
                 )));
             }
-            () = cancelled(&mut cancel) => {
+            () = cancelled(cancel.clone()) => {
                 self.delete_job(job, true).await?;
                 return Ok(stopped(Exit::Cancelled));
             }
@@ -355,7 +358,7 @@ impl Kubernetes {
             },
             () = tokio::time::sleep_until(started + timeout) => Exit::TimedOut,
             () = silent(watchdog) => Exit::Idle,
-            () = cancelled(&mut cancel) => Exit::Cancelled,
+            () = cancelled(cancel.clone()) => Exit::Cancelled,
         };
         let stopped_here = !matches!(exit, Exit::Code(_)) || self.was_killed(job);
         if !matches!(exit, Exit::Code(_)) {
@@ -380,7 +383,7 @@ impl Kubernetes {
         let pushed = tokio::select! {
             pushed = pushed => pushed,
             () = tokio::time::sleep(pod::DEADLINE_ALLOWANCE) => Err("its push step did not end".to_owned()),
-            () = cancelled(&mut cancel) => {
+            () = cancelled(cancel.clone()) => {
                 self.delete_job(job, true).await?;
                 return Ok(stopped(Exit::Cancelled));
             }
@@ -549,22 +552,6 @@ fn push_exit(seen: &Seen, listed: bool) -> Option<Result<i64, String>> {
     }
 }
 
-/// A task aborted when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Resolves when the cancel signal is (or was) true; never when its sender is gone.
-async fn cancelled(cancel: &mut Cancel) {
-    if cancel.wait_for(|c| *c).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Copies the log stream into the capped log as it comes; the figures when it was cut.
 async fn write_log<S>(
     mut stream: S,
@@ -699,7 +686,6 @@ impl Runtime for Kubernetes {
                 self.tokens.read.as_ref().map(Token::expose),
                 self.tokens.write.as_ref().map(Token::expose),
             ),
-            None,
         );
         let watch = self.watch(&run).await;
         self.runs

@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
 use super::carry::Sent;
@@ -347,14 +347,14 @@ pub fn labels(spec: &ContainerSpec) -> BTreeMap<String, String> {
     labels
 }
 
-fn secret_env(secret: &str, name: &str, key: &str, optional: bool) -> EnvVar {
+fn secret_env(secret: &str, name: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.to_owned(),
                 key: key.to_owned(),
-                optional: optional.then_some(true),
+                optional: None,
             }),
             ..Default::default()
         }),
@@ -402,8 +402,19 @@ fn empty_dir(name: &str, size: Option<u64>) -> Volume {
     }
 }
 
-fn git_step(name: &str, settings: &PodSettings, script: &str, env: Vec<EnvVar>) -> Container {
+/// A step of the git image running `script`, with `env`, and the git token of the Secret's key
+/// `token` (`(secret, key)`) as `DISPATCH_GIT_TOKEN` when it has one.
+fn git_step(
+    name: &str,
+    settings: &PodSettings,
+    script: &str,
+    env: Vec<EnvVar>,
+    token: Option<(&str, &str)>,
+) -> Container {
     let mut env = env;
+    if let Some((secret, key)) = token {
+        env.push(secret_env(secret, "DISPATCH_GIT_TOKEN", key));
+    }
     env.push(plain_env("HOME", "/tmp"));
     env.push(plain_env("GIT_CONFIG_NOSYSTEM", "1"));
     env.push(plain_env("GIT_TERMINAL_PROMPT", "0"));
@@ -517,7 +528,7 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
         .collect();
     let env: Vec<EnvVar> = last
         .iter()
-        .map(|(key, i)| secret_env(&name, key, &format!("env-{i}"), false))
+        .map(|(key, i)| secret_env(&name, key, &format!("env-{i}")))
         .collect();
     let (program, args) = match spec.argv.split_first() {
         Some((program, args)) if !spec.stdin => (vec![program.clone()], args.to_vec()),
@@ -564,19 +575,12 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
             plain_env("DISPATCH_REF_IN", &format!("{refs}/in")),
             plain_env("DISPATCH_DIRS", &both.to_string()),
         ],
+        read.then_some((name.as_str(), "git-read")),
     );
-    if read {
-        clone.env.get_or_insert_with(Vec::new).push(secret_env(
-            &name,
-            "DISPATCH_GIT_TOKEN",
-            "git-read",
-            false,
-        ));
-    }
     clone.volume_mounts = Some(clone_mounts);
     let mut init = vec![clone];
     if !filled.is_empty() {
-        let mut seed = git_step(SEED, plan.settings, SEED_SCRIPT, Vec::new());
+        let mut seed = git_step(SEED, plan.settings, SEED_SCRIPT, Vec::new(), None);
         seed.command.get_or_insert_with(Vec::new).extend(filled);
         seed.volume_mounts = Some(seed_mounts);
         init.push(seed);
@@ -590,15 +594,8 @@ pub fn job(plan: &JobPlan<'_>) -> Result<Job, RuntimeError> {
             plain_env("DISPATCH_REMOTE", plan.remote_there),
             plain_env("DISPATCH_REF_OUT", &format!("{refs}/out")),
         ],
+        write.then_some((name.as_str(), "git-write")),
     );
-    if write {
-        push.env.get_or_insert_with(Vec::new).push(secret_env(
-            &name,
-            "DISPATCH_GIT_TOKEN",
-            "git-write",
-            false,
-        ));
-    }
     push.volume_mounts = Some(push_mounts);
 
     let settings = plan.settings;
@@ -687,14 +684,14 @@ fn toleration(t: &crate::spec::model::Toleration) -> Toleration {
     }
 }
 
-/// The Secret of the Job `job` (owned by it: the cluster deletes it with the Job): the
-/// step's environment, the carried files, its stdin and the git tokens.
+/// The Secret of the Job of `spec` (its owner reference to the Job is set once the Job exists,
+/// so the cluster deletes it with the Job): the step's environment, the carried files, its
+/// stdin and the git tokens.
 pub fn secret(
     spec: &ContainerSpec,
     inputs: &Inputs,
     stdin: Option<&[u8]>,
     tokens: (Option<&str>, Option<&str>),
-    owner: Option<OwnerReference>,
 ) -> Secret {
     let mut data = BTreeMap::new();
     for (i, (_, value)) in spec.env.iter().enumerate() {
@@ -722,7 +719,6 @@ pub fn secret(
         metadata: ObjectMeta {
             name: Some(spec.name.clone()),
             labels: Some(labels(spec)),
-            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         data: Some(data),
@@ -943,7 +939,6 @@ mod tests {
             &inputs,
             Some(b"the prompt"),
             (Some("tok-r"), Some("tok-w")),
-            None,
         );
         let data = secret.data.unwrap();
         assert_eq!(data["git-read"].0, b"tok-r");

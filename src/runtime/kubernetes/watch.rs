@@ -88,48 +88,21 @@ impl RunWatch {
         let tx = Arc::new(tx);
         let selector = format!("{LABEL_RUN}={run}");
         let config = watcher::Config::default().labels(&selector);
-        let job_task = {
-            let (picture, tx, config) = (picture.clone(), tx.clone(), config.clone());
-            tokio::spawn(async move {
-                let mut stream = watcher::watcher(jobs, config).default_backoff().boxed();
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(event) => {
-                            let mut p = picture.lock().unwrap_or_else(|e| e.into_inner());
-                            apply_job(&mut p, event);
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "watching the run's Jobs");
-                            continue;
-                        }
-                    }
-                    tx.send_modify(|v| *v += 1);
-                }
-            })
-        };
-        let pod_task = {
-            let (picture, tx) = (picture.clone(), tx.clone());
-            tokio::spawn(async move {
-                let mut stream = watcher::watcher(pods, config).default_backoff().boxed();
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(event) => {
-                            let mut p = picture.lock().unwrap_or_else(|e| e.into_inner());
-                            apply_pod(&mut p, event);
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "watching the run's pods");
-                            continue;
-                        }
-                    }
-                    tx.send_modify(|v| *v += 1);
-                }
-            })
-        };
+        let tasks = vec![
+            follow(
+                jobs,
+                config.clone(),
+                picture.clone(),
+                tx.clone(),
+                apply_job,
+                "Jobs",
+            ),
+            follow(pods, config, picture.clone(), tx, apply_pod, "pods"),
+        ];
         Self {
             picture,
             changed,
-            tasks: vec![job_task, pod_task],
+            tasks,
         }
     }
 
@@ -162,6 +135,37 @@ impl RunWatch {
             }
         }
     }
+}
+
+/// A task that applies every event of the watch of `api` to the picture (with `apply`) and
+/// wakes the waiters; the watch's errors are retried with a backoff.
+fn follow<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    picture: Arc<Mutex<Picture>>,
+    tx: Arc<watch::Sender<u64>>,
+    apply: fn(&mut Picture, Event<K>),
+    what: &'static str,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => apply(
+                    &mut picture.lock().unwrap_or_else(|e| e.into_inner()),
+                    event,
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "watching the run's {what}");
+                    continue;
+                }
+            }
+            tx.send_modify(|v| *v += 1);
+        }
+    })
 }
 
 fn apply_job(p: &mut Picture, event: Event<Job>) {
